@@ -1,0 +1,42 @@
+# Each target bootstraps .venv itself: a fresh clone needs only python3 (3.10+) and network
+# access to PyPI.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeport-installed
+PYTEST_ARGS ?=
+DEMO_DIR ?= demo
+
+.PHONY: demo test test-fast lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml runtime/pyproject.toml train/pyproject.toml export/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet \
+		-e "./runtime[cpu]" -e ./train -e "./export[tensorrt-rtx]" --group dev
+	touch $(STAMP)
+
+## make demo: train on the embedded digits, export, check, predict and benchmark
+demo: $(STAMP)
+	$(BIN)/edgeport demo --out $(DEMO_DIR)
+
+## make test: lint, then the whole suite (GPU tests skip themselves without a GPU)
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: everything not marked slow
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## make bench: the CPU benchmark matrix, written to benchmarks/results/<machine>/
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_matrix.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

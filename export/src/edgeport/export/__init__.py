@@ -1,0 +1,1 @@
+"""edgeport-export: ONNX and TensorRT export gated by parity checks."""

@@ -1,0 +1,249 @@
+"""The bundle: the directory copied to a device, described by ``manifest.json``.
+
+The manifest lists every artifact (format, precision, relative path, sha256, size, batch range,
+tool versions, parity results and, for an engine, the TensorRT flavour, version and compute
+capability) next to the model card and the export settings. Export writes it; the runtime reads
+and verifies it. Paths are always relative and must stay inside the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgeport.runtime.card import ModelCard
+from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
+from edgeport.runtime.io import atomic_write_json, sha256_file
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+FORMATS = ("onnx", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
+_BATCH_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The batch sizes an artifact accepts; ``opt`` is what a TensorRT profile tunes for."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ConfigError(
+                f"batch range must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min}:{self.opt}:{self.max}"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> BatchRange:
+        """Parse ``MIN:OPT:MAX`` or a single fixed size ``N``."""
+        match = _BATCH_RE.match(text)
+        if not match:
+            raise ConfigError(f"batch range must look like MIN:OPT:MAX or N, got {text!r}")
+        low, opt, high = match.groups()
+        if opt is None:
+            return cls(int(low), int(low), int(low))
+        return cls(int(low), int(opt), int(high))
+
+    def __contains__(self, batch: object) -> bool:
+        return isinstance(batch, int) and self.min <= batch <= self.max
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a TensorRT plan was built with; the runtime refuses a plan built for elsewhere."""
+
+    flavour: str  # "tensorrt" or "tensorrt_rtx"
+    version: str
+    compute_capability: str | None = None  # "9.0"; None when built for any (RTX AOT, compat)
+    hardware_compatibility: str = "none"
+    timing_cache: str | None = None  # relative path of the timing cache kept in the bundle
+    workspace_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.flavour not in ENGINE_FLAVOURS:
+            raise InputError(
+                f"engine flavour must be one of {ENGINE_FLAVOURS}, got {self.flavour!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported model file inside a bundle."""
+
+    name: str
+    format: str
+    precision: str
+    path: str
+    sha256: str
+    size_bytes: int
+    input_name: str
+    output_name: str
+    input_shape: tuple[int | str, ...]  # ("batch", C, H, W)
+    batch: BatchRange
+    tools: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, Any] | None = None
+    engine: EngineInfo | None = None
+    source: str | None = None  # name of the artifact this one was built from
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"artifact format must be one of {FORMATS}, got {self.format!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(
+                f"artifact precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        if self.format == "tensorrt" and self.engine is None:
+            raise InputError(f"TensorRT artifact {self.name!r} has no engine information")
+        _check_relative(self.path, f"artifact {self.name!r}")
+
+    @property
+    def parity_passed(self) -> bool | None:
+        """True/False from the export gate, None when parity was not checked."""
+        if not self.parity:
+            return None
+        return bool(self.parity.get("passed"))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        try:
+            engine = data.get("engine")
+            return cls(
+                **{
+                    **data,
+                    "input_shape": tuple(data["input_shape"]),
+                    "batch": BatchRange(**data["batch"]),
+                    "engine": EngineInfo(**engine) if engine else None,
+                }
+            )
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"malformed artifact entry {data.get('name', '?')!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``manifest.json``."""
+
+    card: ModelCard
+    artifacts: tuple[Artifact, ...]
+    export: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] | None = None  # stored inputs/outputs for checks without torch
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def artifact(self, name: str) -> Artifact:
+        for art in self.artifacts:
+            if art.name == name:
+                return art
+        raise ConfigError(
+            f"no artifact named {name!r}; this bundle has {[a.name for a in self.artifacts]}"
+        )
+
+    def with_artifact(self, artifact: Artifact) -> Manifest:
+        """A copy with ``artifact`` added, or replacing the one with the same name."""
+        kept = tuple(a for a in self.artifacts if a.name != artifact.name)
+        return replace(self, artifacts=(*kept, artifact))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "created": self.created,
+            "versions": dict(self.versions),
+            "card": self.card.to_dict(),
+            "export": self.export,
+            "reference": self.reference,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if not isinstance(data, dict):
+            raise InputError(f"manifest must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version", 0)
+        if not isinstance(version, int) or version > MANIFEST_SCHEMA_VERSION:
+            raise InputError(
+                f"manifest schema {version!r} is not one this edgeport reads "
+                f"(<= {MANIFEST_SCHEMA_VERSION}); upgrade edgeport-runtime"
+            )
+        try:
+            return cls(
+                card=ModelCard.from_dict(data["card"]),
+                artifacts=tuple(Artifact.from_dict(a) for a in data["artifacts"]),
+                export=dict(data.get("export") or {}),
+                reference=data.get("reference"),
+                versions=dict(data.get("versions") or {}),
+                created=str(data.get("created", "")),
+                schema_version=version,
+            )
+        except KeyError as exc:
+            raise InputError(f"manifest is missing {exc.args[0]!r}") from exc
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path) -> Manifest:
+        """Read and validate ``bundle_dir/manifest.json``."""
+        path = Path(bundle_dir) / MANIFEST_NAME
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ModelLoadError(
+                f"{bundle_dir} is not a bundle: {MANIFEST_NAME} not found in it"
+            ) from exc
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, InputError) as exc:
+            raise ModelLoadError(f"bundle manifest {path} is invalid: {exc}") from exc
+
+    def save(self, bundle_dir: str | Path) -> Path:
+        return atomic_write_json(Path(bundle_dir) / MANIFEST_NAME, self.to_dict())
+
+
+def _check_relative(rel: str, what: str) -> None:
+    path = Path(rel)
+    if path.is_absolute() or ".." in path.parts:
+        raise InputError(f"{what} path must be relative and inside the bundle, got {rel!r}")
+
+
+def resolve_inside(bundle_dir: str | Path, rel: str) -> Path:
+    """Resolve ``rel`` against the bundle, refusing anything (links included) that leaves it."""
+    root = Path(bundle_dir).resolve()
+    _check_relative(rel, "bundle file")
+    target = (root / rel).resolve()
+    if root != target and root not in target.parents:
+        raise ModelLoadError(f"{rel!r} resolves to {target}, outside the bundle {root}")
+    return target
+
+
+def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
+    """Return the artifact's path after checking that it exists and matches its sha256."""
+    path = resolve_inside(bundle_dir, artifact.path)
+    if not path.is_file():
+        raise ModelLoadError(f"artifact {artifact.name!r} is missing: {path}")
+    size = path.stat().st_size
+    if size != artifact.size_bytes:
+        raise ModelLoadError(
+            f"artifact {artifact.name!r} at {path} has {size} bytes, the manifest says "
+            f"{artifact.size_bytes}: the file is truncated or was replaced; re-export the bundle"
+        )
+    digest = sha256_file(path)
+    if digest != artifact.sha256:
+        raise ModelLoadError(
+            f"artifact {artifact.name!r} at {path} has sha256 {digest}, the manifest says "
+            f"{artifact.sha256}: the file was modified or corrupted; re-export the bundle"
+        )
+    return path

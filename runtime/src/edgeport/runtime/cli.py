@@ -1,0 +1,72 @@
+"""The ``edgeport`` command. Subcommands come from the ``edgeport.commands`` entry-point group.
+
+Each entry point names a ``register(subparsers)`` function that adds one subcommand and sets
+``handler`` (a function of the parsed arguments returning an exit code) as its default. The
+runtime registers predict, inspect, check and bench; edgeport-train and edgeport-export add
+theirs, so a device with only the runtime shows only what it can run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from edgeport.runtime import __version__
+from edgeport.runtime.errors import EdgeportError
+
+COMMAND_GROUP = "edgeport.commands"
+log = logging.getLogger("edgeport")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeport",
+        description="Train, export, check, run and benchmark CNN image classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    unavailable = []
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            unavailable.append(f"{ep.name} ({exc})")
+            continue
+        register(subparsers)
+    if unavailable:
+        parser.epilog = "unavailable (broken install): " + ", ".join(unavailable)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if not verbose:
+        for noisy in ("onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.handler(args) or 0)
+    except EdgeportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

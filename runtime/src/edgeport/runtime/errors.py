@@ -1,0 +1,35 @@
+"""The one exception family of edgeport: every error a user can cause is an ``EdgeportError``."""
+
+from __future__ import annotations
+
+
+class EdgeportError(Exception):
+    """Base class of every error edgeport raises on purpose."""
+
+
+class InputError(EdgeportError, ValueError):
+    """Data handed to a model or command is not what it expects (shape, dtype, values)."""
+
+
+class ConfigError(EdgeportError, ValueError):
+    """A setting is invalid: unknown model, dataset, precision, backend or a bad range."""
+
+
+class DatasetError(EdgeportError):
+    """A dataset cannot be found or read."""
+
+
+class ModelLoadError(EdgeportError):
+    """A checkpoint, bundle or artifact is missing, truncated, corrupt or does not match."""
+
+
+class BackendUnavailable(EdgeportError):
+    """An inference backend cannot run here (library missing, no GPU, incompatible engine)."""
+
+
+class ExportError(EdgeportError):
+    """An export step failed (unsupported operator, builder error)."""
+
+
+class ParityError(EdgeportError):
+    """An exported artifact does not agree with the reference within its tolerance."""

@@ -1,0 +1,21 @@
+"""Shared test set-up: marker skips and the session-wide fixtures."""
+
+from __future__ import annotations
+
+import pytest
+from _env import cuda_gpu_reason, tensorrt_module_name
+
+# Expensive session fixtures live in their own modules, one per distribution under test.
+pytest_plugins = ["fixtures_train", "fixtures_export"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_reason = cuda_gpu_reason()
+    trt_missing = tensorrt_module_name() is None
+    for item in items:
+        if gpu_reason and "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=gpu_reason))
+        if trt_missing and "tensorrt" in item.keywords:
+            item.add_marker(
+                pytest.mark.skip(reason="neither tensorrt nor tensorrt_rtx is installed")
+            )

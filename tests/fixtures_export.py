@@ -1,0 +1,1 @@
+"""Session fixtures for export: filled in by the export work."""

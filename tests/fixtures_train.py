@@ -1,0 +1,1 @@
+"""Session fixtures for training: filled in by the train work."""

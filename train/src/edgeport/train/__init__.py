@@ -1,0 +1,1 @@
+"""edgeport-train: models, data, training loop and safetensors checkpoints."""
