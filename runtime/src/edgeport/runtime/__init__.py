@@ -20,6 +20,7 @@ from edgeport.runtime.errors import (
     ModelLoadError,
     ParityError,
 )
+from edgeport.runtime.model import Model, Prediction, load
 
 __all__ = [
     "BackendUnavailable",
@@ -28,8 +29,11 @@ __all__ = [
     "EdgeportError",
     "ExportError",
     "InputError",
+    "Model",
     "ModelCard",
     "ModelLoadError",
     "ParityError",
+    "Prediction",
     "__version__",
+    "load",
 ]

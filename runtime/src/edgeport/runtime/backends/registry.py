@@ -1,0 +1,237 @@
+"""Which backends exist, which can run here, and in what order ``load`` tries them.
+
+Backends are imported only when asked about (as tinygrad finds devices): asking whether
+``tensorrt`` can run imports ``tensorrt`` and nothing else.
+
+Auto-selection (``backend="auto"``) tries, fastest first: ``tensorrt`` (an engine built for this
+GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``. ``onnxruntime-tensorrt`` is never picked
+automatically, since it builds a TensorRT engine inside the session on every load (minutes);
+ask for it by name. Every candidate that is passed over is recorded as an :class:`Attempt`
+with the reason, which ``Model.explain()`` prints.
+
+Precision (``precision=None``) follows :data:`PRECISION_PREFERENCE`, fastest first for each
+backend, and takes the first artifact whose export parity check passed (an fp32 artifact is
+also taken when parity was not checked: it is the reference format). Reduced precision that
+failed or skipped its parity check is only loaded when asked for by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeport.runtime.bundle import Artifact, EngineInfo
+from edgeport.runtime.errors import ConfigError
+
+BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+GPU_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"})
+FORMAT_OF = {
+    "tensorrt": "tensorrt",
+    "onnxruntime-tensorrt": "onnx",
+    "onnxruntime-cuda": "onnx",
+    "onnxruntime-cpu": "onnx",
+}
+# Fastest first. On GPUs, TensorRT's int8 and fp16 kernels beat fp32. ONNX Runtime's CUDA
+# provider runs fp16 on tensor cores but has few int8 (QDQ) kernels, so int8 comes last there.
+# On CPUs int8 is only faster for large models (ResNet-18: 17.5 vs 32 ms; the small CNN: 0.18
+# vs 0.17 ms, NOTES.md) and fp16 is emulated, so fp32 comes first: ask for int8 by name.
+PRECISION_PREFERENCE = {
+    "tensorrt": ("int8", "fp16", "fp32"),
+    "onnxruntime-tensorrt": ("int8", "fp16", "fp32"),
+    "onnxruntime-cuda": ("fp16", "fp32", "int8"),
+    "onnxruntime-cpu": ("fp32", "int8", "fp16"),
+}
+PRECISION_RULE = (
+    "precision=None takes, for each backend in order, the first artifact in its preference "
+    "order whose export parity check passed (fp32 also when unchecked): "
+    + "; ".join(
+        f"{b}: {' > '.join(p)}"
+        for b, p in PRECISION_PREFERENCE.items()
+        if b != "onnxruntime-tensorrt"
+    )
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model file that some backend might run."""
+
+    format: str  # "onnx" or "tensorrt"
+    precision: str | None  # None when a bare file does not tell
+    path: Path  # where the file is (not yet verified)
+    label: str  # the artifact name, or the file name
+    artifact: Artifact | None = None
+    engine: EngineInfo | None = None
+    bundle_dir: Path | None = None  # set when the file is described by a bundle manifest
+
+    @property
+    def parity_passed(self) -> bool | None:
+        return self.artifact.parity_passed if self.artifact else None
+
+    @property
+    def parity_failures(self) -> list[str]:
+        if self.artifact is None or not self.artifact.parity:
+            return []
+        return [str(f) for f in self.artifact.parity.get("failures", [])]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What happened to one (backend, candidate) pair during ``load``."""
+
+    backend: str
+    target: str  # artifact name / file name; "" when the whole backend was passed over
+    precision: str | None
+    status: str  # "chosen", "skipped" (decided without opening), "failed" (opening failed)
+    reason: str = ""
+
+    def __str__(self) -> str:
+        what = self.backend
+        if self.target:
+            what += f" [{self.target}{f', {self.precision}' if self.precision else ''}]"
+        return f"{what}: {self.status}" + (f": {self.reason}" if self.reason else "")
+
+
+def check_backend_name(backend: str) -> str:
+    if backend != "auto" and backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
+    return backend
+
+
+def backend_unavailable_reason(backend: str, device_index: int = 0) -> str | None:
+    """Why ``backend`` cannot run on this machine at all, or None (no model is opened)."""
+    check_backend_name(backend)
+    if backend == "tensorrt":
+        from edgeport.runtime.backends.tensorrt import static_unavailable_reason
+
+        return static_unavailable_reason(None, device_index)
+    from edgeport.runtime.backends.onnxrt import unavailable_reason
+
+    return unavailable_reason(backend, device_index)
+
+
+def machine_report(device_index: int = 0) -> dict[str, str | None]:
+    """For every backend, None when it can run here, else why not."""
+    return {name: backend_unavailable_reason(name, device_index) for name in BACKENDS}
+
+
+def candidate_unavailable_reason(
+    backend: str, candidate: Candidate, device_index: int = 0
+) -> str | None:
+    """Why ``backend`` cannot run ``candidate`` here, decided without opening it."""
+    if FORMAT_OF[backend] != candidate.format:
+        return f"{backend} runs {FORMAT_OF[backend]} files, this is {candidate.format}"
+    if backend == "tensorrt":
+        from edgeport.runtime.backends.tensorrt import static_unavailable_reason
+
+        return static_unavailable_reason(candidate.engine, device_index)
+    return backend_unavailable_reason(backend, device_index)
+
+
+def steps(
+    candidates: list[Candidate],
+    *,
+    backend: str,
+    precision: str | None,
+    device_kind: str | None,
+    device_index: int = 0,
+) -> Iterator[Attempt | tuple[str, Candidate]]:
+    """Everything ``load`` considers, lazily and in order: a (backend, candidate) pair to try
+    opening, or an ``Attempt`` passed over without opening (with the reason)."""
+    check_backend_name(backend)
+    if backend == "auto":
+        order = [
+            b
+            for b in AUTO_ORDER
+            if device_kind is None or (device_kind == "cpu") == (b not in GPU_BACKENDS)
+        ]
+    else:
+        if device_kind == "cpu" and backend in GPU_BACKENDS:
+            raise ConfigError(f"backend {backend!r} runs on a GPU, but device='cpu' was asked for")
+        if device_kind == "cuda" and backend not in GPU_BACKENDS:
+            raise ConfigError(
+                f"backend {backend!r} runs on the CPU, but a CUDA device was asked for"
+            )
+        order = [backend]
+    if backend == "auto" and device_kind != "cpu" and any(c.format == "onnx" for c in candidates):
+        from edgeport.runtime.backends.onnxrt import unavailable_reason
+
+        if unavailable_reason("onnxruntime-tensorrt", device_index) is None:
+            yield Attempt(
+                "onnxruntime-tensorrt",
+                "",
+                None,
+                "skipped",
+                "not tried automatically: it builds a TensorRT engine when the session "
+                "opens; ask for backend='onnxruntime-tensorrt'",
+            )
+    for name in order:
+        fmt = FORMAT_OF[name]
+        mine = [c for c in candidates if c.format == fmt]
+        if precision is not None:
+            mine = [c for c in mine if c.precision == precision]
+        if not mine:
+            what = f"{precision} {fmt}" if precision else fmt
+            yield Attempt(name, "", precision, "skipped", f"no {what} artifact")
+            continue
+        if name != "tensorrt":
+            reason = backend_unavailable_reason(name, device_index)
+            if reason is not None:
+                yield Attempt(name, "", None, "skipped", reason)
+                continue
+        preference = PRECISION_PREFERENCE[name]
+        mine.sort(key=lambda c: preference.index(c.precision) if c.precision in preference else 99)
+        for cand in mine:
+            if precision is None and cand.bundle_dir is not None:
+                why = _parity_refusal(cand)
+                if why:
+                    yield Attempt(name, cand.label, cand.precision, "skipped", why)
+                    continue
+            if name == "tensorrt":
+                reason = candidate_unavailable_reason(name, cand, device_index)
+                if reason is not None:
+                    yield Attempt(name, cand.label, cand.precision, "skipped", reason)
+                    continue
+            yield name, cand
+
+
+def plan(
+    candidates: list[Candidate],
+    *,
+    backend: str,
+    precision: str | None,
+    device_kind: str | None,
+    device_index: int = 0,
+) -> tuple[list[tuple[str, Candidate]], list[Attempt]]:
+    """The (backend, candidate) pairs to open, best first, and the ones passed over, with why."""
+    ordered = list(
+        steps(
+            candidates,
+            backend=backend,
+            precision=precision,
+            device_kind=device_kind,
+            device_index=device_index,
+        )
+    )
+    return (
+        [s for s in ordered if not isinstance(s, Attempt)],
+        [s for s in ordered if isinstance(s, Attempt)],
+    )
+
+
+def _parity_refusal(cand: Candidate) -> str | None:
+    passed = cand.parity_passed
+    if passed is False:
+        failures = "; ".join(cand.parity_failures) or "see the manifest"
+        return (
+            f"its export parity check failed ({failures}); ask for precision="
+            f"{cand.precision!r} to load it anyway"
+        )
+    if passed is None and cand.precision != "fp32":
+        return (
+            "its parity was not checked at export, and reduced precision is only picked "
+            f"automatically after a passed check; ask for precision={cand.precision!r} to load it"
+        )
+    return None

@@ -1,0 +1,241 @@
+"""``edgeport inspect PATH``: what a bundle, ONNX file or engine holds, and what can run it here.
+
+Nothing is opened: the report comes from the manifest, the files themselves (ONNX graph inputs
+and outputs, sha256), the installed libraries and the GPUs the driver reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeport.runtime.backends.cuda import probe_gpus
+from edgeport.runtime.backends.onnx_proto import read_onnx_summary
+from edgeport.runtime.backends.registry import (
+    BACKENDS,
+    FORMAT_OF,
+    Candidate,
+    candidate_unavailable_reason,
+    machine_report,
+    plan,
+)
+from edgeport.runtime.bundle import verify_artifact
+from edgeport.runtime.errors import BackendUnavailable, ModelLoadError
+from edgeport.runtime.model import resolve_source
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="show a model's artifacts, inputs, card, and which backends can run it here",
+        description=(
+            "Describe a bundle directory, .onnx file or .engine file without running it: "
+            "artifacts (precision, size, batch range, parity, sha256), inputs and outputs, the "
+            "model card, and for each backend whether it can run here and, if not, why."
+        ),
+    )
+    parser.add_argument("path", metavar="PATH", help="bundle directory, .onnx or .engine file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the sha256 check of the artifacts"
+    )
+    parser.set_defaults(handler=run_inspect)
+
+
+def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """The report ``edgeport inspect`` prints, as a JSON-ready dict."""
+    source = resolve_source(path)
+    report: dict[str, Any] = {
+        "path": str(source.path),
+        "kind": source.kind,
+        "card": source.card.to_dict() if source.card else None,
+    }
+    if source.manifest is not None:
+        report["created"] = source.manifest.created
+        report["versions"] = dict(source.manifest.versions)
+    report["artifacts"] = [_describe_candidate(c, verify) for c in source.candidates]
+    to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind=None)
+    report["auto_choice"] = (
+        {
+            "backend": to_open[0][0],
+            "target": to_open[0][1].label,
+            "precision": to_open[0][1].precision,
+        }
+        if to_open
+        else None
+    )
+    gpus = probe_gpus()
+    report["machine"] = {
+        "backends": machine_report(),
+        "gpus": [
+            {"index": d.index, "name": d.name, "compute_capability": d.compute_capability}
+            for d in gpus.devices
+        ],
+        "gpu_reason": gpus.reason,
+        "driver": gpus.driver_version,
+    }
+    return report
+
+
+def _describe_candidate(cand: Candidate, verify: bool) -> dict[str, Any]:
+    art = cand.artifact
+    info: dict[str, Any] = {
+        "name": cand.label,
+        "format": cand.format,
+        "precision": cand.precision,
+        "path": str(cand.path),
+    }
+    if art is not None:
+        info.update(
+            size_bytes=art.size_bytes,
+            batch=str(art.batch),
+            input={"name": art.input_name, "shape": list(art.input_shape)},
+            output={"name": art.output_name},
+            parity=_parity_text(art.parity),
+            tools=dict(art.tools),
+        )
+        if art.engine is not None:
+            info["engine"] = {
+                "flavour": art.engine.flavour,
+                "version": art.engine.version,
+                "compute_capability": art.engine.compute_capability or "any supported",
+                "hardware_compatibility": art.engine.hardware_compatibility,
+            }
+        info["integrity"] = _integrity(cand, verify)
+    elif cand.path.is_file():
+        info["size_bytes"] = cand.path.stat().st_size
+    if cand.format == "onnx" and cand.path.is_file():
+        try:
+            summary = read_onnx_summary(cand.path)
+        except ModelLoadError as exc:
+            info["problem"] = str(exc)
+        else:
+            info["inputs"] = [
+                {"name": t.name, "dtype": t.elem_type, "shape": list(t.shape)}
+                for t in summary.inputs
+            ]
+            info["outputs"] = [
+                {"name": t.name, "dtype": t.elem_type, "shape": list(t.shape)}
+                for t in summary.outputs
+            ]
+            info["opsets"] = summary.opsets
+            info["producer"] = summary.producer
+            info["external_data"] = sorted(set(summary.external_data))
+    if cand.format == "tensorrt" and cand.path.is_file():
+        info["library_verdict"] = _engine_verdict(cand)
+    info["backends"] = {
+        name: candidate_unavailable_reason(name, cand)
+        for name in BACKENDS
+        if FORMAT_OF[name] == cand.format
+    }
+    return info
+
+
+def _parity_text(parity: dict[str, Any] | None) -> str:
+    if not parity:
+        return "not checked"
+    if parity.get("passed") is None:  # export could not run it (e.g. an engine without a GPU)
+        return f"not run: {parity.get('reason') or 'no reason recorded'}"
+    if parity.get("passed"):
+        return "passed"
+    return "FAILED: " + "; ".join(str(f) for f in parity.get("failures", []))
+
+
+def _integrity(cand: Candidate, verify: bool) -> str:
+    if cand.bundle_dir is None or cand.artifact is None:
+        return "not described by a manifest"
+    if not verify:
+        return "not checked (--no-verify)"
+    try:
+        verify_artifact(cand.bundle_dir, cand.artifact)
+    except ModelLoadError as exc:
+        return f"BAD: {exc}"
+    return "sha256 ok"
+
+
+def _engine_verdict(cand: Candidate) -> str:
+    from edgeport.runtime.backends.tensorrt import check_plan
+
+    try:
+        verdict = check_plan(cand.path, cand.engine.flavour if cand.engine else None)
+    except (BackendUnavailable, ModelLoadError) as exc:
+        return f"not checked: {exc}"
+    gpus = probe_gpus()
+    if verdict.state == "invalid" and not verdict.problems and gpus.reason:
+        return f"{verdict} (no GPU here to run it on: {gpus.reason})"
+    return str(verdict)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    report = inspect_path(args.path, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable form of :func:`inspect_path`'s report."""
+    created = f", created {report['created']}" if report.get("created") else ""
+    lines = [f"{report['path']} ({report['kind']}{created})"]
+    card = report["card"]
+    if card:
+        names = card["class_names"]
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        c, (h, w) = card["in_channels"], card["input_size"]
+        lines.append(
+            f"card: {card['architecture']}, {card['num_classes']} classes [{shown}], input "
+            f"{c}x{h}x{w} {card['layout']}, mean {card['mean']}, std {card['std']}, "
+            f"values {card['value_range']}, {card['interpolation']}"
+        )
+    else:
+        lines.append("card: none (run works on preprocessed batches; predict needs a card)")
+    lines.append("artifacts:")
+    for art in report["artifacts"]:
+        size = f"{art['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in art else "size ?"
+        head = f"  {art['name']}: {art['format']} {art['precision'] or 'precision ?'}, {size}"
+        if "batch" in art:
+            head += f", batch {art['batch']}, parity {art['parity']}, {art['integrity']}"
+        lines.append(head)
+        for io in ("inputs", "outputs"):
+            for t in art.get(io, []):
+                lines.append(f"      {io[:-1]} {t['name']}: {t['dtype']} {t['shape']}")
+        if "inputs" not in art and "input" in art:
+            lines.append(
+                f"      input {art['input']['name']}: {art['input']['shape']}; output "
+                f"{art['output']['name']}"
+            )
+        if "engine" in art:
+            e = art["engine"]
+            lines.append(
+                f"      engine: {e['flavour']} {e['version']}, compute capability "
+                f"{e['compute_capability']}, hardware compatibility {e['hardware_compatibility']}"
+            )
+        if "library_verdict" in art:
+            lines.append(f"      library verdict: {art['library_verdict']}")
+        if art.get("problem"):
+            lines.append(f"      PROBLEM: {art['problem']}")
+        for name, reason in art["backends"].items():
+            lines.append(f"      {name}: {'can run here' if reason is None else 'no: ' + reason}")
+    choice = report["auto_choice"]
+    lines.append(
+        f"auto would try first: {choice['target']} on {choice['backend']}"
+        if choice
+        else "auto: nothing here can run this model"
+    )
+    machine = report["machine"]
+    lines.append("backends on this machine:")
+    for name, reason in machine["backends"].items():
+        lines.append(f"  {name}: {'available' if reason is None else 'no: ' + reason}")
+    if machine["gpus"]:
+        for gpu in machine["gpus"]:
+            lines.append(
+                f"gpu {gpu['index']}: {gpu['name']} (compute capability "
+                f"{gpu['compute_capability']}), driver {machine['driver']}"
+            )
+    else:
+        lines.append(f"gpus: none ({machine['gpu_reason']})")
+    return "\n".join(lines)

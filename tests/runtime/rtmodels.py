@@ -1,0 +1,317 @@
+"""Tiny ONNX classifiers with known outputs, and bundles made from them, for the runtime tests.
+
+Weights and inputs are small integers (or halves), so float32 (and float16) arithmetic is exact
+and outputs can be compared with ``==``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest
+from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
+from edgeport.runtime.io import sha256_file
+
+OPSET = 17
+DEFAULT_BATCH = BatchRange(1, 4, 16)
+
+
+def make_card(
+    num_classes: int = 4, in_channels: int = 1, size: tuple[int, int] = (2, 2)
+) -> ModelCard:
+    return ModelCard(
+        architecture="tiny_test",
+        num_classes=num_classes,
+        class_names=tuple(f"class{i}" for i in range(num_classes)),
+        in_channels=in_channels,
+        input_size=size,
+        mean=(0.0,) * in_channels,
+        std=(1.0,) * in_channels,
+    )
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    chw: tuple[int, int, int],
+    classes: int,
+    *,
+    batch: int | str = "batch",
+    card: ModelCard | None = None,
+    metadata: dict[str, str] | None = None,
+) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, *chw])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])
+    graph = helper.make_graph(nodes, "tiny", [x], [y], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    props = dict(metadata or {})
+    if card is not None:
+        props[ONNX_METADATA_KEY] = card.to_json()
+    if props:
+        helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    return model
+
+
+def identity_model(chw: tuple[int, int, int] = (1, 2, 2), **kwargs: object) -> onnx.ModelProto:
+    """logits = flatten(input): every output equals an input value exactly."""
+    classes = int(np.prod(chw))
+    nodes = [helper.make_node("Flatten", ["input"], ["logits"], axis=1)]
+    return _model(nodes, [], chw, classes, **kwargs)  # type: ignore[arg-type]
+
+
+def gemm_weights(features: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    w = (np.arange(classes * features, dtype=np.float32).reshape(classes, features) % 7) - 3
+    b = np.arange(classes, dtype=np.float32) - 1
+    return w, b
+
+
+def gemm_model(
+    chw: tuple[int, int, int] = (1, 2, 2),
+    classes: int = 3,
+    precision: str = "fp32",
+    **kwargs: object,
+) -> onnx.ModelProto:
+    """logits = flatten(input) @ W.T + b with integer W, b (see ``gemm_reference``).
+
+    ``precision`` "fp16" stores fp16 weights and casts around the Gemm; "int8" stores int8
+    weights behind a DequantizeLinear (scale 1): all three give the same exact logits.
+    """
+    features = int(np.prod(chw))
+    w, b = gemm_weights(features, classes)
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1)]
+    if precision == "fp32":
+        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+        nodes.append(helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1))
+    elif precision == "fp16":
+        inits = [
+            numpy_helper.from_array(w.astype(np.float16), "W"),
+            numpy_helper.from_array(b.astype(np.float16), "B"),
+        ]
+        nodes += [
+            helper.make_node("Cast", ["flat"], ["flat16"], to=TensorProto.FLOAT16),
+            helper.make_node("Gemm", ["flat16", "W", "B"], ["out16"], transB=1),
+            helper.make_node("Cast", ["out16"], ["logits"], to=TensorProto.FLOAT),
+        ]
+    elif precision == "int8":
+        inits = [
+            numpy_helper.from_array(w.astype(np.int8), "Wq"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "zero"),
+            numpy_helper.from_array(b, "B"),
+        ]
+        nodes += [
+            helper.make_node("DequantizeLinear", ["Wq", "scale", "zero"], ["W"]),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1),
+        ]
+    else:
+        raise ValueError(precision)
+    return _model(nodes, inits, chw, classes, **kwargs)  # type: ignore[arg-type]
+
+
+def gemm_reference(batch: np.ndarray, classes: int = 3) -> np.ndarray:
+    flat = batch.reshape(batch.shape[0], -1).astype(np.float64)
+    w, b = gemm_weights(flat.shape[1], classes)
+    return (flat @ w.T.astype(np.float64) + b).astype(np.float32)
+
+
+CONV_KERNEL = np.array(
+    [[[[1, 0], [0, -1]]], [[[2, 1], [1, 0]]]], dtype=np.float32
+)  # (out=2, in=1, 2, 2)
+CONV_BIAS = np.array([0.5, -1.0], dtype=np.float32)
+
+
+def conv_model(**kwargs: object) -> onnx.ModelProto:
+    """A 2x2 convolution (2 filters, known weights) on 1x3x3 input, then ReLU, flattened: 8
+    logits (see ``conv_reference``)."""
+    inits = [numpy_helper.from_array(CONV_KERNEL, "K"), numpy_helper.from_array(CONV_BIAS, "KB")]
+    nodes = [
+        helper.make_node("Conv", ["input", "K", "KB"], ["conv"], kernel_shape=[2, 2]),
+        helper.make_node("Relu", ["conv"], ["act"]),
+        helper.make_node("Flatten", ["act"], ["logits"], axis=1),
+    ]
+    return _model(nodes, inits, (1, 3, 3), 8, **kwargs)  # type: ignore[arg-type]
+
+
+def conv_reference(batch: np.ndarray) -> np.ndarray:
+    n = batch.shape[0]
+    out = np.zeros((n, 2, 2, 2), dtype=np.float64)
+    for f in range(2):
+        for i in range(2):
+            for j in range(2):
+                window = batch[:, 0, i : i + 2, j : j + 2].astype(np.float64)
+                out[:, f, i, j] = (window * CONV_KERNEL[f, 0]).sum(axis=(1, 2)) + CONV_BIAS[f]
+    return np.maximum(out, 0).reshape(n, 8).astype(np.float32)
+
+
+def small_cnn(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    size: int = 32,
+    *,
+    seed: int = 0,
+    card: ModelCard | None = None,
+) -> onnx.ModelProto:
+    """A simple_cnn_bn-shaped network (conv3x3/32-BN-ReLU-pool, conv3x3/64-BN-ReLU-pool, FC 128,
+    ReLU, FC classes) with seeded random weights."""
+    rng = np.random.default_rng(seed)
+
+    def arr(name: str, *shape: int, scale: float = 0.1) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        arr("c1w", 32, in_channels, 3, 3),
+        arr("c1b", 32),
+        arr("c2w", 64, 32, 3, 3),
+        arr("c2b", 64),
+    ]
+    for i, ch in ((1, 32), (2, 64)):
+        inits += [
+            numpy_helper.from_array((1 + rng.random(ch) * 0.1).astype(np.float32), f"bn{i}s"),
+            arr(f"bn{i}b", ch),
+            arr(f"bn{i}m", ch),
+            numpy_helper.from_array((1 + rng.random(ch)).astype(np.float32), f"bn{i}v"),
+        ]
+    flat = 64 * (size // 4) * (size // 4)
+    inits += [
+        arr("f1w", 128, flat, scale=0.02),
+        arr("f1b", 128),
+        arr("f2w", num_classes, 128),
+        arr("f2b", num_classes),
+    ]
+    nodes = []
+    prev = "input"
+    for i in (1, 2):
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [prev, f"c{i}w", f"c{i}b"],
+                [f"c{i}"],
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+            ),
+            helper.make_node(
+                "BatchNormalization",
+                [f"c{i}", f"bn{i}s", f"bn{i}b", f"bn{i}m", f"bn{i}v"],
+                [f"n{i}"],
+            ),
+            helper.make_node("Relu", [f"n{i}"], [f"r{i}"]),
+            helper.make_node("MaxPool", [f"r{i}"], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2]),
+        ]
+        prev = f"p{i}"
+    nodes += [
+        helper.make_node("Flatten", [prev], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "f1w", "f1b"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "f2w", "f2b"], ["logits"], transB=1),
+    ]
+    return _model(nodes, inits, (in_channels, size, size), num_classes, card=card)
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def artifact_for(
+    bundle: Path,
+    rel: str,
+    *,
+    name: str,
+    precision: str,
+    chw: Sequence[int],
+    batch: BatchRange = DEFAULT_BATCH,
+    parity: dict[str, object] | None = None,
+    engine: EngineInfo | None = None,
+) -> Artifact:
+    path = bundle / rel
+    return Artifact(
+        name=name,
+        format="tensorrt" if engine else "onnx",
+        precision=precision,
+        path=rel,
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        input_name="input",
+        output_name="logits",
+        input_shape=("batch", *chw),
+        batch=batch,
+        parity=parity,
+        engine=engine,
+    )
+
+
+def passed(ok: bool = True) -> dict[str, object]:
+    return {"passed": ok, "failures": [] if ok else ["max_abs 0.5 > 0.0001"]}
+
+
+def gemm_bundle(
+    root: Path,
+    precisions: Sequence[str] = ("fp32",),
+    *,
+    parity: dict[str, dict[str, object] | None] | None = None,
+    batch: BatchRange = DEFAULT_BATCH,
+) -> Path:
+    """A bundle of gemm_model artifacts (1x2x2 input, 3 classes) with a valid manifest."""
+    card = make_card(num_classes=3)
+    root.mkdir(parents=True, exist_ok=True)
+    artifacts = []
+    for precision in precisions:
+        rel = f"model.{precision}.onnx"
+        save(gemm_model(precision=precision), root / rel)
+        par = (parity or {}).get(precision, passed())
+        artifacts.append(
+            artifact_for(
+                root,
+                rel,
+                name=f"onnx-{precision}",
+                precision=precision,
+                chw=(1, 2, 2),
+                parity=par,
+                batch=batch,
+            )
+        )
+    Manifest(card=card, artifacts=tuple(artifacts), created="2026-11-28T00:00:00Z").save(root)
+    return root
+
+
+def rewrite_manifest(bundle: Path, edit: object) -> None:
+    """Apply ``edit(dict)`` to manifest.json in place (for tests that damage a bundle)."""
+    path = bundle / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)  # type: ignore[operator]
+    path.write_text(json.dumps(data))
+
+
+def build_engine(onnx_path: Path, engine_path: Path, batch: BatchRange = DEFAULT_BATCH) -> str:
+    """Build a TensorRT plan with whichever TensorRT module is installed; returns its name."""
+    import importlib.util
+
+    name = "tensorrt" if importlib.util.find_spec("tensorrt") else "tensorrt_rtx"
+    trt = __import__(name)
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        raise RuntimeError([str(parser.get_error(i)) for i in range(parser.num_errors)])
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    shape = tuple(network.get_input(0).shape)[1:]
+    profile.set_shape("input", (batch.min, *shape), (batch.opt, *shape), (batch.max, *shape))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError("engine build failed")
+    engine_path.write_bytes(bytes(plan))
+    return name

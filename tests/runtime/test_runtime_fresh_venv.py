@@ -1,0 +1,110 @@
+"""The device story: a fresh venv with only ``edgeport-runtime[cpu]`` classifies a PNG, no torch.
+
+Installs ``./runtime[cpu]`` from this working tree into a new virtual environment (PyPI access
+needed for onnxruntime, numpy and pillow; pip's cache is reused), then loads an ONNX classifier
+built here with the onnx helper API (card in its metadata) and predicts on a PNG file, both
+from Python and with the ``edgeport`` command, and checks that torch (and onnx, which the
+runtime does not need) are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rtmodels as rt
+
+from edgeport.runtime import load
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROBE = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    from edgeport.runtime import load
+    with load(sys.argv[1]) as model:
+        (pred,) = model.predict([sys.argv[2]], top_k=3)
+        info = {"backend": model.backend, "labels": pred.labels,
+                "probabilities": pred.probabilities, "explain": model.explain()}
+    info["torch_importable"] = importlib.util.find_spec("torch") is not None
+    info["onnx_importable"] = importlib.util.find_spec("onnx") is not None
+    info["loaded"] = sorted(m for m in ("torch", "onnx", "edgeport.train", "edgeport.export")
+                            if m in sys.modules)
+    print(json.dumps(info))
+    """
+)
+
+
+@pytest.mark.slow
+def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
+    from PIL import Image
+
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"{REPO / 'runtime'}[cpu]"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    card = rt.make_card(num_classes=3, in_channels=3, size=(4, 4))
+    model_path = rt.save(
+        rt.gemm_model((3, 4, 4), classes=3, card=card), tmp_path / "classifier.onnx"
+    )
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(
+        image
+    )
+
+    probe = subprocess.run(
+        [str(python), "-c", PROBE, str(model_path), str(image)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    got = json.loads(probe.stdout)
+    assert got["torch_importable"] is False
+    assert got["onnx_importable"] is False
+    assert got["loaded"] == []
+    assert got["backend"] == "onnxruntime-cpu"
+    with load(model_path, threads=1) as here:  # the same answer as in the dev environment
+        (want,) = here.predict([image], top_k=3)
+    assert got["labels"] == want.labels
+    assert got["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
+
+    cli = subprocess.run(
+        [str(venv / "bin" / "edgeport"), "predict", str(model_path), str(image), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert json.loads(cli.stdout)["predictions"][0]["labels"][0] == want.top1
+    inspect = subprocess.run(
+        [str(venv / "bin" / "edgeport"), "inspect", str(model_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert inspect.returncode == 0, inspect.stderr[-3000:]
+    assert "onnxruntime-cpu: can run here" in inspect.stdout
