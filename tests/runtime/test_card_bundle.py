@@ -151,3 +151,15 @@ def test_manifest_missing_or_invalid(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(ModelLoadError, match="schema 99"):
         Manifest.load(tmp_path)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from edgeport.runtime.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = atomic_write_text(tmp_path / "a.json", "{}")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

@@ -1,0 +1,477 @@
+"""The training loop behind ``edgeport train``: seeded, resumable, atomic outputs.
+
+``train(TrainConfig(...))`` builds the model from the registry, trains it with Adam (or SGD)
+and cross-entropy, validates after every epoch, and writes a run directory (see
+``checkpoint``). After every epoch it also saves what resuming needs, so an interrupted run
+continues with ``TrainConfig(resume=RUN_DIR)`` and ends with the same weights as an
+uninterrupted one (on CPU, same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgeport.runtime.card import ModelCard
+from edgeport.runtime.errors import ConfigError
+from edgeport.runtime.io import atomic_write_json
+from edgeport.train import checkpoint as ckpt
+from edgeport.train import plots
+from edgeport.train.data import (
+    NO_AUGMENTATION,
+    Augmentation,
+    RawSplit,
+    TrainingDataset,
+    article_normalization,
+    dataset_spec,
+    imagenet_normalization,
+    load_split,
+)
+from edgeport.train.models import build_model, default_input_size
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "sgd")
+NORMALIZATIONS = ("article", "imagenet")
+PREDICTION_GRID = 24
+# Fields that define a run: a resumed run must use the same values.
+_RUN_IDENTITY = (
+    "model",
+    "data",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "seed",
+    "augment",
+    "hflip",
+    "rotation",
+    "crop_scale",
+    "freeze_backbone",
+    "input_size",
+    "in_channels",
+    "arch_args",
+    "limit",
+    "normalization",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``edgeport train`` takes. ``None`` means "the dataset's or model's default"."""
+
+    model: str = "simple_cnn_bn"
+    data: str = "digits"
+    out: Path | None = None
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: bool | None = None  # None: the dataset's default augmentation; False: none
+    hflip: bool | None = None
+    rotation: float | None = None  # degrees
+    crop_scale: float | None = None  # smallest area fraction of the random resized crop
+    freeze_backbone: bool = False
+    weights: Path | None = None  # ImageNet weights for resnet18 / torchvision:<name>
+    data_root: Path | None = None
+    download: bool = False
+    input_size: tuple[int, int] | None = None
+    in_channels: int | None = None
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    normalization: str | None = None  # "article" (mean=std=0.5) or "imagenet"
+    limit: int | None = None  # use only the first N training images (quick experiments)
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+    overwrite: bool = False
+    resume: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+            elif isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("out", "weights", "data_root", "resume"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if values.get("input_size") is not None:
+            values["input_size"] = tuple(int(v) for v in values["input_size"])
+        return cls(**values)
+
+
+def load_train_config(run_dir: str | Path) -> TrainConfig:
+    """The configuration a run was started with (from its ``config.json``)."""
+    path = Path(run_dir) / ckpt.CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"cannot resume {run_dir}: {path} not found (is it the --out directory of "
+            "`edgeport train`?)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot resume {run_dir}: {path} is not valid JSON: {exc}") from exc
+    return TrainConfig.from_dict(data)
+
+
+@dataclass
+class ResolvedRun:
+    """Defaults filled in: the card, augmentation and splits a config leads to."""
+
+    card: ModelCard
+    augmentation: Augmentation
+    normalization: str
+    splits: dict[str, RawSplit]
+
+
+def _validate(config: TrainConfig) -> None:
+    problems = []
+    if config.epochs < 1:
+        problems.append(f"epochs must be >= 1, got {config.epochs}")
+    if config.batch_size < 1:
+        problems.append(f"batch size must be >= 1, got {config.batch_size}")
+    if not config.lr > 0:
+        problems.append(f"learning rate must be > 0, got {config.lr}")
+    if config.optimizer not in OPTIMIZERS:
+        problems.append(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
+        )
+    if config.normalization not in (None, *NORMALIZATIONS):
+        problems.append(
+            f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
+            f"got {config.normalization!r}"
+        )
+    if config.limit is not None and config.limit < 1:
+        problems.append(f"limit must be >= 1 image, got {config.limit}")
+    if config.in_channels not in (None, 1, 3):
+        problems.append(f"in_channels must be 1 or 3, got {config.in_channels}")
+    if problems:
+        raise ConfigError("invalid training configuration: " + "; ".join(problems))
+
+
+def resolve(config: TrainConfig) -> ResolvedRun:
+    """Read the splits and fill in every default (channels, size, normalisation, augmentation)."""
+    _validate(config)
+    spec = dataset_spec(config.data)
+    splits = {
+        name: load_split(config.data, name, data_root=config.data_root, download=config.download)
+        for name in ("train", "val", "test")
+    }
+    if config.limit is not None:
+        train = splits["train"]
+        keep = slice(0, config.limit)
+        splits["train"] = dataclasses.replace(
+            train,
+            labels=train.labels[keep],
+            arrays=None if train.arrays is None else train.arrays[keep],
+            files=train.files[keep],
+        )
+    channels = config.in_channels or spec.in_channels
+    size = config.input_size or spec.input_size or default_input_size(config.model)
+    normalization = config.normalization or ("imagenet" if config.weights else "article")
+    mean, std = (imagenet_normalization if normalization == "imagenet" else article_normalization)(
+        channels
+    )
+    class_names = splits["train"].class_names
+    card = ModelCard(
+        architecture=config.model,
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        in_channels=channels,
+        input_size=(int(size[0]), int(size[1])),
+        mean=mean,
+        std=std,
+        arch_args=dict(config.arch_args),
+    )
+    if config.augment is False:
+        augmentation = NO_AUGMENTATION
+    else:
+        base = spec.augmentation
+        augmentation = Augmentation(
+            hflip=base.hflip if config.hflip is None else config.hflip,
+            rotation=base.rotation if config.rotation is None else float(config.rotation),
+            crop_scale=base.crop_scale if config.crop_scale is None else float(config.crop_scale),
+        )
+    return ResolvedRun(card, augmentation, normalization, splits)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in (
+        "edgeport-train",
+        "edgeport-runtime",
+        "torch",
+        "torchvision",
+        "numpy",
+        "safetensors",
+    ):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"{config.model} has no trainable parameters left to train")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, *, batch_size: int = 256, device: str = "cpu"
+) -> torch.Tensor:
+    """Eval-mode logits for a float32 NCHW tensor, in batches (restores the training mode)."""
+    was_training = model.training
+    model.eval()
+    outputs = [
+        model(images[start : start + batch_size].to(device)).float().cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def _normalized(split: RawSplit, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
+    return TrainingDataset(split, card).tensors()
+
+
+def _score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, float | None]:
+    if labels.numel() == 0:
+        return None, None
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    accuracy = int((logits.argmax(1) == labels).sum().item()) / labels.numel()
+    return loss, accuracy
+
+
+def per_class_accuracy(
+    predicted: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for index, name in enumerate(class_names):
+        members = labels == index
+        out[name] = float((predicted[members] == index).mean()) if members.any() else None
+    return out
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    finished = (out / ckpt.METRICS_FILE).is_file()
+    interrupted = (out / ckpt.STATE_JSON_FILE).is_file() and not finished
+    if not (finished or interrupted):
+        return
+    if overwrite:
+        for name in (
+            ckpt.WEIGHTS_FILE, ckpt.CARD_FILE, ckpt.METRICS_FILE, ckpt.CONFIG_FILE,
+            ckpt.CURVES_FILE, ckpt.PREDICTIONS_FILE, ckpt.STATE_TENSORS_FILE, ckpt.STATE_JSON_FILE,
+        ):  # fmt: skip
+            (out / name).unlink(missing_ok=True)
+        return
+    what = "a finished run" if finished else "an interrupted run"
+    raise ConfigError(
+        f"{out} already holds {what}; continue it with --resume {out}"
+        + (" --epochs N (more epochs)" if finished else "")
+        + ", or pass --overwrite, or choose another --out"
+    )
+
+
+def _check_resume(config: TrainConfig, saved: TrainConfig) -> None:
+    mine, theirs = config.to_dict(), saved.to_dict()
+    differ = [
+        f"{k}: run has {theirs[k]!r}, asked {mine[k]!r}"
+        for k in _RUN_IDENTITY
+        if mine[k] != theirs[k]
+    ]
+    if differ:
+        raise ConfigError(
+            f"cannot resume {config.resume} with different settings ({'; '.join(differ)}); "
+            "only --epochs, --device, --threads and --data-root may change"
+        )
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or resume) a model and write its run directory; returns the directory."""
+    if config.resume is not None:
+        run_dir = Path(config.resume)
+        saved = load_train_config(run_dir)
+        _check_resume(config, saved)
+        if not (run_dir / ckpt.STATE_JSON_FILE).is_file():
+            raise ConfigError(
+                f"cannot resume {run_dir}: no {ckpt.STATE_JSON_FILE} (it stopped before its "
+                "first epoch finished); start it again with --overwrite"
+            )
+        state: ckpt.TrainingState | None = ckpt.load_training_state(run_dir)
+    else:
+        if config.out is None:
+            raise ConfigError("TrainConfig.out (--out RUN_DIR) is required when not resuming")
+        run_dir = Path(config.out)
+        _check_out_dir(run_dir, config.overwrite)
+        state = None
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    resolved = resolve(config)
+    card = resolved.card
+    torch.manual_seed(config.seed)
+    loader_rng = torch.Generator().manual_seed(config.seed)
+    model = build_model(
+        config.model,
+        num_classes=card.num_classes,
+        in_channels=card.in_channels,
+        input_size=card.input_size,
+        weights=None if state else config.weights,  # resumed weights come from the state
+        freeze_backbone=config.freeze_backbone,
+        **config.arch_args,
+    ).to(config.device)
+    optimizer = _make_optimizer(model, config)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state.model_state)
+        optimizer.load_state_dict(state.optimizer_state)
+        torch.set_rng_state(state.rng["torch"])
+        loader_rng.set_state(state.rng["loader"])
+        history = list(state.scalars.get("history", []))
+        start_epoch = int(state.scalars.get("epoch", 0))
+        log.info("resuming %s after epoch %d of %d", run_dir, start_epoch, config.epochs)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_doc = {
+        **config.to_dict(),
+        "out": str(run_dir),
+        "resolved": {
+            "input_size": list(card.input_size),
+            "in_channels": card.in_channels,
+            "mean": list(card.mean),
+            "std": list(card.std),
+            "normalization": resolved.normalization,
+            "augmentation": resolved.augmentation.to_dict(),
+            "split_sizes": {k: len(v) for k, v in resolved.splits.items()},
+        },
+        "versions": library_versions(),
+    }
+    atomic_write_json(run_dir / ckpt.CONFIG_FILE, config_doc)
+
+    train_set = TrainingDataset(resolved.splits["train"], card, resolved.augmentation)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=loader_rng,
+        num_workers=0,
+        drop_last=len(train_set) % config.batch_size == 1,  # BatchNorm cannot take a batch of 1
+    )
+    val_x, val_y = _normalized(resolved.splits["val"], card)
+    criterion = nn.CrossEntropyLoss()
+    log.info(
+        "training %s on %s: %d train / %d val / %d test images, input %s, augmentation %s",
+        config.model, config.data, len(train_set), len(val_y), len(resolved.splits["test"]),
+        "x".join(map(str, card.input_shape)), resolved.augmentation.to_dict(),
+    )  # fmt: skip
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
+            leave=False, unit="batch",
+        )  # fmt: skip
+        for images, labels in bar:
+            images, labels = images.to(config.device), labels.to(config.device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(images)
+            loss = criterion(logits, labels)
+            loss.backward()
+            optimizer.step()
+            seen += labels.shape[0]
+            loss_sum += loss.item() * labels.shape[0]
+            correct += int((logits.argmax(1) == labels).sum().item())
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        bar.close()
+        val_loss, val_acc = _score(predict_logits(model, val_x, device=config.device), val_y)
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        history.append(entry)
+        log.info(
+            "epoch %d/%d: loss %.4f, train accuracy %.4f, val accuracy %s (%.1f s)",
+            epoch + 1, config.epochs, entry["train_loss"], entry["train_accuracy"],
+            "n/a" if val_acc is None else f"{val_acc:.4f}", entry["seconds"],
+        )  # fmt: skip
+        ckpt.save_training_state(
+            run_dir,
+            model=model,
+            optimizer=optimizer,
+            scalars={"epoch": epoch + 1, "history": history},
+            rng={"torch": torch.get_rng_state(), "loader": loader_rng.get_state()},
+        )
+
+    model = model.to("cpu").eval()
+    test_x, test_y = _normalized(resolved.splits["test"], card)
+    test_logits = predict_logits(model, test_x)
+    test_loss, test_acc = _score(test_logits, test_y)
+    predicted = test_logits.argmax(1).numpy()
+    metrics = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "test_count": len(test_y),
+        "per_class_accuracy": per_class_accuracy(predicted, test_y.numpy(), card.class_names),
+        "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        "epochs": config.epochs,
+        "history": history,
+        "train_seconds": round(sum(h["seconds"] for h in history), 3),
+        "dataset": config.data,
+        "split_sizes": config_doc["resolved"]["split_sizes"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    ckpt.save_checkpoint(run_dir, model, card, metrics=metrics, config=config_doc)
+    title = f"{config.model} on {config.data}"
+    plots.write_png(run_dir / ckpt.CURVES_FILE, plots.curves_png(history, title))
+    shown = min(PREDICTION_GRID, len(test_y))
+    grid = resolved.splits["test"].prepared(card, range(shown))
+    plots.write_png(
+        run_dir / ckpt.PREDICTIONS_FILE,
+        plots.predictions_png(
+            grid, predicted[:shown].tolist(), test_y[:shown].tolist(), card.class_names
+        ),
+    )
+    log.info(
+        "test accuracy %.4f on %d images; run saved to %s", test_acc or 0.0, len(test_y), run_dir
+    )
+    return run_dir
