@@ -109,8 +109,8 @@ class Artifact:
 
     @property
     def parity_passed(self) -> bool | None:
-        """True/False from the export gate, None when parity was not checked."""
-        if not self.parity:
+        """True/False from the export gate, None when parity was not checked (or not run)."""
+        if not self.parity or self.parity.get("passed") is None:
             return None
         return bool(self.parity.get("passed"))
 

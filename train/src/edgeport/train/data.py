@@ -259,7 +259,7 @@ def _select(
 
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """All 1797 digits as uint8 (N, 8, 8, 1) images (0..16 scaled by 255/16, rounded) + labels."""
-    source = resources.files("edgeport.train").joinpath("data", "digits.csv.gz")
+    source = resources.files("edgeport.train").joinpath("assets", "digits.csv.gz")
     with source.open("rb") as raw, gzip.open(raw, "rt", encoding="ascii") as text:
         table = np.loadtxt(text, delimiter=",", dtype=np.int64)
     if table.shape != (1797, 65):

@@ -1,0 +1,48 @@
+"""Small helpers shared by the export tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from edgeport.runtime.card import ModelCard
+
+DIGITS = tuple(str(i) for i in range(10))
+
+
+def digits_card(size: int = 16, architecture: str = "simple_cnn_bn") -> ModelCard:
+    return ModelCard(architecture, 10, DIGITS, 1, (size, size), (0.5,), (0.5,))
+
+
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def save_run(run_dir: Path, model: object, card: ModelCard, dataset: str = "digits") -> Path:
+    """A real run directory for ``model`` (as `edgeport train` writes it)."""
+    from edgeport.train.checkpoint import save_checkpoint
+
+    return save_checkpoint(
+        run_dir, model, card, metrics={"test_accuracy": 0.0}, config={"data": dataset}
+    )
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under ``directory``."""
+    from edgeport.runtime.io import sha256_file
+
+    return {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def leftovers(dest: Path) -> list[str]:
+    """Staging or set-aside directories an export left beside ``dest``."""
+    return sorted(
+        p.name
+        for p in dest.parent.iterdir()
+        if p.name.startswith((f".{dest.name}.partial-", f".{dest.name}.old-"))
+    )

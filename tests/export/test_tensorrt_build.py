@@ -1,0 +1,107 @@
+"""Real TensorRT(-RTX) engine builds from the ONNX artifacts (RTX builds on the CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeport.export.tensorrt import (
+    RTX_PORTABLE,
+    build_engine,
+    engine_runnable_here,
+    import_tensorrt,
+    plan_diagnostics,
+)
+from edgeport.runtime.bundle import BatchRange
+from edgeport.runtime.errors import BackendUnavailable, ConfigError, ExportError
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_builds_for_each_precision(
+    onnx_set: dict[str, Path], tmp_path: Path, precision: str
+) -> None:
+    trt = import_tensorrt()
+    cache = tmp_path / "timing.cache"
+    engine = tmp_path / f"model.{precision}.engine"
+    build = build_engine(
+        onnx_set[precision], engine, batch=BatchRange(1, 4, 16), timing_cache=cache
+    )
+    data = engine.read_bytes()
+    assert build.size_bytes == len(data) > 10_000
+    assert build.build_seconds > 0
+    info = build.info
+    assert info.version == trt.__version__ and info.workspace_bytes == 1 << 30
+    if info.flavour == "tensorrt_rtx":
+        assert info.compute_capability is None  # AOT build, portable across RTX GPUs
+        assert info.hardware_compatibility == RTX_PORTABLE
+        assert info.timing_cache is None and not cache.exists()  # RTX ignores timing caches
+    else:
+        assert info.timing_cache == "timing.cache" and cache.stat().st_size > 0
+    # the plan is a raw serialized engine that TensorRT's own runtime reads as well formed
+    verdict = plan_diagnostics(trt, data)
+    if verdict is not None:
+        assert not {"MALFORMED_ENGINE", "VERSION_MISMATCH"} & set(verdict[1])
+        assert "MALFORMED_ENGINE" in plan_diagnostics(trt, b"x" * len(data))[1]
+    # the cache is reused by the next build, and stays a valid cache
+    again = build_engine(
+        onnx_set[precision],
+        tmp_path / "again.engine",
+        batch=BatchRange(1, 4, 16),
+        timing_cache=cache,
+    )
+    assert again.size_bytes > 10_000
+
+
+def test_parser_errors_are_listed(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mystery", ["input"], ["logits"], domain="com.example")],
+        "unsupported",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, 4, 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)]
+    )
+    path = tmp_path / "mystery.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ExportError, match=r"parser rejected mystery\.onnx: .*Mystery"):
+        build_engine(path, tmp_path / "x.engine", batch=BatchRange(1, 1, 1))
+    assert not (tmp_path / "x.engine").exists()
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf")
+    with pytest.raises(ExportError, match=r"found no layers in garbage\.onnx"):
+        build_engine(garbage, tmp_path / "y.engine", batch=BatchRange(1, 1, 1))
+
+
+def test_bad_settings_are_refused(onnx_set: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workspace must be at least 1 MiB"):
+        build_engine(
+            onnx_set["fp32"], tmp_path / "x.engine", batch=BatchRange(), workspace_bytes=10
+        )
+    with pytest.raises(ConfigError, match="flavour must be one of"):
+        import_tensorrt("tensorflow")
+
+
+def test_engines_cannot_run_without_a_gpu(onnx_set: dict[str, Path], tmp_path: Path) -> None:
+    from _env import cuda_gpu_reason
+
+    engine = tmp_path / "e.engine"
+    build = build_engine(onnx_set["fp32"], engine, batch=BatchRange(1, 1, 2))
+    reason = engine_runnable_here(engine, build.info.flavour)
+    if cuda_gpu_reason() is not None:
+        assert reason is not None and "GPU" in reason
+
+
+def test_missing_flavour_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    with pytest.raises(BackendUnavailable, match=r"pip install 'edgeport-export\[tensorrt-rtx\]'"):
+        import_tensorrt()
