@@ -196,15 +196,21 @@ class TorchEagerBaseline:
         if n in self._graphs:
             return self._graphs[n]
         static_in = torch.zeros((n, *self.card.input_shape), device=self.device, dtype=self.dtype)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(_GRAPH_WARMUP_CALLS):  # cuDNN/cuBLAS choose kernels outside capture
-                self._forward(static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
-            static_out = self._forward(static_in)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(_GRAPH_WARMUP_CALLS):  # cuDNN/cuBLAS pick kernels before capture
+                    self._forward(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+        except RuntimeError as exc:  # capture refuses some operations; say so, do not hide it
+            raise BackendUnavailable(
+                f"CUDA graph capture of {self.card.architecture} at batch {n} failed: "
+                f"{_first_line(exc)}"
+            ) from exc
         log.info("captured a CUDA graph of %s at batch %d", self.card.architecture, n)
         self._graphs[n] = (graph, static_in, static_out)
         return self._graphs[n]

@@ -1,0 +1,1124 @@
+"""Latency benchmarks: every backend and baseline timed side by side on the same inputs.
+
+The timing engine follows the usual discipline (trtexec, MLPerf, cifar10-airbench): warm up for
+a time, then repeat for a time (or a count), one sample per call, and report percentiles.
+
+- On the host, each call is timed with ``time.perf_counter_ns``; ``Model.run`` returns numpy,
+  so the device (if any) has finished when the clock is read.
+- On a GPU, work that exposes :class:`DeviceStages` (host-to-device copy, compute,
+  device-to-host copy, each enqueued on one stream) is timed with device events recorded
+  between the stages: CUDA events through cuda-python for the runtime, ``torch.cuda.Event`` in
+  the PyTorch baselines. The three stages are reported separately, like trtexec's H2D /
+  GPU compute / D2H.
+
+Scenarios: ``single-stream`` measures batch 1 and its headline is the p90 latency (as MLPerf
+single-stream); ``offline`` measures every batch size and its headline is the peak throughput;
+``both`` (the default) measures every batch size and reports both headlines.
+
+Every row carries its speed-up against PyTorch eager fp32 on the same device and batch (ratio of
+medians) when that baseline ran, and the parity of its outputs against the bundle's stored
+PyTorch fp32 reference logits (top-1 agreement, max abs error).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgeport.runtime.bundle import Manifest, resolve_inside
+from edgeport.runtime.errors import (
+    BackendUnavailable,
+    ConfigError,
+    EdgeportError,
+    InputError,
+    ModelLoadError,
+)
+
+log = logging.getLogger(__name__)
+
+RESULT_SCHEMA = "edgeport.bench"
+RESULT_SCHEMA_VERSION = 1
+SCENARIOS = ("single-stream", "offline", "both")
+PERCENTILES = (50, 90, 95, 99)
+RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+BASELINE_GROUP = "edgeport.baselines"
+EAGER = "torch"
+COMPILE = "torch-compile"
+CUDA_GRAPH = "torch-cuda-graph"
+BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
+_FORMAT_OF_BACKEND = {
+    "onnxruntime-cpu": "onnx",
+    "onnxruntime-cuda": "onnx",
+    "onnxruntime-tensorrt": "onnx",
+    "tensorrt": "tensorrt",
+}
+_DEVICE_OF_BACKEND = {
+    "onnxruntime-cpu": "cpu",
+    "onnxruntime-cuda": "cuda",
+    "onnxruntime-tensorrt": "cuda",
+    "tensorrt": "cuda",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+
+
+def short_reason(text: str) -> str:
+    """The loader's multi-line "no backend can run ... :\n  - why" as one line of whys."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return text.strip()
+    return "; ".join(line.removeprefix("- ") for line in lines[1:])
+
+
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks.
+
+    Same definition as ``numpy.percentile``'s default (method "linear"): for sorted values
+    ``v[0..n-1]`` the position is ``(n - 1) * q / 100``.
+    """
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        raise InputError("cannot take a percentile of no samples")
+    if not 0.0 <= q <= 100.0:
+        raise InputError(f"percentile must lie in [0, 100], got {q}")
+    return float(np.percentile(data, q))
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of latency samples in milliseconds. ``cv`` = std / mean (population std)."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+    @property
+    def cv(self) -> float:
+        return self.std / self.mean if self.mean > 0 else 0.0
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
+        data = np.asarray(samples_ms, dtype=np.float64)
+        if data.ndim != 1 or data.size == 0:
+            raise InputError(f"expected a non-empty 1-D list of samples, got shape {data.shape}")
+        if not np.isfinite(data).all() or (data < 0).any():
+            raise InputError("latency samples must be finite and non-negative")
+        p50, p90, p95, p99 = (float(v) for v in np.percentile(data, PERCENTILES))
+        return cls(
+            count=int(data.size),
+            mean=float(data.mean()),
+            std=float(data.std()),
+            min=float(data.min()),
+            max=float(data.max()),
+            p50=p50,
+            p90=p90,
+            p95=p95,
+            p99=p99,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        data: dict[str, Any] = asdict(self)
+        data["cv"] = self.cv
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def throughput(batch: int, stats: LatencyStats) -> float:
+    """Images per second at ``batch`` images per call, from the mean latency."""
+    return batch * 1000.0 / stats.mean if stats.mean > 0 else math.inf
+
+
+# --------------------------------------------------------------------------------------------
+# Timing engine
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How long to warm up and measure. ``iterations`` (a count) overrides ``duration_s``."""
+
+    warmup_s: float = 1.0
+    duration_s: float = 3.0
+    iterations: int | None = None
+    min_iterations: int = 10
+    max_iterations: int = 1_000_000
+    cv_warning: float = 0.10  # warn when std / mean of the latency exceeds this
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.warmup_s >= 0:
+            problems.append(f"warm-up must be >= 0 s, got {self.warmup_s}")
+        if not self.duration_s > 0:
+            problems.append(f"duration must be > 0 s, got {self.duration_s}")
+        if self.iterations is not None and self.iterations < 1:
+            problems.append(f"iterations must be >= 1, got {self.iterations}")
+        if self.min_iterations < 1 or self.max_iterations < self.min_iterations:
+            problems.append(
+                f"need 1 <= min_iterations <= max_iterations, got "
+                f"{self.min_iterations} and {self.max_iterations}"
+            )
+        if problems:
+            raise ConfigError("invalid benchmark settings: " + "; ".join(problems))
+
+    def keep_going(self, count: int, elapsed_s: float) -> bool:
+        """Whether another timed iteration is due after ``count`` took ``elapsed_s``."""
+        if self.iterations is not None:
+            return count < self.iterations
+        if count >= self.max_iterations:
+            return False
+        return count < self.min_iterations or elapsed_s < self.duration_s
+
+
+def _warm_up(step: Callable[[], object], warmup_s: float) -> int:
+    """Call ``step`` at least once and until ``warmup_s`` has passed; return the call count."""
+    start = time.perf_counter()
+    calls = 0
+    while True:
+        step()
+        calls += 1
+        if time.perf_counter() - start >= warmup_s:
+            return calls
+
+
+def time_host(step: Callable[[], object], config: BenchConfig) -> np.ndarray:
+    """Latency samples (ms) of ``step`` timed on the host with ``perf_counter_ns``."""
+    _warm_up(step, config.warmup_s)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    start = clock()
+    while config.keep_going(len(samples), (clock() - start) / 1e9):
+        t0 = clock()
+        step()
+        samples.append(clock() - t0)
+    return np.asarray(samples, dtype=np.float64) / 1e6
+
+
+class DeviceEvent(Protocol):
+    """A device timestamp recorded on a stream (a CUDA event)."""
+
+    def record(self) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+    def elapsed_ms(self, end: DeviceEvent) -> float: ...
+
+
+@dataclass
+class DeviceStages:
+    """One batch prepared on a device, as stages that are enqueued on ONE stream.
+
+    ``stages`` are ``(name, enqueue)`` pairs, normally ``h2d``, ``compute``, ``d2h``; each call
+    only enqueues work. ``new_event`` makes an event that records on the same stream.
+    ``output`` returns the host result once the last stage has completed. A GPU backend (or a
+    baseline) offers these through a ``device_stages(batch) -> DeviceStages`` method.
+    """
+
+    stages: Sequence[tuple[str, Callable[[], None]]]
+    new_event: Callable[[], DeviceEvent]
+    output: Callable[[], np.ndarray]
+    close: Callable[[], None] = lambda: None
+    timer: str = "cuda-events"
+
+
+def time_device(work: DeviceStages, config: BenchConfig) -> dict[str, np.ndarray]:
+    """Per-stage and ``total`` latency samples (ms), timed with device events between stages.
+
+    The events are synchronised after every iteration, so each sample is one complete pass and
+    the next pass starts on an idle stream (latency, not pipelined throughput).
+    """
+    names = [name for name, _ in work.stages]
+    if not names:
+        raise InputError("device work has no stages to time")
+    events = [work.new_event() for _ in range(len(names) + 1)]
+
+    def one_pass() -> list[float]:
+        events[0].record()
+        for (_, enqueue), event in zip(work.stages, events[1:], strict=True):
+            enqueue()
+            event.record()
+        events[-1].synchronize()
+        return [events[i].elapsed_ms(events[i + 1]) for i in range(len(names))]
+
+    try:
+        _warm_up(one_pass, config.warmup_s)
+        per_stage: list[list[float]] = []
+        start = time.perf_counter()
+        while config.keep_going(len(per_stage), time.perf_counter() - start):
+            per_stage.append(one_pass())
+    finally:
+        for event in events:
+            close = getattr(event, "close", None)
+            if callable(close):
+                close()
+    table = np.asarray(per_stage, dtype=np.float64)
+    out = {name: table[:, i] for i, name in enumerate(names)}
+    out["total"] = events_total(table)
+    return out
+
+
+def events_total(per_stage: np.ndarray) -> np.ndarray:
+    """Total time per pass from a (passes, stages) table of stage times."""
+    return per_stage.sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA events through cuda-python (the runtime's clock; the torch baselines use torch's)
+
+
+def cudart() -> Any:
+    """The CUDA runtime bindings of cuda-python, imported lazily."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime  # cuda-python < 12.6 layout
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "timing on a GPU with CUDA events needs cuda-python: "
+                "pip install 'edgeport-runtime[tensorrt]' (or cuda-python)"
+            ) from exc
+    return runtime
+
+
+def cuda_check(result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(error, *values)`` tuple, raising on any error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        runtime = cudart()
+        _, text = runtime.cudaGetErrorString(err)
+        message = text.decode() if isinstance(text, bytes) else str(text)
+        raise BackendUnavailable(f"CUDA call {what} failed: {err!r} ({message})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+class CudaEvent:
+    """A CUDA event recorded on a given stream (an int ``cudaStream_t`` handle; 0 = legacy)."""
+
+    def __init__(self, stream: int = 0) -> None:
+        self._rt = cudart()
+        self._stream = stream
+        self._event = cuda_check(self._rt.cudaEventCreate(), "cudaEventCreate")
+
+    def record(self) -> None:
+        cuda_check(self._rt.cudaEventRecord(self._event, self._stream), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        cuda_check(self._rt.cudaEventSynchronize(self._event), "cudaEventSynchronize")
+
+    def elapsed_ms(self, end: DeviceEvent) -> float:
+        if not isinstance(end, CudaEvent):
+            raise InputError("elapsed time needs two CUDA events from the same clock")
+        ms = cuda_check(
+            self._rt.cudaEventElapsedTime(self._event, end._event), "cudaEventElapsedTime"
+        )
+        return float(ms)
+
+    def close(self) -> None:
+        if self._event is not None:
+            cuda_check(self._rt.cudaEventDestroy(self._event), "cudaEventDestroy")
+            self._event = None
+
+
+# --------------------------------------------------------------------------------------------
+# What is benchmarked
+
+
+@dataclass
+class Candidate:
+    """One thing to time: a runtime model or a PyTorch baseline, with how to run it."""
+
+    backend: str  # runtime backend name, or baseline name ("torch", "torch-compile", ...)
+    kind: str  # "edgeport" or "baseline"
+    precision: str
+    device: str  # "cpu" or "cuda"
+    run: Callable[[np.ndarray], np.ndarray]
+    close: Callable[[], None]
+    artifact: str | None = None
+    cuda_graph: bool = False
+    device_stages: Callable[[np.ndarray], DeviceStages] | None = None
+    max_batch: int | None = None
+    min_batch: int = 1
+    fixed_batch: int | None = None  # set when the candidate only runs one batch size
+
+    @property
+    def label(self) -> str:
+        graph = "+graph" if self.cuda_graph and self.backend != CUDA_GRAPH else ""
+        return f"{self.backend}{graph} {self.precision} ({self.device})"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A backend/precision/baseline that could not be measured here, and why."""
+
+    backend: str
+    precision: str | None
+    device: str | None
+    reason: str
+    artifact: str | None = None
+    batch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """The measurement of one candidate at one batch size."""
+
+    backend: str
+    kind: str
+    precision: str
+    device: str
+    batch: int
+    latency: LatencyStats
+    throughput: float
+    timer: str
+    artifact: str | None = None
+    cuda_graph: bool = False
+    stages: dict[str, LatencyStats] | None = None
+    speedup_vs_eager: float | None = None
+    parity_top1: float | None = None
+    parity_max_abs: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "kind": self.kind,
+            "precision": self.precision,
+            "device": self.device,
+            "artifact": self.artifact,
+            "cuda_graph": self.cuda_graph,
+            "batch": self.batch,
+            "timer": self.timer,
+            "iterations": self.latency.count,
+            "latency_ms": self.latency.to_dict(),
+            "throughput_ips": self.throughput,
+            "stages_ms": (
+                {name: s.to_dict() for name, s in self.stages.items()} if self.stages else None
+            ),
+            "speedup_vs_eager": self.speedup_vs_eager,
+            "parity": {"top1_agreement": self.parity_top1, "max_abs": self.parity_max_abs},
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchRow:
+        stages = data.get("stages_ms")
+        parity = data.get("parity") or {}
+        return cls(
+            backend=data["backend"],
+            kind=data["kind"],
+            precision=data["precision"],
+            device=data["device"],
+            batch=int(data["batch"]),
+            latency=LatencyStats.from_dict(data["latency_ms"]),
+            throughput=float(data["throughput_ips"]),
+            timer=data["timer"],
+            artifact=data.get("artifact"),
+            cuda_graph=bool(data.get("cuda_graph", False)),
+            stages={k: LatencyStats.from_dict(v) for k, v in stages.items()} if stages else None,
+            speedup_vs_eager=data.get("speedup_vs_eager"),
+            parity_top1=parity.get("top1_agreement"),
+            parity_max_abs=parity.get("max_abs"),
+            warnings=tuple(data.get("warnings", ())),
+        )
+
+    @property
+    def label(self) -> str:
+        graph = "+graph" if self.cuda_graph and self.backend != CUDA_GRAPH else ""
+        return f"{self.backend}{graph} {self.precision}"
+
+
+@dataclass
+class BenchResult:
+    """Everything a benchmark run measured, with its settings and environment."""
+
+    rows: list[BenchRow]
+    skipped: list[Skipped]
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    bundle: dict[str, Any]
+    created: str = ""
+    warnings: list[str] = field(default_factory=list)
+    parity: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def single_stream(self) -> list[dict[str, Any]]:
+        """p90 latency at batch 1 per candidate (MLPerf single-stream), fastest first."""
+        out = [
+            {
+                "backend": r.backend,
+                "precision": r.precision,
+                "device": r.device,
+                "cuda_graph": r.cuda_graph,
+                "p90_ms": r.latency.p90,
+                "speedup_vs_eager": r.speedup_vs_eager,
+            }
+            for r in self.rows
+            if r.batch == 1
+        ]
+        return sorted(out, key=lambda d: d["p90_ms"])
+
+    def offline(self) -> list[dict[str, Any]]:
+        """Peak throughput over the batch sizes per candidate, highest first."""
+        best: dict[tuple[str, str, str, bool], BenchRow] = {}
+        for r in self.rows:
+            key = (r.backend, r.precision, r.device, r.cuda_graph)
+            if key not in best or r.throughput > best[key].throughput:
+                best[key] = r
+        out = [
+            {
+                "backend": r.backend,
+                "precision": r.precision,
+                "device": r.device,
+                "cuda_graph": r.cuda_graph,
+                "batch": r.batch,
+                "throughput_ips": r.throughput,
+            }
+            for r in best.values()
+        ]
+        return sorted(out, key=lambda d: -d["throughput_ips"])
+
+    def find(
+        self,
+        backend: str,
+        precision: str,
+        batch: int,
+        device: str | None = None,
+        cuda_graph: bool | None = None,
+    ) -> BenchRow | None:
+        for r in self.rows:
+            if (
+                r.backend == backend
+                and r.precision == precision
+                and r.batch == batch
+                and (device is None or r.device == device)
+                and (cuda_graph is None or r.cuda_graph == cuda_graph)
+            ):
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        scenario = self.config.get("scenario", "both")
+        summary: dict[str, Any] = {}
+        if scenario in ("single-stream", "both"):
+            summary["single_stream"] = self.single_stream()
+        if scenario in ("offline", "both"):
+            summary["offline"] = self.offline()
+        return {
+            "schema": RESULT_SCHEMA,
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "created": self.created,
+            "bundle": self.bundle,
+            "config": self.config,
+            "environment": self.environment,
+            "rows": [r.to_dict() for r in self.rows],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "parity": self.parity,
+            "summary": summary,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
+        if data.get("schema") != RESULT_SCHEMA:
+            raise InputError(f"not an edgeport benchmark result: schema {data.get('schema')!r}")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version > RESULT_SCHEMA_VERSION:
+            raise InputError(
+                f"benchmark result schema version {version!r} is not one this edgeport reads "
+                f"(<= {RESULT_SCHEMA_VERSION})"
+            )
+        return cls(
+            rows=[BenchRow.from_dict(r) for r in data["rows"]],
+            skipped=[Skipped(**s) for s in data.get("skipped", [])],
+            config=dict(data.get("config", {})),
+            environment=dict(data.get("environment", {})),
+            bundle=dict(data.get("bundle", {})),
+            created=str(data.get("created", "")),
+            warnings=list(data.get("warnings", [])),
+            parity=dict(data.get("parity", {})),
+        )
+
+
+def measure(
+    candidate: Candidate, batch_input: np.ndarray, config: BenchConfig
+) -> tuple[LatencyStats, dict[str, LatencyStats] | None, str]:
+    """Time ``candidate`` on one batch: device stages when it offers them, else the host clock."""
+    if candidate.device_stages is not None:
+        work = candidate.device_stages(batch_input)
+        try:
+            samples = time_device(work, config)
+        finally:
+            work.close()
+        stages = {k: LatencyStats.from_samples(v) for k, v in samples.items() if k != "total"}
+        return LatencyStats.from_samples(samples["total"]), stages, work.timer
+    samples_ms = time_host(lambda: candidate.run(batch_input), config)
+    return LatencyStats.from_samples(samples_ms), None, "perf_counter_ns"
+
+
+def speedups(rows: Sequence[BenchRow]) -> list[BenchRow]:
+    """Fill ``speedup_vs_eager``: eager fp32 p50 / row p50, same device and batch."""
+    eager = {
+        (r.device, r.batch): r.latency.p50
+        for r in rows
+        if r.backend == EAGER and r.precision == "fp32" and not r.cuda_graph
+    }
+    out = []
+    for r in rows:
+        ref = eager.get((r.device, r.batch))
+        ratio = ref / r.latency.p50 if ref is not None and r.latency.p50 > 0 else None
+        out.append(replace(r, speedup_vs_eager=ratio))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and parity
+
+
+@dataclass(frozen=True)
+class BenchInputs:
+    """The images every row is timed on, and the reference logits for parity when known."""
+
+    images: np.ndarray  # float32 NCHW, at least the largest batch
+    source: str
+    reference_logits: np.ndarray | None = None  # for images[: len(reference_logits)]
+    labels: np.ndarray | None = None
+
+
+def load_reference_array(bundle_dir: Path, manifest: Manifest, key: str) -> np.ndarray | None:
+    ref = manifest.reference or {}
+    rel = ref.get(key)
+    if not rel:
+        return None
+    path = resolve_inside(bundle_dir, rel)
+    if not path.is_file():
+        raise ModelLoadError(f"the manifest lists reference {key} at {rel} but {path} is missing")
+    expected = (ref.get("sha256") or {}).get(rel)
+    if expected:
+        from edgeport.runtime.io import sha256_file
+
+        digest = sha256_file(path)
+        if digest != expected:
+            raise ModelLoadError(
+                f"reference file {path} has sha256 {digest}, the manifest says {expected}: "
+                "it was modified; re-export the bundle"
+            )
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot read reference {key} {path}: {exc}") from exc
+
+
+def bench_inputs(
+    bundle_dir: str | Path, manifest: Manifest, count: int, seed: int = 0
+) -> BenchInputs:
+    """At least ``count`` inputs: the bundle's real reference images (tiled if too few), else
+    seeded standard-normal noise of the card's input shape."""
+    bundle_dir = Path(bundle_dir)
+    images = load_reference_array(bundle_dir, manifest, "inputs")
+    if images is not None and images.ndim == 4 and len(images) > 0:
+        logits = load_reference_array(bundle_dir, manifest, "logits")
+        labels = load_reference_array(bundle_dir, manifest, "labels")
+        dataset = (manifest.reference or {}).get("dataset", "?")
+        source = f"bundle reference images ({len(images)}, {dataset})"
+        if len(images) < count:
+            reps = math.ceil(count / len(images))
+            images = np.concatenate([images] * reps)
+        return BenchInputs(
+            images=np.ascontiguousarray(images, dtype=np.float32),
+            source=source,
+            reference_logits=None if logits is None else logits.astype(np.float32),
+            labels=labels,
+        )
+    rng = np.random.default_rng(seed)
+    shape = (count, *manifest.card.input_shape)
+    return BenchInputs(
+        images=rng.standard_normal(shape, dtype=np.float32),
+        source=f"seeded standard-normal noise (seed {seed}): the bundle has no reference images",
+    )
+
+
+def run_chunked(
+    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, chunk: int, min_batch: int = 1
+) -> np.ndarray:
+    """``run`` over ``images`` in chunks of at most ``chunk``, concatenated; a last chunk
+    smaller than ``min_batch`` is padded with copies of its last image."""
+    outs = []
+    for start in range(0, len(images), max(chunk, 1)):
+        part = images[start : start + chunk]
+        n = len(part)
+        if n < min_batch:
+            part = np.concatenate([part, np.repeat(part[-1:], min_batch - n, axis=0)])
+        outs.append(np.asarray(run(part))[:n])
+    return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+def quick_parity(candidate: Candidate, inputs: BenchInputs, chunk: int) -> dict[str, Any] | None:
+    """Top-1 agreement and max abs logit error of ``candidate`` against the stored reference.
+
+    Runs whole chunks of the largest benchmarked batch only (the images beyond the last whole
+    chunk are left out), so that no extra input shape is compiled or captured for parity.
+    """
+    if inputs.reference_logits is None:
+        return None
+    n = len(inputs.reference_logits)
+    if candidate.fixed_batch is not None:
+        chunk = candidate.fixed_batch
+    chunk = max(1, min(chunk, candidate.max_batch or chunk))
+    if n >= chunk:  # whole chunks only: no extra shape (a compile, a graph) just for parity
+        n = n // chunk * chunk
+    elif candidate.fixed_batch is not None:
+        return None
+    got = run_chunked(candidate.run, inputs.images[:n], chunk, candidate.min_batch)
+    ref = inputs.reference_logits[:n]
+    if got.shape != ref.shape:
+        raise InputError(
+            f"{candidate.label} returned logits of shape {got.shape}, the reference has {ref.shape}"
+        )
+    finite = bool(np.isfinite(got).all())
+    return {
+        "count": int(n),
+        "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+        "max_abs": float(np.abs(got - ref).max()) if finite else None,
+        "nonfinite": int(got.size - np.isfinite(got).sum()),
+        "reference": "bundle reference logits (PyTorch fp32, CPU, eval mode)",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Building the candidates
+
+
+def available_baselines() -> dict[str, Any]:
+    """Baseline classes from the ``edgeport.baselines`` entry points (edgeport-train)."""
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=BASELINE_GROUP):
+        try:
+            found[ep.name] = ep.load()
+        except ImportError as exc:
+            log.info("baseline %s cannot be imported: %s", ep.name, exc)
+    return found
+
+
+@dataclass
+class Plan:
+    """Something to measure, opened only when its turn comes and closed right after.
+
+    ``open(batch)`` returns a :class:`Candidate`; a plan with ``per_batch`` (a captured CUDA
+    graph has fixed shapes) is opened once per batch size, others once for all of them.
+    """
+
+    backend: str
+    precision: str
+    device: str
+    open: Callable[[int | None], Candidate]
+    artifact: str | None = None
+    per_batch: bool = False
+
+
+def _runtime_plans(
+    bundle_dir: Path,
+    manifest: Manifest,
+    backends: Sequence[str],
+    precisions: Sequence[str],
+    *,
+    threads: int | None,
+    cuda_graph: bool,
+) -> list[Plan]:
+    from edgeport.runtime.model import load  # the runtime's loader (lazy: it opens backends)
+
+    plans: list[Plan] = []
+    for backend in backends:
+        fmt = _FORMAT_OF_BACKEND[backend]
+        device = _DEVICE_OF_BACKEND[backend]
+        graphs = (False, True) if cuda_graph and device == "cuda" else (False,)
+        for precision in precisions:
+            artifacts = [
+                a for a in manifest.artifacts if a.format == fmt and a.precision == precision
+            ]
+            if not artifacts:
+                continue
+            art = artifacts[0]
+            for graph in graphs:
+
+                def open_model(
+                    batch: int | None,
+                    backend: str = backend,
+                    precision: str = precision,
+                    device: str = device,
+                    graph: bool = graph,
+                    art_name: str = art.name,
+                ) -> Candidate:
+                    model = load(
+                        bundle_dir,
+                        backend=backend,
+                        precision=precision,
+                        threads=threads,
+                        cuda_graph=graph,
+                    )
+                    stages = getattr(model, "device_stages", None)
+                    return Candidate(
+                        backend=backend,
+                        kind="edgeport",
+                        precision=precision,
+                        device=device,
+                        run=model.run,
+                        close=model.close,
+                        artifact=model.artifact.name if model.artifact else art_name,
+                        cuda_graph=graph,
+                        device_stages=stages if callable(stages) else None,
+                        max_batch=model.batch_range.max,
+                        min_batch=model.batch_range.min,
+                        fixed_batch=batch if graph else None,
+                    )
+
+                plans.append(Plan(backend, precision, device, open_model, art.name, graph))
+    return plans
+
+
+def _baseline_plans(
+    bundle_dir: Path,
+    manifest: Manifest,
+    names: Sequence[str],
+    devices: Sequence[str],
+    *,
+    threads: int | None,
+    compile_precisions: Sequence[str] = ("fp32",),
+) -> tuple[list[Plan], list[Skipped]]:
+    classes = available_baselines()
+    plans: list[Plan] = []
+    skipped: list[Skipped] = []
+    for name in names:
+        entry = COMPILE if name == COMPILE else EAGER
+        cls = classes.get(entry)
+        if cls is None:
+            skipped.append(
+                Skipped(
+                    name,
+                    None,
+                    None,
+                    f"baseline {entry!r} is not installed: pip install edgeport-train "
+                    "(it brings torch)",
+                )
+            )
+            continue
+        reason = cls.unavailable_reason()
+        if reason:
+            skipped.append(Skipped(name, None, None, reason))
+            continue
+        for device in devices:
+            if name == CUDA_GRAPH and device != "cuda":
+                continue
+            for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
+                if name == COMPILE and precision not in compile_precisions:
+                    continue
+                kwargs: dict[str, Any] = {"device": device, "precision": precision}
+                if threads is not None:
+                    kwargs["threads"] = threads
+                if name == CUDA_GRAPH:
+                    kwargs["cuda_graph"] = True
+
+                def open_baseline(
+                    batch: int | None,
+                    cls: Any = cls,
+                    name: str = name,
+                    device: str = device,
+                    precision: str = precision,
+                    kwargs: dict[str, Any] = kwargs,
+                ) -> Candidate:
+                    base = cls(bundle_dir, manifest, **kwargs)
+                    stages = getattr(base, "device_stages", None)
+                    return Candidate(
+                        backend=name,
+                        kind="baseline",
+                        precision=precision,
+                        device=device,
+                        run=base.run,
+                        close=base.close,
+                        cuda_graph=name == CUDA_GRAPH,
+                        device_stages=stages if callable(stages) and device == "cuda" else None,
+                    )
+
+                plans.append(Plan(name, precision, device, open_baseline))
+    return plans, skipped
+
+
+def _measure_plan(
+    plan: Plan,
+    batch_list: Sequence[int],
+    inputs: BenchInputs,
+    config: BenchConfig,
+    *,
+    parity: bool,
+    say: Callable[[str], None],
+) -> tuple[list[BenchRow], list[Skipped], dict[str, Any] | None]:
+    """Open the plan (once, or once per batch), check parity once, time every batch size."""
+    rows: list[BenchRow] = []
+    skipped: list[Skipped] = []
+    parity_found: dict[str, Any] | None = None
+    groups = [(b,) for b in batch_list] if plan.per_batch else [tuple(batch_list)]
+    for group in groups:
+        try:
+            cand = plan.open(group[0] if plan.per_batch else None)
+        except EdgeportError as exc:
+            for batch in group if plan.per_batch else (None,):
+                skipped.append(
+                    Skipped(
+                        plan.backend, plan.precision, plan.device, str(exc), plan.artifact, batch
+                    )
+                )
+            log.info("skip %s %s (%s): %s", plan.backend, plan.precision, plan.device, exc)
+            continue
+        try:
+            if parity and parity_found is None:
+                try:
+                    parity_found = quick_parity(cand, inputs, max(group))
+                except EdgeportError as exc:
+                    parity_found = {"error": str(exc)}
+            for batch in group:
+                row = _measure_batch(cand, batch, inputs, config, parity_found, say, skipped)
+                if row is not None:
+                    rows.append(row)
+        finally:
+            cand.close()
+    return rows, skipped, parity_found
+
+
+def _measure_batch(
+    cand: Candidate,
+    batch: int,
+    inputs: BenchInputs,
+    config: BenchConfig,
+    parity_found: dict[str, Any] | None,
+    say: Callable[[str], None],
+    skipped: list[Skipped],
+) -> BenchRow | None:
+    if cand.max_batch is not None and not cand.min_batch <= batch <= cand.max_batch:
+        skipped.append(
+            Skipped(
+                cand.backend,
+                cand.precision,
+                cand.device,
+                f"batch {batch} outside the artifact's range {cand.min_batch}..{cand.max_batch}",
+                cand.artifact,
+                batch,
+            )
+        )
+        return None
+    say(f"bench {cand.label} batch {batch}")
+    try:
+        stats, stages, timer = measure(cand, inputs.images[:batch], config)
+    except EdgeportError as exc:
+        skipped.append(
+            Skipped(cand.backend, cand.precision, cand.device, str(exc), cand.artifact, batch)
+        )
+        log.warning("%s batch %d failed: %s", cand.label, batch, exc)
+        return None
+    warnings = []
+    if stats.cv > config.cv_warning:
+        warnings.append(
+            f"high variation: CV {stats.cv:.1%} > {config.cv_warning:.0%} "
+            "(busy machine, frequency scaling or too short a run)"
+        )
+        log.warning("%s batch %d: %s", cand.label, batch, warnings[-1])
+    p = parity_found or {}
+    return BenchRow(
+        backend=cand.backend,
+        kind=cand.kind,
+        precision=cand.precision,
+        device=cand.device,
+        batch=batch,
+        latency=stats,
+        throughput=throughput(batch, stats),
+        timer=timer,
+        artifact=cand.artifact,
+        cuda_graph=cand.cuda_graph,
+        stages=stages,
+        parity_top1=p.get("top1_agreement"),
+        parity_max_abs=p.get("max_abs"),
+        warnings=tuple(warnings),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def _gpu_present() -> bool:
+    from edgeport.runtime.backends.cuda import probe_gpus
+
+    return probe_gpus().reason is None
+
+
+def parse_batches(text: str | Iterable[int]) -> tuple[int, ...]:
+    """``"1,8,32"`` (or an iterable of ints) -> (1, 8, 32), sorted, unique, each >= 1."""
+    if isinstance(text, str):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise ConfigError(f"batch sizes must be integers like 1,8,32, got {text!r}") from exc
+    else:
+        values = [int(v) for v in text]
+    if not values or min(values) < 1:
+        raise ConfigError(f"batch sizes must be integers >= 1, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def parse_list(
+    text: str | Sequence[str] | None, allowed: Sequence[str], what: str
+) -> tuple[str, ...] | None:
+    """Comma-separated names checked against ``allowed``; None/"" -> None (= all)."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    items = [t for t in items if t]
+    if not items:
+        return None
+    unknown = [t for t in items if t not in allowed]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; choose from {list(allowed)}")
+    return tuple(dict.fromkeys(items))
+
+
+def benchmark(
+    bundle_dir: str | Path,
+    *,
+    backends: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    batches: Sequence[int] = (1, 8, 32),
+    scenario: str = "both",
+    config: BenchConfig | None = None,
+    threads: int | None = None,
+    baselines: Sequence[str] = (EAGER,),
+    cuda_graph: bool = False,
+    parity: bool = True,
+    compile_precisions: Sequence[str] = ("fp32",),
+    extra_plans: Sequence[Plan] = (),
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Time every runnable (backend, precision) of the bundle and the baselines, per batch size.
+
+    ``backends``/``precisions`` None = every one the bundle has and this machine can run.
+    ``scenario`` ``single-stream`` measures batch 1 only. ``cuda_graph`` adds CUDA-graph rows
+    for GPU backends. All rows are timed on the same input images. Baselines run on each device
+    the selected backends use (fp32, and fp16 on CUDA); ``torch.compile`` only at
+    ``compile_precisions`` (each batch size is a compilation). ``extra_plans`` adds candidates
+    of the caller's own (e.g. a differently instrumented session), measured the same way.
+    """
+    from edgeport.runtime.envinfo import bundle_fingerprint, collect_environment
+
+    config = config or BenchConfig()
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
+    batch_list = (1,) if scenario == "single-stream" else parse_batches(batches)
+    bundle_dir = Path(bundle_dir)
+    manifest = Manifest.load(bundle_dir)
+    explicit_backends = bool(backends)
+    backends = tuple(backends) if backends else RUNTIME_BACKENDS
+    unknown = [b for b in backends if b not in RUNTIME_BACKENDS]
+    if unknown:
+        raise ConfigError(f"unknown backends {unknown}; choose from {list(RUNTIME_BACKENDS)}")
+    have = sorted({a.precision for a in manifest.artifacts}, key=["fp32", "fp16", "int8"].index)
+    precisions = tuple(precisions) if precisions else tuple(have)
+    missing = [p for p in precisions if p not in have]
+    if missing:
+        raise ConfigError(f"the bundle has no artifacts of precision {missing}; it has {have}")
+    unknown_base = [b for b in baselines if b not in BASELINES]
+    if unknown_base:
+        raise ConfigError(f"unknown baselines {unknown_base}; choose from {list(BASELINES)}")
+    say = progress or (lambda msg: log.info("%s", msg))
+
+    inputs = bench_inputs(bundle_dir, manifest, max(batch_list))
+    plans = _runtime_plans(
+        bundle_dir, manifest, backends, precisions, threads=threads, cuda_graph=cuda_graph
+    )
+    skipped: list[Skipped] = []
+    if explicit_backends:
+        formats = {a.format for a in manifest.artifacts}
+        for backend in backends:
+            if _FORMAT_OF_BACKEND[backend] not in formats:
+                skipped.append(
+                    Skipped(
+                        backend,
+                        None,
+                        _DEVICE_OF_BACKEND[backend],
+                        f"the bundle has no {_FORMAT_OF_BACKEND[backend]} artifact"
+                        + (" (export with --tensorrt)" if backend == "tensorrt" else ""),
+                    )
+                )
+    if baselines:
+        devices = sorted({p.device for p in plans if p.device == "cpu" or _gpu_present()})
+        base_plans, skipped = _baseline_plans(
+            bundle_dir,
+            manifest,
+            baselines,
+            devices,
+            threads=threads,
+            compile_precisions=compile_precisions,
+        )
+        plans = base_plans + plans
+    plans += list(extra_plans)
+
+    rows: list[BenchRow] = []
+    parity_by_label: dict[str, dict[str, Any]] = {}
+    for plan in plans:
+        plan_rows, plan_skipped, found = _measure_plan(
+            plan, batch_list, inputs, config, parity=parity, say=say
+        )
+        rows += plan_rows
+        skipped += plan_skipped
+        if found is not None and plan_rows:
+            parity_by_label[plan_rows[0].label + f" ({plan.device})"] = found
+    rows = speedups(rows)
+    result_warnings = []
+    if baselines and EAGER in baselines and not any(r.backend == EAGER for r in rows):
+        result_warnings.append("PyTorch eager did not run: rows have no speed-up ratio")
+    return BenchResult(
+        rows=rows,
+        skipped=skipped,
+        config={
+            "scenario": scenario,
+            "batches": list(batch_list),
+            "backends": list(backends),
+            "precisions": list(precisions),
+            "baselines": list(baselines),
+            "threads": threads,
+            "cuda_graph": cuda_graph,
+            "compile_precisions": list(compile_precisions),
+            "extra": [f"{p.backend} {p.precision} ({p.device})" for p in extra_plans],
+            "warmup_s": config.warmup_s,
+            "duration_s": config.duration_s,
+            "iterations": config.iterations,
+            "min_iterations": config.min_iterations,
+            "cv_warning": config.cv_warning,
+            "inputs": inputs.source,
+            "speedup": "PyTorch eager fp32 p50 / row p50, same device and batch",
+        },
+        environment=collect_environment(threads=threads),
+        bundle=bundle_fingerprint(bundle_dir, manifest),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        warnings=result_warnings,
+        parity=parity_by_label,
+    )

@@ -1,0 +1,196 @@
+"""The environment a number was measured in: CPU, cores, threads, GPU, driver, versions, bundle.
+
+Saved beside every benchmark and check result, so a number never travels without its machine.
+Nothing here imports a heavy library: versions come from package metadata, the GPU from
+``nvidia-smi`` when it is on the PATH.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from edgeport.runtime.bundle import MANIFEST_NAME, Manifest
+from edgeport.runtime.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+# Distributions whose versions matter for the numbers (absent ones are left out).
+PACKAGES = (
+    "edgeport-runtime",
+    "edgeport-train",
+    "edgeport-export",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "torch",
+    "torchvision",
+    "tensorrt",
+    "tensorrt-cu12",
+    "tensorrt-cu13",
+    "tensorrt-rtx-cu13",
+    "cuda-python",
+    "cuda-bindings",
+    "safetensors",
+    "matplotlib",
+)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_SMI_TIMEOUT_S = 10
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name ("AMD EPYC 7B13"), or the best the platform offers."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                name = line.split(":", 1)[1].strip()
+                if name:
+                    return re.sub(r"\s+", " ", name)
+    if sys.platform == "darwin" and shutil.which("sysctl"):
+        out = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+        if out:
+            return out.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_counts() -> dict[str, int | None]:
+    """Logical CPUs, physical cores (Linux), and the CPUs this process may run on."""
+    logical = os.cpu_count()
+    physical: int | None = None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cores: set[tuple[str, str]] = set()
+        package = core = ""
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                package = value.strip()
+            elif key == "core id":
+                core = value.strip()
+                cores.add((package, core))
+        physical = len(cores) or None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
+    return {"logical": logical, "physical": physical, "usable": usable}
+
+
+def machine_slug() -> str:
+    """A folder name for this machine's results: CPU model and usable cores, e.g.
+    ``amd-epyc-7b13-2c``."""
+    name = cpu_model().lower()
+    name = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*$|\d+-core", " ", name)
+    slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown-cpu"
+    cores = cpu_counts()["usable"] or 0
+    return f"{slug}-{cores}c"
+
+
+def gpu_slug(gpu_name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``gpu-nvidia-h100-80gb-hbm3``."""
+    return "gpu-" + (re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "unknown")
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=_SMI_TIMEOUT_S
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.debug("%s failed: %s", cmd[0], exc)
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def gpus() -> list[dict[str, str]]:
+    """Name, driver, memory and compute capability of each NVIDIA GPU ``nvidia-smi`` sees."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    fields = ("name", "driver_version", "memory.total", "compute_cap", "pci.bus_id")
+    out = _run([smi, f"--query-gpu={','.join(fields)}", "--format=csv,noheader"])
+    if not out:
+        return []
+    found = []
+    for line in out.strip().splitlines():
+        values = [v.strip() for v in line.split(",")]
+        if len(values) == len(fields):
+            found.append(
+                dict(
+                    zip(
+                        ("name", "driver", "memory", "compute_capability", "bus"),
+                        values,
+                        strict=True,
+                    )
+                )
+            )
+    return found
+
+
+def cuda_driver_version() -> str | None:
+    """The CUDA version the driver supports, from the ``nvidia-smi`` banner."""
+    smi = shutil.which("nvidia-smi")
+    out = _run([smi]) if smi else None
+    match = re.search(r"CUDA Version:\s*([\d.]+)", out or "")
+    return match.group(1) if match else None
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was (Unix only)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def collect_environment(*, threads: int | None = None) -> dict[str, Any]:
+    """Everything about this machine that a latency number depends on."""
+    gpu_list = gpus()
+    return {
+        "machine": machine_slug(),
+        "cpu": {"model": cpu_model(), **cpu_counts(), "arch": platform.machine()},
+        "threads": {
+            "requested": threads,
+            **{k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
+        },
+        "load_average": load_average(),
+        "gpus": gpu_list,
+        "cuda_driver": cuda_driver_version() if gpu_list else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+    }
+
+
+def bundle_fingerprint(bundle_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Any]:
+    """Path, sha256 of ``manifest.json`` and of each artifact (as the manifest records them)."""
+    bundle_dir = Path(bundle_dir)
+    manifest = manifest or Manifest.load(bundle_dir)
+    card = manifest.card
+    return {
+        "path": str(bundle_dir),
+        "manifest_sha256": sha256_file(bundle_dir / MANIFEST_NAME),
+        "architecture": card.architecture,
+        "input_shape": list(card.input_shape),
+        "num_classes": card.num_classes,
+        "artifacts": {a.name: a.sha256 for a in manifest.artifacts},
+        "created": manifest.created,
+    }

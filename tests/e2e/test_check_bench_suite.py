@@ -1,0 +1,139 @@
+"""The check/bench commands as a user runs them, and the benchmark suite's scripts end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeport.runtime.report import validate_bench_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def edgeport(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeport.runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_edgeport_check_and_bench_commands(exported_bundle: Path, tmp_path: Path) -> None:
+    checked = edgeport("check", str(exported_bundle), "--backend", "onnxruntime-cpu")
+    assert checked.returncode == 0, checked.stderr
+    assert "Verdict: **passed" in checked.stdout
+    benched = edgeport(
+        "bench",
+        str(exported_bundle),
+        "--backend",
+        "onnxruntime-cpu",
+        "--precision",
+        "fp32",
+        "--batch",
+        "1",
+        "--warmup-s",
+        "0.02",
+        "--duration-s",
+        "0.05",
+        "--json",
+        str(tmp_path / "b.json"),
+    )
+    assert benched.returncode == 0, benched.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert validate_bench_dict(data) == []
+    assert [r["backend"] for r in data["rows"]] == ["torch", "onnxruntime-cpu"]
+    help_text = edgeport("bench", "--help").stdout
+    for flag in ("--scenario", "--warmup-s", "--baseline", "--plot", "--cuda-graph"):
+        assert flag in help_text
+
+
+@pytest.mark.slow
+def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run_matrix.py"),
+            "--quick",
+            "--models",
+            "simple_cnn_bn",
+            "--epochs",
+            "1",
+            "--baselines",
+            "torch",
+            "--warmup-s",
+            "0.02",
+            "--duration-s",
+            "0.05",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Must show" in result.stdout
+    for name in ("simple_cnn_bn.json", "simple_cnn_bn.md", "simple_cnn_bn.csv", "latency.png"):
+        assert (out / name).is_file(), name
+    bench = json.loads((out / "simple_cnn_bn.json").read_text())
+    assert validate_bench_dict(bench) == []
+    assert {(r["backend"], r["precision"]) for r in bench["rows"]} == {
+        ("torch", "fp32"),
+        ("onnxruntime-cpu", "fp32"),
+        ("onnxruntime-cpu", "fp16"),
+        ("onnxruntime-cpu", "int8"),
+    }
+    matrix = json.loads((out / "matrix.json").read_text())
+    (first, *_) = matrix["must_show"]
+    assert first["model"] == "simple_cnn_bn" and first["ratio"] > 0
+    check = json.loads((out / "simple_cnn_bn.check.json").read_text())
+    assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-fp16", "onnx-int8"}
+    assert "## Must show" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_exercises_everything_but_cuda(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OUT": str(tmp_path / "out"),
+        "WORK": str(tmp_path / "work"),
+        "STASH": str(tmp_path / "stash"),
+        "SITE": str(tmp_path / "site"),
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu" / "run.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    res = tmp_path / "out" / "dry-run-cpu"
+    names = sorted(p.name for p in res.iterdir())
+    assert names == [
+        "env.json",
+        "gpu.csv",
+        "gpu.json",
+        "gpu.md",
+        "gpu.png",
+        "pytest.log",
+        "run.log",
+    ]
+    data = json.loads((res / "gpu.json").read_text())
+    bench = data["models"]["simple_cnn_bn"]["bench"]
+    assert validate_bench_dict(bench) == []
+    assert {r["precision"] for r in bench["rows"]} == {"fp32", "fp16"}
+    assert all(r["parity"]["top1_agreement"] is not None for r in bench["rows"])
+    assert "edgeport.baselines ['torch', 'torch-compile']" in result.stdout
