@@ -46,7 +46,7 @@ def test_digits_are_the_real_embedded_set() -> None:
     assert labels[0] == 0 and images.max() == 255
     from importlib import resources
 
-    raw = resources.files("edgeport.train").joinpath("data", "digits.csv.gz").read_bytes()
+    raw = resources.files("edgeport.train").joinpath("assets", "digits.csv.gz").read_bytes()
     first = gzip.decompress(raw).decode().splitlines()[0].split(",")
     expected = np.round(np.array(first[:64], dtype=float) * 255 / 16).astype(np.uint8)
     np.testing.assert_array_equal(images[0].ravel(), expected)

@@ -10,6 +10,14 @@ VNNI (AVX2 only) multiply with VPMADDUBSW, whose 16-bit sums saturate with full-
 measured on a digits CNN, full range lost 4.5 accuracy points on such a CPU although the same
 Q/DQ graph evaluated exactly lost 0.3; with 7-bit weights the CPU result equals the exact one.
 TensorRT takes any symmetric scale, so the same file serves both.
+
+Every consumer of a quantized tensor then gets a Q/DQ pair of its own (``unshare_qdq_pairs``).
+ORT's quantizer gives a tensor that feeds two nodes (in ResNets the block input, which feeds a
+convolution and the residual add) one pair; on CPUs without VNNI, ONNX Runtime only runs
+convolutions in int8 after converting their input pair to uint8, which it does only for a pair
+with one consumer. Measured on ResNet-18 (224x224, 2 threads): 9 of 20 convolutions ran in
+int8 and the model took 31-44 ms, slower than fp32 (26 ms); with unshared pairs all 20 run in
+int8 and it takes 18.6-20 ms. TensorRT builds both forms alike.
 """
 
 from __future__ import annotations
@@ -163,7 +171,13 @@ def quantize_int8(
             f"int8 quantization of {Path(src).name} inserted no QuantizeLinear nodes; "
             "the model has no operator ONNX Runtime can quantize"
         )
-    log.info("int8 model: %d Q / %d DQ nodes", counts["QuantizeLinear"], counts["DequantizeLinear"])
+    unshared = unshare_qdq_pairs(model)
+    log.info(
+        "int8 model: %d Q / %d DQ nodes (%d pairs unshared)",
+        counts["QuantizeLinear"] + unshared,
+        counts["DequantizeLinear"] + unshared,
+        unshared,
+    )
     set_metadata(model, card, "int8")
     save_model(model, Path(dst))
     return tool_versions("onnx", "onnxruntime")
@@ -175,3 +189,53 @@ def _qdq_counts(model: Any) -> dict[str, int]:
         if node.op_type in counts:
             counts[node.op_type] += 1
     return counts
+
+
+def unshare_qdq_pairs(model: Any) -> int:
+    """Give each consumer of a Q -> DQ activation pair a pair (and parameters) of its own.
+
+    The copies get their own scale and zero-point initializers, so ONNX Runtime's common
+    subexpression elimination does not merge them back. Values are unchanged: each copy
+    quantizes the same tensor with the same parameters. Returns the number of pairs added.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    initializers = {init.name: init for init in graph.initializer}
+    graph_outputs = {out.name for out in graph.output}
+    added = 0
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        q = producers.get(dq.input[0])
+        users = consumers.get(dq.output[0], [])
+        if q is None or q.op_type != "QuantizeLinear" or dq.output[0] in graph_outputs:
+            continue
+        if any(name not in initializers for name in q.input[1:]):
+            continue
+        for user in users[1:]:
+            added += 1
+            suffix = f"_unshared{added}"
+            params = []
+            for name in q.input[1:]:
+                copy = TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = name + suffix
+                graph.initializer.append(copy)
+                params.append(copy.name)
+            q_out, dq_out = q.output[0] + suffix, dq.output[0] + suffix
+            new_q = helper.make_node("QuantizeLinear", [q.input[0], *params], [q_out])
+            new_dq = helper.make_node("DequantizeLinear", [q_out, *params], [dq_out])
+            new_q.name, new_dq.name = q.name + suffix, dq.name + suffix
+            new_q.attribute.extend(q.attribute)
+            new_dq.attribute.extend(dq.attribute)
+            for index, name in enumerate(user.input):
+                if name == dq.output[0]:
+                    user.input[index] = dq_out
+            position = list(graph.node).index(user)
+            graph.node.insert(position, new_dq)
+            graph.node.insert(position, new_q)
+    return added
