@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.runtime.backends.cuda import cuda_call, cudart
 from edgeport.runtime.backends.onnxrt import ort_errors
-from edgeport.runtime.bench import Candidate, CudaEvent, DeviceStages, Plan, cuda_check, cudart
+from edgeport.runtime.bench import Candidate, CudaEvent, DeviceStages, Plan
 from edgeport.runtime.bundle import Manifest, verify_artifact
 from edgeport.runtime.errors import BackendUnavailable, InputError
 
@@ -65,8 +66,8 @@ class StagedOrtCuda:
         if hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
         self._rt = rt = cudart()
-        cuda_check(rt.cudaSetDevice(device_id), "cudaSetDevice")
-        self.stream = cuda_check(
+        cuda_call(rt.cudaSetDevice(device_id), "cudaSetDevice")
+        self.stream = cuda_call(
             rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
         )
         self._stream_int = int(self.stream)
@@ -85,7 +86,7 @@ class StagedOrtCuda:
                 str(path), session_options, providers=[("CUDAExecutionProvider", options)]
             )
         except self._errors as exc:  # e.g. a CUDA graph with nodes outside the CUDA EP
-            cuda_check(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
+            cuda_call(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
             raise BackendUnavailable(
                 f"ORT CUDA{' with CUDA graph' if cuda_graph else ''} cannot open {path.name}: "
                 f"{type(exc).__name__}: {exc}"
@@ -110,10 +111,10 @@ class StagedOrtCuda:
         rt = self._rt
         in_bytes = n * int(np.prod(self.chw)) * self.in_dtype.itemsize
         out_bytes = n * self.num_classes * self.out_dtype.itemsize
-        host_in = cuda_check(rt.cudaMallocHost(in_bytes), "cudaMallocHost")
-        host_out = cuda_check(rt.cudaMallocHost(out_bytes), "cudaMallocHost")
-        dev_in = cuda_check(rt.cudaMalloc(in_bytes), "cudaMalloc")
-        dev_out = cuda_check(rt.cudaMalloc(out_bytes), "cudaMalloc")
+        host_in = cuda_call(rt.cudaMallocHost(in_bytes), "cudaMallocHost")
+        host_out = cuda_call(rt.cudaMallocHost(out_bytes), "cudaMallocHost")
+        dev_in = cuda_call(rt.cudaMalloc(in_bytes), "cudaMalloc")
+        dev_out = cuda_call(rt.cudaMalloc(out_bytes), "cudaMalloc")
         binding = self.session.io_binding()
         binding.bind_input(
             self.input.name, "cuda", 0, self.in_dtype.type, [n, *self.chw], int(dev_in)
@@ -135,7 +136,7 @@ class StagedOrtCuda:
 
     def _h2d(self, b: _Buffers) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        cuda_check(
+        cuda_call(
             self._rt.cudaMemcpyAsync(b.dev_in, b.host_in, b.in_bytes, kind, self._stream_int),
             "cudaMemcpyAsync H2D",
         )
@@ -150,7 +151,7 @@ class StagedOrtCuda:
 
     def _d2h(self, b: _Buffers) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        cuda_check(
+        cuda_call(
             self._rt.cudaMemcpyAsync(b.host_out, b.dev_out, b.out_bytes, kind, self._stream_int),
             "cudaMemcpyAsync D2H",
         )
@@ -167,7 +168,7 @@ class StagedOrtCuda:
         self._h2d(b)
         self._compute(b)
         self._d2h(b)
-        cuda_check(self._rt.cudaStreamSynchronize(self._stream_int), "cudaStreamSynchronize")
+        cuda_call(self._rt.cudaStreamSynchronize(self._stream_int), "cudaStreamSynchronize")
         return self._read(b)
 
     def device_stages(self, batch: np.ndarray) -> DeviceStages:
@@ -188,15 +189,15 @@ class StagedOrtCuda:
         if self.session is None:
             return
         rt = self._rt
-        cuda_check(rt.cudaStreamSynchronize(self._stream_int), "cudaStreamSynchronize")
+        cuda_call(rt.cudaStreamSynchronize(self._stream_int), "cudaStreamSynchronize")
         self.session = None
         for b in self._buffers.values():
-            cuda_check(rt.cudaFreeHost(b.host_in), "cudaFreeHost")
-            cuda_check(rt.cudaFreeHost(b.host_out), "cudaFreeHost")
-            cuda_check(rt.cudaFree(b.dev_in), "cudaFree")
-            cuda_check(rt.cudaFree(b.dev_out), "cudaFree")
+            cuda_call(rt.cudaFreeHost(b.host_in), "cudaFreeHost")
+            cuda_call(rt.cudaFreeHost(b.host_out), "cudaFreeHost")
+            cuda_call(rt.cudaFree(b.dev_in), "cudaFree")
+            cuda_call(rt.cudaFree(b.dev_out), "cudaFree")
         self._buffers.clear()
-        cuda_check(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
+        cuda_call(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
 
 
 def plans(bundle_dir: Path, precisions: tuple[str, ...] = ("fp32", "fp16")) -> list[Plan]:

@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeport.runtime.backends.cuda import cuda_call, cudart
 from edgeport.runtime.bundle import Manifest, resolve_inside
 from edgeport.runtime.errors import (
-    BackendUnavailable,
     ConfigError,
     EdgeportError,
     InputError,
@@ -284,59 +284,31 @@ def events_total(per_stage: np.ndarray) -> np.ndarray:
 # CUDA events through cuda-python (the runtime's clock; the torch baselines use torch's)
 
 
-def cudart() -> Any:
-    """The CUDA runtime bindings of cuda-python, imported lazily."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # cuda-python < 12.6 layout
-        except ImportError as exc:
-            raise BackendUnavailable(
-                "timing on a GPU with CUDA events needs cuda-python: "
-                "pip install 'edgeport-runtime[tensorrt]' (or cuda-python)"
-            ) from exc
-    return runtime
-
-
-def cuda_check(result: Any, what: str) -> Any:
-    """Unpack a cuda-python ``(error, *values)`` tuple, raising on any error."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        runtime = cudart()
-        _, text = runtime.cudaGetErrorString(err)
-        message = text.decode() if isinstance(text, bytes) else str(text)
-        raise BackendUnavailable(f"CUDA call {what} failed: {err!r} ({message})")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 class CudaEvent:
     """A CUDA event recorded on a given stream (an int ``cudaStream_t`` handle; 0 = legacy)."""
 
     def __init__(self, stream: int = 0) -> None:
         self._rt = cudart()
         self._stream = stream
-        self._event = cuda_check(self._rt.cudaEventCreate(), "cudaEventCreate")
+        self._event = cuda_call(self._rt.cudaEventCreate(), "cudaEventCreate")
 
     def record(self) -> None:
-        cuda_check(self._rt.cudaEventRecord(self._event, self._stream), "cudaEventRecord")
+        cuda_call(self._rt.cudaEventRecord(self._event, self._stream), "cudaEventRecord")
 
     def synchronize(self) -> None:
-        cuda_check(self._rt.cudaEventSynchronize(self._event), "cudaEventSynchronize")
+        cuda_call(self._rt.cudaEventSynchronize(self._event), "cudaEventSynchronize")
 
     def elapsed_ms(self, end: DeviceEvent) -> float:
         if not isinstance(end, CudaEvent):
             raise InputError("elapsed time needs two CUDA events from the same clock")
-        ms = cuda_check(
+        ms = cuda_call(
             self._rt.cudaEventElapsedTime(self._event, end._event), "cudaEventElapsedTime"
         )
         return float(ms)
 
     def close(self) -> None:
         if self._event is not None:
-            cuda_check(self._rt.cudaEventDestroy(self._event), "cudaEventDestroy")
+            cuda_call(self._rt.cudaEventDestroy(self._event), "cudaEventDestroy")
             self._event = None
 
 
@@ -1070,7 +1042,7 @@ def benchmark(
                 )
     if baselines:
         devices = sorted({p.device for p in plans if p.device == "cpu" or _gpu_present()})
-        base_plans, skipped = _baseline_plans(
+        base_plans, base_skipped = _baseline_plans(
             bundle_dir,
             manifest,
             baselines,
@@ -1078,6 +1050,7 @@ def benchmark(
             threads=threads,
             compile_precisions=compile_precisions,
         )
+        skipped += base_skipped
         plans = base_plans + plans
     plans += list(extra_plans)
 
