@@ -855,13 +855,13 @@ def _measure_plan(
         try:
             cand = plan.open(group[0] if plan.per_batch else None)
         except EdgeportError as exc:
+            reason = short_reason(str(exc))
             for batch in group if plan.per_batch else (None,):
                 skipped.append(
-                    Skipped(
-                        plan.backend, plan.precision, plan.device, str(exc), plan.artifact, batch
-                    )
+                    Skipped(plan.backend, plan.precision, plan.device, reason, plan.artifact, batch)
                 )
-            log.info("skip %s %s (%s): %s", plan.backend, plan.precision, plan.device, exc)
+            # listed in the result; logged quietly since "all backends" includes absent ones
+            log.debug("skip %s %s (%s): %s", plan.backend, plan.precision, plan.device, reason)
             continue
         try:
             if parity and parity_found is None:

@@ -575,7 +575,7 @@ def check(
             say(f"checking {art.name} on {backend}")
             result = check_artifact(bundle_dir, art, backend, ref, threads=threads)
             if result.status == "skipped":
-                log.info("skip %s: %s", result.label, result.reason)
+                log.debug("skip %s: %s", result.label, result.reason)  # listed in the report
             elif result.status in ("passed", "failed") and result.comparison is not None:
                 say(f"  {result.status}: {result.comparison.summary()}")
             else:

@@ -610,7 +610,13 @@ def check_markdown(report: dict[str, Any], *, level: int = 2) -> str:
     skipped = [c for c in report.get("checks", []) if c["status"] == "skipped"]
     if skipped:
         lines += ["", "Skipped (cannot run here):", ""]
-        lines += [f"- {c['artifact']} on {c['backend']}: {c.get('reason')}" for c in skipped]
+        groups: dict[tuple[str, str], list[str]] = {}
+        for c in skipped:
+            groups.setdefault((c["backend"], str(c.get("reason"))), []).append(c["artifact"])
+        lines += [
+            f"- {', '.join(names)} on {backend}: {reason}"
+            for (backend, reason), names in groups.items()
+        ]
     if report.get("warnings"):
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
