@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy runtime/src/edgeport train/src/edgeport export/src/edgeport
 
 ## make bench: the CPU benchmark matrix, written to benchmarks/results/<machine>/
 bench: $(STAMP)

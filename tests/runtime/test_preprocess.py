@@ -68,3 +68,10 @@ def test_corrupt_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(InputError, match="cannot read image"):
         load_image(bad)
+
+
+def test_pil_palette_and_grey_alpha_images() -> None:
+    palette = Image.fromarray(np.full((3, 3), 7, np.uint8)).convert("P")
+    assert load_image(palette).shape == (3, 3, 3)  # opaque: alpha dropped
+    grey_alpha = Image.fromarray(np.full((3, 3, 2), 200, np.uint8), mode="LA")
+    assert load_image(grey_alpha).shape == (3, 3, 4)  # translucent: alpha kept for compositing

@@ -569,7 +569,7 @@ def check(
         warnings=warnings,
     )
     say(f"reference: {ref.description} ({len(ref.images)} images)")
-    checks = []
+    checks: list[ArtifactCheck] = []
     for art in selected:
         for backend in _backends_for(art, backends):
             say(f"checking {art.name} on {backend}")

@@ -55,7 +55,7 @@ def load_image(source: ImageLike) -> np.ndarray:
         img = source
         if img.mode in ("1", "P", "LA", "I", "I;16", "F", "CMYK", "YCbCr", "HSV"):
             img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
-            if img.mode == "RGBA" and img.getextrema()[3] == (255, 255):
+            if img.mode == "RGBA" and img.getchannel("A").getextrema() == (255, 255):
                 img = img.convert("RGB")
         return _array_image(np.asarray(img))
     raise InputError(
@@ -155,7 +155,7 @@ def preprocess(
             "expected an image (path, PIL image or array) or a sequence of them, got "
             f"{type(images).__name__}"
         )
-    batch = [prepare_image(img, card) for img in images]  # type: ignore[union-attr]
+    batch = [prepare_image(img, card) for img in images]
     if not batch:
         raise InputError("expected at least one image, got none")
     return normalize(np.stack(batch), card)
