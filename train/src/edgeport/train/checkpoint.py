@@ -30,7 +30,7 @@ from torch import nn
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ModelLoadError
 from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgeport.train.models import build_model_from_card
+from edgeport.train.models import build_model_from_card, state_dict_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +125,8 @@ def load_weights_into(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a safetensors state dict into ``model`` strictly, naming the file on any mismatch."""
     path = Path(path)
     state = read_safetensors(path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensors, e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}")
-        if wrong:
-            parts.append(f"{len(wrong)} with the wrong shape, e.g. {wrong[:3]}")
+    parts = state_dict_mismatch(model.state_dict(), state)
+    if parts:
         raise ModelLoadError(
             f"weights file {path} does not match the {type(model).__name__} the card describes: "
             + "; ".join(parts)

@@ -386,22 +386,37 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return data
 
 
+def state_dict_mismatch(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+) -> list[str]:
+    """What keeps ``state`` from loading strictly where ``expected`` is: missing, unexpected and
+    wrongly shaped tensors, each with a count and examples. Empty when they match."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensors, e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}")
+    if wrong:
+        parts.append(f"{len(wrong)} with the wrong shape, e.g. {wrong[:3]}")
+    return parts
+
+
 def _load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     expected = model.state_dict()
     ignored = ("AuxLogits.", "aux1.", "aux2.")
     state = {k: v for k, v in state.items() if not (k.startswith(ignored) and k not in expected)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong:
+    problems = state_dict_mismatch(expected, state)
+    if problems:
         raise ModelLoadError(
             f"weights file {path} does not match the ImageNet (1000-class, 3-channel) "
-            f"architecture: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"wrong shapes {wrong[:5]} ({len(missing)}/{len(unexpected)}/{len(wrong)} in all)"
+            "architecture: " + "; ".join(problems)
         )
     model.load_state_dict(state)
 
