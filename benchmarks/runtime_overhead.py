@@ -16,7 +16,6 @@ export code; ``--onnx PATH`` times any other single-input classifier.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -113,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from edgeport.runtime import load
+    from edgeport.runtime.io import atomic_write_json
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.onnx or build_small_cnn(Path(tmp) / "simple_cnn_bn.onnx")
         session = bare_session(path, args.threads)
         model = load(path, backend="onnxruntime-cpu", threads=args.threads)
-        name = session.get_inputs()[0].name
-        shape = [args.batch, *(d for d in session.get_inputs()[0].shape[1:])]
+        (model_input,) = session.get_inputs()
+        name = model_input.name
+        shape = [args.batch, *model_input.shape[1:]]
         batch = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
 
         def bare() -> np.ndarray:
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         f"each side; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Tiny ONNX classifiers with known outputs, and bundles made from them, for the runtime tests.
+"""Tiny ONNX classifiers with known outputs, bundles made from them, and the helpers the runtime
+tests share.
 
 Weights and inputs are small integers (or halves), so float32 (and float16) arithmetic is exact
 and outputs can be compared with ``==``.
@@ -6,12 +7,16 @@ and outputs can be compared with ``==``.
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnx
+from _env import tensorrt_module_name
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest
@@ -65,6 +70,11 @@ def identity_model(chw: tuple[int, int, int] = (1, 2, 2), **kwargs: object) -> o
     classes = int(np.prod(chw))
     nodes = [helper.make_node("Flatten", ["input"], ["logits"], axis=1)]
     return _model(nodes, [], chw, classes, **kwargs)  # type: ignore[arg-type]
+
+
+def integer_batch(n: int, chw: tuple[int, ...] = (1, 2, 2), seed: int = 0) -> np.ndarray:
+    """A float32 batch of small integers in [-4, 4]: exact through every model here."""
+    return np.random.default_rng(seed).integers(-4, 5, (n, *chw)).astype(np.float32)
 
 
 def gemm_weights(features: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,10 +305,10 @@ def rewrite_manifest(bundle: Path, edit: object) -> None:
 
 def build_engine(onnx_path: Path, engine_path: Path, batch: BatchRange = DEFAULT_BATCH) -> str:
     """Build a TensorRT plan with whichever TensorRT module is installed; returns its name."""
-    import importlib.util
-
-    name = "tensorrt" if importlib.util.find_spec("tensorrt") else "tensorrt_rtx"
-    trt = __import__(name)
+    name = tensorrt_module_name()
+    if name is None:
+        raise RuntimeError("neither tensorrt nor tensorrt_rtx is installed")
+    trt = importlib.import_module(name)
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -315,3 +325,48 @@ def build_engine(onnx_path: Path, engine_path: Path, batch: BatchRange = DEFAULT
         raise RuntimeError("engine build failed")
     engine_path.write_bytes(bytes(plan))
     return name
+
+
+def engine_bundle(
+    root: Path,
+    model: onnx.ModelProto,
+    card: ModelCard,
+    engine: EngineInfo,
+    parity: dict[str, object] | None = None,
+) -> Path:
+    """A bundle of ``model`` as onnx-fp32 plus a tensorrt-fp32 engine built here from it (batch
+    ``DEFAULT_BATCH``), described by ``engine``. Raises RuntimeError when the build fails."""
+    onnx_rel, engine_rel = "model.fp32.onnx", f"model.fp32.{engine.flavour}.engine"
+    save(model, root / onnx_rel)
+    build_engine(root / onnx_rel, root / engine_rel)
+    arts = tuple(
+        artifact_for(
+            root,
+            rel,
+            name=name,
+            precision="fp32",
+            chw=card.input_shape,
+            parity=parity,
+            engine=info,
+        )
+        for rel, name, info in (
+            (onnx_rel, "onnx-fp32", None),
+            (engine_rel, "tensorrt-fp32", engine),
+        )
+    )
+    Manifest(card=card, artifacts=arts).save(root)
+    return root
+
+
+def run_concurrently(work: Callable[[int], None], threads: int) -> None:
+    """Start ``work(0..threads-1)`` together; an exception in any thread fails the test."""
+    start = threading.Barrier(threads)
+
+    def target(index: int) -> None:
+        start.wait(timeout=60)
+        work(index)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(target, i) for i in range(threads)]
+        for future in futures:
+            future.result(timeout=300)

@@ -158,8 +158,10 @@ def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
 
     from edgeport.runtime.io import atomic_write_text
 
-    mask = os.umask(0o022)
-    os.umask(mask)
-    path = atomic_write_text(tmp_path / "a.json", "{}")
-    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    previous = os.umask(0o027)  # the umask in force when writing applies, not an earlier one
+    try:
+        path = atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -171,33 +172,26 @@ def test_inspect_refuses_what_is_not_a_model(
 def test_inspect_engine_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from _env import tensorrt_module_name
 
-    from edgeport.runtime.bundle import EngineInfo, Manifest
+    from edgeport.runtime.bundle import EngineInfo
 
     name = tensorrt_module_name()
     assert name is not None
-    trt = __import__(name)
-    root = tmp_path / "b"
-    rt.save(rt.gemm_model(), root / "model.fp32.onnx")
-    rel = f"model.fp32.{name}.engine"
-    rt.build_engine(root / "model.fp32.onnx", root / rel)
-    info = EngineInfo(flavour=str(name), version=trt.__version__)
-    arts = (
-        rt.artifact_for(root, "model.fp32.onnx", name="onnx-fp32", precision="fp32", chw=(1, 2, 2)),
-        rt.artifact_for(
-            root, rel, name="tensorrt-fp32", precision="fp32", chw=(1, 2, 2), engine=info
-        ),
-    )
-    Manifest(card=rt.make_card(num_classes=3), artifacts=arts).save(root)
+    trt = importlib.import_module(name)
+    info = EngineInfo(flavour=name, version=trt.__version__)
+    root = rt.engine_bundle(tmp_path / "b", rt.gemm_model(), rt.make_card(num_classes=3), info)
     code, out, _ = run_cli(capsys, "inspect", root, "--json")
     assert code == 0
     engine = {a["name"]: a for a in json.loads(out)["artifacts"]}["tensorrt-fp32"]
     assert engine["engine"]["flavour"] == name
     assert engine["engine"]["compute_capability"] == "any supported"
     assert set(engine["backends"]) == {"tensorrt"}
-    assert "library_verdict" in engine
+    verdict, reason = engine["library_verdict"], engine["backends"]["tensorrt"]
+    assert verdict.split()[0] in {"valid", "suboptimal", "invalid", "unknown"}, verdict
+    assert "MALFORMED" not in verdict
     code, out, _ = run_cli(capsys, "inspect", root)
     assert f"engine: {name} {trt.__version__}" in out
-    assert "tensorrt:" in out
+    assert f"library verdict: {verdict}" in out
+    assert ("tensorrt: can run here" if reason is None else f"tensorrt: no: {reason}") in out
 
 
 def test_predict_runs_on_images_the_card_must_resize(

@@ -9,7 +9,6 @@ cannot run on this GPU skips with the runtime's own reason.
 from __future__ import annotations
 
 import importlib
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,10 @@ from edgeport.runtime.backends.registry import (
     backend_unavailable_reason,
     candidate_unavailable_reason,
 )
-from edgeport.runtime.bundle import BatchRange, EngineInfo, Manifest
+from edgeport.runtime.bundle import BatchRange, EngineInfo
 from edgeport.runtime.errors import InputError, ModelLoadError
 
 pytestmark = pytest.mark.gpu
-
-
-def integer_batch(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-4, 5, (n, 1, 2, 2)).astype(np.float32)
 
 
 def need(backend: str) -> None:
@@ -65,7 +60,7 @@ def test_ort_cuda_exact_with_iobinding(gemm_bundle_dir: Path) -> None:
         assert info["io_binding"] is True and info["cudnn_conv_algo_search"] == "HEURISTIC"
         assert info["tf32"] is False  # fp32 artifact
         for n in (1, 5, 16):  # dynamic batch through the bound path
-            batch = integer_batch(n, seed=n)
+            batch = rt.integer_batch(n, seed=n)
             assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
 
 
@@ -73,7 +68,7 @@ def test_ort_cuda_exact_with_iobinding(gemm_bundle_dir: Path) -> None:
 def test_ort_cuda_reduced_precision_artifacts(gemm_bundle_dir: Path, precision: str) -> None:
     need("onnxruntime-cuda")
     with load(gemm_bundle_dir, backend="onnxruntime-cuda", precision=precision) as model:
-        batch = integer_batch(3)
+        batch = rt.integer_batch(3)
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
 
 
@@ -114,7 +109,7 @@ def test_auto_prefers_a_gpu_backend(gemm_bundle_dir: Path) -> None:
 
 
 def check_concurrency(model: Any, threads: int = 8, calls: int = 100) -> None:
-    inputs = [integer_batch(1 + i % 4, seed=i) for i in range(threads)]
+    inputs = [rt.integer_batch(1 + i % 4, seed=i) for i in range(threads)]
     want = [rt.gemm_reference(x) for x in inputs]
     failures: list[str] = []
 
@@ -124,11 +119,7 @@ def check_concurrency(model: Any, threads: int = 8, calls: int = 100) -> None:
             if not np.array_equal(got, want[i]):
                 failures.append(f"thread {i} call {call}")
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=300)
+    rt.run_concurrently(work, threads)  # an exception in a thread fails the test too
     assert failures == []
 
 
@@ -149,39 +140,17 @@ def trt_bundles(tmp_path_factory: pytest.TempPathFactory, cnn_card: Any) -> dict
         compute_capability=None if name == "tensorrt_rtx" else device.compute_capability,
     )
     out = {}
-    for key, model, chw, card in (
-        ("gemm", rt.gemm_model(), (1, 2, 2), rt.make_card(num_classes=3)),
-        ("cnn", rt.small_cnn(), (3, 32, 32), cnn_card),
+    for key, model, card in (
+        ("gemm", rt.gemm_model(), rt.make_card(num_classes=3)),
+        ("cnn", rt.small_cnn(), cnn_card),
     ):
         root = tmp_path_factory.mktemp(f"trt-{key}") / "bundle"
-        rt.save(model, root / "model.fp32.onnx")
-        rel = f"model.fp32.{name}.engine"
         try:
-            rt.build_engine(root / "model.fp32.onnx", root / rel, BatchRange(1, 4, 16))
+            out[key] = rt.engine_bundle(root, model, card, engine_info, parity=rt.passed())
         except RuntimeError as exc:
             pytest.skip(f"{name} could not build an engine here: {exc}")
-        arts = (
-            rt.artifact_for(
-                root,
-                "model.fp32.onnx",
-                name="onnx-fp32",
-                precision="fp32",
-                chw=chw,
-                parity=rt.passed(),
-            ),
-            rt.artifact_for(
-                root,
-                rel,
-                name="tensorrt-fp32",
-                precision="fp32",
-                chw=chw,
-                parity=rt.passed(),
-                engine=engine_info,
-            ),
-        )
-        Manifest(card=card, artifacts=arts).save(root)
-        out[key] = root
-    cand = Candidate("tensorrt", "fp32", root / rel, "tensorrt-fp32", engine=engine_info)
+    engine_file = next(out["cnn"].glob("*.engine"))
+    cand = Candidate("tensorrt", "fp32", engine_file, "tensorrt-fp32", engine=engine_info)
     reason = candidate_unavailable_reason("tensorrt", cand)
     if reason is not None:
         pytest.skip(f"this machine cannot run its own {name} engines: {reason}")
@@ -194,10 +163,10 @@ def test_tensorrt_exact_and_dynamic_batch(trt_bundles: dict[str, Path]) -> None:
         assert model.backend == "tensorrt"
         assert model.batch_range == BatchRange(1, 4, 16)
         for n in (1, 4, 7, 16, 2):  # up, to the profile's max, and back down
-            batch = integer_batch(n, seed=n)
+            batch = rt.integer_batch(n, seed=n)
             assert np.array_equal(model.run(batch), rt.gemm_reference(batch)), n
         with pytest.raises(InputError, match="batch size 17 is outside"):
-            model.run(integer_batch(17))
+            model.run(rt.integer_batch(17))
 
 
 @pytest.mark.tensorrt
@@ -219,7 +188,7 @@ def test_tensorrt_cuda_graph_per_batch_size(trt_bundles: dict[str, Path]) -> Non
     with load(trt_bundles["gemm"], backend="tensorrt", cuda_graph=True) as model:
         for round_ in range(3):
             for n in (2, 5, 2, 16):
-                batch = integer_batch(n, seed=round_ * 100 + n)  # new data every call
+                batch = rt.integer_batch(n, seed=round_ * 100 + n)  # new data every call
                 assert np.array_equal(model.run(batch), rt.gemm_reference(batch)), (round_, n)
         info = model.describe()
     assert info["cuda_graph"] is True, "graph capture failed and the model fell back (see log)"

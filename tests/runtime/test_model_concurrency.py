@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import rtmodels as rt
 
 from edgeport.runtime import load
 
 THREADS = 8
 CALLS = 200
-
-
-def run_concurrently(work: Callable[[int], None], threads: int = THREADS) -> None:
-    """Start ``work(0..threads-1)`` together; an exception in any thread fails the test."""
-    start = threading.Barrier(threads)
-
-    def target(index: int) -> None:
-        start.wait(timeout=60)
-        work(index)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(target, i) for i in range(threads)]
-        for future in futures:
-            future.result(timeout=120)
 
 
 def test_eight_threads_share_one_model(cnn_onnx: Path) -> None:
@@ -46,7 +30,7 @@ def test_eight_threads_share_one_model(cnn_onnx: Path) -> None:
                 if not np.array_equal(model.run(x), want):
                     mismatches.append((index, call))
 
-        run_concurrently(work)
+        rt.run_concurrently(work, THREADS)
     assert mismatches == []
     assert len({r.shape for r in reference}) == 3
 
@@ -62,6 +46,6 @@ def test_predict_from_many_threads(cnn_onnx: Path) -> None:
             for _ in range(20):
                 results[index].append(model.predict(images[index], top_k=3)[0])
 
-        run_concurrently(work)
+        rt.run_concurrently(work, THREADS)
     for index, got in results.items():
         assert got == [reference[index]] * 20

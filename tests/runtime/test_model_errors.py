@@ -22,6 +22,10 @@ from edgeport.runtime.errors import (
     ModelLoadError,
 )
 
+needs_no_ort_cuda = pytest.mark.skipif(
+    machine_report()["onnxruntime-cuda"] is None, reason="onnxruntime-cuda can run here"
+)
+
 
 @pytest.fixture(scope="module")
 def model(gemm_bundle_dir: Path) -> Any:
@@ -338,9 +342,7 @@ def test_external_data_leaving_a_bundle_is_refused(tmp_path: Path) -> None:
 # -- BackendUnavailable: a backend this machine cannot run ------------------------------------
 
 
-@pytest.mark.skipif(
-    machine_report()["onnxruntime-cuda"] is None, reason="onnxruntime-cuda can run here"
-)
+@needs_no_ort_cuda
 def test_cuda_backend_without_cuda_names_the_extra(gemm_bundle_dir: Path) -> None:
     with pytest.raises(BackendUnavailable) as info:
         load(gemm_bundle_dir, backend="onnxruntime-cuda")
@@ -350,9 +352,7 @@ def test_cuda_backend_without_cuda_names_the_extra(gemm_bundle_dir: Path) -> Non
     assert "pip install 'edgeport-runtime[gpu]'" in message or "no NVIDIA GPU" in message
 
 
-@pytest.mark.skipif(
-    machine_report()["onnxruntime-cuda"] is None, reason="onnxruntime-cuda can run here"
-)
+@needs_no_ort_cuda
 def test_device_cuda_without_a_gpu_backend_explains_each(gemm_bundle_dir: Path) -> None:
     with pytest.raises(
         BackendUnavailable, match=r"tensorrt: skipped: no tensorrt artifact"

@@ -11,16 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rtmodels as rt
+from PIL import Image
 
 from edgeport.runtime import Model, Prediction, load
 from edgeport.runtime.backends.base import UNBOUNDED_BATCH
 from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.errors import ModelLoadError
+from edgeport.runtime.model import run_in_chunks
 from edgeport.runtime.preprocess import preprocess
-
-
-def integer_batch(n: int, chw: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-4, 5, (n, *chw)).astype(np.float32)
 
 
 def test_identity_model_returns_its_input_exactly(tmp_path: Path) -> None:
@@ -41,7 +39,7 @@ def test_gemm_model_matches_integer_arithmetic(tmp_path: Path, precision: str) -
     path = rt.save(rt.gemm_model(precision=precision), tmp_path / f"gemm.{precision}.onnx")
     with load(path, threads=1) as model:
         assert model.precision == precision  # guessed from the graph: fp16 weights, Q/DQ nodes
-        batch = integer_batch(5, (1, 2, 2))
+        batch = rt.integer_batch(5, (1, 2, 2))
         out = model.run(batch)
         assert np.array_equal(out, rt.gemm_reference(batch))
         assert out.tolist()[0] == rt.gemm_reference(batch[:1]).tolist()[0]
@@ -50,7 +48,7 @@ def test_gemm_model_matches_integer_arithmetic(tmp_path: Path, precision: str) -
 def test_conv_model_matches_a_hand_computed_convolution(tmp_path: Path) -> None:
     path = rt.save(rt.conv_model(), tmp_path / "conv.onnx")
     with load(path, threads=1) as model:
-        batch = integer_batch(4, (1, 3, 3), seed=3)
+        batch = rt.integer_batch(4, (1, 3, 3), seed=3)
         assert np.array_equal(model.run(batch), rt.conv_reference(batch))
         # one worked example: ones everywhere -> filter 0: 1-1+0.5, filter 1: 2+1+1-1
         ones = np.ones((1, 1, 3, 3), np.float32)
@@ -73,7 +71,7 @@ def test_bundle_attributes_and_automatic_choice(gemm_bundle_dir: Path) -> None:
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_asking_for_a_precision_loads_that_artifact(gemm_bundle_dir: Path, precision: str) -> None:
-    batch = integer_batch(3, (1, 2, 2))
+    batch = rt.integer_batch(3, (1, 2, 2))
     with load(gemm_bundle_dir, precision=precision, threads=1) as model:
         assert model.precision == precision
         assert model.artifact is not None and model.artifact.name == f"onnx-{precision}"
@@ -101,7 +99,7 @@ def test_fixed_batch_in_the_file_becomes_the_batch_range(tmp_path: Path) -> None
     path = rt.save(rt.gemm_model(batch=2), tmp_path / "m.onnx")
     with load(path, threads=1) as model:
         assert model.batch_range == BatchRange(2, 2, 2)
-        batch = integer_batch(2, (1, 2, 2))
+        batch = rt.integer_batch(2, (1, 2, 2))
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
 
 
@@ -109,12 +107,12 @@ def test_model_without_card_runs(tmp_path: Path) -> None:
     path = rt.save(rt.gemm_model(), tmp_path / "m.onnx")
     with load(path, threads=1) as model:
         assert model.card is None
-        batch = integer_batch(2, (1, 2, 2))
+        batch = rt.integer_batch(2, (1, 2, 2))
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
 
 
 def test_non_contiguous_batches_give_the_same_logits(gemm_bundle_dir: Path) -> None:
-    batch = integer_batch(6, (1, 2, 2))
+    batch = rt.integer_batch(6, (1, 2, 2))
     with load(gemm_bundle_dir, threads=1) as model:
         strided = batch[::2]
         assert not strided.flags.c_contiguous
@@ -173,7 +171,10 @@ def test_predict_reads_files_of_any_mode(gemm_bundle_dir: Path, digit_images: li
     with load(gemm_bundle_dir, threads=1) as model:
         from_files = model.predict(digit_images)
         assert model.card is not None
-        arrays = [np.asarray(__import__("PIL.Image").Image.open(p)) for p in digit_images]
+        arrays = []
+        for path in digit_images:
+            with Image.open(path) as image:
+                arrays.append(np.asarray(image))
         from_arrays = model.predict(arrays)
         single = model.predict(digit_images[0])
     assert [p.indices for p in from_files] == [p.indices for p in from_arrays]
@@ -194,6 +195,20 @@ def test_predict_splits_and_pads_to_the_batch_range(tmp_path: Path) -> None:
         assert pred.probabilities == pytest.approx(np.sort(probs)[::-1].tolist(), abs=1e-6)
 
 
+def test_run_in_chunks_splits_above_max_and_pads_below_min() -> None:
+    batch = np.arange(20, dtype=np.float32).reshape(5, 1, 2, 2)
+    seen: list[np.ndarray] = []
+
+    def double(part: np.ndarray) -> np.ndarray:
+        seen.append(part.copy())
+        return part.reshape(len(part), -1) * 2
+
+    out = run_in_chunks(double, batch, chunk=3, min_batch=3)
+    assert np.array_equal(out, batch.reshape(5, 4) * 2)  # the padding's outputs are dropped
+    assert [p.shape[0] for p in seen] == [3, 3]
+    assert np.array_equal(seen[1], batch[[3, 4, 4]])  # padded with copies of the last sample
+
+
 def test_close_frees_the_model_and_later_calls_fail(gemm_bundle_dir: Path) -> None:
     model = load(gemm_bundle_dir, threads=1)
     with model as entered:
@@ -202,7 +217,7 @@ def test_close_frees_the_model_and_later_calls_fail(gemm_bundle_dir: Path) -> No
     assert model.closed
     model.close()  # idempotent
     with pytest.raises(ModelLoadError, match="is closed; load it again"):
-        model.run(integer_batch(1, (1, 2, 2)))
+        model.run(rt.integer_batch(1, (1, 2, 2)))
     assert "closed" in repr(model)
 
 
@@ -220,5 +235,5 @@ def test_importing_the_runtime_loads_no_backend_and_no_torch() -> None:
 def test_a_copied_bundle_still_loads(gemm_bundle_dir: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(gemm_bundle_dir, tmp_path / "copy")
     with load(copy, threads=1) as model:
-        batch = integer_batch(2, (1, 2, 2))
+        batch = rt.integer_batch(2, (1, 2, 2))
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))

@@ -50,15 +50,21 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     python = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"{REPO / 'runtime'}[cpu]"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=900,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
+
+    def run_in_venv(*argv: object) -> str:
+        """stdout of ``argv`` run in the fresh venv; a non-zero exit fails with its stderr."""
+        done = subprocess.run(
+            [str(a) for a in argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run_in_venv(python, "-m", "pip", "install", "--quiet", f"{REPO / 'runtime'}[cpu]")
 
     card = rt.make_card(num_classes=3, in_channels=3, size=(4, 4))
     model_path = rt.save(
@@ -69,16 +75,7 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
         image
     )
 
-    probe = subprocess.run(
-        [str(python), "-c", PROBE, str(model_path), str(image)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    got = json.loads(probe.stdout)
+    got = json.loads(run_in_venv(python, "-c", PROBE, model_path, image))
     assert got["torch_importable"] is False
     assert got["onnx_importable"] is False
     assert got["loaded"] == []
@@ -88,23 +85,7 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     assert got["labels"] == want.labels
     assert got["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
 
-    cli = subprocess.run(
-        [str(venv / "bin" / "edgeport"), "predict", str(model_path), str(image), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    assert json.loads(cli.stdout)["predictions"][0]["labels"][0] == want.top1
-    inspect = subprocess.run(
-        [str(venv / "bin" / "edgeport"), "inspect", str(model_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert inspect.returncode == 0, inspect.stderr[-3000:]
-    assert "onnxruntime-cpu: can run here" in inspect.stdout
+    edgeport = venv / "bin" / "edgeport"
+    predicted = json.loads(run_in_venv(edgeport, "predict", model_path, image, "--json"))
+    assert predicted["predictions"][0]["labels"][0] == want.top1
+    assert "onnxruntime-cpu: can run here" in run_in_venv(edgeport, "inspect", model_path)

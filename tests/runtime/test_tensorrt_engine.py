@@ -22,10 +22,11 @@ from edgeport.runtime.backends.cuda import GpuDevice, probe_gpus
 from edgeport.runtime.backends.tensorrt import (
     check_plan,
     engine_mismatch,
+    read_plan,
     static_unavailable_reason,
     supported_compute_capabilities,
 )
-from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest
+from edgeport.runtime.bundle import EngineInfo, Manifest
 from edgeport.runtime.errors import BackendUnavailable, ModelLoadError
 
 NO_GPU = probe_gpus().reason
@@ -146,35 +147,13 @@ def trt_module() -> Any:
 @pytest.fixture(scope="module")
 def engine_bundle(tmp_path_factory: pytest.TempPathFactory, trt_module: Any) -> Path:
     """A gemm bundle with onnx-fp32 and a real tensorrt-fp32 engine (batch 1:4:16)."""
-    root = tmp_path_factory.mktemp("engine") / "bundle"
-    rt.save(rt.gemm_model(), root / "model.fp32.onnx")
     flavour = trt_module.__name__
-    engine_rel = f"model.fp32.{flavour}.engine"
-    rt.build_engine(root / "model.fp32.onnx", root / engine_rel, BatchRange(1, 4, 16))
     gpus = probe_gpus()
     cc = None if flavour == "tensorrt_rtx" or gpus.reason else gpus.devices[0].compute_capability
     engine_info = EngineInfo(flavour=flavour, version=trt_module.__version__, compute_capability=cc)
-    arts = (
-        rt.artifact_for(
-            root,
-            "model.fp32.onnx",
-            name="onnx-fp32",
-            precision="fp32",
-            chw=(1, 2, 2),
-            parity=rt.passed(),
-        ),
-        rt.artifact_for(
-            root,
-            engine_rel,
-            name="tensorrt-fp32",
-            precision="fp32",
-            chw=(1, 2, 2),
-            parity=rt.passed(),
-            engine=engine_info,
-        ),
-    )
-    Manifest(card=rt.make_card(num_classes=3), artifacts=arts).save(root)
-    return root
+    root = tmp_path_factory.mktemp("engine") / "bundle"
+    card = rt.make_card(num_classes=3)
+    return rt.engine_bundle(root, rt.gemm_model(), card, engine_info, parity=rt.passed())
 
 
 def engine_path(bundle: Path) -> Path:
@@ -214,11 +193,8 @@ def test_version_mismatch_is_refused_before_deserializing(
         r"rebuild the engine on this machine",
     ):
         load(bundle, backend="tensorrt")
-    reason = static_unavailable_reason(
-        Artifact.from_dict(
-            next(a for a in Manifest.load(bundle).to_dict()["artifacts"] if a["engine"])
-        ).engine
-    )
+    (engine,) = [a.engine for a in Manifest.load(bundle).artifacts if a.engine]
+    reason = static_unavailable_reason(engine)
     assert reason is not None and "same version" in reason
 
 
@@ -291,14 +267,14 @@ def test_malformed_engine_is_reported_by_the_library(
         load(damaged)  # refused as a bad file, GPU or not
 
 
-@pytest.mark.tensorrt
 def test_empty_engine_file(tmp_path: Path) -> None:
+    """Refused as a bad file before any TensorRT library is needed."""
     empty = tmp_path / "empty.engine"
     empty.write_bytes(b"")
-    from edgeport.runtime.backends.tensorrt import read_plan
-
     with pytest.raises(ModelLoadError, match=r"is empty \(0 bytes\)"):
         read_plan(empty)
+    with pytest.raises(ModelLoadError, match=r"engine file .*empty\.engine is empty"):
+        load(empty)
 
 
 @pytest.mark.tensorrt

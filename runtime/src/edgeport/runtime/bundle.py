@@ -229,11 +229,17 @@ def resolve_inside(bundle_dir: str | Path, rel: str) -> Path:
     return target
 
 
-def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
-    """Return the artifact's path after checking that it exists and matches its sha256."""
+def artifact_path(bundle_dir: str | Path, artifact: Artifact) -> Path:
+    """The artifact's path inside the bundle, after checking that the file exists (no hashing)."""
     path = resolve_inside(bundle_dir, artifact.path)
     if not path.is_file():
         raise ModelLoadError(f"artifact {artifact.name!r} is missing: {path}")
+    return path
+
+
+def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
+    """Return the artifact's path after checking that it exists and matches its sha256."""
+    path = artifact_path(bundle_dir, artifact)
     size = path.stat().st_size
     if size != artifact.size_bytes:
         raise ModelLoadError(

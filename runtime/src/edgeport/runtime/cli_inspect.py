@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.backends.onnx_proto import read_onnx_summary
+from edgeport.runtime.backends.onnx_proto import OnnxSummary, read_onnx_summary
 from edgeport.runtime.backends.registry import (
     BACKENDS,
     FORMAT_OF,
@@ -55,7 +55,9 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     if source.manifest is not None:
         report["created"] = source.manifest.created
         report["versions"] = dict(source.manifest.versions)
-    report["artifacts"] = [_describe_candidate(c, verify) for c in source.candidates]
+    report["artifacts"] = [
+        _describe_candidate(c, verify, source.summary) for c in source.candidates
+    ]
     to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind=None)
     report["auto_choice"] = (
         {
@@ -79,7 +81,10 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     return report
 
 
-def _describe_candidate(cand: Candidate, verify: bool) -> dict[str, Any]:
+def _describe_candidate(
+    cand: Candidate, verify: bool, summary: OnnxSummary | None
+) -> dict[str, Any]:
+    """``summary``: the file already parsed by ``resolve_source`` (a bare .onnx), else None."""
     art = cand.artifact
     info: dict[str, Any] = {
         "name": cand.label,
@@ -108,7 +113,7 @@ def _describe_candidate(cand: Candidate, verify: bool) -> dict[str, Any]:
         info["size_bytes"] = cand.path.stat().st_size
     if cand.format == "onnx" and cand.path.is_file():
         try:
-            summary = read_onnx_summary(cand.path)
+            summary = summary if summary is not None else read_onnx_summary(cand.path)
         except ModelLoadError as exc:
             info["problem"] = str(exc)
         else:

@@ -145,12 +145,13 @@ def compare_logits(
     ref, cand, labels = _check_arrays(reference, candidate, labels)
     count, classes = ref.shape
     tie_atol = 2.0 * atol if tie_atol is None else tie_atol
-    nonfinite = int(np.size(cand) - np.isfinite(cand).sum())
+    finite = np.isfinite(cand)
+    nonfinite = int(finite.size - finite.sum())
 
     abs_err = np.abs(cand - ref)
     rel_err = abs_err / np.maximum(np.abs(ref), REL_FLOOR)
     outside = (abs_err > atol) & (abs_err > rtol * np.abs(ref))
-    mismatched = int((outside | ~np.isfinite(cand)).sum())  # NaN compares False: count it here
+    mismatched = int((outside | ~finite).sum())  # NaN compares False: count it here
 
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     dots = (ref * cand).sum(axis=1)
@@ -160,7 +161,7 @@ def compare_logits(
     cosine = np.where(both_zero, 1.0, cosine)
 
     ref_top1 = ref.argmax(axis=1)
-    cand_top1 = np.where(np.isfinite(cand).all(axis=1), np.nan_to_num(cand).argmax(axis=1), -1)
+    cand_top1 = np.where(finite.all(axis=1), np.nan_to_num(cand).argmax(axis=1), -1)
     agree = ref_top1 == cand_top1
     rows = np.arange(count)
     safe_cand_top1 = np.where(cand_top1 >= 0, cand_top1, ref_top1)
@@ -278,29 +279,32 @@ class Tolerance:
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(
-        precision="fp32",
-        atol=1e-4,
-        rtol=1e-4,
-        max_abs=1e-4,
-        min_top1_agreement=1.0,
-        ties_agree=True,
-        description="max abs logit error <= 1e-4 and 100% top-1 agreement (near ties excepted)",
-    ),
-    "fp16": Tolerance(
-        precision="fp16",
-        atol=1e-2,
-        rtol=1e-2,
-        min_top1_agreement=0.995,
-        description="top-1 agreement >= 99.5%",
-    ),
-    "int8": Tolerance(
-        precision="int8",
-        atol=1e-1,
-        rtol=1e-1,
-        max_accuracy_drop=0.01,
-        description="accuracy drop <= 1 percentage point",
-    ),
+    tolerance.precision: tolerance
+    for tolerance in (
+        Tolerance(
+            precision="fp32",
+            atol=1e-4,
+            rtol=1e-4,
+            max_abs=1e-4,
+            min_top1_agreement=1.0,
+            ties_agree=True,
+            description="max abs logit error <= 1e-4 and 100% top-1 agreement (near ties excepted)",
+        ),
+        Tolerance(
+            precision="fp16",
+            atol=1e-2,
+            rtol=1e-2,
+            min_top1_agreement=0.995,
+            description="top-1 agreement >= 99.5%",
+        ),
+        Tolerance(
+            precision="int8",
+            atol=1e-1,
+            rtol=1e-1,
+            max_accuracy_drop=0.01,
+            description="accuracy drop <= 1 percentage point",
+        ),
+    )
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,7 @@ from edgeport.runtime.backends.registry import (
     Attempt,
     Candidate,
     check_backend_name,
+    parity_failed_text,
     steps,
 )
 from edgeport.runtime.bundle import (
@@ -41,6 +42,7 @@ from edgeport.runtime.bundle import (
     Artifact,
     BatchRange,
     Manifest,
+    artifact_path,
     resolve_inside,
     verify_artifact,
 )
@@ -95,6 +97,7 @@ class ModelSource:
     card: ModelCard | None
     candidates: list[Candidate]
     manifest: Manifest | None = None
+    summary: OnnxSummary | None = None  # the parsed file, for a bare .onnx (its one candidate)
 
 
 def load(
@@ -149,7 +152,7 @@ def load(
             continue
         note = ""
         if precision is not None and cand.parity_passed is False:
-            note = f"its export parity check failed ({'; '.join(cand.parity_failures)})"
+            note = parity_failed_text(cand)
             log.warning("%s: loading %s although %s", source.path, cand.label, note)
         attempts.append(Attempt(name, cand.label, cand.precision, "chosen", note))
         model = _make_model(opened, name, cand, source, attempts, cuda_graph, threads)
@@ -202,7 +205,7 @@ def resolve_source(path: str | Path) -> ModelSource:
         card = _card_from_metadata(path, summary)
         precision = summary.metadata.get(PRECISION_METADATA_KEY) or summary.guess_precision()
         cand = Candidate("onnx", precision, path, path.name)
-        return ModelSource("onnx", path, card, [cand])
+        return ModelSource("onnx", path, card, [cand], summary=summary)
     _check_engine_file(path)
     match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
     cand = Candidate("tensorrt", match.group(1) if match else None, path, path.name)
@@ -212,11 +215,10 @@ def resolve_source(path: str | Path) -> ModelSource:
 def _check_engine_file(path: Path) -> None:
     """A bare engine has no sha256 to check: ask the TensorRT library, when one is installed
     and can tell without a GPU, whether the file is a well-formed plan."""
-    from edgeport.runtime.backends.tensorrt import check_plan, read_plan
+    from edgeport.runtime.backends.tensorrt import check_plan
 
-    read_plan(path)  # missing or empty
     try:
-        verdict = check_plan(path)
+        verdict = check_plan(path)  # reads the file first: missing or empty is a ModelLoadError
     except BackendUnavailable:
         return  # no TensorRT here: nothing can run it anyway, and load will say so
     if verdict.malformed:
@@ -294,12 +296,8 @@ def check_external_data(model_path: Path, summary: OnnxSummary, root: Path) -> N
 def _verified_path(cand: Candidate, verify: bool) -> Path:
     if cand.bundle_dir is None or cand.artifact is None:
         return cand.path
-    if verify:
-        return verify_artifact(cand.bundle_dir, cand.artifact)
-    path = resolve_inside(cand.bundle_dir, cand.artifact.path)
-    if not path.is_file():
-        raise ModelLoadError(f"artifact {cand.artifact.name!r} is missing: {path}")
-    return path
+    check = verify_artifact if verify else artifact_path
+    return check(cand.bundle_dir, cand.artifact)
 
 
 def _open(
@@ -323,7 +321,7 @@ def _open(
         tensorrt_profile_options,
     )
 
-    summary = read_onnx_summary(path)
+    summary = source.summary if source.summary is not None else read_onnx_summary(path)
     check_external_data(path, summary, cand.bundle_dir or path.parent)
     profile = None
     if name == "onnxruntime-tensorrt" and cand.artifact is not None and source.card is not None:
@@ -422,6 +420,21 @@ def _agree(
 
 
 # -- the model ---------------------------------------------------------------------------------
+
+
+def run_in_chunks(
+    run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, chunk: int, min_batch: int = 1
+) -> np.ndarray:
+    """``run`` over any number of samples, in chunks of at most ``chunk``; a last chunk smaller
+    than ``min_batch`` is padded with copies of its last sample, whose outputs are dropped."""
+    outputs = []
+    for start in range(0, batch.shape[0], chunk):
+        part = batch[start : start + chunk]
+        count = part.shape[0]
+        if count < min_batch:
+            part = np.concatenate([part, np.repeat(part[-1:], min_batch - count, axis=0)])
+        outputs.append(np.asarray(run(part))[:count])
+    return np.concatenate(outputs)
 
 
 class Model:
@@ -583,16 +596,7 @@ class Model:
 
     def _run_in_chunks(self, batch: np.ndarray) -> np.ndarray:
         """Run any number of images within the batch range: split above max, pad below min."""
-        low, high = self._batch_min, self._batch_max
-        outputs = []
-        for start in range(0, batch.shape[0], high):
-            chunk = batch[start : start + high]
-            count = chunk.shape[0]
-            if count < low:
-                pad = np.zeros((low - count, *chunk.shape[1:]), dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            outputs.append(self.run(chunk)[:count])
-        return np.concatenate(outputs)
+        return run_in_chunks(self.run, batch, self._batch_max, self._batch_min)
 
     # -- description and lifetime ---------------------------------------------------------------
 

@@ -89,11 +89,10 @@ def unavailable_reason(backend: str, device_index: int = 0) -> str | None:
             f"(it has {', '.join(available)}): {_EXTRA[backend]}"
         )
     if backend != "onnxruntime-cpu":
-        probe = probe_gpus()
-        if probe.reason is not None:
-            return probe.reason
-        if device_index >= len(probe.devices):
-            return f"no CUDA device {device_index}: this machine has {len(probe.devices)}"
+        try:
+            probe_gpus().device(device_index)
+        except BackendUnavailable as exc:
+            return str(exc)
     return None
 
 
@@ -151,13 +150,7 @@ class OnnxRuntimeBackend(Backend):
         self._cast_input = self._input_dtype != np.float32
         self._cast_output = self.output.dtype != "float32"
         self._output_names = [self.output.name]
-        # Model.run has already checked the input (name, dtype, shape), so the CPU path calls
-        # the session's pybind ``run`` directly, skipping InferenceSession.run's second, Python-
-        # level check of the feed names (a few microseconds per call, see
-        # benchmarks/runtime_overhead.py). Falls back to the public method if ORT changes.
-        inner = getattr(self._session, "_sess", None)
-        inner_run = getattr(inner, "run", None)
-        self._session_run: Any = inner_run if callable(inner_run) else self._session.run
+        self._session_run: Any = _cpu_run_function(ort, self._session)
         batch_dim = self.input.shape[0] if self.input.shape else None
         self.batch_limits = (batch_dim,) * 3 if isinstance(batch_dim, int) else None
         self._num_classes = (
@@ -231,14 +224,15 @@ class OnnxRuntimeBackend(Backend):
     # -- running -----------------------------------------------------------------------------
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        session = self._session
-        if session is None:
+        # Both read once: a close() from another thread cannot leave one of them None mid-call.
+        session, session_run = self._session, self._session_run
+        if session is None or session_run is None:
             raise ModelLoadError(f"the {self.name} session for {self.path} was closed")
         if self._cast_input:
             batch = batch.astype(self._input_dtype)
         try:
             if not self._on_gpu:
-                out = self._session_run(self._output_names, {self.input.name: batch}, None)[0]
+                out = session_run(self._output_names, {self.input.name: batch}, None)[0]
             elif self.settings.cuda_graph:
                 out = self._run_cuda_graph(session, batch)
             else:
@@ -337,6 +331,26 @@ def tensorrt_profile_options(
     }
 
 
+def _cpu_run_function(ort: ModuleType, session: Any) -> Any:
+    """The fastest correct ``run(output_names, feed, run_options)`` for the CPU path.
+
+    ``Model.run`` has already checked the batch (one input, its name, float32, shape, finite), so
+    this calls the C++ session that ``InferenceSession`` wraps, skipping ``InferenceSession.run``'s
+    Python-level second checks (feed names, OrtValue ownership, WebGPU graph capture) and its
+    execution-provider fallback, none of which apply to one numpy input on the CPU provider. That
+    saves 1-4 us per call, the largest part of ``Model.run``'s overhead over a bare session on the
+    small CNN (``benchmarks/runtime_overhead.py``, bar 5%). Private API, so it is taken only when
+    ``_sess`` is the pybind ``InferenceSession`` whose ``run`` has had this signature since ORT 1.0;
+    otherwise the public method.
+    """
+    native = getattr(getattr(ort, "capi", None), "_pybind_state", None)
+    native_session = getattr(native, "InferenceSession", None)
+    inner = getattr(session, "_sess", None)
+    if not (isinstance(native_session, type) and isinstance(inner, native_session)):
+        return session.run
+    return session._sess.run
+
+
 def _spec(node: Any) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int | str) or d is None else None for d in node.shape)
+    shape = tuple(d if isinstance(d, int | str) else None for d in node.shape)
     return TensorSpec(name=node.name, dtype=_ORT_TYPES.get(node.type, node.type), shape=shape)

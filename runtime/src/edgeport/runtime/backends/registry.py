@@ -221,14 +221,16 @@ def plan(
     )
 
 
+def parity_failed_text(cand: Candidate) -> str:
+    """Why a candidate's export parity check failed, for skip reasons and load warnings."""
+    failures = "; ".join(cand.parity_failures) or "see the manifest"
+    return f"its export parity check failed ({failures})"
+
+
 def _parity_refusal(cand: Candidate) -> str | None:
     passed = cand.parity_passed
     if passed is False:
-        failures = "; ".join(cand.parity_failures) or "see the manifest"
-        return (
-            f"its export parity check failed ({failures}); ask for precision="
-            f"{cand.precision!r} to load it anyway"
-        )
+        return f"{parity_failed_text(cand)}; ask for precision={cand.precision!r} to load it anyway"
     if passed is None and cand.precision != "fp32":
         return (
             "its parity was not checked at export, and reduced precision is only picked "

@@ -85,6 +85,18 @@ def import_tensorrt(flavour: str | None = None) -> ModuleType:
     )
 
 
+def _import_for(info: EngineInfo | None) -> ModuleType:
+    """The TensorRT module an engine described by ``info`` needs (any, for a bare plan)."""
+    try:
+        return import_tensorrt(info.flavour if info else None)
+    except BackendUnavailable as exc:
+        if info is None:
+            raise
+        raise BackendUnavailable(
+            f"the engine was built with {info.flavour} {info.version}: {exc}; or {REBUILD_HINT}"
+        ) from exc
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0]))
 
@@ -145,55 +157,44 @@ def engine_mismatch(
             f"the engine was built for compute capability {info.compute_capability}, but "
             f"{gpu}: {REBUILD_HINT}"
         )
-    if supported is not None and not any(_cc_key(cc) == _cc_key(here) for cc in supported):
-        return (
-            f"{flavour} {version} runs on compute capabilities {', '.join(supported)}, and {gpu}; "
-            "build the engine with full TensorRT (module tensorrt) for this GPU, or use the "
-            "bundle's ONNX artifacts"
-        )
-    return None
+    return _unsupported_gpu(flavour, version, device, supported)
+
+
+def _unsupported_gpu(
+    flavour: str, version: str, device: GpuDevice, supported: tuple[str, ...] | None
+) -> str | None:
+    """Why a TensorRT-RTX release cannot run on ``device`` at all (None: it can, or full
+    TensorRT, which lists no ``supported`` GPUs)."""
+    here = _cc_key(device.compute_capability)
+    if supported is None or any(_cc_key(cc) == here for cc in supported):
+        return None
+    return (
+        f"{flavour} {version} runs on compute capabilities {', '.join(supported)}, and this GPU "
+        f"({device.name}) has compute capability {device.compute_capability}; build the engine "
+        "with full TensorRT (module tensorrt) for this GPU, or use the bundle's ONNX artifacts"
+    )
 
 
 def static_unavailable_reason(info: EngineInfo | None, device_index: int = 0) -> str | None:
     """Why an engine described by ``info`` cannot run here, decided without reading the plan:
     library, version, cuda-python, GPU, compute capability. None when it may run."""
     try:
-        trt = import_tensorrt(info.flavour if info else None)
-    except BackendUnavailable as exc:
+        trt = _import_for(info)
+        flavour, version = trt.__name__, trt.__version__
         if info is not None:
-            return (
-                f"the engine was built with {info.flavour} {info.version}: {exc}; or {REBUILD_HINT}"
-            )
-        return str(exc)
-    flavour, version = trt.__name__, trt.__version__
-    if info is not None:
-        reason = engine_mismatch(info, flavour=flavour, version=version, device=None)
-        if reason:
-            return reason
-    try:
+            reason = engine_mismatch(info, flavour=flavour, version=version, device=None)
+            if reason:
+                return reason
         cudart()
-    except BackendUnavailable as exc:
-        return str(exc)
-    try:
         device = probe_gpus().device(device_index)
     except BackendUnavailable as exc:
         return str(exc)
-    if info is not None:
-        return engine_mismatch(
-            info,
-            flavour=flavour,
-            version=version,
-            device=device,
-            supported=supported_compute_capabilities(trt),
-        )
     supported = supported_compute_capabilities(trt)
-    here = _cc_key(device.compute_capability)
-    if supported is not None and not any(_cc_key(cc) == here for cc in supported):
-        return (
-            f"{flavour} {version} runs on compute capabilities {', '.join(supported)}; this GPU "
-            f"({device.name}) has {device.compute_capability}"
-        )
-    return None
+    if info is None:
+        return _unsupported_gpu(flavour, version, device, supported)
+    return engine_mismatch(
+        info, flavour=flavour, version=version, device=device, supported=supported
+    )
 
 
 @dataclass(frozen=True)
@@ -295,14 +296,7 @@ class TensorRTBackend(Backend):
         self._errors: list[str] = []
 
         data = read_plan(path)
-        try:
-            trt = self._trt = import_tensorrt(info.flavour if info else None)
-        except BackendUnavailable as exc:
-            if info is None:
-                raise
-            raise BackendUnavailable(
-                f"the engine was built with {info.flavour} {info.version}: {exc}; or {REBUILD_HINT}"
-            ) from exc
+        trt = self._trt = _import_for(info)
         self.flavour, self.version = trt.__name__, trt.__version__
         if info is not None:
             reason = engine_mismatch(info, flavour=self.flavour, version=self.version, device=None)
@@ -322,14 +316,13 @@ class TensorRTBackend(Backend):
                 f"{REBUILD_HINT}"
             )
         self.device = probe_gpus().device(device_index)
-        supported = supported_compute_capabilities(trt)
         if info is not None:
             reason = engine_mismatch(
                 info,
                 flavour=self.flavour,
                 version=self.version,
                 device=self.device,
-                supported=supported,
+                supported=supported_compute_capabilities(trt),
             )
             if reason:
                 raise BackendUnavailable(reason)
@@ -354,7 +347,7 @@ class TensorRTBackend(Backend):
         if engine is None:
             raise ModelLoadError(
                 f"{self.flavour} {self.version} could not deserialize {self.path}: "
-                f"{' | '.join(self._errors) or 'no details'}; {REBUILD_HINT}"
+                f"{self._error_text()}; {REBUILD_HINT}"
             )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -409,7 +402,7 @@ class TensorRTBackend(Backend):
         if context is None:
             raise BackendUnavailable(
                 f"{self.flavour} could not create an execution context for {self.path} "
-                f"(out of GPU memory?): {' | '.join(self._errors) or 'no details'}"
+                f"(out of GPU memory?): {self._error_text()}"
             )
         context.set_tensor_address(in_name, self._d_in)
         context.set_tensor_address(out_name, self._d_out)
@@ -439,11 +432,14 @@ class TensorRTBackend(Backend):
         self._allocations.append((free, pointer))
         return pointer
 
+    def _error_text(self) -> str:
+        """The last errors TensorRT logged, for our messages."""
+        return " | ".join(self._errors[-3:]) or "no details"
+
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._stream_handle):
             raise BackendUnavailable(
-                f"{self.flavour} execute_async_v3 failed for {self.path}: "
-                f"{' | '.join(self._errors[-3:]) or 'no details'}"
+                f"{self.flavour} execute_async_v3 failed for {self.path}: {self._error_text()}"
             )
 
     def _capture(self, batch: int) -> Any:
@@ -460,7 +456,7 @@ class TensorRTBackend(Backend):
             if not ok:
                 raise BackendUnavailable(
                     f"{self.flavour} could not be captured into a CUDA graph for batch {batch}: "
-                    f"{' | '.join(self._errors[-3:]) or 'no details'}; load without cuda_graph"
+                    f"{self._error_text()}; load without cuda_graph"
                 )
             graph_exec = cuda_call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         finally:
