@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,8 @@ class MatrixModel:
     quick_epochs: int
     batch_size: int = 64
     lr: float = 1e-3
-    freeze_backbone: bool = False
     limit: int | None = None  # training images (None: all 1295 of the training split)
     quick_limit: int | None = None  # training images in --quick runs
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shape(self) -> str:
@@ -54,19 +52,15 @@ STANDARD_MODELS: dict[str, MatrixModel] = {
 }
 
 
-def timed(what: str) -> Any:
-    """Context manager logging how long a step took."""
-
-    class _Timer:
-        def __enter__(self) -> _Timer:
-            self.start = time.perf_counter()
-            log.info("%s ...", what)
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            log.info("%s took %.1f s", what, time.perf_counter() - self.start)
-
-    return _Timer()
+@contextmanager
+def timed(what: str) -> Iterator[None]:
+    """Log the start of a step and how long it took."""
+    start = time.perf_counter()
+    log.info("%s ...", what)
+    try:
+        yield
+    finally:
+        log.info("%s took %.1f s", what, time.perf_counter() - start)
 
 
 def train_model(
@@ -95,7 +89,6 @@ def train_model(
         lr=spec.lr,
         seed=0,
         augment=False,
-        freeze_backbone=spec.freeze_backbone,
         input_size=spec.input_size,
         in_channels=3,
         limit=spec.quick_limit if quick and spec.quick_limit else spec.limit,
@@ -103,7 +96,6 @@ def train_model(
         threads=threads,
         progress=False,
         overwrite=True,
-        **spec.extra,
     )
     with timed(f"training {spec.name} {spec.shape} for {config.epochs} epoch(s) on {device}"):
         return Path(train(config))
@@ -156,10 +148,3 @@ def int8_accuracy_lost(check_report: dict[str, Any], backend: str) -> float | No
             drop = c["comparison"].get("accuracy_drop")
             return None if drop is None else 100.0 * drop
     return None
-
-
-def reset_dir(path: Path) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path

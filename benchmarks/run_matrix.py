@@ -85,8 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from edgeport.runtime.bench import BenchConfig, benchmark, parse_batches, parse_list
     from edgeport.runtime.check import check
-    from edgeport.runtime.io import atomic_write_text
-    from edgeport.runtime.report import bench_csv, bench_markdown, check_markdown, write_json
+    from edgeport.runtime.io import atomic_write_json, atomic_write_text
+    from edgeport.runtime.report import bench_markdown, check_markdown, write_bench
 
     spec = STANDARD_MODELS[name]
     run_dir = train_model(
@@ -113,9 +113,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             baselines=parse_list(args.baselines, ("torch", "torch-compile"), "baselines") or (),
         )
     out = args.out
-    write_json(result.to_dict(), out / f"{name}.json")
-    atomic_write_text(out / f"{name}.csv", bench_csv(result))
-    write_json(report, out / f"{name}.check.json")
+    write_bench(result, json_path=out / f"{name}.json", csv_path=out / f"{name}.csv")
+    atomic_write_json(out / f"{name}.check.json", report)
     md = bench_markdown(result, title=f"{name} {spec.shape}", level=3)
     md += "\n" + check_markdown(report, level=4)
     atomic_write_text(out / f"{name}.md", md)
@@ -191,13 +190,14 @@ def summary_markdown(models: dict[str, dict[str, Any]], shown: list[dict[str, An
     ]
     for name, m in models.items():
         checks = {(c["artifact"], c["backend"]): c for c in m["check"]["checks"]}
+        trained = fmt_pct(test_accuracy(m["run_dir"]))
         for row in sorted(m["result"].rows, key=lambda r: (r.kind != "baseline", r.backend)):
             if row.batch != 1:
                 continue
             c = checks.get((row.artifact, row.backend)) if row.artifact else None
             acc = (c.get("comparison") or {}).get("accuracy_candidate") if c else None
             lines.append(
-                f"| {name} | {fmt_pct(test_accuracy(m['run_dir']))} | {row.backend} | "
+                f"| {name} | {trained} | {row.backend} | "
                 f"{row.precision} | {fmt_ms(row.latency.p50)} | "
                 f"{row.speedup_vs_eager:.2f}x | {fmt_pct(acc)} | "
                 f"{c['status'] if c else '-'} |"

@@ -41,7 +41,7 @@ PRECISIONS = ("fp32", "fp16")
 GPU_MODELS = {
     "simple_cnn_bn": MatrixModel("simple_cnn_bn", (32, 32), epochs=8, quick_epochs=1),
     "resnet18": MatrixModel(
-        "resnet18", (224, 224), epochs=3, quick_epochs=1, batch_size=64, lr=1e-3, limit=None
+        "resnet18", (224, 224), epochs=3, quick_epochs=1, batch_size=64, lr=1e-3
     ),
 }
 GOAL_SPEEDUP = 5.0
@@ -122,7 +122,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any] | None:
 
 def run_model(
     name: str, args: argparse.Namespace, started: float, errors: list[str]
-) -> tuple[Any, dict[str, Any]] | None:
+) -> tuple[Any, dict[str, Any]]:
     from edgeport.runtime.bench import BenchConfig, benchmark, parse_batches
 
     spec = GPU_MODELS[name]
@@ -229,13 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors.append(f"{name}: not run, the {args.deadline_s:.0f} s deadline passed")
             continue
         try:
-            done = run_model(name, args, started, errors)
+            results[name], info[name] = run_model(name, args, started, errors)
         except Exception as exc:  # the driver records any failure and goes on to the next model
             log.exception("%s failed", name)
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
-        if done is not None:
-            results[name], info[name] = done
         write_outputs(args.out, results, info, errors, facts)  # partial results survive a kill
     write_outputs(args.out, results, info, errors, facts)
     head = headline(results)

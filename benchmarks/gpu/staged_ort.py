@@ -92,6 +92,7 @@ class StagedOrtCuda:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         if self.session.get_providers()[0] != "CUDAExecutionProvider":
+            cuda_call(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
             raise BackendUnavailable(f"ORT fell back to {self.session.get_providers()}")
         self.run_options = ort.RunOptions()
         self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
@@ -181,7 +182,6 @@ class StagedOrtCuda:
                 ("d2h", lambda: self._d2h(b)),
             ),
             new_event=lambda: CudaEvent(self._stream_int),
-            output=lambda: self._read(b),
             timer="cuda-events",
         )
 
@@ -212,7 +212,7 @@ def plans(bundle_dir: Path, precisions: tuple[str, ...] = ("fp32", "fp16")) -> l
         for graph in (False, True):
 
             def open_staged(
-                batch: int | None, art: Any = art, graph: bool = graph, precision: str = precision
+                art: Any = art, graph: bool = graph, precision: str = precision
             ) -> Candidate:
                 runner = StagedOrtCuda(
                     verify_artifact(bundle_dir, art),
@@ -231,7 +231,6 @@ def plans(bundle_dir: Path, precisions: tuple[str, ...] = ("fp32", "fp16")) -> l
                     device_stages=runner.device_stages,
                     max_batch=art.batch.max,
                     min_batch=art.batch.min,
-                    fixed_batch=batch if graph else None,
                 )
 
             out.append(Plan(BACKEND, precision, "cuda", open_staged, art.name, per_batch=graph))

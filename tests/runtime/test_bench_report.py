@@ -140,10 +140,12 @@ def test_plot_without_matplotlib_raises_backend_unavailable(tmp_path: Path) -> N
     assert not (tmp_path / "p.png").exists()
 
 
-def test_schema_markdown_lists_every_field() -> None:
+def test_schema_markdown_lists_every_field_and_the_readme_shows_it() -> None:
     text = schema_markdown()
     for field in ("schema_version", "rows", "latency_ms", "stages_ms", "speedup_vs_eager"):
         assert f"`{field}`" in text
+    readme = Path(__file__).resolve().parents[2] / "benchmarks" / "README.md"
+    assert text in readme.read_text(encoding="utf-8"), "regenerate the README's schema tables"
 
 
 def test_environment_record() -> None:

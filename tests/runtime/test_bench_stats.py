@@ -9,13 +9,16 @@ import pytest
 
 from edgeport.runtime.bench import (
     BenchConfig,
+    BenchInputs,
     BenchResult,
     BenchRow,
+    Candidate,
     DeviceStages,
     LatencyStats,
     parse_batches,
     parse_list,
     percentile,
+    quick_parity,
     speedups,
     throughput,
     time_device,
@@ -131,7 +134,6 @@ def test_time_device_splits_stages_and_totals() -> None:
     work = DeviceStages(
         stages=(("h2d", advance(0.5)), ("compute", advance(2.0)), ("d2h", advance(0.25))),
         new_event=lambda: ScriptedEvent(clock),
-        output=lambda: np.zeros((1, 10), np.float32),
     )
     samples = time_device(work, BenchConfig(warmup_s=0.0, iterations=4))
     assert set(samples) == {"h2d", "compute", "d2h", "total"}
@@ -139,6 +141,34 @@ def test_time_device_splits_stages_and_totals() -> None:
     np.testing.assert_allclose(samples["compute"], [2.0] * 4)
     np.testing.assert_allclose(samples["d2h"], [0.25] * 4)
     np.testing.assert_allclose(samples["total"], [2.75] * 4)
+
+
+def test_quick_parity_runs_whole_chunks_only() -> None:
+    reference = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    inputs = BenchInputs(np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1), "ids", reference)
+    calls: list[int] = []
+    nan_row = [-1]
+
+    def run(batch: np.ndarray) -> np.ndarray:  # image i -> reference logits i, shifted by 0.5
+        calls.append(len(batch))
+        out = reference[batch[:, 0, 0, 0].astype(int)] + 0.5
+        out[batch[:, 0, 0, 0] == nan_row[0]] = np.nan
+        return out
+
+    capped = Candidate("x", "edgeport", "fp32", "cpu", run, lambda: None, max_batch=4)
+    found = quick_parity(capped, inputs, 8)  # chunks of 4 (the max batch): 8 of 10 images
+    assert calls == [4, 4]
+    assert found is not None and found["count"] == 8 and found["nonfinite"] == 0
+    assert found["top1_agreement"] == 1.0 and found["max_abs"] == pytest.approx(0.5)
+
+    free = Candidate("x", "edgeport", "fp32", "cpu", run, lambda: None)
+    assert quick_parity(free, inputs, 16, fixed=True) is None  # 10 images: no batch of 16
+    calls.clear()
+    nan_row[0] = 3
+    found = quick_parity(free, inputs, 16)  # not fixed: all 10 images in one smaller call
+    assert calls == [10] and found is not None and found["count"] == 10
+    assert found["nonfinite"] == 4 and found["max_abs"] is None
+    assert found["top1_agreement"] == pytest.approx(0.9)  # the NaN row disagrees
 
 
 def _row(backend: str, batch: int, p50: float, *, precision: str = "fp32", device: str = "cpu"):

@@ -7,9 +7,9 @@ a time, then repeat for a time (or a count), one sample per call, and report per
   so the device (if any) has finished when the clock is read.
 - On a GPU, work that exposes :class:`DeviceStages` (host-to-device copy, compute,
   device-to-host copy, each enqueued on one stream) is timed with device events recorded
-  between the stages: CUDA events through cuda-python for the runtime, ``torch.cuda.Event`` in
-  the PyTorch baselines. The three stages are reported separately, like trtexec's H2D /
-  GPU compute / D2H.
+  between the stages: CUDA events through cuda-python (:class:`CudaEvent`, for ONNX Runtime in
+  ``benchmarks/gpu/staged_ort.py``), ``torch.cuda.Event`` in the PyTorch baselines. The three
+  stages are reported separately, like trtexec's H2D / GPU compute / D2H.
 
 Scenarios: ``single-stream`` measures batch 1 and its headline is the p90 latency (as MLPerf
 single-stream); ``offline`` measures every batch size and its headline is the peak throughput;
@@ -34,14 +34,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeport.runtime.backends.cuda import cuda_call, cudart
-from edgeport.runtime.bundle import Manifest, resolve_inside
+from edgeport.runtime.backends.cuda import cuda_call, cudart, probe_gpus
+from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS
+from edgeport.runtime.bundle import PRECISIONS, Manifest, resolve_inside
+from edgeport.runtime.compare import compare_logits
 from edgeport.runtime.errors import (
     ConfigError,
     EdgeportError,
     InputError,
     ModelLoadError,
 )
+from edgeport.runtime.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +58,6 @@ EAGER = "torch"
 COMPILE = "torch-compile"
 CUDA_GRAPH = "torch-cuda-graph"
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
-_FORMAT_OF_BACKEND = {
-    "onnxruntime-cpu": "onnx",
-    "onnxruntime-cuda": "onnx",
-    "onnxruntime-tensorrt": "onnx",
-    "tensorrt": "tensorrt",
-}
-_DEVICE_OF_BACKEND = {
-    "onnxruntime-cpu": "cpu",
-    "onnxruntime-cuda": "cuda",
-    "onnxruntime-tensorrt": "cuda",
-    "tensorrt": "cuda",
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,15 +179,13 @@ class BenchConfig:
         return count < self.min_iterations or elapsed_s < self.duration_s
 
 
-def _warm_up(step: Callable[[], object], warmup_s: float) -> int:
-    """Call ``step`` at least once and until ``warmup_s`` has passed; return the call count."""
+def _warm_up(step: Callable[[], object], warmup_s: float) -> None:
+    """Call ``step`` at least once and until ``warmup_s`` has passed."""
     start = time.perf_counter()
-    calls = 0
     while True:
         step()
-        calls += 1
         if time.perf_counter() - start >= warmup_s:
-            return calls
+            return
 
 
 def time_host(step: Callable[[], object], config: BenchConfig) -> np.ndarray:
@@ -227,14 +216,13 @@ class DeviceStages:
     """One batch prepared on a device, as stages that are enqueued on ONE stream.
 
     ``stages`` are ``(name, enqueue)`` pairs, normally ``h2d``, ``compute``, ``d2h``; each call
-    only enqueues work. ``new_event`` makes an event that records on the same stream.
-    ``output`` returns the host result once the last stage has completed. A GPU backend (or a
-    baseline) offers these through a ``device_stages(batch) -> DeviceStages`` method.
+    only enqueues work. ``new_event`` makes an event that records on the same stream. A GPU
+    runner (a baseline, ``benchmarks/gpu/staged_ort.py``) offers these through a
+    ``device_stages(batch) -> DeviceStages`` method.
     """
 
     stages: Sequence[tuple[str, Callable[[], None]]]
     new_event: Callable[[], DeviceEvent]
-    output: Callable[[], np.ndarray]
     close: Callable[[], None] = lambda: None
     timer: str = "cuda-events"
 
@@ -271,13 +259,8 @@ def time_device(work: DeviceStages, config: BenchConfig) -> dict[str, np.ndarray
                 close()
     table = np.asarray(per_stage, dtype=np.float64)
     out = {name: table[:, i] for i, name in enumerate(names)}
-    out["total"] = events_total(table)
+    out["total"] = table.sum(axis=1)
     return out
-
-
-def events_total(per_stage: np.ndarray) -> np.ndarray:
-    """Total time per pass from a (passes, stages) table of stage times."""
-    return per_stage.sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +299,11 @@ class CudaEvent:
 # What is benchmarked
 
 
+def _label(backend: str, cuda_graph: bool, precision: str) -> str:
+    graph = "+graph" if cuda_graph and backend != CUDA_GRAPH else ""
+    return f"{backend}{graph} {precision}"
+
+
 @dataclass
 class Candidate:
     """One thing to time: a runtime model or a PyTorch baseline, with how to run it."""
@@ -331,12 +319,10 @@ class Candidate:
     device_stages: Callable[[np.ndarray], DeviceStages] | None = None
     max_batch: int | None = None
     min_batch: int = 1
-    fixed_batch: int | None = None  # set when the candidate only runs one batch size
 
     @property
     def label(self) -> str:
-        graph = "+graph" if self.cuda_graph and self.backend != CUDA_GRAPH else ""
-        return f"{self.backend}{graph} {self.precision} ({self.device})"
+        return f"{_label(self.backend, self.cuda_graph, self.precision)} ({self.device})"
 
 
 @dataclass(frozen=True)
@@ -419,8 +405,7 @@ class BenchRow:
 
     @property
     def label(self) -> str:
-        graph = "+graph" if self.cuda_graph and self.backend != CUDA_GRAPH else ""
-        return f"{self.backend}{graph} {self.precision}"
+        return _label(self.backend, self.cuda_graph, self.precision)
 
 
 @dataclass
@@ -576,27 +561,37 @@ class BenchInputs:
     images: np.ndarray  # float32 NCHW, at least the largest batch
     source: str
     reference_logits: np.ndarray | None = None  # for images[: len(reference_logits)]
-    labels: np.ndarray | None = None
 
 
-def load_reference_array(bundle_dir: Path, manifest: Manifest, key: str) -> np.ndarray | None:
+def reference_file(bundle_dir: Path, manifest: Manifest, key: str) -> Path | None:
+    """The bundle's reference file ``key`` ("inputs", "labels", "logits", "weights"), checked to
+    stay inside the bundle and to match the manifest's sha256; None when the manifest has none."""
     ref = manifest.reference or {}
     rel = ref.get(key)
     if not rel:
         return None
     path = resolve_inside(bundle_dir, rel)
     if not path.is_file():
-        raise ModelLoadError(f"the manifest lists reference {key} at {rel} but {path} is missing")
+        raise ModelLoadError(
+            f"the manifest lists reference {key} at {rel} but {path} is missing; re-export the "
+            "bundle"
+        )
     expected = (ref.get("sha256") or {}).get(rel)
     if expected:
-        from edgeport.runtime.io import sha256_file
-
         digest = sha256_file(path)
         if digest != expected:
             raise ModelLoadError(
                 f"reference file {path} has sha256 {digest}, the manifest says {expected}: "
                 "it was modified; re-export the bundle"
             )
+    return path
+
+
+def load_reference_array(bundle_dir: Path, manifest: Manifest, key: str) -> np.ndarray | None:
+    """The verified reference array ``key`` of the bundle, None when the manifest has none."""
+    path = reference_file(bundle_dir, manifest, key)
+    if path is None:
+        return None
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -612,7 +607,6 @@ def bench_inputs(
     images = load_reference_array(bundle_dir, manifest, "inputs")
     if images is not None and images.ndim == 4 and len(images) > 0:
         logits = load_reference_array(bundle_dir, manifest, "logits")
-        labels = load_reference_array(bundle_dir, manifest, "labels")
         dataset = (manifest.reference or {}).get("dataset", "?")
         source = f"bundle reference images ({len(images)}, {dataset})"
         if len(images) < count:
@@ -622,7 +616,6 @@ def bench_inputs(
             images=np.ascontiguousarray(images, dtype=np.float32),
             source=source,
             reference_logits=None if logits is None else logits.astype(np.float32),
-            labels=labels,
         )
     rng = np.random.default_rng(seed)
     shape = (count, *manifest.card.input_shape)
@@ -647,34 +640,30 @@ def run_chunked(
     return np.concatenate(outs).astype(np.float32, copy=False)
 
 
-def quick_parity(candidate: Candidate, inputs: BenchInputs, chunk: int) -> dict[str, Any] | None:
+def quick_parity(
+    candidate: Candidate, inputs: BenchInputs, chunk: int, *, fixed: bool = False
+) -> dict[str, Any] | None:
     """Top-1 agreement and max abs logit error of ``candidate`` against the stored reference.
 
-    Runs whole chunks of the largest benchmarked batch only (the images beyond the last whole
-    chunk are left out), so that no extra input shape is compiled or captured for parity.
+    Runs whole chunks of ``chunk`` images only (the largest benchmarked batch; the images beyond
+    the last whole chunk are left out), so that no extra input shape is compiled or captured for
+    parity. A ``fixed`` candidate (one batch size) gets no parity from fewer than ``chunk`` images.
     """
     if inputs.reference_logits is None:
         return None
     n = len(inputs.reference_logits)
-    if candidate.fixed_batch is not None:
-        chunk = candidate.fixed_batch
     chunk = max(1, min(chunk, candidate.max_batch or chunk))
     if n >= chunk:  # whole chunks only: no extra shape (a compile, a graph) just for parity
         n = n // chunk * chunk
-    elif candidate.fixed_batch is not None:
+    elif fixed:
         return None
     got = run_chunked(candidate.run, inputs.images[:n], chunk, candidate.min_batch)
-    ref = inputs.reference_logits[:n]
-    if got.shape != ref.shape:
-        raise InputError(
-            f"{candidate.label} returned logits of shape {got.shape}, the reference has {ref.shape}"
-        )
-    finite = bool(np.isfinite(got).all())
+    stats = compare_logits(inputs.reference_logits[:n], got).to_dict()  # non-finite -> None
     return {
-        "count": int(n),
-        "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
-        "max_abs": float(np.abs(got - ref).max()) if finite else None,
-        "nonfinite": int(got.size - np.isfinite(got).sum()),
+        "count": n,
+        "top1_agreement": stats["top1_agreement"],
+        "max_abs": stats["max_abs"],
+        "nonfinite": stats["nonfinite"],
         "reference": "bundle reference logits (PyTorch fp32, CPU, eval mode)",
     }
 
@@ -698,16 +687,20 @@ def available_baselines() -> dict[str, Any]:
 class Plan:
     """Something to measure, opened only when its turn comes and closed right after.
 
-    ``open(batch)`` returns a :class:`Candidate`; a plan with ``per_batch`` (a captured CUDA
-    graph has fixed shapes) is opened once per batch size, others once for all of them.
+    ``open()`` returns a :class:`Candidate`; a plan with ``per_batch`` (a captured CUDA graph has
+    fixed shapes) is opened once per batch size, others once for all of them.
     """
 
     backend: str
     precision: str
     device: str
-    open: Callable[[int | None], Candidate]
+    open: Callable[[], Candidate]
     artifact: str | None = None
     per_batch: bool = False
+
+
+def _device_of(backend: str) -> str:
+    return "cuda" if backend in GPU_BACKENDS else "cpu"
 
 
 def _runtime_plans(
@@ -722,9 +715,10 @@ def _runtime_plans(
     from edgeport.runtime.model import load  # the runtime's loader (lazy: it opens backends)
 
     plans: list[Plan] = []
+    verified: set[str] = set()  # artifacts whose sha256 an earlier open checked: not hashed again
     for backend in backends:
-        fmt = _FORMAT_OF_BACKEND[backend]
-        device = _DEVICE_OF_BACKEND[backend]
+        fmt = FORMAT_OF[backend]
+        device = _device_of(backend)
         graphs = (False, True) if cuda_graph and device == "cuda" else (False,)
         for precision in precisions:
             artifacts = [
@@ -736,7 +730,6 @@ def _runtime_plans(
             for graph in graphs:
 
                 def open_model(
-                    batch: int | None,
                     backend: str = backend,
                     precision: str = precision,
                     device: str = device,
@@ -749,8 +742,9 @@ def _runtime_plans(
                         precision=precision,
                         threads=threads,
                         cuda_graph=graph,
+                        verify=art_name not in verified,
                     )
-                    stages = getattr(model, "device_stages", None)
+                    verified.add(art_name)
                     return Candidate(
                         backend=backend,
                         kind="edgeport",
@@ -760,10 +754,8 @@ def _runtime_plans(
                         close=model.close,
                         artifact=model.artifact.name if model.artifact else art_name,
                         cuda_graph=graph,
-                        device_stages=stages if callable(stages) else None,
                         max_batch=model.batch_range.max,
                         min_batch=model.batch_range.min,
-                        fixed_batch=batch if graph else None,
                     )
 
                 plans.append(Plan(backend, precision, device, open_model, art.name, graph))
@@ -813,7 +805,6 @@ def _baseline_plans(
                     kwargs["cuda_graph"] = True
 
                 def open_baseline(
-                    batch: int | None,
                     cls: Any = cls,
                     name: str = name,
                     device: str = device,
@@ -853,7 +844,7 @@ def _measure_plan(
     groups = [(b,) for b in batch_list] if plan.per_batch else [tuple(batch_list)]
     for group in groups:
         try:
-            cand = plan.open(group[0] if plan.per_batch else None)
+            cand = plan.open()
         except EdgeportError as exc:
             reason = short_reason(str(exc))
             for batch in group if plan.per_batch else (None,):
@@ -866,7 +857,7 @@ def _measure_plan(
         try:
             if parity and parity_found is None:
                 try:
-                    parity_found = quick_parity(cand, inputs, max(group))
+                    parity_found = quick_parity(cand, inputs, max(group), fixed=plan.per_batch)
                 except EdgeportError as exc:
                     parity_found = {"error": str(exc)}
             for batch in group:
@@ -938,12 +929,6 @@ def _measure_batch(
 # The benchmark
 
 
-def _gpu_present() -> bool:
-    from edgeport.runtime.backends.cuda import probe_gpus
-
-    return probe_gpus().reason is None
-
-
 def parse_batches(text: str | Iterable[int]) -> tuple[int, ...]:
     """``"1,8,32"`` (or an iterable of ints) -> (1, 8, 32), sorted, unique, each >= 1."""
     if isinstance(text, str):
@@ -1012,7 +997,7 @@ def benchmark(
     unknown = [b for b in backends if b not in RUNTIME_BACKENDS]
     if unknown:
         raise ConfigError(f"unknown backends {unknown}; choose from {list(RUNTIME_BACKENDS)}")
-    have = sorted({a.precision for a in manifest.artifacts}, key=["fp32", "fp16", "int8"].index)
+    have = sorted({a.precision for a in manifest.artifacts}, key=PRECISIONS.index)
     precisions = tuple(precisions) if precisions else tuple(have)
     missing = [p for p in precisions if p not in have]
     if missing:
@@ -1030,18 +1015,20 @@ def benchmark(
     if explicit_backends:
         formats = {a.format for a in manifest.artifacts}
         for backend in backends:
-            if _FORMAT_OF_BACKEND[backend] not in formats:
+            if FORMAT_OF[backend] not in formats:
                 skipped.append(
                     Skipped(
                         backend,
                         None,
-                        _DEVICE_OF_BACKEND[backend],
-                        f"the bundle has no {_FORMAT_OF_BACKEND[backend]} artifact"
+                        _device_of(backend),
+                        f"the bundle has no {FORMAT_OF[backend]} artifact"
                         + (" (export with --tensorrt)" if backend == "tensorrt" else ""),
                     )
                 )
     if baselines:
-        devices = sorted({p.device for p in plans if p.device == "cpu" or _gpu_present()})
+        devices = sorted(
+            {p.device for p in plans if p.device == "cpu" or probe_gpus().reason is None}
+        )
         base_plans, base_skipped = _baseline_plans(
             bundle_dir,
             manifest,
@@ -1066,7 +1053,7 @@ def benchmark(
             parity_by_label[plan_rows[0].label + f" ({plan.device})"] = found
     rows = speedups(rows)
     result_warnings = []
-    if baselines and EAGER in baselines and not any(r.backend == EAGER for r in rows):
+    if EAGER in baselines and not any(r.backend == EAGER for r in rows):
         result_warnings.append("PyTorch eager did not run: rows have no speed-up ratio")
     return BenchResult(
         rows=rows,

@@ -25,13 +25,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgeport.runtime.bench import run_chunked, short_reason
-from edgeport.runtime.bundle import Artifact, Manifest, verify_artifact
-from edgeport.runtime.compare import Comparison, Tolerance, tolerance_for
+from edgeport.runtime.bench import (
+    BASELINE_GROUP,
+    EAGER,
+    load_reference_array,
+    run_chunked,
+    short_reason,
+)
+from edgeport.runtime.bundle import Artifact, Manifest, resolve_inside, verify_artifact
+from edgeport.runtime.compare import Comparison, Tolerance, compare_logits, tolerance_for
 from edgeport.runtime.errors import (
     BackendUnavailable,
     ConfigError,
@@ -301,9 +307,9 @@ class Reference:
 
 def torch_reference_class() -> tuple[Any | None, str | None]:
     """The ``torch`` baseline class from the ``edgeport.baselines`` entry points, or why not."""
-    eps = [ep for ep in entry_points(group="edgeport.baselines") if ep.name == "torch"]
+    eps = [ep for ep in entry_points(group=BASELINE_GROUP) if ep.name == EAGER]
     if not eps:
-        return None, "edgeport-train is not installed (no 'torch' baseline entry point)"
+        return None, f"edgeport-train is not installed (no {EAGER!r} baseline entry point)"
     try:
         cls = eps[0].load()
     except ImportError as exc:
@@ -326,8 +332,6 @@ def dataset_loader() -> Callable[..., Any] | None:
 def _stored(
     bundle_dir: Path, manifest: Manifest, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    from edgeport.runtime.bench import load_reference_array
-
     ref = manifest.reference
     if not ref:
         raise ConfigError(
@@ -375,14 +379,14 @@ def build_reference(
     cls, why_not = torch_reference_class()
     if reference == "torch" and cls is None:
         raise BackendUnavailable(f"a PyTorch reference was asked for but {why_not}")
-    use_torch = cls is not None and reference != "stored"
     stored_info = manifest.reference or {}
 
-    if not use_torch:
+    if cls is None or reference == "stored":
         if data is not None:
+            why = f"without PyTorch ({why_not})" if cls is None else "with --reference stored"
             warnings.append(
-                f"--data {data} ignored: without PyTorch ({why_not}) the bundle's stored "
-                "reference images and logits are used"
+                f"--data {data} ignored: {why} the bundle's stored reference images and logits "
+                "are used"
             )
         images, labels, logits = _stored(bundle_dir, manifest, limit)
         return Reference(
@@ -396,8 +400,6 @@ def build_reference(
             class_names=card.class_names,
         )
 
-    if cls is None:  # unreachable: use_torch implies a class; keeps the types honest
-        raise BackendUnavailable(f"no PyTorch reference: {why_not}")
     consistency = None
     stored_logits = None
     dataset: str | None
@@ -427,11 +429,8 @@ def build_reference(
     finally:
         baseline.close()
     if stored_logits is not None:
-        diff = np.abs(stored_logits - logits)
-        consistency = {
-            "max_abs": float(diff.max()),
-            "top1_agreement": float((stored_logits.argmax(1) == logits.argmax(1)).mean()),
-        }
+        rebuilt = compare_logits(stored_logits, logits)
+        consistency = {"max_abs": rebuilt.max_abs, "top1_agreement": rebuilt.top1_agreement}
         if consistency["max_abs"] > 1e-3:
             warnings.append(
                 f"the bundle's stored reference logits differ from the rebuilt PyTorch model by "
@@ -570,23 +569,24 @@ def check(
     )
     say(f"reference: {ref.description} ({len(ref.images)} images)")
     checks: list[ArtifactCheck] = []
+    # --per-layer: each fp16/int8 ONNX artifact once, with its first run's result (the
+    # per-layer run is on the CPU whatever the backend)
+    layered: dict[str, tuple[Artifact, ArtifactCheck]] = {}
     for art in selected:
-        for backend in _backends_for(art, backends):
+        art_backends = _backends_for(art, backends)
+        for backend in art_backends:
             say(f"checking {art.name} on {backend}")
             result = check_artifact(bundle_dir, art, backend, ref, threads=threads)
             if result.status == "skipped":
                 log.debug("skip %s: %s", result.label, result.reason)  # listed in the report
             elif result.status in ("passed", "failed") and result.comparison is not None:
                 say(f"  {result.status}: {result.comparison.summary()}")
+                if per_layer and art.format == "onnx" and art.precision != "fp32":
+                    layered.setdefault(art.name, (art, result))
             else:
                 log.warning("%s: %s", result.label, result.reason)
-            # once per artifact: the per-layer run is on the CPU whatever the backend
-            layered = any(c.artifact == art.name and c.per_layer for c in checks)
-            wanted = per_layer and art.format == "onnx" and not layered
-            if wanted and result.status in ("passed", "failed"):
-                _attach_per_layer(bundle_dir, manifest, art, ref, result, per_layer_samples)
             checks.append(result)
-        if not _backends_for(art, backends):
+        if not art_backends:
             checks.append(
                 ArtifactCheck(
                     art.name,
@@ -598,6 +598,9 @@ def check(
                     f"(selected: {list(backends or [])})",
                 )
             )
+    if layered:
+        say(f"comparing the layers of {', '.join(layered)} with the fp32 ONNX model")
+        _attach_per_layer(bundle_dir, manifest, list(layered.values()), ref, per_layer_samples)
     if per_layer and not any(c.per_layer for c in checks):
         warnings.append("--per-layer compares fp16/int8 ONNX artifacts; none was checked")
     return CheckReport(
@@ -613,26 +616,31 @@ def check(
 def _attach_per_layer(
     bundle_dir: Path,
     manifest: Manifest,
-    art: Artifact,
+    checked: Sequence[tuple[Artifact, ArtifactCheck]],
     ref: Reference,
-    result: ArtifactCheck,
     samples: int,
 ) -> None:
-    if art.precision == "fp32":
-        return
+    """Per-layer reports of ``checked`` (artifacts already verified by loading them) against
+    the fp32 ONNX artifact, verified here once."""
     fp32 = [a for a in manifest.artifacts if a.format == "onnx" and a.precision == "fp32"]
-    if not fp32:
-        result.per_layer_error = "the bundle has no fp32 ONNX artifact to compare layers with"
-        return
     try:
-        result.per_layer = compare_layers(
-            verify_artifact(bundle_dir, fp32[0]),
-            verify_artifact(bundle_dir, art),
-            ref.images[:samples],
-            precision=art.precision,
-        )
+        if not fp32:
+            raise ModelLoadError("the bundle has no fp32 ONNX artifact to compare layers with")
+        reference_path = verify_artifact(bundle_dir, fp32[0])
     except EdgeportError as exc:
-        result.per_layer_error = str(exc)
+        for _, result in checked:
+            result.per_layer_error = str(exc)
+        return
+    for art, result in checked:
+        try:
+            result.per_layer = compare_layers(
+                reference_path,
+                resolve_inside(bundle_dir, art.path),
+                ref.images[:samples],
+                precision=art.precision,
+            )
+        except EdgeportError as exc:
+            result.per_layer_error = str(exc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,11 +663,20 @@ def _onnx_modules() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[tuple[str, str, str]], dict[str, str]]:
+class _Tensor(NamedTuple):
+    """A node output of a model, in graph order, with the node that makes it."""
+
+    name: str
+    op_type: str
+    node: str
+    inputs: tuple[str, ...]  # the node's (non-empty) inputs
+
+
+def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[_Tensor], dict[str, str]]:
     """A serialized copy of the model with every typed node output added as a graph output.
 
-    Returns the bytes, the (tensor, op_type, node name) list in graph order, and a map from an
-    original tensor name to the DequantizeLinear output that carries its quantized value.
+    Returns the bytes, the node outputs in graph order, and a map from an original tensor name
+    to the DequantizeLinear output that carries its quantized value.
     """
     model = onnx.load(str(path))
     try:
@@ -674,14 +691,15 @@ def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[tuple[str, str, str]
         if vi.type.HasField("tensor_type")
     }
     existing = {o.name for o in model.graph.output}
-    order: list[tuple[str, str, str]] = []
+    order: list[_Tensor] = []
     producer: dict[str, Any] = {}
     for node in model.graph.node:
+        inputs = tuple(i for i in node.input if i)
         for out in node.output:
             if not out:
                 continue
             producer[out] = node
-            order.append((out, node.op_type, node.name))
+            order.append(_Tensor(out, node.op_type, node.name, inputs))
             if out not in existing and types.get(out):
                 model.graph.output.append(onnx.helper.make_tensor_value_info(out, types[out], None))
                 existing.add(out)
@@ -772,20 +790,19 @@ def compare_layers(
     cand_bytes, _, dequantized = _expose_all(onnx, candidate_path)
     ref_sess, cand_sess = _session(ort, ref_bytes), _session(ort, cand_bytes)
     ref_output = ref_sess.get_outputs()[0].name
-    node_inputs: dict[str, list[str]] = {}
-    for node in onnx.load(str(reference_path), load_external_data=False).graph.node:
-        for out in node.output:
-            node_inputs[out] = [i for i in node.input if i]
+    chunks = [
+        np.ascontiguousarray(images[start : start + chunk], dtype=np.float32)
+        for start in range(0, len(images), chunk)
+    ]
 
     sums: dict[str, _ErrorSums] = {}
     via: dict[str, str] = {}
     unmatched: set[str] = set()
     ref_logits = []
-    for start in range(0, len(images), chunk):
-        x = np.ascontiguousarray(images[start : start + chunk], dtype=np.float32)
+    for x in chunks:
         ref_values, cand_values = _run_session(ref_sess, x), _run_session(cand_sess, x)
         ref_logits.append(ref_values[ref_output])
-        for name, _, _ in order:
+        for name, *_ in order:
             r = ref_values.get(name)
             if r is None or not np.issubdtype(r.dtype, np.floating):
                 continue
@@ -800,12 +817,12 @@ def compare_layers(
 
     layers: list[LayerDiff] = []
     errors: dict[str, float] = {}
-    for name, op_type, node in order:
+    for name, op_type, node, inputs in order:
         acc = sums.get(name)
         if acc is None or name in unmatched:
             continue
         errors[name] = acc.rel_l2
-        inputs_err = [errors[i] for i in node_inputs.get(name, []) if i in errors]
+        inputs_err = [errors[i] for i in inputs if i in errors]
         layers.append(
             LayerDiff(
                 name=name,
@@ -825,12 +842,7 @@ def compare_layers(
     for level in OPT_LEVELS:
         sess = _session(ort, str(candidate_path), level)
         out_name = sess.get_outputs()[0].name
-        outs = [
-            _run_session(sess, np.ascontiguousarray(images[i : i + chunk], dtype=np.float32))[
-                out_name
-            ]
-            for i in range(0, len(images), chunk)
-        ]
+        outs = [_run_session(sess, x)[out_name] for x in chunks]
         levels[level] = _rel_l2(reference_logits, np.concatenate(outs))
     return PerLayerReport(
         reference=reference_path.name,

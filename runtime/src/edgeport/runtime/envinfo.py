@@ -1,8 +1,8 @@
 """The environment a number was measured in: CPU, cores, threads, GPU, driver, versions, bundle.
 
 Saved beside every benchmark and check result, so a number never travels without its machine.
-Nothing here imports a heavy library: versions come from package metadata, the GPU from
-``nvidia-smi`` when it is on the PATH.
+Nothing here imports a heavy library: versions come from package metadata, the GPUs from
+``nvidia-smi`` when it is on the PATH, the CUDA driver version from the driver itself.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.bundle import MANIFEST_NAME, Manifest
 from edgeport.runtime.io import sha256_file
 
@@ -47,15 +49,22 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 _SMI_TIMEOUT_S = 10
 
 
+@cache
+def _cpuinfo() -> tuple[str, ...]:
+    """The lines of ``/proc/cpuinfo`` (read once per process), empty where there is none."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return ()
+    return tuple(cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines())
+
+
 def cpu_model() -> str:
     """The CPU's marketing name ("AMD EPYC 7B13"), or the best the platform offers."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                name = line.split(":", 1)[1].strip()
-                if name:
-                    return re.sub(r"\s+", " ", name)
+    for line in _cpuinfo():
+        if line.lower().startswith(("model name", "hardware", "cpu model")):
+            name = line.split(":", 1)[1].strip()
+            if name:
+                return re.sub(r"\s+", " ", name)
     if sys.platform == "darwin" and shutil.which("sysctl"):
         out = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
         if out:
@@ -66,20 +75,16 @@ def cpu_model() -> str:
 def cpu_counts() -> dict[str, int | None]:
     """Logical CPUs, physical cores (Linux), and the CPUs this process may run on."""
     logical = os.cpu_count()
-    physical: int | None = None
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cores: set[tuple[str, str]] = set()
-        package = core = ""
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "physical id":
-                package = value.strip()
-            elif key == "core id":
-                core = value.strip()
-                cores.add((package, core))
-        physical = len(cores) or None
+    cores: set[tuple[str, str]] = set()
+    package = ""
+    for line in _cpuinfo():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            package = value.strip()
+        elif key == "core id":
+            cores.add((package, value.strip()))
+    physical = len(cores) or None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
     return {"logical": logical, "physical": physical, "usable": usable}
 
@@ -136,11 +141,8 @@ def gpus() -> list[dict[str, str]]:
 
 
 def cuda_driver_version() -> str | None:
-    """The CUDA version the driver supports, from the ``nvidia-smi`` banner."""
-    smi = shutil.which("nvidia-smi")
-    out = _run([smi]) if smi else None
-    match = re.search(r"CUDA Version:\s*([\d.]+)", out or "")
-    return match.group(1) if match else None
+    """The CUDA version the driver supports (``nvidia-smi``'s "CUDA Version"), from libcuda."""
+    return probe_gpus().driver_version
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

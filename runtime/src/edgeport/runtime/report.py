@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeport.runtime.bench import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, BenchResult, BenchRow
+from edgeport.runtime.bench import (
+    CUDA_GRAPH,
+    RESULT_SCHEMA,
+    RESULT_SCHEMA_VERSION,
+    BenchResult,
+    BenchRow,
+)
 from edgeport.runtime.errors import BackendUnavailable, InputError
 from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -35,8 +41,9 @@ BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "config",
         ("object",),
-        "scenario, batches, backends, precisions, baselines, threads, "
-        "cuda_graph, warmup_s, duration_s, iterations, min_iterations, cv_warning, inputs, speedup",
+        "scenario, batches, backends, precisions, baselines, threads, cuda_graph, "
+        "compile_precisions, extra, warmup_s, duration_s, iterations, min_iterations, cv_warning, "
+        "inputs, speedup",
     ),
     (
         "environment",
@@ -236,12 +243,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
+def _backend_cell(backend: str, cuda_graph: bool) -> str:
+    return backend + (" +graph" if cuda_graph and backend != CUDA_GRAPH else "")
+
+
 # --------------------------------------------------------------------------------------------
 # Benchmark results
-
-
-def write_json(data: dict[str, Any], path: str | Path) -> Path:
-    return atomic_write_json(path, data)
 
 
 def bench_csv(result: BenchResult) -> str:
@@ -347,7 +354,7 @@ def bench_markdown(result: BenchResult, *, title: str | None = None, level: int 
     ):
         lat = r.latency
         cells = [
-            r.backend + (" +graph" if r.cuda_graph and r.backend != "torch-cuda-graph" else ""),
+            _backend_cell(r.backend, r.cuda_graph),
             r.precision,
             r.device,
             str(r.batch),
@@ -367,34 +374,36 @@ def bench_markdown(result: BenchResult, *, title: str | None = None, level: int 
         rows.append(cells)
     lines += _table(header, rows)
     scenario = cfg.get("scenario", "both")
-    if scenario in ("single-stream", "both") and result.single_stream():
+    single = result.single_stream() if scenario in ("single-stream", "both") else []
+    if single:
         lines += ["", "Single-stream (batch 1, p90 latency, fastest first):", ""]
         lines += _table(
             ["backend", "precision", "device", "p90 ms", "speed-up vs eager"],
             [
                 [
-                    d["backend"] + (" +graph" if d["cuda_graph"] else ""),
+                    _backend_cell(d["backend"], d["cuda_graph"]),
                     d["precision"],
                     d["device"],
                     fmt_ms(d["p90_ms"]),
                     fmt_ratio(d["speedup_vs_eager"]),
                 ]
-                for d in result.single_stream()
+                for d in single
             ],
         )
-    if scenario in ("offline", "both") and result.offline():
+    offline = result.offline() if scenario in ("offline", "both") else []
+    if offline:
         lines += ["", "Offline (peak throughput over the batch sizes):", ""]
         lines += _table(
             ["backend", "precision", "device", "batch", "img/s"],
             [
                 [
-                    d["backend"] + (" +graph" if d["cuda_graph"] else ""),
+                    _backend_cell(d["backend"], d["cuda_graph"]),
                     d["precision"],
                     d["device"],
                     str(d["batch"]),
                     f"{d['throughput_ips']:,.0f}",
                 ]
-                for d in result.offline()
+                for d in offline
             ],
         )
     if result.skipped:
@@ -426,7 +435,7 @@ def write_bench(
     """Write whichever outputs are asked for; returns the paths written."""
     written = []
     if json_path:
-        written.append(write_json(result.to_dict(), json_path))
+        written.append(atomic_write_json(json_path, result.to_dict()))
     if csv_path:
         written.append(atomic_write_text(csv_path, bench_csv(result)))
     if markdown_path:
@@ -641,7 +650,7 @@ def write_check(
 ) -> list[Path]:
     written = []
     if json_path:
-        written.append(write_json(report, json_path))
+        written.append(atomic_write_json(json_path, report))
     if markdown_path:
         written.append(atomic_write_text(markdown_path, check_markdown(report)))
     return written

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeport.runtime.bench import DeviceStages
-from edgeport.runtime.bundle import Manifest, resolve_inside
+from edgeport.runtime.bench import DeviceStages, reference_file
+from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
-from edgeport.runtime.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +54,11 @@ def _first_line(exc: BaseException) -> str:
 
 def weights_path(bundle_dir: Path, manifest: Manifest) -> Path:
     """The bundle's PyTorch weights, checked against the manifest's sha256 when listed."""
-    ref = manifest.reference or {}
-    rel = ref.get("weights")
-    if not rel:
+    path = reference_file(bundle_dir, manifest, "weights")
+    if path is None:
         raise ModelLoadError(
             f"bundle {bundle_dir} has no reference weights in its manifest, so PyTorch cannot "
             "rebuild the model; re-export it with a current edgeport-export"
-        )
-    path = resolve_inside(bundle_dir, rel)
-    if not path.is_file():
-        raise ModelLoadError(f"the bundle's PyTorch weights are missing: {path}")
-    expected = (ref.get("sha256") or {}).get(rel)
-    if expected and sha256_file(path) != expected:
-        raise ModelLoadError(
-            f"the bundle's PyTorch weights {path} do not match the manifest's sha256: the file "
-            "was modified; re-export the bundle"
         )
     return path
 
@@ -243,7 +232,6 @@ class TorchEagerBaseline:
         return DeviceStages(
             stages=(("h2d", h2d), ("compute", compute), ("d2h", d2h)),
             new_event=_TorchEvent,
-            output=lambda: host_out.numpy().copy(),
             timer="torch.cuda.Event",
         )
 
