@@ -45,6 +45,7 @@ from edgeport.runtime.errors import (
     ModelLoadError,
 )
 from edgeport.runtime.io import sha256_file
+from edgeport.runtime.model import run_in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -625,21 +626,6 @@ def bench_inputs(
     )
 
 
-def run_chunked(
-    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, chunk: int, min_batch: int = 1
-) -> np.ndarray:
-    """``run`` over ``images`` in chunks of at most ``chunk``, concatenated; a last chunk
-    smaller than ``min_batch`` is padded with copies of its last image."""
-    outs = []
-    for start in range(0, len(images), max(chunk, 1)):
-        part = images[start : start + chunk]
-        n = len(part)
-        if n < min_batch:
-            part = np.concatenate([part, np.repeat(part[-1:], min_batch - n, axis=0)])
-        outs.append(np.asarray(run(part))[:n])
-    return np.concatenate(outs).astype(np.float32, copy=False)
-
-
 def quick_parity(
     candidate: Candidate, inputs: BenchInputs, chunk: int, *, fixed: bool = False
 ) -> dict[str, Any] | None:
@@ -657,7 +643,8 @@ def quick_parity(
         n = n // chunk * chunk
     elif fixed:
         return None
-    got = run_chunked(candidate.run, inputs.images[:n], chunk, candidate.min_batch)
+    got = run_in_chunks(candidate.run, inputs.images[:n], chunk, candidate.min_batch)
+    got = got.astype(np.float32, copy=False)  # baselines may return fp16
     stats = compare_logits(inputs.reference_logits[:n], got).to_dict()  # non-finite -> None
     return {
         "count": n,

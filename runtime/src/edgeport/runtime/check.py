@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edgeport.runtime.backends.onnxrt import ort_errors
 from edgeport.runtime.bench import (
     BASELINE_GROUP,
     EAGER,
     load_reference_array,
-    run_chunked,
     short_reason,
 )
 from edgeport.runtime.bundle import Artifact, Manifest, resolve_inside, verify_artifact
@@ -45,6 +45,7 @@ from edgeport.runtime.errors import (
     EdgeportError,
     ModelLoadError,
 )
+from edgeport.runtime.model import run_in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +426,7 @@ def build_reference(
     log.info("computing the PyTorch reference on %d images", len(images))
     baseline = cls(bundle_dir, manifest, device="cpu", precision="fp32")
     try:
-        logits = run_chunked(baseline.run, images, RUN_CHUNK, 1)
+        logits = run_in_chunks(baseline.run, images, RUN_CHUNK).astype(np.float32, copy=False)
     finally:
         baseline.close()
     if stored_logits is not None:
@@ -509,7 +510,7 @@ def check_artifact(
             result.reason = f"backend {backend} picked artifact {loaded!r} for {artifact.precision}"
             return result
         chunk = min(RUN_CHUNK, model.batch_range.max)
-        candidate = run_chunked(model.run, ref.images, chunk, model.batch_range.min)
+        candidate = run_in_chunks(model.run, ref.images, chunk, model.batch_range.min)
     except EdgeportError as exc:
         result.reason = f"run failed: {exc}"
         return result
@@ -719,7 +720,7 @@ def _session(ort: Any, model: bytes | str, level: str = "ORT_DISABLE_ALL") -> An
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except (RuntimeError, ValueError) as exc:  # onnxruntime raises its own subclasses of these
+    except (*ort_errors(), ValueError) as exc:
         raise ModelLoadError(f"ONNX Runtime cannot open the per-layer copy: {exc}") from exc
 
 
