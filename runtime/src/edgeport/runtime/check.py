@@ -718,9 +718,10 @@ def _session(ort: Any, model: bytes | str, level: str = "ORT_DISABLE_ALL") -> An
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.log_severity_level = 3
+    errors: tuple[type[BaseException], ...] = (*ort_errors(), ValueError)
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except (*ort_errors(), ValueError) as exc:
+    except errors as exc:
         raise ModelLoadError(f"ONNX Runtime cannot open the per-layer copy: {exc}") from exc
 
 
