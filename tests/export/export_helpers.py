@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import onnxruntime as ort
+import torch
+from torch import nn
 
 from edgeport.runtime.card import ModelCard
 
 DIGITS = tuple(str(i) for i in range(10))
 
 
+class SvdNet(nn.Module):
+    """A 16x16 digits classifier built on singular values: an operator torch.onnx cannot export."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.linalg.svdvals(x.flatten(1, 2)))
+
+
 def digits_card(size: int = 16, architecture: str = "simple_cnn_bn") -> ModelCard:
     return ModelCard(architecture, 10, DIGITS, 1, (size, size), (0.5,), (0.5,))
+
+
+def edgeport_command(*args: str) -> list[str]:
+    """The installed ``edgeport`` console script with ``args``, to run as a subprocess."""
+    return [str(Path(sys.executable).with_name("edgeport")), *args]
 
 
 def session(path: Path) -> ort.InferenceSession:

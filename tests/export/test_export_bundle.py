@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _env import tensorrt_module_name
-from export_helpers import leftovers, snapshot
+from export_helpers import edgeport_command, leftovers, snapshot
 
 from edgeport.runtime import load
 from edgeport.runtime.bundle import BatchRange, Manifest, verify_artifact
@@ -168,19 +167,9 @@ def test_runtime_reproduces_the_recorded_parity(
 
 def test_cli_exports_fp32_with_a_parity_limit(trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-bundle"
-    edgeport = Path(sys.executable).with_name("edgeport")
+    flags = ["--parity-limit", "40", "--batch", "2:4:16"]
     proc = subprocess.run(
-        [
-            str(edgeport),
-            "export",
-            str(trained_run),
-            "--out",
-            str(out),
-            "--parity-limit",
-            "40",
-            "--batch",
-            "2:4:16",
-        ],
+        edgeport_command("export", str(trained_run), "--out", str(out), *flags),
         capture_output=True,
         text=True,
         check=False,

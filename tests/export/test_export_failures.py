@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from export_helpers import digits_card, leftovers, save_run, snapshot
-from torch import nn
+from export_helpers import SvdNet, digits_card, edgeport_command, leftovers, save_run, snapshot
 
 from edgeport.export import CalibrationConfig, export
 from edgeport.runtime.bundle import Manifest, verify_artifact
@@ -92,17 +91,6 @@ def test_out_must_not_be_a_users_directory(trained_run: Path, tmp_path: Path) ->
     with pytest.raises(ConfigError, match="inside the run directory"):
         export(trained_run, trained_run / "bundle")
     assert (precious / "notes.txt").read_text() == "keep me"
-
-
-class SvdNet(nn.Module):
-    """A digits classifier built on singular values: an operator torch.onnx cannot export."""
-
-    def __init__(self, num_classes: int = 10, **_: object) -> None:
-        super().__init__()
-        self.fc = nn.Linear(16, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.linalg.svdvals(x.flatten(1, 2)))
 
 
 @pytest.mark.slow
@@ -216,19 +204,9 @@ def test_sigkill_during_export_keeps_the_previous_bundle(
     trained_run: Path, previous_bundle: tuple[Path, dict[str, str]]
 ) -> None:
     dest, before = previous_bundle
-    edgeport = Path(sys.executable).with_name("edgeport")
+    flags = ["--precision", "fp32,fp16,int8", "--parity-limit", "64"]
     proc = subprocess.Popen(
-        [
-            str(edgeport),
-            "export",
-            str(trained_run),
-            "--out",
-            str(dest),
-            "--precision",
-            "fp32,fp16,int8",
-            "--parity-limit",
-            "64",
-        ],
+        edgeport_command("export", str(trained_run), "--out", str(dest), *flags),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -250,10 +228,21 @@ def test_sigkill_during_export_keeps_the_previous_bundle(
     assert [a.name for a in Manifest.load(dest).artifacts] == ["onnx-fp32"]
 
 
-def test_cli_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
-    from edgeport.export import cli, quantize
+def test_cli_registration_imports_no_heavy_library() -> None:
+    """``edgeport export`` is registered on every ``edgeport`` call, even ``--help``."""
+    code = (
+        "import sys, argparse\n"
+        "from edgeport.export.cli import register_export\n"
+        "register_export(argparse.ArgumentParser().add_subparsers())\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
-    assert cli.CALIBRATION_METHODS == quantize.CALIBRATION_METHODS
+
+def test_cli_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["export", "--help"])
     assert info.value.code == 0

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_helpers import digits_card, session
+from export_helpers import SvdNet, digits_card, session
 from torch import nn
 
 from edgeport.export.onnx import (
@@ -145,22 +145,10 @@ def test_calibration_config_rejects_bad_values() -> None:
         CalibrationConfig(size=0)
 
 
-class WithSvd(nn.Module):
-    """A classifier using an operator torch.onnx cannot translate (SVD)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        singular = torch.linalg.svdvals(x.flatten(1, 2))  # (N, 16)
-        return self.fc(singular)
-
-
 def test_unsupported_operator_is_named(tmp_path: Path) -> None:
     path = tmp_path / "svd.onnx"
     with pytest.raises(ExportError, match=r"operator aten\._linalg_svd has no ONNX translation"):
-        export_onnx(WithSvd(), digits_card(), path, batch=BatchRange(1, 1, 4))
+        export_onnx(SvdNet(), digits_card(), path, batch=BatchRange(1, 1, 4))
     assert not path.exists()
 
 

@@ -18,6 +18,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def fresh_python_prints(code: str) -> str:
+    """What ``code`` prints in a new interpreter (nothing imported beforehand)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
 def test_import_runtime_does_not_import_torch() -> None:
     code = (
         "import sys, edgeport.runtime, edgeport.runtime.preprocess, edgeport.runtime.card\n"
@@ -25,10 +33,7 @@ def test_import_runtime_does_not_import_torch() -> None:
         " or m.startswith(('edgeport.train', 'edgeport.export')))\n"
         "print(bad)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert fresh_python_prints(code) == "[]"
 
 
 def test_train_cli_registration_does_not_import_torch() -> None:
@@ -40,10 +45,7 @@ def test_train_cli_registration_does_not_import_torch() -> None:
         "[f(sub) for f in (register_train, register_evaluate, register_summary)]\n"
         "print('torch' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
+    assert fresh_python_prints(code) == "False"
 
 
 def test_train_evaluate_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,10 +15,10 @@ import platform
 import shutil
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +30,6 @@ from edgeport.runtime.bundle import PRECISIONS, Artifact, BatchRange, EngineInfo
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, ParityError
 from edgeport.runtime.io import atomic_write_bytes, sha256_file
-
-if TYPE_CHECKING:
-    from edgeport.train.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +62,7 @@ class ExportSettings:
             "tensorrt": self.tensorrt,
             "batch": str(self.batch),
             "opset": self.opset,
-            "calibration": {
-                "dataset": self.calib.dataset,
-                "size": self.calib.size,
-                "method": self.calib.method,
-            },
+            "calibration": asdict(self.calib),
             "data_root": self.data_root,
             "parity_limit": self.parity_limit,
             "allow_parity_failure": self.allow_parity_failure,
@@ -171,8 +164,8 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_reference(root: Path, checkpoint: Checkpoint, reference: ReferenceSet) -> dict[str, Any]:
-    from edgeport.train.checkpoint import save_weights
+def _write_reference(root: Path, run_dir: Path, reference: ReferenceSet) -> dict[str, Any]:
+    from edgeport.train.checkpoint import WEIGHTS_FILE
 
     files = {
         "weights": f"{REFERENCE_DIR}/weights.safetensors",
@@ -180,9 +173,8 @@ def _write_reference(root: Path, checkpoint: Checkpoint, reference: ReferenceSet
         "labels": f"{REFERENCE_DIR}/labels.npy",
         "logits": f"{REFERENCE_DIR}/logits.npy",
     }
-    save_weights(
-        root / files["weights"], checkpoint.model, {"architecture": checkpoint.card.architecture}
-    )
+    (root / REFERENCE_DIR).mkdir()
+    shutil.copyfile(run_dir / WEIGHTS_FILE, root / files["weights"])  # the weights just loaded
     atomic_write_bytes(root / files["inputs"], _npy_bytes(reference.inputs))
     atomic_write_bytes(root / files["labels"], _npy_bytes(reference.labels))
     atomic_write_bytes(root / files["logits"], _npy_bytes(reference.logits))
@@ -199,10 +191,9 @@ def _write_reference(root: Path, checkpoint: Checkpoint, reference: ReferenceSet
 class _Exporter:
     """One export's state: settings, staging root, artifacts so far, timings."""
 
-    def __init__(self, settings: ExportSettings, checkpoint: Checkpoint, root: Path) -> None:
+    def __init__(self, settings: ExportSettings, card: ModelCard, root: Path) -> None:
         self.s = settings
-        self.checkpoint = checkpoint
-        self.card = checkpoint.card
+        self.card = card
         self.root = root
         self.artifacts: list[Artifact] = []
         self.onnx_paths: dict[str, Path] = {}
@@ -335,6 +326,7 @@ def export(
             "--calib-data NAME to name the dataset to check parity and calibrate on"
         )
     root_data = s.data_root or checkpoint.data_root
+    calib_data = s.calib.dataset or dataset
 
     t0 = time.perf_counter()
     inputs, labels = _sample(dataset, card, "test", s.parity_limit, root_data)
@@ -348,9 +340,9 @@ def export(
     reference_time = time.perf_counter() - t0
 
     with writer:
-        ex = _Exporter(s, checkpoint, writer.root)
+        ex = _Exporter(s, card, writer.root)
         ex.timings["reference"] = round(reference_time, 3)
-        reference_meta = _write_reference(writer.root, checkpoint, reference)
+        reference_meta = _write_reference(writer.root, s.run_dir, reference)
 
         t0 = time.perf_counter()
         fp32_rel = "model.fp32.onnx"
@@ -372,7 +364,6 @@ def export(
         calib_count = 0
         if "int8" in s.precisions:
             t0 = time.perf_counter()
-            calib_data = s.calib.dataset or dataset
             calib_images, _ = _sample(calib_data, card, "train", s.calib.size, root_data)
             calib_count = len(calib_images)
             tools = quantize_int8(
@@ -396,7 +387,7 @@ def export(
             dataset=dataset,
             calibration={
                 **settings["calibration"],
-                "dataset": s.calib.dataset or dataset,
+                "dataset": calib_data,
                 "split": "train",
                 "count": calib_count,
             },
@@ -450,7 +441,7 @@ def _build_engines(ex: _Exporter, reference: ReferenceSet) -> dict[str, str]:
             label=name,
         )
         ex.timed(name, t0)
-        reason = engine_runnable_here(ex.root / rel, flavour)
+        reason = engine_runnable_here(ex.root / rel, build.info)
         if reason is None:
             t0 = time.perf_counter()
             result = check_artifact(

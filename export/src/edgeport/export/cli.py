@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # kept in step with quantize.py
+from edgeport.export.quantize import CALIBRATION_METHODS, CalibrationConfig
 
 
 def _positive(text: str) -> int:
@@ -85,7 +85,6 @@ def register_export(subparsers: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from edgeport.export.api import export
-    from edgeport.export.quantize import CalibrationConfig
     from edgeport.runtime.bundle import BatchRange
 
     manifest = export(

@@ -8,7 +8,6 @@ benchmark against PyTorch eager -> ``REPORT.md``. Each step uses the public API 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,6 @@ class DemoConfig:
     threads: int | None = None
 
 
-def tensorrt_installed() -> bool:
-    return any(importlib.util.find_spec(name) for name in ("tensorrt", "tensorrt_rtx"))
-
-
 def _step(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
@@ -51,7 +46,7 @@ def _done(start: float) -> float:
 def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     """Run every step into ``config.out``; returns the report's path and whether all passed."""
     from edgeport.export.api import export
-    from edgeport.runtime import load
+    from edgeport.runtime.backends.tensorrt import installed_flavours
     from edgeport.runtime.bench import BenchConfig, benchmark
     from edgeport.runtime.check import check
     from edgeport.runtime.report import bench_markdown, check_markdown, write_bench
@@ -61,7 +56,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     out = config.out
     run_dir, bundle_dir = out / "run", out / "bundle"
     timings: dict[str, float] = {}
-    engines = tensorrt_installed() if config.tensorrt is None else config.tensorrt
+    engines = bool(installed_flavours()) if config.tensorrt is None else config.tensorrt
 
     start = _step(f"1/6 train {DEMO_MODEL} on {DEMO_DATA} for {config.epochs} epochs")
     train(
@@ -94,7 +89,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     timings["check"] = _done(start)
 
     start = _step(f"5/6 predict {config.predict_images} raw test images with the bundle")
-    predictions = _predict_files(load, bundle_dir, manifest, out, config)
+    predictions = _predict_files(bundle_dir, manifest, out, config)
     correct = sum(row["true"] == row["predicted"] for row in predictions)
     print(f"   {correct}/{len(predictions)} correct")
     timings["predict"] = _done(start)
@@ -117,7 +112,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     report = _report(
         config=config,
         metrics=evaluation.to_dict(),
-        manifest=Manifest.load(bundle_dir),
+        manifest=manifest,
         check_text=check_markdown(check_report.to_dict(), level=3),
         predictions=predictions,
         bench_text=bench_markdown(bench, level=3),
@@ -128,11 +123,12 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
 
 
 def _predict_files(
-    load: Any, bundle_dir: Path, manifest: Manifest, out: Path, config: DemoConfig
+    bundle_dir: Path, manifest: Manifest, out: Path, config: DemoConfig
 ) -> list[dict[str, Any]]:
     """Save raw test digits as PNG files, then classify the files as a device would."""
     from PIL import Image
 
+    from edgeport.runtime import load
     from edgeport.train.data import load_eval_arrays
 
     arrays = load_eval_arrays(DEMO_DATA, manifest.card, limit=config.predict_images)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
+from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
 
@@ -188,15 +189,8 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def tool_versions(*names: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
+    """Installed versions of the distributions ``names`` (absent ones left out)."""
+    return package_versions(names)
 
 
 def export_onnx(

@@ -97,27 +97,20 @@ class ParityResult:
         return f"{self.artifact} passed: {self.comparison.summary()}"
 
 
-def torch_logits(model: torch.nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The model's fp32 eval-mode logits on the CPU, in batches."""
-    import torch
-
-    model = model.eval().to("cpu")
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size]))
-            out.append(model(chunk).float().numpy())
-    return np.concatenate(out).astype(np.float32)
-
-
 def make_reference(
     model: torch.nn.Module, inputs: np.ndarray, labels: np.ndarray, dataset: str, split: str
 ) -> ReferenceSet:
+    """The model's fp32 eval-mode logits on the CPU for ``inputs``, with their labels."""
+    import torch
+
+    from edgeport.train.loop import predict_logits
+
     if len(inputs) == 0:
         raise ExportError(f"no held-out images in {dataset!r} split {split!r} to check parity on")
-    logits = torch_logits(model, inputs)
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    logits = predict_logits(model.to("cpu"), torch.from_numpy(inputs)).numpy()
     return ReferenceSet(
-        inputs=np.ascontiguousarray(inputs, dtype=np.float32),
+        inputs=inputs,
         labels=np.asarray(labels, dtype=np.int64),
         logits=logits,
         dataset=dataset,

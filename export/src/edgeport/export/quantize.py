@@ -32,9 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader
 
-from edgeport.export.onnx import INPUT_NAME, check_io, check_model, save_model, set_metadata
+from edgeport.export.onnx import (
+    INPUT_NAME,
+    check_io,
+    check_model,
+    save_model,
+    set_metadata,
+    tool_versions,
+)
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, ExportError
 
@@ -71,8 +77,12 @@ class CalibrationConfig:
             raise ConfigError(f"calibration size must be a positive integer, got {self.size!r}")
 
 
-class ArrayCalibrationReader(CalibrationDataReader):
-    """An ORT ``CalibrationDataReader`` over preprocessed images, in batches, with progress."""
+class ArrayCalibrationReader:
+    """An ORT ``CalibrationDataReader`` over preprocessed images, in batches, with progress.
+
+    ORT takes any object with ``get_next`` as one (its ``__subclasshook__``), so this module
+    imports onnxruntime only when quantizing and the CLI can import it cheaply.
+    """
 
     def __init__(self, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
         if images.ndim != 4 or images.dtype != np.float32 or len(images) == 0:
@@ -132,8 +142,6 @@ def quantize_int8(
     """Quantize the fp32 ONNX ``src`` to an int8 Q/DQ ONNX ``dst``; returns tool versions."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
-
-    from edgeport.export.onnx import tool_versions
 
     CalibrationConfig(method=method)  # validates the method name
     reader = ArrayCalibrationReader(calibration_images)

@@ -20,13 +20,14 @@ from types import ModuleType
 from typing import Any
 
 from edgeport.export.onnx import INPUT_NAME
-from edgeport.runtime.bundle import BatchRange, EngineInfo
+from edgeport.runtime.backends.cuda import probe_gpus
+from edgeport.runtime.backends.tensorrt import check_plan, static_unavailable_reason
+from edgeport.runtime.bundle import ENGINE_FLAVOURS, BatchRange, EngineInfo
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-FLAVOURS = ("tensorrt", "tensorrt_rtx")
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB
 TIMING_CACHE_NAME = "timing.cache"
 RTX_PORTABLE = "rtx_portable"  # hardware_compatibility of an RTX AOT build for its default GPUs
@@ -34,10 +35,10 @@ RTX_PORTABLE = "rtx_portable"  # hardware_compatibility of an RTX AOT build for 
 
 def import_tensorrt(flavour: str | None = None) -> ModuleType:
     """The TensorRT module: ``flavour`` if given, else full ``tensorrt`` then ``tensorrt_rtx``."""
-    if flavour is not None and flavour not in FLAVOURS:
-        raise ConfigError(f"TensorRT flavour must be one of {FLAVOURS}, got {flavour!r}")
+    if flavour is not None and flavour not in ENGINE_FLAVOURS:
+        raise ConfigError(f"TensorRT flavour must be one of {ENGINE_FLAVOURS}, got {flavour!r}")
     tried = []
-    for name in (flavour,) if flavour else FLAVOURS:
+    for name in (flavour,) if flavour else ENGINE_FLAVOURS:
         try:
             return importlib.import_module(name)
         except ImportError as exc:
@@ -145,14 +146,8 @@ def _compute_capability(trt: ModuleType, config: Any) -> str | None:
 
 def _cuda_capability() -> str | None:
     """The build GPU's compute capability, which a full TensorRT plan is tied to."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(0)
-    return f"{major}.{minor}"
+    devices = probe_gpus().devices
+    return devices[0].compute_capability if devices else None
 
 
 def _parse(trt: ModuleType, builder: Any, onnx_path: Path, logger: Any) -> tuple[Any, Any]:
@@ -263,34 +258,15 @@ def _hardware_compatibility(trt: ModuleType, config: Any) -> str:
     return str(config.hardware_compatibility_level).rsplit(".", 1)[-1].lower()
 
 
-def plan_diagnostics(trt: ModuleType, data: bytes) -> tuple[str, list[str]] | None:
-    """TensorRT-RTX's verdict on a plan: (validity, diagnostic names); None where unsupported."""
-    runtime = trt.Runtime(_make_logger(trt))
-    validity = getattr(runtime, "get_engine_validity", None)
-    if validity is None:
-        return None
-    status, bits = validity(data)
-    flags = getattr(trt, "EngineInvalidityDiagnostics", None)
-    names = []
-    if flags is not None:
-        names = [name for name, value in flags.__members__.items() if int(bits) & int(value)]
-    return str(status).rsplit(".", 1)[-1], names
+def engine_runnable_here(engine_path: str | Path, info: EngineInfo) -> str | None:
+    """None when this machine can run the plan, else why not (no GPU, wrong GPU, ...).
 
-
-def engine_runnable_here(engine_path: str | Path, flavour: str) -> str | None:
-    """None when this machine can run the plan, else why not (no GPU, wrong GPU, ...)."""
-    try:
-        trt = import_tensorrt(flavour)
-    except BackendUnavailable as exc:
-        return str(exc)
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return "no CUDA GPU is available to run TensorRT engines on this machine"
-    except ImportError:
-        return "cannot tell whether a GPU is available (torch is not installed)"
-    verdict = plan_diagnostics(trt, Path(engine_path).read_bytes())
-    if verdict is not None and verdict[0] == "INVALID":
-        return f"{flavour} says the engine cannot run on this GPU: {', '.join(verdict[1]) or '?'}"
+    The runtime's own checks decide, so the gate runs an engine exactly where ``load`` would.
+    """
+    reason = static_unavailable_reason(info)
+    if reason is not None:
+        return reason
+    validity = check_plan(Path(engine_path), info.flavour)
+    if validity.state == "invalid":
+        return f"{info.flavour} says the engine cannot run on this GPU: {validity}"
     return None

@@ -117,7 +117,7 @@ def read_safetensors(path: str | Path, *, what: str = "weights") -> dict[str, to
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(
             f"{what} file {path} is not a readable safetensors file (truncated or corrupt?): "
-            f"{exc}; re-run training or restore the file"
+            f"{exc}; restore or re-create the file"
         ) from exc
 
 

@@ -152,14 +152,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import json as _json
-
     from edgeport.train.checkpoint import METRICS_FILE
     from edgeport.train.loop import train
 
     config = config_from_args(args)
     run_dir = train(config)
-    metrics = _json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_count']} "
         f"{metrics['dataset']} test images after {metrics['epochs']} epochs "

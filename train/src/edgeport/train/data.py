@@ -415,7 +415,7 @@ class TrainingDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split as (float32 NCHW images, int64 labels); for evaluation."""
-        if self._normalized is not None and self._augment is None:
+        if self._normalized is not None:  # set only without augmentation
             return self._normalized, self._labels
         return torch.stack([self[i][0] for i in range(len(self))]), self._labels
 

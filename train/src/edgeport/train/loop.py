@@ -15,7 +15,6 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeport.runtime.card import ModelCard
+from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.io import atomic_write_json
+from edgeport.runtime.io import atomic_write_bytes, atomic_write_json
 from edgeport.train import checkpoint as ckpt
 from edgeport.train import plots
 from edgeport.train.data import (
@@ -220,20 +220,13 @@ def resolve(config: TrainConfig) -> ResolvedRun:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in (
-        "edgeport-train",
-        "edgeport-runtime",
-        "torch",
-        "torchvision",
-        "numpy",
-        "safetensors",
-    ):
-        try:
-            versions[dist] = version(dist)
-        except PackageNotFoundError:
-            versions[dist] = "not installed"
-    return versions
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **package_versions(
+            ("edgeport-train", "edgeport-runtime", "torch", "torchvision", "numpy", "safetensors")
+        ),
+    }
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -462,10 +455,10 @@ def train(config: TrainConfig) -> Path:
     }
     ckpt.save_checkpoint(run_dir, model, card, metrics=metrics, config=config_doc)
     title = f"{config.model} on {config.data}"
-    plots.write_png(run_dir / ckpt.CURVES_FILE, plots.curves_png(history, title))
+    atomic_write_bytes(run_dir / ckpt.CURVES_FILE, plots.curves_png(history, title))
     shown = min(PREDICTION_GRID, len(test_y))
     grid = resolved.splits["test"].prepared(card, range(shown))
-    plots.write_png(
+    atomic_write_bytes(
         run_dir / ckpt.PREDICTIONS_FILE,
         plots.predictions_png(
             grid, predicted[:shown].tolist(), test_y[:shown].tolist(), card.class_names

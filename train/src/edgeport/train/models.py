@@ -356,15 +356,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"ImageNet weights there first, as .safetensors or .pth)"
         )
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from edgeport.train.checkpoint import read_safetensors  # it imports this module
 
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"weights file {path} is not a readable safetensors file: {exc}"
-            ) from exc
+        return read_safetensors(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as exc:

@@ -9,14 +9,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from edgeport.runtime.io import atomic_write_bytes
 
 
 def _png(figure: Figure) -> bytes:
@@ -31,14 +28,11 @@ def curves_png(history: Sequence[dict[str, Any]], title: str = "") -> bytes:
     figure = Figure(figsize=(9, 3.5))
     loss_ax, acc_ax = figure.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            loss_ax.plot(epochs, values, marker="o", label=label)
-    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            acc_ax.plot(epochs, values, marker="o", label=label)
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        for split, label in (("train", "train"), ("val", "validation")):
+            values = [h.get(f"{split}_{metric}") for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", label=label)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0.0, 1.02))
     for ax in (loss_ax, acc_ax):
@@ -92,7 +86,3 @@ def predictions_png(
         )
     figure.suptitle("predicted / true (test images)", fontsize=9)
     return _png(figure)
-
-
-def write_png(path: str | Path, data: bytes) -> Path:
-    return atomic_write_bytes(path, data)
