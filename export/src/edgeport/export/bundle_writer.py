@@ -25,7 +25,6 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -98,15 +97,6 @@ def _is_bundle_or_empty(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file() or not any(path.iterdir())
 
 
-def _apply_umask(root: Path) -> None:
-    """Give staged files the permissions a normal write would have had (mkstemp uses 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    root.chmod(0o777 & ~mask)
-    for path in root.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
-
-
 def recover(dest: str | Path) -> None:
     """Undo a replacement interrupted between its two renames; remove dead exports' staging."""
     dest = Path(dest).absolute()
@@ -165,7 +155,9 @@ class BundleWriter:
         self.check_destination()
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         recover(self.dest)
-        self.root = Path(tempfile.mkdtemp(prefix=_staging_prefix(self.dest), dir=self.dest.parent))
+        # mkdir (not mkdtemp's 0700) so the umask gives the bundle a normal directory's mode
+        self.root = self.dest.parent / f"{_staging_prefix(self.dest)}{secrets.token_hex(4)}"
+        self.root.mkdir()
         self._owner.write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
         log.debug("staging bundle in %s", self.root)
         return self
@@ -187,7 +179,6 @@ class BundleWriter:
         if not (self.root / MANIFEST_NAME).is_file():
             raise ExportError(f"refusing to commit {self.root}: it has no {MANIFEST_NAME}")
         self.check_destination()  # again: something may have appeared meanwhile
-        _apply_umask(self.root)
         for current, _dirs, _files in os.walk(self.root):
             _fsync_dir(Path(current))
         if self.dest.exists():

@@ -23,6 +23,7 @@ from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
+from edgeport.runtime.model import PRECISION_METADATA_KEY
 
 if TYPE_CHECKING:
     import onnx
@@ -35,7 +36,6 @@ OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 DEFAULT_OPSET = 18  # what torch.onnx's dynamo exporter, ORT and TensorRT(-RTX) parsers share
 MIN_OPSET, MAX_OPSET = 17, 23
-PRECISION_KEY = "edgeport.precision"
 _OP_RE = re.compile(r"OpOverload\(op='([^']+)'")
 
 
@@ -148,7 +148,7 @@ def set_metadata(model: onnx.ModelProto, card: ModelCard, precision: str) -> Non
     """Store the card (``edgeport.card``) and the precision in ``metadata_props``."""
     values = {
         ONNX_METADATA_KEY: json.dumps(card.to_dict(), sort_keys=True),
-        PRECISION_KEY: precision,
+        PRECISION_METADATA_KEY: precision,
     }
     kept = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]

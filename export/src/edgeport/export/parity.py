@@ -18,6 +18,7 @@ import numpy as np
 from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.compare import Comparison, Tolerance, tolerance_for
 from edgeport.runtime.errors import ExportError
+from edgeport.runtime.model import run_in_chunks
 
 if TYPE_CHECKING:
     import torch
@@ -118,23 +119,6 @@ def make_reference(
     )
 
 
-def run_in_batches(run: Any, inputs: np.ndarray, batch: BatchRange) -> np.ndarray:
-    """``run(chunk)`` over ``inputs`` in chunks the artifact accepts (``batch.min``..``max``).
-
-    A last chunk smaller than ``batch.min`` is padded with copies of its first image and the
-    padding's outputs dropped.
-    """
-    outputs = []
-    for start in range(0, len(inputs), batch.max):
-        chunk = inputs[start : start + batch.max]
-        real = len(chunk)
-        if real < batch.min:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch.min - real, axis=0)])
-        result = np.asarray(run(np.ascontiguousarray(chunk)))
-        outputs.append(result[:real])
-    return np.concatenate(outputs)
-
-
 def check_artifact(
     name: str,
     precision: str,
@@ -151,7 +135,7 @@ def check_artifact(
     result = ParityResult(name, precision, tolerance, dataset=reference.dataset, backend=backend)
     log.info("parity: %s on %d %s images (%s)", name, reference.count, reference.dataset, backend)
     with load(path, backend=backend, verify=False) as model:
-        candidate = run_in_batches(model.run, reference.inputs, batch)
+        candidate = run_in_chunks(model.run, reference.inputs, batch.max, batch.min)
     result.comparison = tolerance.compare(reference.logits, candidate, reference.labels)
     result.failures = tolerance.failures(result.comparison)
     log.info("parity: %s", result.message())

@@ -11,7 +11,6 @@ flavour.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -21,9 +20,14 @@ from typing import Any
 
 from edgeport.export.onnx import INPUT_NAME
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.backends.tensorrt import check_plan, static_unavailable_reason
-from edgeport.runtime.bundle import ENGINE_FLAVOURS, BatchRange, EngineInfo
-from edgeport.runtime.errors import BackendUnavailable, ConfigError, ExportError
+from edgeport.runtime.backends.tensorrt import (
+    check_plan,
+    sm_to_cc,
+    static_unavailable_reason,
+)
+from edgeport.runtime.backends.tensorrt import import_tensorrt as runtime_import_tensorrt
+from edgeport.runtime.bundle import BatchRange, EngineInfo
+from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -35,19 +39,10 @@ RTX_PORTABLE = "rtx_portable"  # hardware_compatibility of an RTX AOT build for 
 
 def import_tensorrt(flavour: str | None = None) -> ModuleType:
     """The TensorRT module: ``flavour`` if given, else full ``tensorrt`` then ``tensorrt_rtx``."""
-    if flavour is not None and flavour not in ENGINE_FLAVOURS:
-        raise ConfigError(f"TensorRT flavour must be one of {ENGINE_FLAVOURS}, got {flavour!r}")
-    tried = []
-    for name in (flavour,) if flavour else ENGINE_FLAVOURS:
-        try:
-            return importlib.import_module(name)
-        except ImportError as exc:
-            tried.append(f"{name} ({exc})")
-    raise BackendUnavailable(
-        "building TensorRT engines needs TensorRT or TensorRT-RTX; none could be imported: "
-        + "; ".join(tried)
-        + ". Install one with pip install 'edgeport-export[tensorrt-rtx]' (builds on the CPU) "
-        "or 'edgeport-export[tensorrt]'"
+    return runtime_import_tensorrt(
+        flavour,
+        install_hint="building engines needs one: pip install 'edgeport-export[tensorrt-rtx]' "
+        "(builds on the CPU) or 'edgeport-export[tensorrt]'",
     )
 
 
@@ -134,10 +129,11 @@ def _compute_capability(trt: ModuleType, config: Any) -> str | None:
     if flavour_of(trt) == "tensorrt_rtx":
         count = int(getattr(config, "num_compute_capabilities", 0) or 0)
         targets = [config.get_compute_capability(i) for i in range(count)]
-        names = [str(t).rsplit(".", 1)[-1] for t in targets if str(t).rsplit(".", 1)[-1] != "NONE"]
-        if not names:
+        found = [sm_to_cc(str(t).rsplit(".", 1)[-1]) for t in targets]
+        ccs = [cc for cc in found if cc]
+        if not ccs:
             return None  # RTX AOT default: portable to Ampere and later RTX GPUs
-        return ",".join(f"{n[2:-1]}.{n[-1]}" for n in names if n.startswith("SM"))
+        return ",".join(ccs)
     level = str(getattr(config, "hardware_compatibility_level", "NONE")).rsplit(".", 1)[-1]
     if level != "NONE":
         return None

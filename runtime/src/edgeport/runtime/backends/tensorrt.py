@@ -41,7 +41,7 @@ import numpy as np
 
 from edgeport.runtime.backends.base import Backend, TensorSpec
 from edgeport.runtime.backends.cuda import GpuDevice, cuda_call, cudart, probe_gpus
-from edgeport.runtime.bundle import EngineInfo
+from edgeport.runtime.bundle import ENGINE_FLAVOURS, EngineInfo
 from edgeport.runtime.errors import (
     BackendUnavailable,
     ConfigError,
@@ -51,7 +51,7 @@ from edgeport.runtime.errors import (
 
 log = logging.getLogger(__name__)
 
-FLAVOURS = ("tensorrt", "tensorrt_rtx")
+FLAVOURS = ENGINE_FLAVOURS  # full TensorRT first
 _INSTALL = {
     "tensorrt": "pip install 'edgeport-runtime[tensorrt]' (full TensorRT 10/11 and cuda-python)",
     "tensorrt_rtx": "pip install tensorrt-rtx-cu13 cuda-python (TensorRT for RTX)",
@@ -67,8 +67,9 @@ def installed_flavours() -> list[str]:
     return [name for name in FLAVOURS if importlib.util.find_spec(name) is not None]
 
 
-def import_tensorrt(flavour: str | None = None) -> ModuleType:
-    """Import ``flavour`` (or the first installed one); ``BackendUnavailable`` naming the extra."""
+def import_tensorrt(flavour: str | None = None, *, install_hint: str | None = None) -> ModuleType:
+    """Import ``flavour`` (or the first installed one); ``BackendUnavailable`` naming the extra
+    (``install_hint`` replaces the runtime's, e.g. for building engines)."""
     if flavour is not None and flavour not in FLAVOURS:
         raise ConfigError(f"TensorRT flavour must be one of {FLAVOURS}, got {flavour!r}")
     names = [flavour] if flavour else list(FLAVOURS)
@@ -81,7 +82,7 @@ def import_tensorrt(flavour: str | None = None) -> ModuleType:
     wanted = flavour or "tensorrt"
     raise BackendUnavailable(
         f"the TensorRT backend needs module {' or '.join(names)}, which cannot be imported "
-        f"({'; '.join(problems)}): {_INSTALL[wanted]}"
+        f"({'; '.join(problems)}): {install_hint or _INSTALL[wanted]}"
     )
 
 
@@ -112,12 +113,13 @@ def supported_compute_capabilities(trt: ModuleType) -> tuple[str, ...] | None:
     enum = getattr(trt, "ComputeCapability", None)
     if trt.__name__ != "tensorrt_rtx" or enum is None:
         return None
-    found = []
-    for name in enum.__members__:
-        match = re.fullmatch(r"SM(\d+)(\d)", name)
-        if match:
-            found.append(f"{int(match.group(1))}.{match.group(2)}")
-    return tuple(found)
+    return tuple(cc for cc in map(sm_to_cc, enum.__members__) if cc)
+
+
+def sm_to_cc(name: str) -> str | None:
+    """A TensorRT-RTX ``ComputeCapability`` member name ("SM86", "SM120") as "8.6"/"12.0"."""
+    match = re.fullmatch(r"SM(\d+)(\d)", name)
+    return f"{int(match.group(1))}.{match.group(2)}" if match else None
 
 
 def engine_mismatch(
