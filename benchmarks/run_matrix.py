@@ -46,7 +46,7 @@ MAX_INT8_LOSS_POINTS = 1.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from edgeport.runtime.envinfo import cpu_counts, machine_slug
+    from edgeport.runtime.tools.envinfo import cpu_counts, machine_slug
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run for validation")
@@ -83,10 +83,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from edgeport.runtime.bench import BenchConfig, benchmark, parse_batches, parse_list
-    from edgeport.runtime.check import check
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.report import bench_markdown, check_markdown, write_bench
+    from edgeport.runtime.tools.bench import TimingConfig, benchmark, parse_batches, parse_list
+    from edgeport.runtime.tools.check import check
+    from edgeport.runtime.tools.report import bench_markdown, check_markdown, write_bench
 
     spec = STANDARD_MODELS[name]
     run_dir = train_model(
@@ -108,7 +108,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             backends=(BACKEND,),
             precisions=PRECISIONS,
             batches=parse_batches(args.batches),
-            config=BenchConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+            config=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
             threads=args.threads,
             baselines=parse_list(args.baselines, ("torch", "torch-compile"), "baselines") or (),
         )
@@ -151,7 +151,7 @@ def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summary_markdown(models: dict[str, dict[str, Any]], shown: list[dict[str, Any]]) -> str:
-    from edgeport.runtime.report import fmt_ms, fmt_pct
+    from edgeport.runtime.tools.report import fmt_ms, fmt_pct
 
     first = next(iter(models.values()))["result"]
     env = first.environment
@@ -215,9 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
-    from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.report import write_plot
+    from edgeport.runtime.tools.envinfo import collect_environment
+    from edgeport.runtime.tools.report import write_plot
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in STANDARD_MODELS]

@@ -123,7 +123,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any] | None:
 def run_model(
     name: str, args: argparse.Namespace, started: float, errors: list[str]
 ) -> tuple[Any, dict[str, Any]]:
-    from edgeport.runtime.bench import BenchConfig, benchmark, parse_batches
+    from edgeport.runtime.tools.bench import TimingConfig, benchmark, parse_batches
 
     spec = GPU_MODELS[name]
     device = "cpu" if args.dry_run else "cuda"
@@ -153,7 +153,7 @@ def run_model(
             backends=backends,
             precisions=PRECISIONS,
             batches=parse_batches(args.batches),
-            config=BenchConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+            config=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
             baselines=baselines,
             cuda_graph=not args.dry_run,
             extra_plans=extra,
@@ -166,7 +166,7 @@ def write_outputs(
     out: Path, results: dict[str, Any], info: dict[str, Any], errors: list[str], facts: dict
 ) -> None:
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.report import bench_csv, bench_markdown, fmt_ms, write_plot
+    from edgeport.runtime.tools.report import bench_csv, bench_markdown, fmt_ms, write_plot
 
     head = headline(results)
     atomic_write_json(
@@ -215,8 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json
+    from edgeport.runtime.tools.envinfo import collect_environment
 
     facts = gpu_facts()
     atomic_write_json(args.out / "env.json", {**collect_environment(), "gpu_software": facts})

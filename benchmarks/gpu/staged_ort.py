@@ -24,9 +24,10 @@ import numpy as np
 
 from edgeport.runtime.backends.cuda import cuda_call, cudart
 from edgeport.runtime.backends.onnxrt import ort_errors
-from edgeport.runtime.bench import Candidate, CudaEvent, DeviceStages, Plan
 from edgeport.runtime.bundle import Manifest, verify_artifact
 from edgeport.runtime.errors import BackendUnavailable, InputError
+from edgeport.runtime.tools.bench import Candidate, Plan
+from edgeport.runtime.tools.timing import CudaEvent, DeviceStages
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeport.runtime.report import validate_bench_dict
+from edgeport.runtime.tools.report import validate_bench_dict
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeport.runtime.bench import BenchResult, BenchRow, LatencyStats, Skipped, speedups
-from edgeport.runtime.envinfo import collect_environment, cpu_counts, gpu_slug, machine_slug
-from edgeport.runtime.report import (
+from edgeport.runtime.tools.bench import BenchResult, BenchRow, Skipped, speedups
+from edgeport.runtime.tools.envinfo import collect_environment, cpu_counts, gpu_slug, machine_slug
+from edgeport.runtime.tools.report import (
     CSV_COLUMNS,
     bench_csv,
     bench_markdown,
@@ -21,6 +21,7 @@ from edgeport.runtime.report import (
     validate_bench_dict,
     write_bench,
 )
+from edgeport.runtime.tools.timing import LatencyStats
 
 
 def _stats(p50: float) -> LatencyStats:
@@ -124,8 +125,8 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
 def test_plot_without_matplotlib_raises_backend_unavailable(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from edgeport.runtime.bench import BenchResult\n"
-        "from edgeport.runtime.report import write_plot\n"
+        "from edgeport.runtime.tools.bench import BenchResult\n"
+        "from edgeport.runtime.tools.report import write_plot\n"
         "from edgeport.runtime.errors import BackendUnavailable\n"
         "import json\n"
         f"data = json.load(open({str(tmp_path / 'b.json')!r}))\n"
@@ -163,8 +164,9 @@ def test_environment_record() -> None:
 def test_runtime_bench_and_check_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import edgeport.runtime.bench, edgeport.runtime.check, edgeport.runtime.report\n"
-        "import edgeport.runtime.envinfo, edgeport.runtime.cli_bench, edgeport.runtime.cli_check\n"
+        "import edgeport.runtime.tools.bench, edgeport.runtime.tools.check\n"
+        "import edgeport.runtime.tools.report, edgeport.runtime.tools.envinfo\n"
+        "import edgeport.runtime.cli.bench, edgeport.runtime.cli.check\n"
         "bad = [m for m in ('torch', 'edgeport.train', 'edgeport.export', 'matplotlib', "
         "'onnxruntime') if m in sys.modules]\n"
         "print('IMPORTED', bad)\n"

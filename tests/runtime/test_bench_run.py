@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeport.runtime.bench import BenchConfig, BenchResult, benchmark
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.report import CSV_COLUMNS, validate_bench_dict
+from edgeport.runtime.tools.bench import BenchResult, TimingConfig, benchmark
+from edgeport.runtime.tools.report import CSV_COLUMNS, validate_bench_dict
 
 TINY = ["--warmup-s", "0.02", "--duration-s", "0.05", "--threads", "1"]
 
@@ -87,7 +87,7 @@ def test_single_stream_with_a_fixed_count(exported_bundle: Path) -> None:
         precisions=("fp32",),
         batches=(1, 8, 32),
         scenario="single-stream",
-        config=BenchConfig(warmup_s=0.0, iterations=7),
+        config=TimingConfig(warmup_s=0.0, iterations=7),
         threads=1,
         baselines=(),
     )
@@ -110,7 +110,7 @@ def test_unavailable_backends_are_listed_with_reasons(exported_bundle: Path) -> 
         backends=("onnxruntime-cuda",),
         precisions=("fp32",),
         batches=(1,),
-        config=BenchConfig(warmup_s=0.0, iterations=2),
+        config=TimingConfig(warmup_s=0.0, iterations=2),
         baselines=(),
     )
     assert result.rows == []

@@ -7,40 +7,25 @@ import math
 import numpy as np
 import pytest
 
-from edgeport.runtime.bench import (
-    BenchConfig,
+from edgeport.runtime.errors import ConfigError, InputError
+from edgeport.runtime.tools.bench import (
     BenchInputs,
     BenchResult,
     BenchRow,
     Candidate,
-    DeviceStages,
-    LatencyStats,
     parse_batches,
     parse_list,
-    percentile,
     quick_parity,
     speedups,
+)
+from edgeport.runtime.tools.timing import (
+    DeviceStages,
+    LatencyStats,
+    TimingConfig,
     throughput,
     time_device,
     time_host,
 )
-from edgeport.runtime.errors import ConfigError, InputError
-
-
-def test_percentile_matches_linear_interpolation() -> None:
-    values = list(range(1, 101))  # 1..100
-    assert percentile(values, 50) == pytest.approx(50.5)
-    assert percentile(values, 90) == pytest.approx(90.1)
-    assert percentile(values, 99) == pytest.approx(99.01)
-    assert percentile([7.0], 99) == 7.0
-    assert percentile([1.0, 3.0], 25) == pytest.approx(1.5)
-
-
-def test_percentile_rejects_bad_input() -> None:
-    with pytest.raises(InputError, match="no samples"):
-        percentile([], 50)
-    with pytest.raises(InputError, match=r"\[0, 100\]"):
-        percentile([1.0], 101)
 
 
 def test_latency_stats_on_known_samples() -> None:
@@ -82,14 +67,14 @@ def test_throughput_from_mean_latency() -> None:
 
 def test_bench_config_validation_and_stopping_rule() -> None:
     with pytest.raises(ConfigError, match="duration must be > 0"):
-        BenchConfig(duration_s=0)
+        TimingConfig(duration_s=0)
     with pytest.raises(ConfigError, match="warm-up must be >= 0"):
-        BenchConfig(warmup_s=-1)
+        TimingConfig(warmup_s=-1)
     with pytest.raises(ConfigError, match="iterations must be >= 1"):
-        BenchConfig(iterations=0)
-    by_count = BenchConfig(iterations=3)
+        TimingConfig(iterations=0)
+    by_count = TimingConfig(iterations=3)
     assert [by_count.keep_going(n, 1e9) for n in range(5)] == [True, True, True, False, False]
-    by_time = BenchConfig(duration_s=1.0, min_iterations=2, max_iterations=10)
+    by_time = TimingConfig(duration_s=1.0, min_iterations=2, max_iterations=10)
     assert by_time.keep_going(0, 5.0) and by_time.keep_going(1, 5.0)  # minimum count first
     assert not by_time.keep_going(2, 1.0)  # duration reached
     assert by_time.keep_going(5, 0.5)
@@ -98,7 +83,7 @@ def test_bench_config_validation_and_stopping_rule() -> None:
 
 def test_time_host_counts_calls() -> None:
     calls = []
-    samples = time_host(lambda: calls.append(1), BenchConfig(warmup_s=0.0, iterations=7))
+    samples = time_host(lambda: calls.append(1), TimingConfig(warmup_s=0.0, iterations=7))
     assert samples.shape == (7,)
     assert (samples >= 0).all()
     assert len(calls) == 8  # one warm-up call (warm-up is at least one call) + 7 timed
@@ -135,7 +120,7 @@ def test_time_device_splits_stages_and_totals() -> None:
         stages=(("h2d", advance(0.5)), ("compute", advance(2.0)), ("d2h", advance(0.25))),
         new_event=lambda: ScriptedEvent(clock),
     )
-    samples = time_device(work, BenchConfig(warmup_s=0.0, iterations=4))
+    samples = time_device(work, TimingConfig(warmup_s=0.0, iterations=4))
     assert set(samples) == {"h2d", "compute", "d2h", "total"}
     np.testing.assert_allclose(samples["h2d"], [0.5] * 4)
     np.testing.assert_allclose(samples["compute"], [2.0] * 4)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from edgeport.runtime.bundle import Manifest
-from edgeport.runtime.check import check, compare_layers
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError, ModelLoadError
 from edgeport.runtime.io import sha256_file
+from edgeport.runtime.tools.check import check, compare_layers
 
 CPU = ("onnxruntime-cpu",)
 
@@ -187,7 +187,7 @@ def test_check_on_dataset_digits_with_limit(exported_bundle: Path) -> None:
 def test_check_without_torch_falls_back_to_the_stored_reference(exported_bundle: Path) -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from edgeport.runtime.check import check\n"
+        "from edgeport.runtime.tools.check import check\n"
         f"r = check({str(exported_bundle)!r}, data='digits', backends=('onnxruntime-cpu',),"
         " artifacts=['onnx-fp32'])\n"
         "print('KIND', r.reference['kind'], r.passed)\n"

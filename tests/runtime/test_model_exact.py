@@ -224,7 +224,7 @@ def test_close_frees_the_model_and_later_calls_fail(gemm_bundle_dir: Path) -> No
 def test_importing_the_runtime_loads_no_backend_and_no_torch() -> None:
     code = (
         "import sys, json; import edgeport.runtime, edgeport.runtime.model, "
-        "edgeport.runtime.cli_predict, edgeport.runtime.cli_inspect; "
+        "edgeport.runtime.cli.predict, edgeport.runtime.cli.inspect; "
         "print(json.dumps(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', "
         "'onnx', 'edgeport.train', 'edgeport.export') if m in sys.modules)))"
     )

@@ -47,9 +47,9 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     """Run every step into ``config.out``; returns the report's path and whether all passed."""
     from edgeport.export.api import export
     from edgeport.runtime.backends.tensorrt import installed_flavours
-    from edgeport.runtime.bench import BenchConfig, benchmark
-    from edgeport.runtime.check import check
-    from edgeport.runtime.report import bench_markdown, check_markdown, write_bench
+    from edgeport.runtime.tools.bench import TimingConfig, benchmark
+    from edgeport.runtime.tools.check import check
+    from edgeport.runtime.tools.report import bench_markdown, check_markdown, write_bench
     from edgeport.train.evaluate import evaluate
     from edgeport.train.loop import TrainConfig, train
 
@@ -98,7 +98,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     bench = benchmark(
         bundle_dir,
         batches=config.batches,
-        config=BenchConfig(warmup_s=0.3, duration_s=config.bench_duration_s),
+        config=TimingConfig(warmup_s=0.3, duration_s=config.bench_duration_s),
         threads=config.threads,
     )
     write_bench(

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeport.runtime.bench import DeviceStages, reference_file
 from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
+from edgeport.runtime.reference import reference_file
+from edgeport.runtime.tools.timing import DeviceStages
 
 log = logging.getLogger(__name__)
 

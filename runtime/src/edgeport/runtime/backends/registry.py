@@ -237,3 +237,11 @@ def _parity_refusal(cand: Candidate) -> str | None:
             f"automatically after a passed check; ask for precision={cand.precision!r} to load it"
         )
     return None
+
+
+def short_reason(text: str) -> str:
+    """The loader's multi-line "no backend can run ... :\n  - why" as one line of whys."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return text.strip()
+    return "; ".join(line.removeprefix("- ") for line in lines[1:])

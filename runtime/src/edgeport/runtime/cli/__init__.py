@@ -16,8 +16,8 @@ from importlib.metadata import entry_points
 
 from edgeport.runtime import __version__
 from edgeport.runtime.errors import EdgeportError
+from edgeport.runtime.plugins import COMMAND_GROUP
 
-COMMAND_GROUP = "edgeport.commands"
 log = logging.getLogger("edgeport")
 
 

@@ -24,276 +24,43 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.cuda import cuda_call, cudart, probe_gpus
-from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS
-from edgeport.runtime.bundle import PRECISIONS, Manifest, resolve_inside
+from edgeport.runtime.backends.cuda import probe_gpus
+from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS, short_reason
+from edgeport.runtime.bundle import PRECISIONS, Manifest
 from edgeport.runtime.compare import compare_logits
 from edgeport.runtime.errors import (
     ConfigError,
     EdgeportError,
     InputError,
-    ModelLoadError,
 )
-from edgeport.runtime.io import sha256_file
 from edgeport.runtime.model import run_in_chunks
+from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
+from edgeport.runtime.reference import load_reference_array
+from edgeport.runtime.tools.timing import (
+    DeviceStages,
+    LatencyStats,
+    TimingConfig,
+    throughput,
+    time_device,
+    time_host,
+)
 
 log = logging.getLogger(__name__)
 
 RESULT_SCHEMA = "edgeport.bench"
 RESULT_SCHEMA_VERSION = 1
 SCENARIOS = ("single-stream", "offline", "both")
-PERCENTILES = (50, 90, 95, 99)
 RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
-BASELINE_GROUP = "edgeport.baselines"
-EAGER = "torch"
-COMPILE = "torch-compile"
 CUDA_GRAPH = "torch-cuda-graph"
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics
-
-
-def short_reason(text: str) -> str:
-    """The loader's multi-line "no backend can run ... :\n  - why" as one line of whys."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return text.strip()
-    return "; ".join(line.removeprefix("- ") for line in lines[1:])
-
-
-def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks.
-
-    Same definition as ``numpy.percentile``'s default (method "linear"): for sorted values
-    ``v[0..n-1]`` the position is ``(n - 1) * q / 100``.
-    """
-    data = np.asarray(values, dtype=np.float64)
-    if data.size == 0:
-        raise InputError("cannot take a percentile of no samples")
-    if not 0.0 <= q <= 100.0:
-        raise InputError(f"percentile must lie in [0, 100], got {q}")
-    return float(np.percentile(data, q))
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Summary of latency samples in milliseconds. ``cv`` = std / mean (population std)."""
-
-    count: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-
-    @property
-    def cv(self) -> float:
-        return self.std / self.mean if self.mean > 0 else 0.0
-
-    @classmethod
-    def from_samples(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
-        data = np.asarray(samples_ms, dtype=np.float64)
-        if data.ndim != 1 or data.size == 0:
-            raise InputError(f"expected a non-empty 1-D list of samples, got shape {data.shape}")
-        if not np.isfinite(data).all() or (data < 0).any():
-            raise InputError("latency samples must be finite and non-negative")
-        p50, p90, p95, p99 = (float(v) for v in np.percentile(data, PERCENTILES))
-        return cls(
-            count=int(data.size),
-            mean=float(data.mean()),
-            std=float(data.std()),
-            min=float(data.min()),
-            max=float(data.max()),
-            p50=p50,
-            p90=p90,
-            p95=p95,
-            p99=p99,
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        data: dict[str, Any] = asdict(self)
-        data["cv"] = self.cv
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-def throughput(batch: int, stats: LatencyStats) -> float:
-    """Images per second at ``batch`` images per call, from the mean latency."""
-    return batch * 1000.0 / stats.mean if stats.mean > 0 else math.inf
-
-
-# --------------------------------------------------------------------------------------------
-# Timing engine
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """How long to warm up and measure. ``iterations`` (a count) overrides ``duration_s``."""
-
-    warmup_s: float = 1.0
-    duration_s: float = 3.0
-    iterations: int | None = None
-    min_iterations: int = 10
-    max_iterations: int = 1_000_000
-    cv_warning: float = 0.10  # warn when std / mean of the latency exceeds this
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.warmup_s >= 0:
-            problems.append(f"warm-up must be >= 0 s, got {self.warmup_s}")
-        if not self.duration_s > 0:
-            problems.append(f"duration must be > 0 s, got {self.duration_s}")
-        if self.iterations is not None and self.iterations < 1:
-            problems.append(f"iterations must be >= 1, got {self.iterations}")
-        if self.min_iterations < 1 or self.max_iterations < self.min_iterations:
-            problems.append(
-                f"need 1 <= min_iterations <= max_iterations, got "
-                f"{self.min_iterations} and {self.max_iterations}"
-            )
-        if problems:
-            raise ConfigError("invalid benchmark settings: " + "; ".join(problems))
-
-    def keep_going(self, count: int, elapsed_s: float) -> bool:
-        """Whether another timed iteration is due after ``count`` took ``elapsed_s``."""
-        if self.iterations is not None:
-            return count < self.iterations
-        if count >= self.max_iterations:
-            return False
-        return count < self.min_iterations or elapsed_s < self.duration_s
-
-
-def _warm_up(step: Callable[[], object], warmup_s: float) -> None:
-    """Call ``step`` at least once and until ``warmup_s`` has passed."""
-    start = time.perf_counter()
-    while True:
-        step()
-        if time.perf_counter() - start >= warmup_s:
-            return
-
-
-def time_host(step: Callable[[], object], config: BenchConfig) -> np.ndarray:
-    """Latency samples (ms) of ``step`` timed on the host with ``perf_counter_ns``."""
-    _warm_up(step, config.warmup_s)
-    samples: list[int] = []
-    clock = time.perf_counter_ns
-    start = clock()
-    while config.keep_going(len(samples), (clock() - start) / 1e9):
-        t0 = clock()
-        step()
-        samples.append(clock() - t0)
-    return np.asarray(samples, dtype=np.float64) / 1e6
-
-
-class DeviceEvent(Protocol):
-    """A device timestamp recorded on a stream (a CUDA event)."""
-
-    def record(self) -> None: ...
-
-    def synchronize(self) -> None: ...
-
-    def elapsed_ms(self, end: DeviceEvent) -> float: ...
-
-
-@dataclass
-class DeviceStages:
-    """One batch prepared on a device, as stages that are enqueued on ONE stream.
-
-    ``stages`` are ``(name, enqueue)`` pairs, normally ``h2d``, ``compute``, ``d2h``; each call
-    only enqueues work. ``new_event`` makes an event that records on the same stream. A GPU
-    runner (a baseline, ``benchmarks/gpu/staged_ort.py``) offers these through a
-    ``device_stages(batch) -> DeviceStages`` method.
-    """
-
-    stages: Sequence[tuple[str, Callable[[], None]]]
-    new_event: Callable[[], DeviceEvent]
-    close: Callable[[], None] = lambda: None
-    timer: str = "cuda-events"
-
-
-def time_device(work: DeviceStages, config: BenchConfig) -> dict[str, np.ndarray]:
-    """Per-stage and ``total`` latency samples (ms), timed with device events between stages.
-
-    The events are synchronised after every iteration, so each sample is one complete pass and
-    the next pass starts on an idle stream (latency, not pipelined throughput).
-    """
-    names = [name for name, _ in work.stages]
-    if not names:
-        raise InputError("device work has no stages to time")
-    events = [work.new_event() for _ in range(len(names) + 1)]
-
-    def one_pass() -> list[float]:
-        events[0].record()
-        for (_, enqueue), event in zip(work.stages, events[1:], strict=True):
-            enqueue()
-            event.record()
-        events[-1].synchronize()
-        return [events[i].elapsed_ms(events[i + 1]) for i in range(len(names))]
-
-    try:
-        _warm_up(one_pass, config.warmup_s)
-        per_stage: list[list[float]] = []
-        start = time.perf_counter()
-        while config.keep_going(len(per_stage), time.perf_counter() - start):
-            per_stage.append(one_pass())
-    finally:
-        for event in events:
-            close = getattr(event, "close", None)
-            if callable(close):
-                close()
-    table = np.asarray(per_stage, dtype=np.float64)
-    out = {name: table[:, i] for i, name in enumerate(names)}
-    out["total"] = table.sum(axis=1)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# CUDA events through cuda-python (the runtime's clock; the torch baselines use torch's)
-
-
-class CudaEvent:
-    """A CUDA event recorded on a given stream (an int ``cudaStream_t`` handle; 0 = legacy)."""
-
-    def __init__(self, stream: int = 0) -> None:
-        self._rt = cudart()
-        self._stream = stream
-        self._event = cuda_call(self._rt.cudaEventCreate(), "cudaEventCreate")
-
-    def record(self) -> None:
-        cuda_call(self._rt.cudaEventRecord(self._event, self._stream), "cudaEventRecord")
-
-    def synchronize(self) -> None:
-        cuda_call(self._rt.cudaEventSynchronize(self._event), "cudaEventSynchronize")
-
-    def elapsed_ms(self, end: DeviceEvent) -> float:
-        if not isinstance(end, CudaEvent):
-            raise InputError("elapsed time needs two CUDA events from the same clock")
-        ms = cuda_call(
-            self._rt.cudaEventElapsedTime(self._event, end._event), "cudaEventElapsedTime"
-        )
-        return float(ms)
-
-    def close(self) -> None:
-        if self._event is not None:
-            cuda_call(self._rt.cudaEventDestroy(self._event), "cudaEventDestroy")
-            self._event = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,7 +288,7 @@ class BenchResult:
 
 
 def measure(
-    candidate: Candidate, batch_input: np.ndarray, config: BenchConfig
+    candidate: Candidate, batch_input: np.ndarray, config: TimingConfig
 ) -> tuple[LatencyStats, dict[str, LatencyStats] | None, str]:
     """Time ``candidate`` on one batch: device stages when it offers them, else the host clock."""
     if candidate.device_stages is not None:
@@ -562,41 +329,6 @@ class BenchInputs:
     images: np.ndarray  # float32 NCHW, at least the largest batch
     source: str
     reference_logits: np.ndarray | None = None  # for images[: len(reference_logits)]
-
-
-def reference_file(bundle_dir: Path, manifest: Manifest, key: str) -> Path | None:
-    """The bundle's reference file ``key`` ("inputs", "labels", "logits", "weights"), checked to
-    stay inside the bundle and to match the manifest's sha256; None when the manifest has none."""
-    ref = manifest.reference or {}
-    rel = ref.get(key)
-    if not rel:
-        return None
-    path = resolve_inside(bundle_dir, rel)
-    if not path.is_file():
-        raise ModelLoadError(
-            f"the manifest lists reference {key} at {rel} but {path} is missing; re-export the "
-            "bundle"
-        )
-    expected = (ref.get("sha256") or {}).get(rel)
-    if expected:
-        digest = sha256_file(path)
-        if digest != expected:
-            raise ModelLoadError(
-                f"reference file {path} has sha256 {digest}, the manifest says {expected}: "
-                "it was modified; re-export the bundle"
-            )
-    return path
-
-
-def load_reference_array(bundle_dir: Path, manifest: Manifest, key: str) -> np.ndarray | None:
-    """The verified reference array ``key`` of the bundle, None when the manifest has none."""
-    path = reference_file(bundle_dir, manifest, key)
-    if path is None:
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ModelLoadError(f"cannot read reference {key} {path}: {exc}") from exc
 
 
 def bench_inputs(
@@ -657,17 +389,6 @@ def quick_parity(
 
 # --------------------------------------------------------------------------------------------
 # Building the candidates
-
-
-def available_baselines() -> dict[str, Any]:
-    """Baseline classes from the ``edgeport.baselines`` entry points (edgeport-train)."""
-    found: dict[str, Any] = {}
-    for ep in entry_points(group=BASELINE_GROUP):
-        try:
-            found[ep.name] = ep.load()
-        except ImportError as exc:
-            log.info("baseline %s cannot be imported: %s", ep.name, exc)
-    return found
 
 
 @dataclass
@@ -819,7 +540,7 @@ def _measure_plan(
     plan: Plan,
     batch_list: Sequence[int],
     inputs: BenchInputs,
-    config: BenchConfig,
+    config: TimingConfig,
     *,
     parity: bool,
     say: Callable[[str], None],
@@ -860,7 +581,7 @@ def _measure_batch(
     cand: Candidate,
     batch: int,
     inputs: BenchInputs,
-    config: BenchConfig,
+    config: TimingConfig,
     parity_found: dict[str, Any] | None,
     say: Callable[[str], None],
     skipped: list[Skipped],
@@ -953,7 +674,7 @@ def benchmark(
     precisions: Sequence[str] | None = None,
     batches: Sequence[int] = (1, 8, 32),
     scenario: str = "both",
-    config: BenchConfig | None = None,
+    config: TimingConfig | None = None,
     threads: int | None = None,
     baselines: Sequence[str] = (EAGER,),
     cuda_graph: bool = False,
@@ -971,9 +692,9 @@ def benchmark(
     ``compile_precisions`` (each batch size is a compilation). ``extra_plans`` adds candidates
     of the caller's own (e.g. a differently instrumented session), measured the same way.
     """
-    from edgeport.runtime.envinfo import bundle_fingerprint, collect_environment
+    from edgeport.runtime.tools.envinfo import bundle_fingerprint, collect_environment
 
-    config = config or BenchConfig()
+    config = config or TimingConfig()
     if scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
     batch_list = (1,) if scenario == "single-stream" else parse_batches(batches)

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeport.runtime.check import (
+from edgeport.runtime.tools.check import (
     ENGINE_BACKENDS,
     ONNX_BACKENDS,
     PER_LAYER_SAMPLES,
     REFERENCES,
     check,
 )
-from edgeport.runtime.report import check_markdown, write_check
+from edgeport.runtime.tools.report import check_markdown, write_check
 
 
 def register(subparsers: Any) -> None:

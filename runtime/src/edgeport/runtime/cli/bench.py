@@ -7,17 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeport.runtime.bench import (
+from edgeport.runtime.bundle import PRECISIONS
+from edgeport.runtime.tools.bench import (
     BASELINES,
     RUNTIME_BACKENDS,
     SCENARIOS,
-    BenchConfig,
+    TimingConfig,
     benchmark,
     parse_batches,
     parse_list,
 )
-from edgeport.runtime.bundle import PRECISIONS
-from edgeport.runtime.report import bench_markdown, write_bench
+from edgeport.runtime.tools.report import bench_markdown, write_bench
 
 
 def register(subparsers: Any) -> None:
@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = BenchConfig(
+    config = TimingConfig(
         warmup_s=args.warmup_s, duration_s=args.duration_s, iterations=args.iterations
     )
     baselines = (

@@ -17,15 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeport.runtime.bench import (
+from edgeport.runtime.errors import BackendUnavailable, InputError
+from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.runtime.tools.bench import (
     CUDA_GRAPH,
     RESULT_SCHEMA,
     RESULT_SCHEMA_VERSION,
     BenchResult,
     BenchRow,
 )
-from edgeport.runtime.errors import BackendUnavailable, InputError
-from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 # (field, JSON type(s), meaning): the documented schema of a benchmark result.
 BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
