@@ -26,7 +26,7 @@ from edgeport.runtime.backends.cuda import cuda_call, cudart
 from edgeport.runtime.backends.onnxrt import ort_errors
 from edgeport.runtime.bundle import Manifest, verify_artifact
 from edgeport.runtime.errors import BackendUnavailable, InputError
-from edgeport.runtime.tools.bench import Candidate, Plan
+from edgeport.runtime.tools.bench import Plan, Timed
 from edgeport.runtime.tools.timing import CudaEvent, DeviceStages
 
 log = logging.getLogger(__name__)
@@ -214,13 +214,13 @@ def plans(bundle_dir: Path, precisions: tuple[str, ...] = ("fp32", "fp16")) -> l
 
             def open_staged(
                 art: Any = art, graph: bool = graph, precision: str = precision
-            ) -> Candidate:
+            ) -> Timed:
                 runner = StagedOrtCuda(
                     verify_artifact(bundle_dir, art),
                     num_classes=manifest.card.num_classes,
                     cuda_graph=graph,
                 )
-                return Candidate(
+                return Timed(
                     backend=BACKEND,
                     kind="edgeport",
                     precision=precision,

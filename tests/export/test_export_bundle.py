@@ -37,8 +37,10 @@ def test_every_artifact_is_listed_and_verifies(exported_bundle: Path, manifest: 
     for art in manifest.artifacts:
         path = verify_artifact(exported_bundle, art)
         assert art.size_bytes == path.stat().st_size > 1000
-        assert art.input_name == "input" and art.output_name == "logits"
-        assert art.input_shape == ("batch", 1, 32, 32)
+        assert [s.name for s in art.inputs] == ["input"]
+        assert [s.name for s in art.outputs] == ["logits"]
+        assert art.inputs[0].shape == ("batch", 1, 32, 32)
+        assert art.inputs[0].dim_range(0) == (art.batch.min, art.batch.opt, art.batch.max)
         assert art.batch == BatchRange(1, 8, 32)
     assert manifest.artifact("onnx-fp32").path == "model.fp32.onnx"
     assert manifest.artifact("onnx-int8").source == "onnx-fp32"

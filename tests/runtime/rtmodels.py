@@ -19,7 +19,7 @@ import onnx
 from _env import tensorrt_module_name
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest
+from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest, classifier_specs
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.io import sha256_file
 
@@ -245,6 +245,7 @@ def artifact_for(
     engine: EngineInfo | None = None,
 ) -> Artifact:
     path = bundle / rel
+    inputs, outputs = classifier_specs(tuple(chw), None, batch)
     return Artifact(
         name=name,
         format="tensorrt" if engine else "onnx",
@@ -252,10 +253,8 @@ def artifact_for(
         path=rel,
         sha256=sha256_file(path),
         size_bytes=path.stat().st_size,
-        input_name="input",
-        output_name="logits",
-        input_shape=("batch", *chw),
-        batch=batch,
+        inputs=inputs,
+        outputs=outputs,
         parity=parity,
         engine=engine,
     )

@@ -16,11 +16,12 @@ from edgeport.runtime.backends.registry import (
     PRECISION_PREFERENCE,
     PRECISION_RULE,
     Attempt,
-    Candidate,
+    ModelFile,
     machine_report,
     plan,
 )
 from edgeport.runtime.errors import BackendUnavailable
+from edgeport.runtime.specs import TensorSpec
 
 CPU_ONLY = machine_report()["onnxruntime-cuda"] is not None
 
@@ -57,7 +58,7 @@ def test_parse_device(text: object, expected: tuple[str | None, int]) -> None:
     assert parse_device(text) == expected  # type: ignore[arg-type]
 
 
-def candidates(*precisions: str, parity: dict[str, bool | None] | None = None) -> list[Candidate]:
+def candidates(*precisions: str, parity: dict[str, bool | None] | None = None) -> list[ModelFile]:
     out = []
     for p in precisions:
         ok = (parity or {}).get(p, True)
@@ -68,13 +69,11 @@ def candidates(*precisions: str, parity: dict[str, bool | None] | None = None) -
             path=f"model.{p}.onnx",
             sha256="0" * 64,
             size_bytes=1,
-            input_name="input",
-            output_name="logits",
-            input_shape=("batch", 1, 2, 2),
-            batch=rt.BatchRange(1, 1, 1),
+            inputs=(TensorSpec("input", "float32", (1, 1, 2, 2)),),
+            outputs=(TensorSpec("logits", "float32", (1, 3)),),
             parity=None if ok is None else rt.passed(ok),
         )
-        out.append(Candidate("onnx", p, Path(art.path), art.name, artifact=art, bundle_dir=Path()))
+        out.append(ModelFile("onnx", p, Path(art.path), art.name, artifact=art, bundle_dir=Path()))
     return out
 
 

@@ -12,7 +12,7 @@ from edgeport.runtime.tools.bench import (
     BenchInputs,
     BenchResult,
     BenchRow,
-    Candidate,
+    Timed,
     parse_batches,
     parse_list,
     quick_parity,
@@ -140,13 +140,13 @@ def test_quick_parity_runs_whole_chunks_only() -> None:
         out[batch[:, 0, 0, 0] == nan_row[0]] = np.nan
         return out
 
-    capped = Candidate("x", "edgeport", "fp32", "cpu", run, lambda: None, max_batch=4)
+    capped = Timed("x", "edgeport", "fp32", "cpu", run, lambda: None, max_batch=4)
     found = quick_parity(capped, inputs, 8)  # chunks of 4 (the max batch): 8 of 10 images
     assert calls == [4, 4]
     assert found is not None and found["count"] == 8 and found["nonfinite"] == 0
     assert found["top1_agreement"] == 1.0 and found["max_abs"] == pytest.approx(0.5)
 
-    free = Candidate("x", "edgeport", "fp32", "cpu", run, lambda: None)
+    free = Timed("x", "edgeport", "fp32", "cpu", run, lambda: None)
     assert quick_parity(free, inputs, 16, fixed=True) is None  # 10 images: no batch of 16
     calls.clear()
     nan_row[0] = 3

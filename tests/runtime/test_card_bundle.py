@@ -13,6 +13,7 @@ from edgeport.runtime.bundle import (
     BatchRange,
     EngineInfo,
     Manifest,
+    classifier_specs,
     resolve_inside,
     verify_artifact,
 )
@@ -98,10 +99,8 @@ def make_artifact(tmp_path: Path, **overrides: object) -> Artifact:
         "path": "model.onnx",
         "sha256": sha256_file(data),
         "size_bytes": data.stat().st_size,
-        "input_name": "input",
-        "output_name": "logits",
-        "input_shape": ("batch", 1, 8, 8),
-        "batch": BatchRange(1, 8, 32),
+        "inputs": classifier_specs((1, 8, 8), 10, BatchRange(1, 8, 32))[0],
+        "outputs": classifier_specs((1, 8, 8), 10, BatchRange(1, 8, 32))[1],
     }
     fields.update(overrides)
     return Artifact(**fields)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from _env import tensorrt_module_name
 from edgeport.runtime import load
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.backends.registry import (
-    Candidate,
+    ModelFile,
     backend_unavailable_reason,
     candidate_unavailable_reason,
 )
@@ -150,7 +150,7 @@ def trt_bundles(tmp_path_factory: pytest.TempPathFactory, cnn_card: Any) -> dict
         except RuntimeError as exc:
             pytest.skip(f"{name} could not build an engine here: {exc}")
     engine_file = next(out["cnn"].glob("*.engine"))
-    cand = Candidate("tensorrt", "fp32", engine_file, "tensorrt-fp32", engine=engine_info)
+    cand = ModelFile("tensorrt", "fp32", engine_file, "tensorrt-fp32", engine=engine_info)
     reason = candidate_unavailable_reason("tensorrt", cand)
     if reason is not None:
         pytest.skip(f"this machine cannot run its own {name} engines: {reason}")

@@ -224,11 +224,11 @@ def test_manifest_that_disagrees_with_the_file(gemm_bundle_dir: Path, tmp_path: 
     bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
 
     def rename_input(data: dict[str, Any]) -> None:
-        data["artifacts"][0]["input_name"] = "images"
+        data["artifacts"][0]["inputs"][0]["name"] = "images"
 
     rt.rewrite_manifest(bundle, rename_input)
     with pytest.raises(
-        ModelLoadError, match=r"manifest names input/output 'images'/'logits', the file has 'input'"
+        ModelLoadError, match=r"the manifest names inputs \['images'\], the file has \['input'\]"
     ):
         load(bundle, verify=False)
 
@@ -263,7 +263,9 @@ def test_manifest_batch_range_beyond_a_fixed_batch_file(tmp_path: Path) -> None:
     )
     rt.Manifest(card=rt.make_card(num_classes=3), artifacts=(art,)).save(root)
     with pytest.raises(
-        ModelLoadError, match=r"batch range 1:4:16 is not within what the file accepts \(1\.\.1\)"
+        ModelLoadError,
+        match=r"input 'input' axis 0: the manifest's range 1\.\.16 is not within what the file "
+        r"accepts \(1\.\.1\)",
     ):
         load(root)
 
@@ -273,7 +275,7 @@ def test_invalid_card_in_onnx_metadata(tmp_path: Path) -> None:
         rt.gemm_model(metadata={"edgeport.card": '{"architecture": "x"}'}), tmp_path / "m.onnx"
     )
     with pytest.raises(
-        ModelLoadError, match=r"the embedded model card is invalid: .*missing field"
+        ModelLoadError, match=r"the embedded model card is invalid: .*needs its class names"
     ):
         load(path)
 

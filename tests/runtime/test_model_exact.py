@@ -14,11 +14,11 @@ import rtmodels as rt
 from PIL import Image
 
 from edgeport.runtime import Model, Prediction, load
-from edgeport.runtime.backends.base import UNBOUNDED_BATCH
 from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.errors import ModelLoadError
 from edgeport.runtime.model import run_in_chunks
 from edgeport.runtime.preprocess import preprocess
+from edgeport.runtime.specs import UNBOUNDED as UNBOUNDED_BATCH
 
 
 def test_identity_model_returns_its_input_exactly(tmp_path: Path) -> None:

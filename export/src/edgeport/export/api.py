@@ -23,10 +23,17 @@ from typing import Any
 import numpy as np
 
 from edgeport.export.bundle_writer import BundleWriter
-from edgeport.export.onnx import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, check_opset, tool_versions
+from edgeport.export.onnx import check_opset, tool_versions
 from edgeport.export.parity import ParityResult, ReferenceSet
 from edgeport.export.quantize import CalibrationConfig
-from edgeport.runtime.bundle import PRECISIONS, Artifact, BatchRange, EngineInfo, Manifest
+from edgeport.runtime.bundle import (
+    PRECISIONS,
+    Artifact,
+    BatchRange,
+    EngineInfo,
+    Manifest,
+    classifier_specs,
+)
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, ParityError
 from edgeport.runtime.io import atomic_write_bytes, sha256_file
@@ -212,6 +219,9 @@ class _Exporter:
         source: str | None = None,
     ) -> Artifact:
         path = self.root / rel
+        inputs, outputs = classifier_specs(
+            self.card.input_shape, self.card.num_classes, self.s.batch
+        )
         art = Artifact(
             name=name,
             format=fmt,
@@ -219,10 +229,8 @@ class _Exporter:
             path=rel,
             sha256=sha256_file(path),
             size_bytes=path.stat().st_size,
-            input_name=INPUT_NAME,
-            output_name=OUTPUT_NAME,
-            input_shape=(BATCH_DIM, *self.card.input_shape),
-            batch=self.s.batch,
+            inputs=inputs,
+            outputs=outputs,
             tools=tools,
             parity=parity.to_dict() if parity else None,
             engine=engine,

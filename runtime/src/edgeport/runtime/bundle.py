@@ -1,9 +1,11 @@
 """The bundle: the directory copied to a device, described by ``manifest.json``.
 
-The manifest lists every artifact (format, precision, relative path, sha256, size, batch range,
-tool versions, parity results and, for an engine, the TensorRT flavour, version and compute
-capability) next to the model card and the export settings. Export writes it; the runtime reads
-and verifies it. Paths are always relative and must stay inside the bundle.
+The manifest lists every artifact (format, precision, relative path, sha256, size, inputs and
+outputs with the range of every dynamic dimension, tool versions, parity results and, for an
+engine, the TensorRT flavour, version and compute capability) next to the model card and the
+export settings. Export writes it; the runtime reads and verifies it. Paths are always
+relative and must stay inside the bundle. Manifests of schema 1 (one image input, one logits
+output) still load.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import atomic_write_json, sha256_file
+from edgeport.runtime.specs import TensorSpec
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
@@ -79,7 +82,8 @@ class EngineInfo:
 
 @dataclass(frozen=True)
 class Artifact:
-    """One exported model file inside a bundle."""
+    """One exported model file inside a bundle, with the exact inputs and outputs it has and the
+    range of every dynamic dimension it was built (an engine profile) or checked for."""
 
     name: str
     format: str
@@ -87,10 +91,8 @@ class Artifact:
     path: str
     sha256: str
     size_bytes: int
-    input_name: str
-    output_name: str
-    input_shape: tuple[int | str, ...]  # ("batch", C, H, W)
-    batch: BatchRange
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     tools: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     engine: EngineInfo | None = None
@@ -105,7 +107,18 @@ class Artifact:
             )
         if self.format == "tensorrt" and self.engine is None:
             raise InputError(f"TensorRT artifact {self.name!r} has no engine information")
+        if not self.inputs or not self.outputs:
+            raise InputError(f"artifact {self.name!r} lists no inputs or no outputs")
         _check_relative(self.path, f"artifact {self.name!r}")
+
+    @property
+    def batch(self) -> BatchRange:
+        """The range of the first input's leading (batch) axis."""
+        spec = self.inputs[0]
+        if spec.rank == 0:
+            return BatchRange(1, 1, 1)
+        low, opt, high = spec.dim_range(0)
+        return BatchRange(max(low, 1), max(opt, 1), max(high, 1))
 
     @property
     def parity_passed(self) -> bool | None:
@@ -116,23 +129,67 @@ class Artifact:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["input_shape"] = list(self.input_shape)
+        data["inputs"] = [s.to_dict() for s in self.inputs]
+        data["outputs"] = [s.to_dict() for s in self.outputs]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        if not isinstance(data, dict):
+            raise InputError(f"an artifact entry must be an object, got {type(data).__name__}")
         try:
+            if "inputs" not in data:
+                data = _artifact_v1(data)
             engine = data.get("engine")
             return cls(
                 **{
                     **data,
-                    "input_shape": tuple(data["input_shape"]),
-                    "batch": BatchRange(**data["batch"]),
+                    "inputs": tuple(TensorSpec.from_dict(s) for s in data["inputs"]),
+                    "outputs": tuple(TensorSpec.from_dict(s) for s in data["outputs"]),
                     "engine": EngineInfo(**engine) if engine else None,
                 }
             )
         except (KeyError, TypeError) as exc:
             raise InputError(f"malformed artifact entry {data.get('name', '?')!r}: {exc}") from exc
+
+
+def classifier_specs(
+    chw: tuple[int, ...],
+    num_classes: int | None,
+    batch: BatchRange,
+    *,
+    input_name: str = "input",
+    output_name: str = "logits",
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The inputs and outputs of an image classifier: float32 ``input`` ["batch", C, H, W] in
+    the batch range, float32 ``logits`` ["batch", classes]."""
+    batch_range = (batch.min, batch.opt, batch.max)
+    image = TensorSpec(
+        input_name,
+        "float32",
+        ("batch", *chw),
+        (batch_range, *((d, d, d) for d in chw)),
+    )
+    classes = (num_classes, num_classes, num_classes) if num_classes else (1, 1, 2**31 - 1)
+    logits = TensorSpec(output_name, "float32", ("batch", num_classes), (batch_range, classes))
+    return (image,), (logits,)
+
+
+def _artifact_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 artifact entry (one float32 image input and one logits output, described by
+    input_name, output_name, input_shape and batch) in the schema-2 form."""
+    data = dict(data)
+    batch = BatchRange(**data.pop("batch"))
+    shape = list(data.pop("input_shape"))
+    ranges = [[batch.min, batch.opt, batch.max]] + [[d, d, d] for d in shape[1:]]
+    first = shape[0] if isinstance(shape[0], str) else "batch"
+    data["inputs"] = [
+        {"name": data.pop("input_name"), "dtype": "float32", "shape": shape, "ranges": ranges}
+    ]
+    data["outputs"] = [
+        {"name": data.pop("output_name"), "dtype": "float32", "shape": [first, None]}
+    ]
+    return data
 
 
 @dataclass(frozen=True)
@@ -176,7 +233,11 @@ class Manifest:
         if not isinstance(data, dict):
             raise InputError(f"manifest must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version", 0)
-        if not isinstance(version, int) or version > MANIFEST_SCHEMA_VERSION:
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or version > MANIFEST_SCHEMA_VERSION
+        ):
             raise InputError(
                 f"manifest schema {version!r} is not one this edgeport reads "
                 f"(<= {MANIFEST_SCHEMA_VERSION}); upgrade edgeport-runtime"

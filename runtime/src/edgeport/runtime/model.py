@@ -1,23 +1,23 @@
-"""``load`` a bundle, ONNX file or TensorRT engine; ``Model.run`` logits; ``Model.predict`` labels.
+"""``load`` a bundle, ONNX file or TensorRT engine; ``Model.infer`` any inputs; ``Model.run`` and
+``Model.predict`` for image classifiers.
 
 ``load`` resolves the path (bundle directory, ``.onnx``, ``.engine``/``.plan``), lists what
 could run it, lets :mod:`edgeport.runtime.backends.registry` order the candidates, verifies the
 chosen file (sha256 against the manifest, external data inside the model's directory) and opens
-it. ``Model`` validates every batch before the backend sees it.
+it. The file's inputs and outputs are checked against what the manifest and the model card
+declare, and ``Model`` validates every feed before the backend sees it (:mod:`specs`).
 
-Input policy of ``Model.run``: a C-contiguous-or-not ``numpy.ndarray`` of dtype float32 and
-shape (N, C, H, W) matching the model, N inside its batch range, all values finite. Other
-dtypes, float64 included, are refused rather than converted: a float64 batch usually means the
-preprocessing was not the card's (which yields float32), and a silent conversion would hide
-that. Convert with ``batch.astype(np.float32)``, or give raw images to ``Model.predict``.
+Input policy: numpy arrays of exactly the dtypes the model declares; nothing is converted
+silently, and the error says which cast is needed. ``Model.run`` is the image-classifier
+convenience (one float32 NCHW batch in, the one output out as float32), and the only place an
+fp16 model's input is converted from float32, as an image batch always is float32.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import UNBOUNDED_BATCH, Backend
+from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.backends.cuda import parse_device
 from edgeport.runtime.backends.onnx_proto import OnnxSummary, read_onnx_summary
 from edgeport.runtime.backends.registry import (
     PRECISION_RULE,
     Attempt,
-    Candidate,
+    ModelFile,
     check_backend_name,
     parity_failed_text,
     steps,
@@ -54,12 +54,14 @@ from edgeport.runtime.errors import (
     ModelLoadError,
 )
 from edgeport.runtime.preprocess import ImageLike, preprocess
+from edgeport.runtime.specs import FeedCheck, TensorSpec, merge_specs, range_text
 
 log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 PRECISION_METADATA_KEY = "edgeport.precision"
 _F32 = np.dtype(np.float32)
+_F16 = np.dtype(np.float16)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class ModelSource:
     kind: str  # "bundle", "onnx", "engine"
     path: Path
     card: ModelCard | None
-    candidates: list[Candidate]
+    candidates: list[ModelFile]
     manifest: Manifest | None = None
     summary: OnnxSummary | None = None  # the parsed file, for a bare .onnx (its one candidate)
 
@@ -204,11 +206,11 @@ def resolve_source(path: str | Path) -> ModelSource:
         summary = read_onnx_summary(path)
         card = _card_from_metadata(path, summary)
         precision = summary.metadata.get(PRECISION_METADATA_KEY) or summary.guess_precision()
-        cand = Candidate("onnx", precision, path, path.name)
+        cand = ModelFile("onnx", precision, path, path.name)
         return ModelSource("onnx", path, card, [cand], summary=summary)
     _check_engine_file(path)
     match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
-    cand = Candidate("tensorrt", match.group(1) if match else None, path, path.name)
+    cand = ModelFile("tensorrt", match.group(1) if match else None, path, path.name)
     return ModelSource("engine", path, None, [cand])
 
 
@@ -228,8 +230,8 @@ def _check_engine_file(path: Path) -> None:
         )
 
 
-def _bundle_candidate(bundle_dir: Path, art: Artifact) -> Candidate:
-    return Candidate(
+def _bundle_candidate(bundle_dir: Path, art: Artifact) -> ModelFile:
+    return ModelFile(
         art.format,
         art.precision,
         bundle_dir / art.path,
@@ -293,7 +295,7 @@ def check_external_data(model_path: Path, summary: OnnxSummary, root: Path) -> N
 # -- opening -------------------------------------------------------------------------------------
 
 
-def _verified_path(cand: Candidate, verify: bool) -> Path:
+def _verified_path(cand: ModelFile, verify: bool) -> Path:
     if cand.bundle_dir is None or cand.artifact is None:
         return cand.path
     check = verify_artifact if verify else artifact_path
@@ -302,7 +304,7 @@ def _verified_path(cand: Candidate, verify: bool) -> Path:
 
 def _open(
     name: str,
-    cand: Candidate,
+    cand: ModelFile,
     source: ModelSource,
     device_index: int,
     threads: int | None,
@@ -324,18 +326,14 @@ def _open(
     summary = source.summary if source.summary is not None else read_onnx_summary(path)
     check_external_data(path, summary, cand.bundle_dir or path.parent)
     profile = None
-    if name == "onnxruntime-tensorrt" and cand.artifact is not None and source.card is not None:
-        b = cand.artifact.batch
-        profile = tensorrt_profile_options(
-            cand.artifact.input_name, source.card.input_shape, (b.min, b.opt, b.max)
-        )
+    if name == "onnxruntime-tensorrt" and cand.artifact is not None:
+        profile = tensorrt_profile_options(cand.artifact.inputs)
     settings = OrtSettings(
         threads=threads,
         device_index=device_index,
         cuda_graph=cuda_graph and name != "onnxruntime-cpu",
         precision=cand.precision or "fp32",
         tensorrt_profile=profile,
-        num_classes=source.card.num_classes if source.card else None,
     )
     return OnnxRuntimeBackend(path, name, settings)
 
@@ -343,14 +341,14 @@ def _open(
 def _make_model(
     opened: Backend,
     name: str,
-    cand: Candidate,
+    cand: ModelFile,
     source: ModelSource,
     attempts: list[Attempt],
     cuda_graph: bool,
     threads: int | None,
 ) -> Model:
     try:
-        input_shape, batch_range = _agree(opened, cand, source.card)
+        inputs, outputs = _agree(opened, cand, source.card)
     except BaseException:
         opened.close()
         raise
@@ -365,58 +363,59 @@ def _make_model(
         card=source.card,
         artifact=cand.artifact,
         precision=cand.precision or "unknown",
-        input_shape=input_shape,
-        batch_range=batch_range,
+        inputs=inputs,
+        outputs=outputs,
         attempts=attempts,
         notes=notes,
     )
 
 
 def _agree(
-    opened: Backend, cand: Candidate, card: ModelCard | None
-) -> tuple[tuple[int | None, ...], BatchRange]:
-    """Check that the file, the manifest and the card describe the same model."""
+    opened: Backend, cand: ModelFile, card: ModelCard | None
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Check that the file, the manifest and the card describe the same model; return the
+    file's inputs and outputs with the declared symbolic names, ranges and value ranges."""
     where = f"{cand.path} ({cand.label})"
-    file_shape = opened.input.shape
-    if len(file_shape) != 4:
-        raise ModelLoadError(
-            f"{where}: input {opened.input.name} has shape {file_shape}; edgeport needs NCHW"
-        )
-    file_chw = tuple(d if isinstance(d, int) and d > 0 else None for d in file_shape[1:])
-    chw: tuple[int | None, ...] = file_chw
-    if card is not None:
-        for have, want, axis in zip(
-            file_chw, card.input_shape, ("channels", "height", "width"), strict=True
-        ):
-            if have is not None and have != want:
-                raise ModelLoadError(
-                    f"{where}: the file's input has {axis} {have}, the model card says {want} "
-                    f"(file shape {file_shape}, card input {card.input_shape}); re-export the model"
-                )
-        chw = card.input_shape
-        classes = opened.output.shape[1] if len(opened.output.shape) == 2 else None
+    inputs, outputs = opened.inputs, opened.outputs
+    declared = cand.artifact or (card if card is not None and card.inputs else None)
+    if declared is not None:
+        inputs = merge_specs(inputs, declared.inputs, where, "inputs")
+        if declared.outputs:
+            outputs = merge_specs(outputs, declared.outputs, where, "outputs")
+    if card is not None and card.is_image_model:
+        _agree_image(where, inputs, card)
+    if card is not None and card.task == "classification" and card.num_classes:
+        shape = outputs[0].shape
+        classes = shape[1] if len(shape) == 2 else None
         if isinstance(classes, int) and classes != card.num_classes:
             raise ModelLoadError(
                 f"{where}: the file outputs {classes} classes, the model card lists "
                 f"{card.num_classes}; re-export the model"
             )
-    art = cand.artifact
-    if art is not None:
-        if art.input_name != opened.input.name or art.output_name != opened.output.name:
+    return inputs, outputs
+
+
+def _agree_image(where: str, inputs: Sequence[TensorSpec], card: ModelCard) -> None:
+    name = card.image_input_name or inputs[0].name
+    spec = next((s for s in inputs if s.name == name), None)
+    if spec is None:
+        raise ModelLoadError(
+            f"{where}: the model card feeds images to input {name!r}, which the file does not "
+            f"have (inputs {[s.name for s in inputs]}); re-export the model"
+        )
+    if spec.rank != 4:
+        raise ModelLoadError(
+            f"{where}: input {spec.name} has shape {list(spec.shape)}; an image model needs NCHW"
+        )
+    for have, want, axis in zip(
+        spec.shape[1:], card.input_shape, ("channels", "height", "width"), strict=True
+    ):
+        if isinstance(have, int) and have != want:
             raise ModelLoadError(
-                f"{where}: the manifest names input/output {art.input_name!r}/{art.output_name!r}, "
-                f"the file has {opened.input.name!r}/{opened.output.name!r}; re-export the bundle"
+                f"{where}: the file's input has {axis} {have}, the model card says {want} "
+                f"(file shape {list(spec.shape)}, card input {card.input_shape}); re-export the "
+                "model"
             )
-        limits = opened.batch_limits
-        if limits is not None and not limits[0] <= art.batch.min <= art.batch.max <= limits[2]:
-            raise ModelLoadError(
-                f"{where}: the manifest's batch range {art.batch} is not within what the file "
-                f"accepts ({limits[0]}..{limits[2]}); re-export the bundle"
-            )
-        return chw, art.batch
-    if opened.batch_limits is not None:
-        return chw, BatchRange(*opened.batch_limits)
-    return chw, BatchRange(1, 1, UNBOUNDED_BATCH)
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -437,10 +436,62 @@ def run_in_chunks(
     return np.concatenate(outputs)
 
 
+class _ImageFeedCheck(FeedCheck):
+    """The feed check of a model whose one input is an NCHW image batch: the same checks, with
+    messages in the terms of images (batch, channels, height x width)."""
+
+    def _expected(self) -> str:
+        dims = ", ".join("?" if not isinstance(d, int) else str(d) for d in self.specs[0].shape[1:])
+        return f"(N, C, H, W) = (N, {dims})"
+
+    def _raise_array(self, check: Any, array: Any) -> None:
+        spec = check.spec
+        if not isinstance(array, np.ndarray):
+            raise InputError(
+                f"Model.run expects a numpy {spec.dtype} array of shape {self._expected()}, got "
+                f"{type(array).__name__}; raw images go through Model.predict"
+            )
+        if array.dtype != check.dtype:
+            raise InputError(
+                f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype} (shape "
+                f"{array.shape}); Model.run does not convert: use batch.astype(np.{spec.dtype}), "
+                "or give raw images to Model.predict"
+            )
+        hint = "; add a batch axis with batch[None]" if array.ndim == 3 else ""
+        raise InputError(
+            f"input {spec.name!r}: expected a 4-D batch {self._expected()}, got {array.ndim}-D "
+            f"shape {array.shape}{hint}"
+        )
+
+    def _raise_dim(self, check: Any, array: np.ndarray, axis: int, low: int, high: int) -> None:
+        name, shape = check.spec.name, array.shape
+        if axis == 0:
+            raise InputError(
+                f"input {name!r}: batch size {shape[0]} is outside this model's range "
+                f"{range_text(low, high)} (shape {shape}); "
+                + ("split the batch" if shape[0] > high else "pad the batch")
+            )
+        if axis == 1:
+            raise InputError(
+                f"input {name!r}: expected {low} channels (axis 1 of {self._expected()}), got "
+                f"{shape[1]} in shape {shape}"
+            )
+        height, width = (check.spec.shape[2], check.spec.shape[3])
+        raise InputError(
+            f"input {name!r}: expected height x width {height}x{width}, got {shape[2]}x{shape[3]} "
+            f"(shape {shape}); resize to the card's input size (Model.predict does)"
+        )
+
+
+def _feed_check(inputs: Sequence[TensorSpec]) -> FeedCheck:
+    image_like = len(inputs) == 1 and inputs[0].rank == 4 and inputs[0].is_float
+    return (_ImageFeedCheck if image_like else FeedCheck)(inputs)
+
+
 class Model:
-    """An opened classifier: ``run`` (float32 NCHW in, logits out) and ``predict`` (images in,
-    labels out). Safe to call from several threads at once. Close it (or use ``with``) to free
-    GPU memory."""
+    """An opened model: ``infer`` (named arrays in, named arrays out) for any model, ``run``
+    (one array in, one out) and ``predict`` (images in, labels out) for image classifiers.
+    Safe to call from several threads at once. Close it (or use ``with``) to free GPU memory."""
 
     def __init__(
         self,
@@ -450,8 +501,8 @@ class Model:
         card: ModelCard | None,
         artifact: Artifact | None,
         precision: str,
-        input_shape: tuple[int | None, ...],
-        batch_range: BatchRange,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
         attempts: list[Attempt],
         notes: list[str] | None = None,
     ) -> None:
@@ -462,16 +513,16 @@ class Model:
         self.card = card
         self.artifact = artifact
         self.precision = precision
-        self.input_shape = input_shape
-        self.batch_range = batch_range
-        self.input_name = backend.input.name
-        self.output_name = backend.output.name
+        self.inputs = inputs
+        self.outputs = outputs
         self.attempts = list(attempts)
         self.notes = list(notes or [])
-        # Pre-computed for the per-call checks in run().
-        self._chw = input_shape if all(d is not None for d in input_shape) else None
-        self._known_axes = tuple((i + 1, d) for i, d in enumerate(input_shape) if d is not None)
-        self._batch_min, self._batch_max = batch_range.min, batch_range.max
+        self._feeds = _feed_check(inputs)
+        self._output_names = tuple(s.name for s in outputs)
+        # Model.run: one input and one output; float32 in and out, even for an fp16 file
+        self._single = self._feeds._checks[0] if len(inputs) == 1 == len(outputs) else None
+        self._run_in_f16 = len(inputs) == 1 and inputs[0].dtype == "float16"
+        self._run_out_f16 = len(outputs) == 1 and outputs[0].dtype == "float16"
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -486,100 +537,79 @@ class Model:
 
     @property
     def num_classes(self) -> int | None:
-        return self.card.num_classes if self.card else None
+        return self.card.num_classes if self.card and self.card.num_classes else None
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    @property
+    def output_name(self) -> str:
+        return self.outputs[0].name
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """The first input's shape without its leading (batch) axis; None where dynamic."""
+        return tuple(d if isinstance(d, int) else None for d in self.inputs[0].shape[1:])
+
+    @property
+    def batch_range(self) -> BatchRange:
+        """The range of the first input's leading (batch) axis."""
+        spec = self.inputs[0]
+        if spec.rank == 0:
+            return BatchRange(1, 1, 1)
+        low, opt, high = spec.dim_range(0)
+        return BatchRange(max(low, 1), max(opt, 1), max(high, 1))
 
     # -- running --------------------------------------------------------------------------------
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 logits, shape (N, classes), for a preprocessed float32 (N, C, H, W) batch."""
+    def _live(self) -> Backend:
         backend = self._backend
         if backend is None:
             raise ModelLoadError(f"this model ({self.path}) is closed; load it again")
-        if (
-            not isinstance(batch, np.ndarray)
-            or batch.dtype != _F32
-            or batch.ndim != 4
-            or (self._chw is not None and batch.shape[1:] != self._chw)
-            or (self._chw is None and any(batch.shape[i] != d for i, d in self._known_axes))
-        ):
-            self._raise_bad_batch(batch)
-        if not self._batch_min <= batch.shape[0] <= self._batch_max:
-            raise InputError(
-                f"batch size {batch.shape[0]} is outside this model's range "
-                f"{self._range_text()} (shape {batch.shape}); "
-                + ("split the batch" if batch.shape[0] > self._batch_max else "pad the batch")
-            )
-        if not batch.flags.c_contiguous:
-            batch = np.ascontiguousarray(batch)
-        # NaN/Inf check in one BLAS call: the sum of squares is finite iff every value is, unless
-        # huge values overflow it, which the exact check below tells apart. (np.isfinite(...).all()
-        # costs several times more per call, see benchmarks/runtime_overhead.py.)
-        if not math.isfinite(np.vdot(batch, batch)) and not np.isfinite(batch).all():
-            self._raise_not_finite(batch)
-        return backend.run(batch)
+        return backend
 
-    def _expected(self) -> str:
-        dims = ", ".join("?" if d is None else str(d) for d in self.input_shape)
-        return f"(N, C, H, W) = (N, {dims})"
+    def infer(self, feeds: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs by name (in the model's order) for inputs given by name. A model with
+        one input also takes the array itself. Every input is validated first (:mod:`specs`)."""
+        backend = self._live()
+        if type(feeds) is np.ndarray and len(self.inputs) == 1:
+            arrays = [self._feeds.one(self._feeds._checks[0], feeds)]
+        else:
+            arrays = self._feeds(feeds)  # type: ignore[arg-type]
+        return dict(zip(self._output_names, backend.infer(arrays), strict=True))
 
-    def _range_text(self) -> str:
-        high = "unbounded" if self._batch_max >= UNBOUNDED_BATCH else str(self._batch_max)
-        return f"{self._batch_min}..{high}"
-
-    def _raise_bad_batch(self, batch: Any) -> None:
-        if not isinstance(batch, np.ndarray):
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The one output (float32) for the one input: for an image classifier, logits of shape
+        (N, classes) for a preprocessed float32 (N, C, H, W) batch."""
+        backend = self._live()
+        check = self._single
+        if check is None:
             raise InputError(
-                f"Model.run expects a numpy float32 array of shape {self._expected()}, got "
-                f"{type(batch).__name__}; raw images go through Model.predict"
+                f"Model.run takes models with one input and one output; {self.path.name} has "
+                f"inputs {[s.name for s in self.inputs]} and outputs "
+                f"{list(self._output_names)}: use Model.infer"
             )
-        if batch.dtype != _F32:
-            raise InputError(
-                f"expected dtype float32, got {batch.dtype} (shape {batch.shape}); Model.run "
-                "does not convert: use batch.astype(np.float32), or give raw images to "
-                "Model.predict"
-            )
-        if batch.ndim != 4:
-            hint = "; add a batch axis with batch[None]" if batch.ndim == 3 else ""
-            raise InputError(
-                f"expected a 4-D batch {self._expected()}, got {batch.ndim}-D shape "
-                f"{batch.shape}{hint}"
-            )
-        channels, height, width = self.input_shape
-        if channels is not None and batch.shape[1] != channels:
-            raise InputError(
-                f"expected {channels} channels (axis 1 of {self._expected()}), got "
-                f"{batch.shape[1]} in shape {batch.shape}"
-            )
-        raise InputError(
-            f"expected height x width {height}x{width}, got {batch.shape[2]}x{batch.shape[3]} "
-            f"(shape {batch.shape}); resize to the card's input size (Model.predict does)"
-        )
-
-    def _raise_not_finite(self, batch: np.ndarray) -> None:
-        nan = int(np.isnan(batch).sum())
-        inf = int(np.isinf(batch).sum())
-        first = int(np.argwhere(~np.isfinite(batch))[0][0])
-        raise InputError(
-            f"expected finite values, got {nan} NaN and {inf} Inf in the batch of shape "
-            f"{batch.shape} (first in sample {first}); check the preprocessing"
-        )
+        if self._run_in_f16 and type(batch) is np.ndarray and batch.dtype == _F32:
+            batch = batch.astype(_F16)
+        out = backend.infer([self._feeds.one(check, batch)])[0]
+        return out.astype(_F32) if self._run_out_f16 else out
 
     def predict(
         self, images: ImageLike | Sequence[ImageLike] | Iterable[ImageLike], top_k: int = 5
     ) -> list[Prediction]:
         """Class names and probabilities for raw images (paths, PIL images, uint8 HWC arrays;
         grey, RGB or RGBA), resized and normalised as the model card says."""
-        card = self.card
-        if card is None:
-            raise ModelLoadError(
-                f"{self.path} has no model card (no bundle manifest and no "
-                f"{ONNX_METADATA_KEY!r} ONNX metadata), so predict cannot preprocess images or "
-                "name classes; use Model.run on preprocessed float32 batches, or load the bundle"
+        card = self._image_card("predict")
+        if card.task != "classification":
+            raise ConfigError(
+                f"{self.path} is a {card.task} model; Model.predict classifies images"
+                + (": use Model.detect" if card.task == "detection" else "")
+                + (": use Model.segment" if card.task == "segmentation" else "")
             )
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-        batch = preprocess(images, card)
-        logits = self._run_in_chunks(batch)
+        logits = self.run_images(preprocess(images, card))[0]
         shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         probabilities = exp / exp.sum(axis=1, keepdims=True)
@@ -594,9 +624,35 @@ class Model:
             for row, probs in zip(order, probabilities, strict=True)
         ]
 
-    def _run_in_chunks(self, batch: np.ndarray) -> np.ndarray:
-        """Run any number of images within the batch range: split above max, pad below min."""
-        return run_in_chunks(self.run, batch, self._batch_max, self._batch_min)
+    def _image_card(self, what: str) -> ModelCard:
+        card = self.card
+        if card is None or not card.is_image_model:
+            raise ModelLoadError(
+                f"{self.path} has no model card for images (no bundle manifest and no "
+                f"{ONNX_METADATA_KEY!r} ONNX metadata), so {what} cannot preprocess images or "
+                "name classes; use Model.run or Model.infer on preprocessed arrays, or load the "
+                "bundle"
+            )
+        if len(self.inputs) != 1:
+            raise ConfigError(
+                f"Model.{what} feeds images to models with one input; {self.path.name} has "
+                f"{[s.name for s in self.inputs]}: use Model.infer"
+            )
+        return card
+
+    def run_images(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output for any number of preprocessed images: split above the batch range's
+        max, padded below its min."""
+        low, _, high = self.batch_range.min, 0, self.batch_range.max
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, batch.shape[0], high):
+            part = batch[start : start + high]
+            count = part.shape[0]
+            if count < low:
+                part = np.concatenate([part, np.repeat(part[-1:], low - count, axis=0)])
+            outs = self.infer(part.astype(self.inputs[0].dtype, copy=False))
+            chunks.append([out[:count] for out in outs.values()])
+        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
     # -- description and lifetime ---------------------------------------------------------------
 
@@ -608,10 +664,8 @@ class Model:
             f"chosen: {self.backend}, {target} ({self.precision})",
         ]
         lines += [f"  {key}: {value}" for key, value in self.describe().items()]
-        lines.append(
-            f"input: {self.input_name} {self._expected()}, batch {self._range_text()} "
-            f"(opt {self.batch_range.opt}); output: {self.output_name}"
-        )
+        lines += [f"input {spec.describe()}" for spec in self.inputs]
+        lines += [f"output {spec.describe()}" for spec in self.outputs]
         lines.append("candidates, in the order considered:")
         lines += [f"  - {a}" for a in self.attempts]
         lines.append(f"precision rule: {PRECISION_RULE}")

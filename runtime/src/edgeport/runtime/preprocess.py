@@ -140,8 +140,9 @@ def normalize(images: np.ndarray, card: ModelCard) -> np.ndarray:
 
 def prepare_image(source: ImageLike, card: ModelCard) -> np.ndarray:
     """One raw image to a uint8 HWC array with the card's channels and size (no scaling yet)."""
-    image = to_channels(load_image(source), card.in_channels)
-    return resize(image, card.input_size, card.interpolation)
+    channels, height, width = card.input_shape
+    image = to_channels(load_image(source), channels)
+    return resize(image, (height, width), card.interpolation)
 
 
 def preprocess(

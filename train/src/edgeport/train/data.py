@@ -194,8 +194,8 @@ class RawSplit:
     def prepared(self, card: ModelCard, indices: Sequence[int] | None = None) -> np.ndarray:
         """uint8 NHWC images after ``prepare_image`` (the card's channels and size)."""
         chosen = range(len(self)) if indices is None else indices
-        height, width = card.input_size
-        out = np.empty((len(chosen), height, width, card.in_channels), dtype=np.uint8)
+        channels, height, width = card.input_shape
+        out = np.empty((len(chosen), height, width, channels), dtype=np.uint8)
         for row, index in enumerate(chosen):
             out[row] = prepare_image(self.image(index), card)
         return out
@@ -401,9 +401,9 @@ class TrainingDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         self.split = split
         self.card = card
         self.augmentation = augmentation
-        self._augment = augmentation.build(card.input_size) if augmentation.enabled else None
-        height, width = card.input_size
-        size = len(split) * height * width * card.in_channels
+        channels, height, width = card.input_shape
+        self._augment = augmentation.build((height, width)) if augmentation.enabled else None
+        size = len(split) * height * width * channels
         self._prepared = split.prepared(card) if size <= CACHE_LIMIT_BYTES else None
         self._normalized: torch.Tensor | None = None
         if self._prepared is not None and self._augment is None:

@@ -339,8 +339,8 @@ def train(config: TrainConfig) -> Path:
     model = build_model(
         config.model,
         num_classes=card.num_classes,
-        in_channels=card.in_channels,
-        input_size=card.input_size,
+        in_channels=card.input_shape[0],
+        input_size=card.input_shape[1:],
         weights=None if state else config.weights,  # resumed weights come from the state
         freeze_backbone=config.freeze_backbone,
         **config.arch_args,
@@ -362,10 +362,10 @@ def train(config: TrainConfig) -> Path:
         **config.to_dict(),
         "out": str(run_dir),
         "resolved": {
-            "input_size": list(card.input_size),
-            "in_channels": card.in_channels,
-            "mean": list(card.mean),
-            "std": list(card.std),
+            "input_size": list(card.input_shape[1:]),
+            "in_channels": card.input_shape[0],
+            "mean": list(card.mean or ()),
+            "std": list(card.std or ()),
             "normalization": resolved.normalization,
             "augmentation": resolved.augmentation.to_dict(),
             "split_sizes": {k: len(v) for k, v in resolved.splits.items()},

@@ -189,8 +189,8 @@ def build_model_from_card(card: ModelCard) -> nn.Module:
     model = build_model(
         card.architecture,
         num_classes=card.num_classes,
-        in_channels=card.in_channels,
-        input_size=tuple(card.input_size),  # type: ignore[arg-type]
+        in_channels=card.input_shape[0],
+        input_size=card.input_shape[1:],
         **dict(card.arch_args),
     )
     return model.eval()

@@ -1,46 +1,32 @@
 """What every backend provides: opened once (slow), then run many times (fast).
 
 As in Polygraphy, opening (loading a session or deserializing an engine) and running are
-separate. ``Model`` validates the input once, in front of every backend, so ``Backend.run``
-receives a C-contiguous float32 NCHW batch whose shape the model accepts, and returns float32
-logits of shape (N, classes).
+separate. ``Model`` validates every feed once, in front of every backend (:mod:`specs`), so
+``Backend.infer`` receives C-contiguous arrays of the declared dtypes, in input order, whose
+shapes the model accepts, and returns the outputs in output order.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-# Batch ranges read from a file whose batch axis is dynamic and unbounded.
-UNBOUNDED_BATCH = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of an opened model, as the backend sees it."""
-
-    name: str
-    dtype: str  # numpy dtype name: "float32", "float16"
-    shape: tuple[int | str | None, ...]  # batch axis included; str/None when dynamic
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+from edgeport.runtime.specs import TensorSpec
 
 
 class Backend(ABC):
     """An opened model on one inference engine."""
 
     name: str  # "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"
-    input: TensorSpec
-    output: TensorSpec
-    batch_limits: tuple[int, int, int] | None  # (min, opt, max) the file itself imposes
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (float32, (N, classes)) for a validated float32 NCHW batch."""
+    def infer(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The outputs, in output order, for validated inputs in input order."""
 
     @abstractmethod
     def close(self) -> None:
@@ -49,3 +35,27 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """The settings this backend runs with (providers, threads, device, CUDA graph)."""
+
+
+def concrete_shape(spec: TensorSpec, sizes: dict[str, int]) -> tuple[int, ...] | None:
+    """``spec``'s shape with its symbolic dimensions filled from ``sizes``; None when a
+    dimension stays unknown (unnamed, or named by no input)."""
+    out = []
+    for dim in spec.shape:
+        if isinstance(dim, int):
+            out.append(dim)
+        elif isinstance(dim, str) and dim in sizes:
+            out.append(sizes[dim])
+        else:
+            return None
+    return tuple(out)
+
+
+def symbol_sizes(specs: Sequence[TensorSpec], arrays: Sequence[np.ndarray]) -> dict[str, int]:
+    """The size of every symbolic dimension the inputs name, from the arrays fed to them."""
+    sizes: dict[str, int] = {}
+    for spec, array in zip(specs, arrays, strict=True):
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str):
+                sizes.setdefault(dim, array.shape[axis])
+    return sizes

@@ -13,14 +13,20 @@ Session options are chosen on purpose:
   inputs and outputs bound on the device with IOBinding (one host-to-device copy in, one
   device-to-host copy out, nothing else), and ``enable_cuda_graph`` for fixed shapes.
 
+Any number of inputs and outputs of any tensor type ONNX Runtime's Python API takes are run;
+bfloat16, which numpy lacks, travels as ``ml_dtypes.bfloat16`` through ``OrtValue``s.
+
 ONNX Runtime sessions are thread-safe for ``run``; each call makes its own IOBinding. Only the
 CUDA graph path shares device buffers between calls and therefore takes a lock.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import Backend, TensorSpec
+from edgeport.runtime.backends.base import Backend, concrete_shape, symbol_sizes
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.errors import (
     BackendUnavailable,
@@ -37,6 +43,7 @@ from edgeport.runtime.errors import (
     InputError,
     ModelLoadError,
 )
+from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,19 @@ _EXTRA = {
     "onnxruntime-cuda": "pip install 'edgeport-runtime[gpu]' (and not onnxruntime beside it)",
     "onnxruntime-tensorrt": "pip install 'edgeport-runtime[gpu]' with TensorRT libraries",
 }
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+_BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
 # Errors that mean the file itself is bad, whatever the provider.
 _MODEL_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "NotImplemented")
 
@@ -105,7 +124,6 @@ class OrtSettings:
     cuda_graph: bool = False
     precision: str = "fp32"
     tensorrt_profile: dict[str, str] | None = None  # see tensorrt_profile_options
-    num_classes: int | None = None  # used when the file's class axis is symbolic
 
 
 class OnnxRuntimeBackend(Backend):
@@ -126,43 +144,21 @@ class OnnxRuntimeBackend(Backend):
         self._on_gpu = backend != "onnxruntime-cpu"
         self._device_type = "cuda"  # where IOBinding puts inputs and outputs on the GPU paths
         self._lock = threading.Lock()
-        self._graph_state: tuple[int, Any, Any, Any] | None = None  # (batch, binding, x, y)
+        self._graph_state: tuple[Any, ...] | None = None  # (shapes, binding, inputs, outputs)
         if self._on_gpu and hasattr(ort, "preload_dlls"):
             ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when they are installed
         self._session = self._open_session(ort, path, backend, settings)
         self._errors = ort_errors()
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(
-                f"{path} has inputs {[i.name for i in inputs]} and outputs "
-                f"{[o.name for o in outputs]}; edgeport runs classifiers with exactly one input "
-                "(the image batch) and one output (the logits)"
-            )
-        self.input = _spec(inputs[0])
-        self.output = _spec(outputs[0])
-        for spec in (self.input, self.output):
-            if spec.dtype not in ("float32", "float16"):
-                raise ModelLoadError(
-                    f"{path}: {spec.name} has type {spec.dtype}; edgeport expects float32 or "
-                    "float16 image batches and logits"
-                )
-        self._input_dtype = np.dtype(self.input.dtype)
-        self._cast_input = self._input_dtype != np.float32
-        self._cast_output = self.output.dtype != "float32"
-        self._output_names = [self.output.name]
+        self.inputs = tuple(_spec(path, node, "input") for node in self._session.get_inputs())
+        self.outputs = tuple(_spec(path, node, "output") for node in self._session.get_outputs())
+        self._input_names = [spec.name for spec in self.inputs]
+        self._output_names = [spec.name for spec in self.outputs]
+        self._bf16_in = {s.name for s in self.inputs if s.dtype == "bfloat16"}
+        self._bf16_out = [s.dtype == "bfloat16" for s in self.outputs]
+        self._plain = not (self._bf16_in or any(self._bf16_out))  # numpy in and out as is
         self._session_run: Any = _cpu_run_function(ort, self._session)
-        batch_dim = self.input.shape[0] if self.input.shape else None
-        self.batch_limits = (batch_dim,) * 3 if isinstance(batch_dim, int) else None
-        self._num_classes = (
-            self.output.shape[1]
-            if len(self.output.shape) == 2 and isinstance(self.output.shape[1], int)
-            else settings.num_classes
-        )
-        if settings.cuda_graph and self._num_classes is None:
-            raise ConfigError(
-                f"{path}: the logits' class axis is symbolic and no model card gives the class "
-                "count; a CUDA graph needs fixed output shapes"
-            )
+        if settings.cuda_graph and not self._on_gpu:
+            raise ConfigError(f"{backend} has no CUDA graphs; load with cuda_graph=False")
         log.debug("opened %s with %s: %s", path, backend, self._session.get_providers())
 
     # -- opening -----------------------------------------------------------------------------
@@ -223,77 +219,111 @@ class OnnxRuntimeBackend(Backend):
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         # Both read once: a close() from another thread cannot leave one of them None mid-call.
         session, session_run = self._session, self._session_run
         if session is None or session_run is None:
             raise ModelLoadError(f"the {self.name} session for {self.path} was closed")
-        if self._cast_input:
-            batch = batch.astype(self._input_dtype)
         try:
-            if not self._on_gpu:
-                out = session_run(self._output_names, {self.input.name: batch}, None)[0]
-            elif self.settings.cuda_graph:
-                out = self._run_cuda_graph(session, batch)
-            else:
-                out = self._run_bound(session, batch)
+            if self._on_gpu:
+                if self.settings.cuda_graph:
+                    return self._run_cuda_graph(session, arrays)
+                return self._run_bound(session, arrays)
+            if not self._plain:
+                return self._run_ort_values(session, arrays)
+            return session_run(
+                self._output_names, dict(zip(self._input_names, arrays, strict=True)), None
+            )
         except EdgeportError:
             raise
         except self._errors as exc:
             kind = type(exc).__name__
-            if kind == "InvalidArgument":
-                raise InputError(f"{self.name} refused the batch {batch.shape}: {exc}") from exc
-            raise BackendUnavailable(f"{self.name} failed while running: {kind}: {exc}") from exc
-        return out.astype(np.float32) if self._cast_output else out
-
-    def _run_bound(self, session: Any, batch: np.ndarray) -> np.ndarray:
-        """Input copied once to the device, output allocated there by ORT, copied back once."""
-        ort, index = self._ort, self.settings.device_index
-        binding = session.io_binding()
-        device_input = ort.OrtValue.ortvalue_from_numpy(batch, self._device_type, index)
-        binding.bind_ortvalue_input(self.input.name, device_input)
-        if self._num_classes is not None:
-            device_output = ort.OrtValue.ortvalue_from_shape_and_type(
-                (batch.shape[0], self._num_classes),
-                np.dtype(self.output.dtype),
-                self._device_type,
-                index,
+            shapes = ", ".join(
+                f"{n} {a.shape}" for n, a in zip(self._input_names, arrays, strict=True)
             )
-            binding.bind_ortvalue_output(self.output.name, device_output)
-        else:
-            binding.bind_output(self.output.name, self._device_type, index)
-        session.run_with_iobinding(binding)
-        return binding.get_outputs()[0].numpy()
+            if kind == "InvalidArgument":
+                raise InputError(f"{self.name} refused the inputs ({shapes}): {exc}") from exc
+            if kind in ("Fail", "RuntimeException"):
+                raise InputError(
+                    f"{self.name} failed on the inputs ({shapes}): {exc}; the model may need "
+                    "other sizes for its dynamic dimensions"
+                ) from exc
+            raise BackendUnavailable(f"{self.name} failed while running: {kind}: {exc}") from exc
 
-    def _run_cuda_graph(self, session: Any, batch: np.ndarray) -> np.ndarray:
-        """Replay one captured CUDA graph: the device buffers must stay the same, so they are
-        allocated once, refilled in place under a lock, and the batch size is fixed by the first
-        call."""
+    def _value(self, name: str, array: np.ndarray, device: str = "cpu") -> Any:
+        """An OrtValue of ``array`` (on ``device``), bfloat16 passed as its bits."""
         ort, index = self._ort, self.settings.device_index
+        if name in self._bf16_in:
+            return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                array.view(np.uint16), onnx_element_type=_BFLOAT16
+            )
+        return ort.OrtValue.ortvalue_from_numpy(array, device, index)
+
+    def _outputs(self, values: Sequence[Any]) -> list[np.ndarray]:
+        return [
+            _bfloat16_array(v) if bf16 else v.numpy()
+            for v, bf16 in zip(values, self._bf16_out, strict=True)
+        ]
+
+    def _run_ort_values(self, session: Any, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feeds = {n: self._value(n, a) for n, a in zip(self._input_names, arrays, strict=True)}
+        return self._outputs(session.run_with_ort_values(self._output_names, feeds, None))
+
+    def _run_bound(self, session: Any, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Inputs copied once to the device, outputs allocated there, copied back once each."""
+        binding = session.io_binding()
+        for name, array in zip(self._input_names, arrays, strict=True):
+            binding.bind_ortvalue_input(name, self._value(name, array, self._device_type))
+        for name in self._output_names:
+            binding.bind_output(name, self._device_type, self.settings.device_index)
+        session.run_with_iobinding(binding)
+        return self._outputs(binding.get_outputs())
+
+    def _run_cuda_graph(self, session: Any, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Replay one captured CUDA graph: the device buffers must stay the same, so they are
+        allocated once (outputs at the shapes the first call's inputs imply), refilled in place
+        under a lock, and the input shapes are fixed by the first call."""
         with self._lock:
             if self._graph_state is None:
-                device_input = ort.OrtValue.ortvalue_from_numpy(batch, self._device_type, index)
-                device_output = ort.OrtValue.ortvalue_from_shape_and_type(
-                    (batch.shape[0], self._num_classes),
-                    np.dtype(self.output.dtype),
-                    self._device_type,
-                    index,
+                self._graph_state = self._capture_buffers(session, arrays)
+            shapes, binding, device_inputs, device_outputs = self._graph_state
+            got = tuple(a.shape for a in arrays)
+            if got != shapes:
+                raise InputError(
+                    f"this model was loaded with cuda_graph=True and captured its graph for "
+                    f"input shapes {list(shapes)}; got {list(got)}. Load it without cuda_graph "
+                    "to vary the shapes"
                 )
-                binding = session.io_binding()
-                binding.bind_ortvalue_input(self.input.name, device_input)
-                binding.bind_ortvalue_output(self.output.name, device_output)
-                self._graph_state = (batch.shape[0], binding, device_input, device_output)
-            else:
-                fixed, binding, device_input, device_output = self._graph_state
-                if batch.shape[0] != fixed:
-                    raise InputError(
-                        f"this model was loaded with cuda_graph=True and captured its graph for "
-                        f"batch {fixed}; got batch {batch.shape[0]}. Load it without cuda_graph "
-                        "to vary the batch size"
-                    )
-                device_input.update_inplace(batch)
+            for value, array in zip(device_inputs, arrays, strict=True):
+                value.update_inplace(array)
             session.run_with_iobinding(binding)
-            return device_output.numpy()
+            return self._outputs(device_outputs)
+
+    def _capture_buffers(self, session: Any, arrays: Sequence[np.ndarray]) -> tuple[Any, ...]:
+        ort, index, device = self._ort, self.settings.device_index, self._device_type
+        sizes = symbol_sizes(self.inputs, arrays)
+        binding = session.io_binding()
+        device_inputs = []
+        for name, array in zip(self._input_names, arrays, strict=True):
+            value = self._value(name, array, device)
+            binding.bind_ortvalue_input(name, value)
+            device_inputs.append(value)
+        device_outputs = []
+        for spec in self.outputs:
+            shape = concrete_shape(spec, sizes)
+            if shape is None:
+                raise ConfigError(
+                    f"{self.path}: output {spec.name!r} has shape {list(spec.shape)}, which the "
+                    "input shapes do not determine; a CUDA graph needs fixed output shapes. Load "
+                    "it without cuda_graph"
+                )
+            value = ort.OrtValue.ortvalue_from_shape_and_type(
+                shape, numpy_dtype(spec.dtype), device, index
+            )
+            binding.bind_ortvalue_output(spec.name, value)
+            device_outputs.append(value)
+        shapes = tuple(a.shape for a in arrays)
+        return shapes, binding, device_inputs, device_outputs
 
     def close(self) -> None:
         with self._lock:
@@ -318,17 +348,17 @@ class OnnxRuntimeBackend(Backend):
         return info
 
 
-def tensorrt_profile_options(
-    input_name: str, chw: tuple[int, int, int], batch: tuple[int, int, int]
-) -> dict[str, str]:
-    """TensorRT EP optimization-profile options for a dynamic batch axis."""
-    c, h, w = chw
-    low, opt, high = batch
-    return {
-        "trt_profile_min_shapes": f"{input_name}:{low}x{c}x{h}x{w}",
-        "trt_profile_opt_shapes": f"{input_name}:{opt}x{c}x{h}x{w}",
-        "trt_profile_max_shapes": f"{input_name}:{high}x{c}x{h}x{w}",
-    }
+def tensorrt_profile_options(specs: Sequence[TensorSpec]) -> dict[str, str]:
+    """TensorRT EP optimization-profile options for the inputs' dynamic dimensions (empty when
+    every input is static)."""
+    if all(spec.is_static for spec in specs):
+        return {}
+    rows = {"min": [], "opt": [], "max": []}  # type: dict[str, list[str]]
+    for spec in specs:
+        ranges = spec.all_ranges
+        for which, index in (("min", 0), ("opt", 1), ("max", 2)):
+            rows[which].append(f"{spec.name}:" + "x".join(str(r[index]) for r in ranges))
+    return {f"trt_profile_{k}_shapes": ",".join(v) for k, v in rows.items()}
 
 
 def _cpu_run_function(ort: ModuleType, session: Any) -> Any:
@@ -351,6 +381,25 @@ def _cpu_run_function(ort: ModuleType, session: Any) -> Any:
     return session._sess.run
 
 
-def _spec(node: Any) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int | str) else None for d in node.shape)
-    return TensorSpec(name=node.name, dtype=_ORT_TYPES.get(node.type, node.type), shape=shape)
+def _spec(path: Path, node: Any, kind: str) -> TensorSpec:
+    dtype = _ORT_TYPES.get(node.type)
+    if dtype is None:
+        raise ModelLoadError(
+            f"{path}: {kind} {node.name!r} has type {node.type}; edgeport runs models whose "
+            f"inputs and outputs are tensors of {', '.join(sorted(set(_ORT_TYPES.values())))}"
+        )
+    shape = tuple(
+        d if isinstance(d, str) or (isinstance(d, int) and d >= 0) else None for d in node.shape
+    )
+    return TensorSpec(name=node.name, dtype=dtype, shape=shape)
+
+
+def _bfloat16_array(value: Any) -> np.ndarray:
+    """A bfloat16 OrtValue as an ``ml_dtypes.bfloat16`` array (ORT's ``numpy()`` has none)."""
+    shape = tuple(value.shape())
+    count = math.prod(shape)
+    if count == 0:
+        return np.zeros(shape, numpy_dtype("bfloat16"))
+    buffer = (ctypes.c_uint16 * count).from_address(value.data_ptr())
+    bits = np.frombuffer(buffer, np.uint16).copy()
+    return bits.view(numpy_dtype("bfloat16")).reshape(shape)

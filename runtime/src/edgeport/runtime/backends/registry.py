@@ -55,7 +55,7 @@ PRECISION_RULE = (
 
 
 @dataclass(frozen=True)
-class Candidate:
+class ModelFile:
     """One model file that some backend might run."""
 
     format: str  # "onnx" or "tensorrt"
@@ -118,7 +118,7 @@ def machine_report(device_index: int = 0) -> dict[str, str | None]:
 
 
 def candidate_unavailable_reason(
-    backend: str, candidate: Candidate, device_index: int = 0
+    backend: str, candidate: ModelFile, device_index: int = 0
 ) -> str | None:
     """Why ``backend`` cannot run ``candidate`` here, decided without opening it."""
     if FORMAT_OF[backend] != candidate.format:
@@ -131,13 +131,13 @@ def candidate_unavailable_reason(
 
 
 def steps(
-    candidates: list[Candidate],
+    candidates: list[ModelFile],
     *,
     backend: str,
     precision: str | None,
     device_kind: str | None,
     device_index: int = 0,
-) -> Iterator[Attempt | tuple[str, Candidate]]:
+) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """Everything ``load`` considers, lazily and in order: a (backend, candidate) pair to try
     opening, or an ``Attempt`` passed over without opening (with the reason)."""
     check_backend_name(backend)
@@ -198,13 +198,13 @@ def steps(
 
 
 def plan(
-    candidates: list[Candidate],
+    candidates: list[ModelFile],
     *,
     backend: str,
     precision: str | None,
     device_kind: str | None,
     device_index: int = 0,
-) -> tuple[list[tuple[str, Candidate]], list[Attempt]]:
+) -> tuple[list[tuple[str, ModelFile]], list[Attempt]]:
     """The (backend, candidate) pairs to open, best first, and the ones passed over, with why."""
     ordered = list(
         steps(
@@ -221,13 +221,13 @@ def plan(
     )
 
 
-def parity_failed_text(cand: Candidate) -> str:
+def parity_failed_text(cand: ModelFile) -> str:
     """Why a candidate's export parity check failed, for skip reasons and load warnings."""
     failures = "; ".join(cand.parity_failures) or "see the manifest"
     return f"its export parity check failed ({failures})"
 
 
-def _parity_refusal(cand: Candidate) -> str | None:
+def _parity_refusal(cand: ModelFile) -> str | None:
     passed = cand.parity_passed
     if passed is False:
         return f"{parity_failed_text(cand)}; ask for precision={cand.precision!r} to load it anyway"

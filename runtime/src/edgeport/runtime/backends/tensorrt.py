@@ -5,6 +5,9 @@ which share this API. Device and pinned host buffers come from ``cuda-python``; 
 one CUDA stream, buffers sized for the largest batch of the engine's optimization profile, and
 (optionally) one CUDA graph per batch size.
 
+Any number of named inputs and outputs are run, each input's shape set per call within the
+engine's optimization profile 0; outputs are sized for the profile's largest shapes.
+
 A plan runs only where it was built for, so before deserializing anything the engine's
 provenance (from the bundle manifest) is compared with this machine:
 
@@ -32,6 +35,7 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import Backend, TensorSpec
+from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.backends.cuda import GpuDevice, cuda_call, cudart, probe_gpus
 from edgeport.runtime.bundle import ENGINE_FLAVOURS, EngineInfo
 from edgeport.runtime.errors import (
@@ -48,6 +52,7 @@ from edgeport.runtime.errors import (
     InputError,
     ModelLoadError,
 )
+from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
 
@@ -266,17 +271,37 @@ def _make_logger(trt: ModuleType, errors: list[str]) -> Any:
     return _Logger()
 
 
-def _host_array(pointer: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    nbytes = math.prod(shape) * dtype.itemsize
-    buffer = (ctypes.c_byte * nbytes).from_address(pointer)
-    return np.frombuffer(memoryview(buffer), dtype=dtype).reshape(shape)
+def _host_array(pointer: int, count: int, dtype: np.dtype) -> np.ndarray:
+    """A flat numpy view of ``count`` elements of pinned host memory at ``pointer``."""
+    buffer = (ctypes.c_byte * (count * dtype.itemsize)).from_address(pointer)
+    return np.frombuffer(memoryview(buffer), dtype=dtype)
+
+
+def tensor_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
+    """The numpy dtype of a TensorRT ``DataType`` (bfloat16 through ml_dtypes)."""
+    if dtype == getattr(trt, "bfloat16", None):
+        return numpy_dtype("bfloat16")
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError as exc:
+        raise ModelLoadError(f"TensorRT data type {dtype} has no numpy equivalent") from exc
+
+
+@dataclass
+class _Tensor:
+    """One input or output of an engine with its device and pinned host buffers."""
+
+    spec: TensorSpec
+    dtype: np.dtype
+    capacity: int  # elements the buffers hold
+    device: int = 0
+    host: np.ndarray | None = None  # flat view of the pinned host buffer
 
 
 class TensorRTBackend(Backend):
     """A deserialized plan with its execution context, stream and buffers on one GPU."""
 
     name = "tensorrt"
-    batch_limits: tuple[int, int, int]
 
     def __init__(
         self,
@@ -293,8 +318,11 @@ class TensorRTBackend(Backend):
         self._engine: Any = None
         self._allocations: list[tuple[str, Any]] = []  # (free function name, pointer)
         self._stream: Any = None
-        self._graphs: dict[int, Any] = {}
-        self._current_batch = -1
+        self._graphs: dict[tuple[tuple[int, ...], ...], Any] = {}
+        self._current_shapes: tuple[tuple[int, ...], ...] = ()
+        self._output_shapes: list[tuple[int, ...]] = []
+        self._inputs: list[_Tensor] = []
+        self._outputs: list[_Tensor] = []
         self._errors: list[str] = []
 
         data = read_plan(path)
@@ -352,63 +380,43 @@ class TensorRTBackend(Backend):
                 f"{self._error_text()}; {REBUILD_HINT}"
             )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        shape_io = [
+            n
+            for n in names
+            if getattr(engine, "is_shape_inference_io", None) and engine.is_shape_inference_io(n)
+        ]
+        if shape_io:
             raise ModelLoadError(
-                f"{self.path} has inputs {inputs} and outputs {outputs}; edgeport runs "
-                "classifiers with exactly one input and one output"
+                f"{self.path} has shape-tensor inputs {shape_io}, which edgeport does not feed; "
+                "export the model with those values as constants"
             )
-        in_name, out_name = inputs[0], outputs[0]
-        in_shape = tuple(engine.get_tensor_shape(in_name))
-        out_shape = tuple(engine.get_tensor_shape(out_name))
-        if len(in_shape) != 4 or any(d < 0 for d in in_shape[1:]):
-            raise ModelLoadError(
-                f"{self.path}: input {in_name} has shape {in_shape}; edgeport needs NCHW with "
-                "fixed C, H, W (only the batch axis may be dynamic)"
-            )
-        if in_shape[0] < 0:
-            low, opt, high = engine.get_tensor_profile_shape(in_name, 0)
-            self.batch_limits = (int(low[0]), int(opt[0]), int(high[0]))
-        else:
-            self.batch_limits = (in_shape[0],) * 3
-        if len(out_shape) != 2 or out_shape[1] < 0:
-            raise ModelLoadError(
-                f"{self.path}: output {out_name} has shape {out_shape}; expected (batch, classes)"
-            )
-        self._chw = tuple(int(d) for d in in_shape[1:])
-        self._classes = int(out_shape[1])
-        in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(in_name)))
-        out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(out_name)))
-        self.input = TensorSpec(
-            in_name, in_dtype.name, ("batch" if in_shape[0] < 0 else in_shape[0], *self._chw)
-        )
-        self.output = TensorSpec(
-            out_name, out_dtype.name, ("batch" if in_shape[0] < 0 else in_shape[0], self._classes)
-        )
-
-        max_batch = self.batch_limits[2]
-        in_bytes = max_batch * math.prod(self._chw) * in_dtype.itemsize
-        out_bytes = max_batch * self._classes * out_dtype.itemsize
-        self._stream = cuda_call(
-            rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
-        )
-        self._stream_handle = int(self._stream)
-        self._d_in = self._alloc("cudaFree", rt.cudaMalloc(in_bytes), "cudaMalloc")
-        self._d_out = self._alloc("cudaFree", rt.cudaMalloc(out_bytes), "cudaMalloc")
-        self._h_in = self._alloc("cudaFreeHost", rt.cudaMallocHost(in_bytes), "cudaMallocHost")
-        self._h_out = self._alloc("cudaFreeHost", rt.cudaMallocHost(out_bytes), "cudaMallocHost")
-        self._host_in = _host_array(self._h_in, (max_batch, *self._chw), in_dtype)
-        self._host_out = _host_array(self._h_out, (max_batch, self._classes), out_dtype)
+        self.inputs = tuple(self._input_spec(n) for n in names if is_input[n])
         self._context = context = engine.create_execution_context()
         if context is None:
             raise BackendUnavailable(
                 f"{self.flavour} could not create an execution context for {self.path} "
                 f"(out of GPU memory?): {self._error_text()}"
             )
-        context.set_tensor_address(in_name, self._d_in)
-        context.set_tensor_address(out_name, self._d_out)
-        self._in_name, self._out_name = in_name, out_name
+        for spec in self.inputs:  # the largest shapes, to size the output buffers
+            context.set_input_shape(spec.name, tuple(r[2] for r in spec.all_ranges))
+        largest = {n: tuple(context.get_tensor_shape(n)) for n in names if not is_input[n]}
+        dynamic = [n for n, shape in largest.items() if any(d < 0 for d in shape)]
+        if dynamic:
+            raise ModelLoadError(
+                f"{self.path}: outputs {dynamic} have data-dependent shapes, which this runner "
+                "does not allocate; run the ONNX artifact instead"
+            )
+        self.outputs = tuple(
+            TensorSpec(n, tensor_dtype(trt, engine.get_tensor_dtype(n)).name, self._dims(n))
+            for n in largest
+        )
+        self._inputs = [
+            self._allocate(s, math.prod(r[2] for r in s.all_ranges)) for s in self.inputs
+        ]
+        self._outputs = [self._allocate(s, math.prod(largest[s.name])) for s in self.outputs]
+        for tensor in (*self._inputs, *self._outputs):
+            context.set_tensor_address(tensor.spec.name, tensor.device)
         self.cuda_graph = cuda_graph
         capturable = getattr(context, "is_stream_capturable", None)
         if cuda_graph and capturable is not None and not capturable(self._stream_handle):
@@ -419,15 +427,43 @@ class TensorRTBackend(Backend):
             )
             self.cuda_graph = False
         log.debug(
-            "opened %s with %s %s on %s (batch %s, buffers %d + %d bytes)",
+            "opened %s with %s %s on %s: inputs %s, outputs %s",
             self.path,
             self.flavour,
             self.version,
             self.device.name,
-            self.batch_limits,
-            in_bytes,
-            out_bytes,
+            [s.describe() for s in self.inputs],
+            [s.describe() for s in self.outputs],
         )
+
+    def _dims(self, name: str) -> tuple[int | None, ...]:
+        return tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(name))
+
+    def _input_spec(self, name: str) -> TensorSpec:
+        """An input's dtype, shape and, for its dynamic dimensions, optimization profile 0."""
+        engine = self._engine
+        dims = self._dims(name)
+        ranges: tuple[tuple[int, int, int], ...] = ()
+        if any(d is None for d in dims):
+            low, opt, high = engine.get_tensor_profile_shape(name, 0)
+            ranges = tuple((int(a), int(b), int(c)) for a, b, c in zip(low, opt, high, strict=True))
+        dtype = tensor_dtype(self._trt, engine.get_tensor_dtype(name))
+        return TensorSpec(name, dtype.name, dims, ranges)
+
+    def _allocate(self, spec: TensorSpec, count: int) -> _Tensor:
+        """Device and pinned host buffers for ``count`` elements of ``spec``."""
+        rt = self._cudart
+        if self._stream is None:
+            self._stream = cuda_call(
+                rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
+                "cudaStreamCreateWithFlags",
+            )
+            self._stream_handle = int(self._stream)
+        dtype = numpy_dtype(spec.dtype)
+        nbytes = max(count, 1) * dtype.itemsize
+        device = self._alloc("cudaFree", rt.cudaMalloc(nbytes), "cudaMalloc")
+        host = self._alloc("cudaFreeHost", rt.cudaMallocHost(nbytes), "cudaMallocHost")
+        return _Tensor(spec, dtype, count, device, _host_array(host, max(count, 1), dtype))
 
     def _alloc(self, free: str, result: Any, what: str) -> int:
         pointer = int(cuda_call(result, what))
@@ -444,9 +480,9 @@ class TensorRTBackend(Backend):
                 f"{self.flavour} execute_async_v3 failed for {self.path}: {self._error_text()}"
             )
 
-    def _capture(self, batch: int) -> Any:
-        """Capture one CUDA graph for ``batch``, after one plain run (TensorRT does shape-
-        dependent set-up on the first enqueue, which must not land in the graph)."""
+    def _capture(self, shapes: tuple[tuple[int, ...], ...]) -> Any:
+        """Capture one CUDA graph for these input shapes, after one plain run (TensorRT does
+        shape-dependent set-up on the first enqueue, which must not land in the graph)."""
         rt = self._cudart
         self._execute()
         cuda_call(rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
@@ -457,48 +493,56 @@ class TensorRTBackend(Backend):
         try:
             if not ok:
                 raise BackendUnavailable(
-                    f"{self.flavour} could not be captured into a CUDA graph for batch {batch}: "
-                    f"{self._error_text()}; load without cuda_graph"
+                    f"{self.flavour} could not be captured into a CUDA graph for input shapes "
+                    f"{list(shapes)}: {self._error_text()}; load without cuda_graph"
                 )
             graph_exec = cuda_call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         finally:
             cuda_call(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
-        self._graphs[batch] = graph_exec
-        log.debug("captured a CUDA graph for batch %d", batch)
+        self._graphs[shapes] = graph_exec
+        log.debug("captured a CUDA graph for input shapes %s", list(shapes))
         return graph_exec
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _set_shapes(self, arrays: Sequence[np.ndarray]) -> tuple[tuple[int, ...], ...]:
+        """Give the context this call's input shapes (when they changed) and learn the outputs'."""
+        shapes = tuple(a.shape for a in arrays)
+        if shapes == self._current_shapes:
+            return shapes
+        context = self._context
+        for tensor, shape in zip(self._inputs, shapes, strict=True):
+            if not context.set_input_shape(tensor.spec.name, shape):
+                raise InputError(
+                    f"{self.path} refused input {tensor.spec.name!r} of shape {shape}: "
+                    f"{tensor.spec.describe()} (profile 0); {self._error_text()}"
+                )
+        out_shapes = [tuple(context.get_tensor_shape(t.spec.name)) for t in self._outputs]
+        for tensor, shape in zip(self._outputs, out_shapes, strict=True):
+            if any(d < 0 for d in shape) or math.prod(shape) > tensor.capacity:
+                raise BackendUnavailable(
+                    f"{self.path}: output {tensor.spec.name!r} has shape {shape} for these "
+                    f"inputs, larger than its buffer ({tensor.capacity} elements, sized for the "
+                    "largest input shapes); run the ONNX artifact instead"
+                )
+        self._current_shapes, self._output_shapes = shapes, out_shapes
+        return shapes
+
+    def infer(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         rt = self._cudart
-        n = batch.shape[0]
+        to_device = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        to_host = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
-            context = self._context
-            if context is None:
+            if self._context is None:
                 raise ModelLoadError(f"the TensorRT engine {self.path} was closed")
             cuda_call(rt.cudaSetDevice(self.device_index), "cudaSetDevice")  # per host thread
-            if n != self._current_batch:
-                if not context.set_input_shape(self._in_name, (n, *self._chw)):
-                    raise InputError(
-                        f"{self.path} accepts batch {self.batch_limits[0]}..{self.batch_limits[2]}"
-                        f" of {self._chw}, got {batch.shape}"
-                    )
-                self._current_batch = n
-            host_in = self._host_in[:n]
-            np.copyto(host_in, batch, casting="same_kind")
-            kind = rt.cudaMemcpyKind
-            cuda_call(
-                rt.cudaMemcpyAsync(
-                    self._d_in,
-                    self._h_in,
-                    host_in.nbytes,
-                    kind.cudaMemcpyHostToDevice,
-                    self._stream,
-                ),
-                "cudaMemcpyAsync",
-            )
-            graph_exec = self._graphs.get(n) if self.cuda_graph else None
+            shapes = self._set_shapes(arrays)
+            for tensor, array in zip(self._inputs, arrays, strict=True):
+                host = tensor.host[: array.size]  # type: ignore[index]
+                np.copyto(host, array.reshape(-1))
+                self._copy(tensor.device, host.ctypes.data, host.nbytes, to_device)
+            graph_exec = self._graphs.get(shapes) if self.cuda_graph else None
             if self.cuda_graph and graph_exec is None:
                 try:
-                    graph_exec = self._capture(n)
+                    graph_exec = self._capture(shapes)
                 except BackendUnavailable as exc:
                     log.warning("%s: no CUDA graph, running without one: %s", self.path, exc)
                     self.cuda_graph = False
@@ -506,19 +550,19 @@ class TensorRTBackend(Backend):
                 cuda_call(rt.cudaGraphLaunch(graph_exec, self._stream), "cudaGraphLaunch")
             else:
                 self._execute()
-            host_out = self._host_out[:n]
-            cuda_call(
-                rt.cudaMemcpyAsync(
-                    self._h_out,
-                    self._d_out,
-                    host_out.nbytes,
-                    kind.cudaMemcpyDeviceToHost,
-                    self._stream,
-                ),
-                "cudaMemcpyAsync",
-            )
+            outs = []
+            for tensor, shape in zip(self._outputs, self._output_shapes, strict=True):
+                host = tensor.host[: math.prod(shape)]  # type: ignore[index]
+                self._copy(host.ctypes.data, tensor.device, host.nbytes, to_host)
+                outs.append((host, shape))
             cuda_call(rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-            return host_out.astype(np.float32)  # a copy: the pinned buffer is reused
+            return [host.reshape(shape).copy() for host, shape in outs]  # pinned buffers are reused
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: Any) -> None:
+        """Enqueue one copy between device memory and pinned host memory on the stream."""
+        cuda_call(
+            self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), "cudaMemcpyAsync"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -533,7 +577,8 @@ class TensorRTBackend(Backend):
             self._graphs.clear()
             self._context = None  # the context uses the buffers: drop it before freeing them
             self._engine = None
-            self._host_in = self._host_out = None  # type: ignore[assignment]
+            for tensor in (*self._inputs, *self._outputs):
+                tensor.host = None
             for free, pointer in reversed(self._allocations):
                 self._release(rt, free, pointer)
             self._allocations.clear()
@@ -558,6 +603,6 @@ class TensorRTBackend(Backend):
             "cuda_graph": self.cuda_graph,
             "cuda_graph_batches": sorted(self._graphs),
             "stream": "one per model",
-            "buffers": "device + pinned host, sized for the profile's max batch",
+            "buffers": "device + pinned host per tensor, sized for the profile's largest shapes",
             "thread_safety": "one lock per model",
         }

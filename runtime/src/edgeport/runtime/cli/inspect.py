@@ -16,7 +16,7 @@ from edgeport.runtime.backends.onnx_proto import OnnxSummary, read_onnx_summary
 from edgeport.runtime.backends.registry import (
     BACKENDS,
     FORMAT_OF,
-    Candidate,
+    ModelFile,
     candidate_unavailable_reason,
     machine_report,
     plan,
@@ -82,7 +82,7 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
 
 
 def _describe_candidate(
-    cand: Candidate, verify: bool, summary: OnnxSummary | None
+    cand: ModelFile, verify: bool, summary: OnnxSummary | None
 ) -> dict[str, Any]:
     """``summary``: the file already parsed by ``resolve_source`` (a bare .onnx), else None."""
     art = cand.artifact
@@ -96,8 +96,8 @@ def _describe_candidate(
         info.update(
             size_bytes=art.size_bytes,
             batch=str(art.batch),
-            input={"name": art.input_name, "shape": list(art.input_shape)},
-            output={"name": art.output_name},
+            declared_inputs=[s.describe() for s in art.inputs],
+            declared_outputs=[s.describe() for s in art.outputs],
             parity=_parity_text(art.parity),
             tools=dict(art.tools),
         )
@@ -148,7 +148,7 @@ def _parity_text(parity: dict[str, Any] | None) -> str:
     return "FAILED: " + "; ".join(str(f) for f in parity.get("failures", []))
 
 
-def _integrity(cand: Candidate, verify: bool) -> str:
+def _integrity(cand: ModelFile, verify: bool) -> str:
     if cand.bundle_dir is None or cand.artifact is None:
         return "not described by a manifest"
     if not verify:
@@ -160,7 +160,7 @@ def _integrity(cand: Candidate, verify: bool) -> str:
     return "sha256 ok"
 
 
-def _engine_verdict(cand: Candidate) -> str:
+def _engine_verdict(cand: ModelFile) -> str:
     from edgeport.runtime.backends.tensorrt import check_plan
 
     try:

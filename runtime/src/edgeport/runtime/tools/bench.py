@@ -73,7 +73,7 @@ def _label(backend: str, cuda_graph: bool, precision: str) -> str:
 
 
 @dataclass
-class Candidate:
+class Timed:
     """One thing to time: a runtime model or a PyTorch baseline, with how to run it."""
 
     backend: str  # runtime backend name, or baseline name ("torch", "torch-compile", ...)
@@ -288,7 +288,7 @@ class BenchResult:
 
 
 def measure(
-    candidate: Candidate, batch_input: np.ndarray, config: TimingConfig
+    candidate: Timed, batch_input: np.ndarray, config: TimingConfig
 ) -> tuple[LatencyStats, dict[str, LatencyStats] | None, str]:
     """Time ``candidate`` on one batch: device stages when it offers them, else the host clock."""
     if candidate.device_stages is not None:
@@ -359,7 +359,7 @@ def bench_inputs(
 
 
 def quick_parity(
-    candidate: Candidate, inputs: BenchInputs, chunk: int, *, fixed: bool = False
+    candidate: Timed, inputs: BenchInputs, chunk: int, *, fixed: bool = False
 ) -> dict[str, Any] | None:
     """Top-1 agreement and max abs logit error of ``candidate`` against the stored reference.
 
@@ -395,14 +395,14 @@ def quick_parity(
 class Plan:
     """Something to measure, opened only when its turn comes and closed right after.
 
-    ``open()`` returns a :class:`Candidate`; a plan with ``per_batch`` (a captured CUDA graph has
+    ``open()`` returns a :class:`Timed`; a plan with ``per_batch`` (a captured CUDA graph has
     fixed shapes) is opened once per batch size, others once for all of them.
     """
 
     backend: str
     precision: str
     device: str
-    open: Callable[[], Candidate]
+    open: Callable[[], Timed]
     artifact: str | None = None
     per_batch: bool = False
 
@@ -443,7 +443,7 @@ def _runtime_plans(
                     device: str = device,
                     graph: bool = graph,
                     art_name: str = art.name,
-                ) -> Candidate:
+                ) -> Timed:
                     model = load(
                         bundle_dir,
                         backend=backend,
@@ -453,7 +453,7 @@ def _runtime_plans(
                         verify=art_name not in verified,
                     )
                     verified.add(art_name)
-                    return Candidate(
+                    return Timed(
                         backend=backend,
                         kind="edgeport",
                         precision=precision,
@@ -518,10 +518,10 @@ def _baseline_plans(
                     device: str = device,
                     precision: str = precision,
                     kwargs: dict[str, Any] = kwargs,
-                ) -> Candidate:
+                ) -> Timed:
                     base = cls(bundle_dir, manifest, **kwargs)
                     stages = getattr(base, "device_stages", None)
-                    return Candidate(
+                    return Timed(
                         backend=name,
                         kind="baseline",
                         precision=precision,
@@ -578,7 +578,7 @@ def _measure_plan(
 
 
 def _measure_batch(
-    cand: Candidate,
+    cand: Timed,
     batch: int,
     inputs: BenchInputs,
     config: TimingConfig,
