@@ -91,10 +91,10 @@ def test_near_tie_is_counted_and_excused_only_by_fp32() -> None:
     ref = logits([[1.0, 1.00005, 0.0]] + [[5.0, 0.0, 0.0]] * 9)
     cand = ref.copy()
     cand[0] = [1.00003, 1.00002, 0.0]  # flips, with each error well within 1e-4
-    c = TOLERANCES["fp32"].compare(ref, cand)
+    c = TOLERANCES[("fp32", "logits")].compare(ref, cand)
     assert c.top1_disagreements == 1 and c.top1_near_ties == 1
     assert c.max_abs < 1e-4
-    assert TOLERANCES["fp32"].failures(c) == []
+    assert TOLERANCES[("fp32", "logits")].failures(c) == []
     strict = Tolerance(precision="fp32", atol=1e-4, rtol=1e-4, min_top1_agreement=1.0)
     (message,) = strict.failures(c)
     assert message == "top-1 agreement 90.00% < 100.00% (1 of 10 samples changed class)"
@@ -105,8 +105,8 @@ def test_fp32_tolerance_failure_messages_carry_the_numbers() -> None:
     cand = ref.copy()
     cand[0, 2] += 3e-4
     cand[1] = [0.0, 3.0, 2.0]
-    c = TOLERANCES["fp32"].compare(ref, cand)
-    failures = TOLERANCES["fp32"].failures(c)
+    c = TOLERANCES[("fp32", "logits")].compare(ref, cand)
+    failures = TOLERANCES[("fp32", "logits")].failures(c)
     assert failures == [
         "max abs error 2 > 0.0001",
         "top-1 agreement 75.00% < 100.00% (1 of 4 samples changed class)",
@@ -118,15 +118,25 @@ def test_fp16_tolerance_is_top1_agreement_at_99_5_percent() -> None:
     ref = rng.normal(size=(400, 10)).astype(np.float32)
     ref[np.arange(400), rng.integers(0, 10, 400)] += 10.0  # clear winners
     cand = ref + np.float32(0.05)  # a large but uniform error keeps every class
-    assert TOLERANCES["fp16"].failures(TOLERANCES["fp16"].compare(ref, cand)) == []
+    assert (
+        TOLERANCES[("fp16", "logits")].failures(TOLERANCES[("fp16", "logits")].compare(ref, cand))
+        == []
+    )
     flipped = cand.copy()
     for i in range(3):  # 3 of 400 = 0.75% flips > 0.5%
         flipped[i] = -flipped[i]
-    (message,) = TOLERANCES["fp16"].failures(TOLERANCES["fp16"].compare(ref, flipped))
+    (message,) = TOLERANCES[("fp16", "logits")].failures(
+        TOLERANCES[("fp16", "logits")].compare(ref, flipped)
+    )
     assert message.startswith("top-1 agreement 99.25% < 99.50% (3 of 400")
     one_flip = cand.copy()
     one_flip[0] = -one_flip[0]  # 1 of 400 = 0.25% is allowed
-    assert TOLERANCES["fp16"].failures(TOLERANCES["fp16"].compare(ref, one_flip)) == []
+    assert (
+        TOLERANCES[("fp16", "logits")].failures(
+            TOLERANCES[("fp16", "logits")].compare(ref, one_flip)
+        )
+        == []
+    )
 
 
 def test_int8_tolerance_is_accuracy_drop_of_one_point() -> None:
@@ -134,7 +144,7 @@ def test_int8_tolerance_is_accuracy_drop_of_one_point() -> None:
     labels = np.zeros(200, dtype=np.int64)
     cand = ref.copy()
     cand[:2] = [0.0, 1.0]  # 2 of 200 wrong = 1.00 points: allowed
-    int8 = TOLERANCES["int8"]
+    int8 = TOLERANCES[("int8", "logits")]
     assert int8.failures(int8.compare(ref, cand, labels)) == []
     cand[2] = [0.0, 1.0]  # 3 of 200 = 1.5 points
     (message,) = int8.failures(int8.compare(ref, cand, labels))
@@ -187,11 +197,17 @@ def test_to_dict_is_json_and_round_trips_the_fields() -> None:
 
 
 def test_tolerance_table_holds_the_issue_numbers() -> None:
-    assert set(TOLERANCES) == {"fp32", "fp16", "int8"}
-    assert TOLERANCES["fp32"].max_abs == 1e-4 and TOLERANCES["fp32"].min_top1_agreement == 1.0
-    assert TOLERANCES["fp16"].min_top1_agreement == 0.995
-    assert TOLERANCES["int8"].max_accuracy_drop == 0.01
-    assert tolerance_for("fp16") is TOLERANCES["fp16"]
-    with pytest.raises(ConfigError, match=r"no tolerance for precision 'bf16'; known: \['fp16'"):
+    assert set(TOLERANCES) == {
+        (p, k) for p in ("fp32", "fp16", "int8") for k in ("logits", "tensor", "exact")
+    }
+    assert (
+        TOLERANCES[("fp32", "logits")].max_abs == 1e-4
+        and TOLERANCES[("fp32", "logits")].min_top1_agreement == 1.0
+    )
+    assert TOLERANCES[("fp16", "logits")].min_top1_agreement == 0.995
+    assert TOLERANCES[("int8", "logits")].max_accuracy_drop == 0.01
+    assert tolerance_for("fp16") is TOLERANCES[("fp16", "logits")]
+    with pytest.raises(ConfigError, match=r"no tolerance for precision 'bf16' and output kind"):
         tolerance_for("bf16")
-    assert json.loads(json.dumps(TOLERANCES["int8"].to_dict()))["max_accuracy_drop"] == 0.01
+    as_json = json.loads(json.dumps(TOLERANCES[("int8", "logits")].to_dict()))
+    assert as_json["max_accuracy_drop"] == 0.01

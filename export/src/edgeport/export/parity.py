@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeport.runtime.bundle import BatchRange
-from edgeport.runtime.compare import Comparison, Tolerance, tolerance_for
+from edgeport.runtime.compare import Comparison, Tolerance, compare_logits, tolerance_for
 from edgeport.runtime.errors import ExportError
 from edgeport.runtime.model import run_in_chunks
 
@@ -136,7 +136,9 @@ def check_artifact(
     log.info("parity: %s on %d %s images (%s)", name, reference.count, reference.dataset, backend)
     with load(path, backend=backend, verify=False) as model:
         candidate = run_in_chunks(model.run, reference.inputs, batch.max, batch.min)
-    result.comparison = tolerance.compare(reference.logits, candidate, reference.labels)
+    result.comparison = compare_logits(
+        reference.logits, candidate, reference.labels, atol=tolerance.atol, rtol=tolerance.rtol
+    )
     result.failures = tolerance.failures(result.comparison)
     log.info("parity: %s", result.message())
     return result

@@ -1,9 +1,16 @@
-"""Compare a candidate's logits with a reference's, and the one table of tolerances.
+"""Compare a candidate's outputs with a reference's, the one table of tolerances, and the one
+parity judgement that export's gate and ``edgeport check`` share.
 
 The statistics follow Polygraphy's comparator: element-wise absolute and relative error with
 their max, mean and 99th percentile, and an element counts as mismatched only when it fails
-BOTH bounds (``|a - b| > atol`` and ``|a - b| > rtol * |ref|``). On top come what matters for a
-classifier: per-sample cosine similarity, top-1 and top-5 agreement, and accuracy against labels.
+BOTH bounds (``|a - b| > atol`` and ``|a - b| > rtol * |ref|``). Each output is judged by its
+kind (:func:`output_kind`):
+
+- ``logits`` (a classifier's first output): on top, what matters for a classifier: per-sample
+  cosine similarity, top-1 and top-5 agreement, and accuracy against labels;
+- ``tensor`` (any other float output: boxes, masks, embeddings): error statistics and cosine;
+- ``exact`` (integer and bool outputs: indices, labels, counts): the share of elements that
+  differ, which must be zero in fp32.
 
 ``TOLERANCES`` is the only place the pass/fail numbers live. It sits in the runtime (numpy only)
 so that export's gate and a torch-free device's ``edgeport check`` judge with the same rules.
@@ -12,12 +19,13 @@ so that export's gate and a torch-free device's ``edgeport check`` judge with th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgeport.runtime.errors import ConfigError, InputError
+from edgeport.runtime.specs import TensorSpec
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
@@ -219,6 +227,7 @@ class Tolerance:
     precision: str
     atol: float
     rtol: float
+    kind: str = "logits"
     max_abs: float | None = None
     max_mismatch_fraction: float | None = None
     min_top1_agreement: float | None = None
@@ -229,11 +238,13 @@ class Tolerance:
 
     def compare(
         self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None
-    ) -> Comparison:
-        """``compare_logits`` with this tolerance's atol/rtol."""
-        return compare_logits(reference, candidate, labels, atol=self.atol, rtol=self.rtol)
+    ) -> Comparison | TensorComparison:
+        """The comparison of this tolerance's kind, with its atol/rtol."""
+        if self.kind == "logits":
+            return compare_logits(reference, candidate, labels, atol=self.atol, rtol=self.rtol)
+        return compare_tensors(reference, candidate, atol=self.atol, rtol=self.rtol)
 
-    def failures(self, comparison: Comparison) -> list[str]:
+    def failures(self, comparison: Comparison | TensorComparison) -> list[str]:
         """Why ``comparison`` fails this tolerance, one readable sentence each; empty = pass."""
         out: list[str] = []
         c = comparison
@@ -249,6 +260,14 @@ class Tolerance:
                     f"outside atol={self.atol:g} and rtol={self.rtol:g}; at most "
                     f"{self.max_mismatch_fraction:.2%} allowed"
                 )
+        if isinstance(c, Comparison):
+            out += self._classifier_failures(c)
+        if self.min_cosine is not None and not c.cosine_min >= self.min_cosine:
+            out.append(f"min cosine similarity {c.cosine_min:.6f} < {self.min_cosine:.6f}")
+        return out
+
+    def _classifier_failures(self, c: Comparison) -> list[str]:
+        out: list[str] = []
         if self.min_top1_agreement is not None:
             disagree = c.top1_disagreements - (c.top1_near_ties if self.ties_agree else 0)
             agreement = 1.0 - disagree / c.count
@@ -270,16 +289,14 @@ class Tolerance:
                     f"({c.accuracy_reference:.2%} -> {c.accuracy_candidate:.2%}); at most "
                     f"{self.max_accuracy_drop * 100:.2f} allowed"
                 )
-        if self.min_cosine is not None and not c.cosine_min >= self.min_cosine:
-            out.append(f"min cosine similarity {c.cosine_min:.6f} < {self.min_cosine:.6f}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-TOLERANCES: dict[str, Tolerance] = {
-    tolerance.precision: tolerance
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    (tolerance.precision, tolerance.kind): tolerance
     for tolerance in (
         Tolerance(
             precision="fp32",
@@ -304,15 +321,281 @@ TOLERANCES: dict[str, Tolerance] = {
             max_accuracy_drop=0.01,
             description="accuracy drop <= 1 percentage point",
         ),
+        Tolerance(
+            precision="fp32",
+            kind="tensor",
+            atol=1e-4,
+            rtol=1e-3,
+            max_mismatch_fraction=1e-4,
+            min_cosine=0.99999,
+            description="elements off by more than 1e-4 and 0.1% at most 0.01%; cosine >= 0.99999",
+        ),
+        Tolerance(
+            precision="fp16",
+            kind="tensor",
+            atol=1e-2,
+            rtol=1e-2,
+            max_mismatch_fraction=0.01,
+            min_cosine=0.999,
+            description="elements off by more than 1e-2 and 1% at most 1%; cosine >= 0.999",
+        ),
+        Tolerance(
+            precision="int8",
+            kind="tensor",
+            atol=1e-1,
+            rtol=1e-1,
+            min_cosine=0.98,
+            description="cosine similarity >= 0.98",
+        ),
+        Tolerance(
+            precision="fp32",
+            kind="exact",
+            atol=0.0,
+            rtol=0.0,
+            max_mismatch_fraction=0.0,
+            description="every element equal",
+        ),
+        Tolerance(
+            precision="fp16",
+            kind="exact",
+            atol=0.0,
+            rtol=0.0,
+            max_mismatch_fraction=0.005,
+            description="at most 0.5% of elements differ",
+        ),
+        Tolerance(
+            precision="int8",
+            kind="exact",
+            atol=0.0,
+            rtol=0.0,
+            max_mismatch_fraction=0.01,
+            description="at most 1% of elements differ",
+        ),
     )
 }
+OUTPUT_KINDS = ("logits", "tensor", "exact")
 
 
-def tolerance_for(precision: str) -> Tolerance:
-    """The tolerance of ``precision``; an unknown one raises ``ConfigError`` listing the known."""
+def tolerance_for(precision: str, kind: str = "logits") -> Tolerance:
+    """The tolerance of ``precision`` for an output of ``kind``; an unknown one raises
+    ``ConfigError`` listing the known."""
     try:
-        return TOLERANCES[precision]
+        return TOLERANCES[(precision, kind)]
     except KeyError:
         raise ConfigError(
-            f"no tolerance for precision {precision!r}; known: {sorted(TOLERANCES)}"
+            f"no tolerance for precision {precision!r} and output kind {kind!r}; known: "
+            f"{sorted(TOLERANCES)}"
         ) from None
+
+
+def output_kind(spec: TensorSpec, *, classifier: bool, index: int) -> str:
+    """How an output is judged: a classifier's first (batch, classes) float output as logits,
+    other float outputs as tensors, integer and bool outputs exactly."""
+    if not spec.is_float:
+        return "exact"
+    if classifier and index == 0 and spec.rank == 2:
+        return "logits"
+    return "tensor"
+
+
+@dataclass(frozen=True)
+class TensorComparison:
+    """Statistics of one output of any shape against its reference (floats compared as float64,
+    integers and bools element by element: their abs error is the difference of values)."""
+
+    shape: tuple[int, ...]
+    total_elements: int
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    mean_rel: float
+    p99_rel: float
+    cosine_min: float  # of the flattened tensors; the name matches ``Comparison``'s
+    mismatched_elements: int
+    nonfinite: int
+    atol: float
+    rtol: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                data[key] = None
+        data["shape"] = list(self.shape)
+        return data
+
+    def summary(self) -> str:
+        share = self.mismatched_elements / max(self.total_elements, 1)
+        return (
+            f"shape={list(self.shape)} max_abs={self.max_abs:.3g} max_rel={self.max_rel:.3g} "
+            f"cos={self.cosine_min:.6f} mismatched={share:.2%}"
+        )
+
+
+def compare_tensors(
+    reference: np.ndarray, candidate: np.ndarray, *, atol: float = 0.0, rtol: float = 0.0
+) -> TensorComparison:
+    """Compare two arrays of any (equal) shape; shape and dtype kind are checked first."""
+    for name, array in (("reference", reference), ("candidate", candidate)):
+        if not isinstance(array, np.ndarray):
+            raise InputError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if reference.shape != candidate.shape:
+        raise InputError(
+            f"reference has shape {reference.shape} but candidate has shape {candidate.shape}; "
+            "they must match before values can be compared"
+        )
+    floats = np.issubdtype(reference.dtype, np.floating)
+    if floats != np.issubdtype(candidate.dtype, np.floating):
+        raise InputError(
+            f"reference is {reference.dtype} but candidate is {candidate.dtype}: one is floating "
+            "point and the other is not"
+        )
+    ref = reference.astype(np.float64).reshape(-1)
+    cand = candidate.astype(np.float64).reshape(-1)
+    if ref.size == 0:
+        return TensorComparison(reference.shape, 0, 0, 0, 0, 0, 0, 0, 1.0, 0, 0, atol, rtol)
+    if not np.isfinite(ref).all():
+        raise InputError("the reference contains NaN or Inf; the reference must be finite")
+    finite = np.isfinite(cand)
+    abs_err = np.abs(cand - ref)
+    rel_err = abs_err / np.maximum(np.abs(ref), REL_FLOOR)
+    outside = (abs_err > atol) & (abs_err > rtol * np.abs(ref)) if floats else ref != cand
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(np.nan_to_num(cand)))
+    dot = float(ref @ np.nan_to_num(cand))
+    same = not ref.any() and not np.nan_to_num(cand).any()
+    return TensorComparison(
+        shape=tuple(int(d) for d in reference.shape),
+        total_elements=int(ref.size),
+        max_abs=float(abs_err.max()),
+        mean_abs=float(abs_err.mean()),
+        p99_abs=float(np.percentile(abs_err, 99)),
+        max_rel=float(rel_err.max()),
+        mean_rel=float(rel_err.mean()),
+        p99_rel=float(np.percentile(rel_err, 99)),
+        cosine_min=1.0 if same else (dot / norms if norms > 0 else 0.0),
+        mismatched_elements=int((outside | ~finite).sum()),
+        nonfinite=int(finite.size - finite.sum()),
+        atol=float(atol),
+        rtol=float(rtol),
+    )
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output's comparison with its tolerance and why it fails (empty: it passes)."""
+
+    name: str
+    kind: str
+    tolerance: Tolerance
+    comparison: Comparison | TensorComparison
+    failures: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "tolerance": self.tolerance.to_dict(),
+            "comparison": self.comparison.to_dict(),
+            "failures": list(self.failures),
+        }
+
+
+STATUSES = ("passed", "failed", "error", "skipped", "not_run")
+
+
+@dataclass
+class Verdict:
+    """The parity verdict on one artifact run by one backend: every output judged, or why it
+    could not be. One record for export's gate (stored as ``artifact.parity`` in the manifest)
+    and for ``edgeport check``."""
+
+    artifact: str
+    precision: str
+    backend: str
+    status: str  # one of STATUSES
+    outputs: list[OutputCheck] = field(default_factory=list)
+    reason: str | None = None  # why not run, or what went wrong
+    count: int = 0  # samples compared
+    reference: str | None = None  # what it was compared with
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool | None:
+        """True/False when compared, None when it could not run (skipped, not run, error)."""
+        if self.status in ("passed", "failed"):
+            return self.status == "passed"
+        return None
+
+    @property
+    def failures(self) -> list[str]:
+        """Every output's failures, each prefixed with the output's name when there are several."""
+        several = len(self.outputs) > 1
+        return [f"{o.name}: {f}" if several else f for o in self.outputs for f in o.failures]
+
+    def summary(self) -> str:
+        return "; ".join(
+            f"{o.name} {o.comparison.summary()}"
+            if len(self.outputs) > 1
+            else o.comparison.summary()
+            for o in self.outputs
+        )
+
+    def message(self) -> str:
+        """``onnx-int8 on onnxruntime-cpu fails ...: why [numbers]`` for errors and logs."""
+        label = f"{self.artifact} on {self.backend}"
+        if self.status in ("skipped", "not_run", "error"):
+            return f"{label}: {self.status.replace('_', ' ')} ({self.reason})"
+        if self.status == "failed":
+            kinds = "; ".join(
+                f"{o.name}: {o.tolerance.description}" for o in self.outputs if o.failures
+            )
+            return (
+                f"{label} fails its {self.precision} tolerance ({kinds}): "
+                + "; ".join(self.failures)
+                + f" [{self.summary()}]"
+            )
+        return f"{label} passed: {self.summary()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "precision": self.precision,
+            "backend": self.backend,
+            "status": self.status,
+            "passed": self.passed,
+            "reason": self.reason,
+            "failures": self.failures,
+            "count": self.count,
+            "reference": self.reference,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def judge(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    *,
+    precision: str,
+    kinds: dict[str, str],
+    labels: np.ndarray | None = None,
+) -> list[OutputCheck]:
+    """Judge every output of ``candidate`` against ``reference`` with the tolerance of its
+    precision and kind (``kinds`` by output name). Names and shapes are checked first."""
+    if list(reference) != list(candidate):
+        raise InputError(
+            f"the reference has outputs {list(reference)}, the candidate {list(candidate)}"
+        )
+    checks = []
+    for name, ref in reference.items():
+        kind = kinds.get(name, "tensor")
+        tolerance = tolerance_for(precision, kind)
+        cand = candidate[name]
+        if kind == "logits":
+            cand = cand.astype(np.float32, copy=False)
+        comparison = tolerance.compare(ref, cand, labels if kind == "logits" else None)
+        checks.append(
+            OutputCheck(name, kind, tolerance, comparison, tuple(tolerance.failures(comparison)))
+        )
+    return checks

@@ -370,7 +370,9 @@ def check_artifact(
     finally:
         model.close()
     tolerance = tolerance_for(artifact.precision)
-    comparison = tolerance.compare(ref.logits, candidate, ref.labels)
+    comparison = compare_logits(
+        ref.logits, candidate, ref.labels, atol=tolerance.atol, rtol=tolerance.rtol
+    )
     result.comparison, result.tolerance = comparison, tolerance
     result.failures = tolerance.failures(comparison)
     result.status = "failed" if result.failures else "passed"
