@@ -110,8 +110,7 @@ def format_count(value: int) -> str:
     return str(value)
 
 
-
-# Modules whose ≥2-D weight is a lookup table, not arithmetic.
+# Layers whose weight matrix is a lookup table, not arithmetic.
 _LOOKUP_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 
 
@@ -140,6 +139,7 @@ class _MacTracer:
         self._stack: list[list[int]] = []  # per open call: [flops at entry, children's flops]
 
     def attach(self) -> list[RemovableHandle]:
+        """Hook every module (the model too); the caller removes the returned handles."""
         handles = []
         for name, module in self.model.named_modules():
             handles.append(module.register_forward_pre_hook(self._enter))
@@ -150,6 +150,8 @@ class _MacTracer:
         self._stack.append([self.counter.get_total_flops(), 0])
 
     def _leave(self, name: str) -> Any:
+        """The post-forward hook of module ``name``: closes its call and records its row."""
+
         def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
             entry, children = self._stack.pop()
             flops = self.counter.get_total_flops() - entry
