@@ -137,6 +137,7 @@ def load_weights_into(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
+    """A JSON object from a run file; ``{}`` for a missing optional file."""
     if not path.is_file():
         if required:
             raise ModelLoadError(f"run file not found: {path}")
@@ -219,7 +220,7 @@ def save_training_state(
 
 @dataclass
 class TrainingState:
-    """What ``load_training_state`` returns: apply with ``restore``."""
+    """What ``load_training_state`` returns; the loop loads each part into its owner."""
 
     scalars: dict[str, Any]
     model_state: dict[str, torch.Tensor]
@@ -228,6 +229,7 @@ class TrainingState:
 
 
 def load_training_state(run_dir: Path) -> TrainingState:
+    """Read back what ``save_training_state`` wrote, in ``state_dict`` form."""
     document = _read_json(run_dir / STATE_JSON_FILE, required=True)
     tensors = read_safetensors(run_dir / STATE_TENSORS_FILE, what="training state")
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}

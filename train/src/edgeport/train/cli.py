@@ -43,6 +43,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def parse_arch_arg(text: str) -> tuple[str, Any]:
+    """'dropout=0.3' -> ('dropout', 0.3): the value as JSON when it parses, else a string."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. dropout=0.3), got {text!r}")
@@ -69,6 +70,19 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add = parser.add_argument
+    _add_run_flags(add)
+    _add_augmentation_flags(add)
+    _add_input_flags(add)
+    add("--device", help="cpu (default) or cuda")
+    add("--threads", type=int, help="torch CPU threads")
+    add("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    add("--overwrite", action="store_true", default=None, help="replace a finished run in --out")
+    add("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_train)
+
+
+def _add_run_flags(add: Any) -> None:
+    """``edgeport train``'s model, dataset, output and optimiser flags."""
     add("--model", help="model name (default simple_cnn_bn)")
     add("--data", help="dataset: digits (default), cifar10 or imagefolder")
     add("--out", type=Path, help="run directory to write (required unless --resume)")
@@ -79,6 +93,10 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     add("--momentum", type=float, help="SGD momentum (default 0.9)")
     add("--weight-decay", type=float, help="default 0")
     add("--seed", type=int, help="random seed (default 0); same seed, same weights on CPU")
+
+
+def _add_augmentation_flags(add: Any) -> None:
+    """``edgeport train``'s training augmentation flags."""
     add(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -93,6 +111,10 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         metavar="MIN",
         help="random resized crop keeping MIN..1 of the area, 1 disables",
     )
+
+
+def _add_input_flags(add: Any) -> None:
+    """``edgeport train``'s flags for pretrained weights, data location and input shape."""
     add(
         "--freeze-backbone",
         action="store_true",
@@ -119,12 +141,6 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         help="extra model argument (repeatable), e.g. --arch-arg dropout=0.3",
     )
     add("--limit", type=int, metavar="N", help="train on the first N training images only")
-    add("--device", help="cpu (default) or cuda")
-    add("--threads", type=int, help="torch CPU threads")
-    add("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    add("--overwrite", action="store_true", default=None, help="replace a finished run in --out")
-    add("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=run_train)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -226,6 +242,7 @@ def register_summary(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    """Summarise a registry model at --input (default: its own size), or a RUN_DIR's model."""
     from edgeport.train.models import available_models, build_model, default_input_size
     from edgeport.train.summary import summarize
 

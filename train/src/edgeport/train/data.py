@@ -217,6 +217,7 @@ def stratified_split(
 
 
 def _train_val(labels: np.ndarray, split: str) -> np.ndarray:
+    """Indices of ``split`` ("train" or "val") within the training part ``labels``."""
     kept, held = stratified_split(labels, VAL_FRACTION, SPLIT_SEED + 1)
     return kept if split == "train" else held
 
@@ -297,6 +298,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _scan_classes(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray]:
+    """(class names, image files, labels) of a folder with one sub-folder per class."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[Path] = []
     labels: list[int] = []
@@ -308,6 +310,8 @@ def _scan_classes(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray]:
 
 
 def _imagefolder(root: Path, split: str) -> RawSplit:
+    """A split of ``root``: ``root/train|val|test/<class>`` as given (val split off train when
+    absent), or ``root/<class>`` split like the other datasets."""
     if not root.is_dir():
         raise DatasetError(
             f"image folder not found: {root}; expected one sub-folder per class with PNG/JPEG files"
@@ -353,6 +357,7 @@ class EvalArrays:
 
 
 def check_classes(card: ModelCard, class_names: Sequence[str], dataset: str) -> None:
+    """Refuse a dataset whose classes (names and order) differ from the model's."""
     if tuple(card.class_names) != tuple(class_names):
         raise ConfigError(
             f"the model's classes {list(card.class_names)} differ from dataset {dataset!r}'s "

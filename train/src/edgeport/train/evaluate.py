@@ -16,6 +16,8 @@ from edgeport.train.loop import per_class_accuracy, predict_logits
 
 @dataclass
 class Evaluation:
+    """What ``edgeport evaluate`` reports for one split."""
+
     run_dir: Path
     dataset: str
     split: str

@@ -103,6 +103,7 @@ class TrainConfig:
     resume: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able: paths as strings, tuples as lists."""
         data = dataclasses.asdict(self)
         for key, value in data.items():
             if isinstance(value, Path):
@@ -113,6 +114,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The inverse of ``to_dict``; keys that are not fields (``resolved``) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("out", "weights", "data_root", "resume"):
@@ -149,6 +151,7 @@ class ResolvedRun:
 
 
 def _validate(config: TrainConfig) -> None:
+    """Every bad setting of ``config`` in one ``ConfigError``."""
     problems = []
     if config.epochs < 1:
         problems.append(f"epochs must be >= 1, got {config.epochs}")
@@ -220,6 +223,7 @@ def resolve(config: TrainConfig) -> ResolvedRun:
 
 
 def library_versions() -> dict[str, str]:
+    """Python, platform and the versions of the packages a run depends on."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -230,6 +234,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD over the parameters still trainable (not frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"{config.model} has no trainable parameters left to train")
@@ -256,10 +261,12 @@ def predict_logits(
 
 
 def _normalized(split: RawSplit, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole split preprocessed per ``card`` (no augmentation): (images NCHW, labels)."""
     return TrainingDataset(split, card).tensors()
 
 
 def _score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, float | None]:
+    """(cross-entropy loss, accuracy), or (None, None) for an empty split."""
     if labels.numel() == 0:
         return None, None
     loss = nn.functional.cross_entropy(logits, labels).item()
@@ -270,6 +277,7 @@ def _score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, fl
 def per_class_accuracy(
     predicted: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]
 ) -> dict[str, float | None]:
+    """Accuracy per class name; None for a class with no images."""
     out: dict[str, float | None] = {}
     for index, name in enumerate(class_names):
         members = labels == index
@@ -278,6 +286,7 @@ def per_class_accuracy(
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to start over a finished or interrupted run, or delete its files if ``overwrite``."""
     finished = (out / ckpt.METRICS_FILE).is_file()
     interrupted = (out / ckpt.STATE_JSON_FILE).is_file() and not finished
     if not (finished or interrupted):
@@ -298,6 +307,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def _check_resume(config: TrainConfig, saved: TrainConfig) -> None:
+    """Refuse to resume with settings that define the run (``_RUN_IDENTITY``) changed."""
     mine, theirs = config.to_dict(), saved.to_dict()
     differ = [
         f"{k}: run has {theirs[k]!r}, asked {mine[k]!r}"
@@ -311,31 +321,57 @@ def _check_resume(config: TrainConfig, saved: TrainConfig) -> None:
         )
 
 
+@dataclass
+class _Session:
+    """A run in progress: where it writes, what it trains, and its history so far."""
+
+    run_dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader_rng: torch.Generator
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a model and write its run directory; returns the directory."""
-    if config.resume is not None:
-        run_dir = Path(config.resume)
-        saved = load_train_config(run_dir)
-        _check_resume(config, saved)
-        if not (run_dir / ckpt.STATE_JSON_FILE).is_file():
-            raise ConfigError(
-                f"cannot resume {run_dir}: no {ckpt.STATE_JSON_FILE} (it stopped before its "
-                "first epoch finished); start it again with --overwrite"
-            )
-        state: ckpt.TrainingState | None = ckpt.load_training_state(run_dir)
-    else:
+    run_dir, state = _open_run_dir(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    resolved = resolve(config)
+    session = _start_session(config, resolved.card, run_dir, state)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_doc = _config_document(config, run_dir, resolved)
+    atomic_write_json(run_dir / ckpt.CONFIG_FILE, config_doc)
+    _fit(config, resolved, session)
+    _finish(config, resolved, session, config_doc)
+    return run_dir
+
+
+def _open_run_dir(config: TrainConfig) -> tuple[Path, ckpt.TrainingState | None]:
+    """The run directory, with its saved training state when resuming (checked against
+    ``config``); a new run's directory must not hold another run unless ``overwrite``."""
+    if config.resume is None:
         if config.out is None:
             raise ConfigError("TrainConfig.out (--out RUN_DIR) is required when not resuming")
         run_dir = Path(config.out)
         _check_out_dir(run_dir, config.overwrite)
-        state = None
+        return run_dir, None
+    run_dir = Path(config.resume)
+    _check_resume(config, load_train_config(run_dir))
+    if not (run_dir / ckpt.STATE_JSON_FILE).is_file():
+        raise ConfigError(
+            f"cannot resume {run_dir}: no {ckpt.STATE_JSON_FILE} (it stopped before its "
+            "first epoch finished); start it again with --overwrite"
+        )
+    return run_dir, ckpt.load_training_state(run_dir)
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    resolved = resolve(config)
-    card = resolved.card
+
+def _start_session(
+    config: TrainConfig, card: ModelCard, run_dir: Path, state: ckpt.TrainingState | None
+) -> _Session:
+    """Seed, build the model and optimizer, and restore ``state`` when resuming."""
     torch.manual_seed(config.seed)
-    loader_rng = torch.Generator().manual_seed(config.seed)
     model = build_model(
         config.model,
         num_classes=card.num_classes,
@@ -345,20 +381,24 @@ def train(config: TrainConfig) -> Path:
         freeze_backbone=config.freeze_backbone,
         **config.arch_args,
     ).to(config.device)
-    optimizer = _make_optimizer(model, config)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+    session = _Session(
+        run_dir, model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed)
+    )
     if state is not None:
         model.load_state_dict(state.model_state)
-        optimizer.load_state_dict(state.optimizer_state)
+        session.optimizer.load_state_dict(state.optimizer_state)
         torch.set_rng_state(state.rng["torch"])
-        loader_rng.set_state(state.rng["loader"])
-        history = list(state.scalars.get("history", []))
-        start_epoch = int(state.scalars.get("epoch", 0))
-        log.info("resuming %s after epoch %d of %d", run_dir, start_epoch, config.epochs)
+        session.loader_rng.set_state(state.rng["loader"])
+        session.history = list(state.scalars.get("history", []))
+        session.start_epoch = int(state.scalars.get("epoch", 0))
+        log.info("resuming %s after epoch %d of %d", run_dir, session.start_epoch, config.epochs)
+    return session
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_doc = {
+
+def _config_document(config: TrainConfig, run_dir: Path, resolved: ResolvedRun) -> dict[str, Any]:
+    """``config.json``: the settings as given, the defaults they resolved to, and versions."""
+    card = resolved.card
+    return {
         **config.to_dict(),
         "out": str(run_dir),
         "resolved": {
@@ -372,69 +412,88 @@ def train(config: TrainConfig) -> Path:
         },
         "versions": library_versions(),
     }
-    atomic_write_json(run_dir / ckpt.CONFIG_FILE, config_doc)
 
+
+def _fit(config: TrainConfig, resolved: ResolvedRun, session: _Session) -> None:
+    """Train the remaining epochs, validating and saving the resumable state after each."""
+    card = resolved.card
     train_set = TrainingDataset(resolved.splits["train"], card, resolved.augmentation)
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=config.batch_size,
         shuffle=True,
-        generator=loader_rng,
+        generator=session.loader_rng,
         num_workers=0,
         drop_last=len(train_set) % config.batch_size == 1,  # BatchNorm cannot take a batch of 1
     )
     val_x, val_y = _normalized(resolved.splits["val"], card)
-    criterion = nn.CrossEntropyLoss()
     log.info(
         "training %s on %s: %d train / %d val / %d test images, input %s, augmentation %s",
         config.model, config.data, len(train_set), len(val_y), len(resolved.splits["test"]),
         "x".join(map(str, card.input_shape)), resolved.augmentation.to_dict(),
     )  # fmt: skip
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(session.start_epoch, config.epochs):
         started = time.perf_counter()
-        model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
-            leave=False, unit="batch",
-        )  # fmt: skip
-        for images, labels in bar:
-            images, labels = images.to(config.device), labels.to(config.device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(images)
-            loss = criterion(logits, labels)
-            loss.backward()
-            optimizer.step()
-            seen += labels.shape[0]
-            loss_sum += loss.item() * labels.shape[0]
-            correct += int((logits.argmax(1) == labels).sum().item())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        bar.close()
-        val_loss, val_acc = _score(predict_logits(model, val_x, device=config.device), val_y)
+        train_loss, train_acc = _train_epoch(config, session, loader, epoch)
+        val_loss, val_acc = _score(
+            predict_logits(session.model, val_x, device=config.device), val_y
+        )
         entry = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": session.optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - started, 3),
         }
-        history.append(entry)
+        session.history.append(entry)
         log.info(
             "epoch %d/%d: loss %.4f, train accuracy %.4f, val accuracy %s (%.1f s)",
-            epoch + 1, config.epochs, entry["train_loss"], entry["train_accuracy"],
+            epoch + 1, config.epochs, train_loss, train_acc,
             "n/a" if val_acc is None else f"{val_acc:.4f}", entry["seconds"],
         )  # fmt: skip
         ckpt.save_training_state(
-            run_dir,
-            model=model,
-            optimizer=optimizer,
-            scalars={"epoch": epoch + 1, "history": history},
-            rng={"torch": torch.get_rng_state(), "loader": loader_rng.get_state()},
+            session.run_dir,
+            model=session.model,
+            optimizer=session.optimizer,
+            scalars={"epoch": epoch + 1, "history": session.history},
+            rng={"torch": torch.get_rng_state(), "loader": session.loader_rng.get_state()},
         )
 
-    model = model.to("cpu").eval()
+
+def _train_epoch(
+    config: TrainConfig, session: _Session, loader: torch.utils.data.DataLoader, epoch: int
+) -> tuple[float, float]:
+    """One pass over the training data; returns its mean loss and accuracy."""
+    model, optimizer = session.model, session.optimizer
+    model.train()
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(
+        loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
+        leave=False, unit="batch",
+    )  # fmt: skip
+    for images, labels in bar:
+        images, labels = images.to(config.device), labels.to(config.device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        loss = nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        optimizer.step()
+        seen += labels.shape[0]
+        loss_sum += loss.item() * labels.shape[0]
+        correct += int((logits.argmax(1) == labels).sum().item())
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    bar.close()
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def _finish(
+    config: TrainConfig, resolved: ResolvedRun, session: _Session, config_doc: dict[str, Any]
+) -> None:
+    """Test the trained model on CPU and write weights, card, metrics and the two plots."""
+    card, history, run_dir = resolved.card, session.history, session.run_dir
+    model = session.model.to("cpu").eval()
     test_x, test_y = _normalized(resolved.splits["test"], card)
     test_logits = predict_logits(model, test_x)
     test_loss, test_acc = _score(test_logits, test_y)
@@ -454,17 +513,23 @@ def train(config: TrainConfig) -> Path:
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     ckpt.save_checkpoint(run_dir, model, card, metrics=metrics, config=config_doc)
-    title = f"{config.model} on {config.data}"
-    atomic_write_bytes(run_dir / ckpt.CURVES_FILE, plots.curves_png(history, title))
-    shown = min(PREDICTION_GRID, len(test_y))
-    grid = resolved.splits["test"].prepared(card, range(shown))
-    atomic_write_bytes(
-        run_dir / ckpt.PREDICTIONS_FILE,
-        plots.predictions_png(
-            grid, predicted[:shown].tolist(), test_y[:shown].tolist(), card.class_names
-        ),
-    )
+    _write_plots(f"{config.model} on {config.data}", resolved, session, predicted)
     log.info(
         "test accuracy %.4f on %d images; run saved to %s", test_acc or 0.0, len(test_y), run_dir
     )
-    return run_dir
+
+
+def _write_plots(
+    title: str, resolved: ResolvedRun, session: _Session, predicted: np.ndarray
+) -> None:
+    """``curves.png`` from the history and ``predictions.png`` of the first test images."""
+    run_dir, card, test = session.run_dir, resolved.card, resolved.splits["test"]
+    atomic_write_bytes(run_dir / ckpt.CURVES_FILE, plots.curves_png(session.history, title))
+    shown = min(PREDICTION_GRID, len(test))
+    grid = test.prepared(card, range(shown))
+    atomic_write_bytes(
+        run_dir / ckpt.PREDICTIONS_FILE,
+        plots.predictions_png(
+            grid, predicted[:shown].tolist(), test.labels[:shown].tolist(), card.class_names
+        ),
+    )

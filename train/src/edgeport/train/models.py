@@ -294,6 +294,8 @@ def _build_torchvision(
     weights: str | Path | None,
     arch_args: dict[str, Any],
 ) -> nn.Module:
+    """A torchvision classifier for ``num_classes`` and ``in_channels``; with ``weights``, the
+    ImageNet network is built, loaded, then given a new head (and first convolution)."""
     import torchvision
 
     kwargs = dict(arch_args)
@@ -403,6 +405,7 @@ def state_dict_mismatch(
 
 
 def _load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ImageNet weights strictly (auxiliary classifiers aside), naming any mismatch."""
     expected = model.state_dict()
     ignored = ("AuxLogits.", "aux1.", "aux2.")
     state = {k: v for k, v in state.items() if not (k.startswith(ignored) and k not in expected)}
@@ -437,6 +440,7 @@ def head_module_name(model: nn.Module) -> str:
 
 
 def _replace_head(model: nn.Module, num_classes: int, tv_name: str) -> None:
+    """Swap the classification head for a fresh one with ``num_classes`` outputs."""
     name = head_module_name(model)
     old = model.get_submodule(name)
     if isinstance(old, nn.Linear):

@@ -1,26 +1,34 @@
 """Per-layer output shape, parameter count and multiply-accumulates (MACs) of a model.
 
-One forward pass of a zero batch with forward hooks on the leaf modules records what each layer
-outputs. MACs are counted for the layers that do the arithmetic: convolutions
-(``out_elements * in_channels / groups * kernel_h * kernel_w``) and linear layers
-(``out_elements * in_features``); activations, pooling and normalisation count 0. Attention
-blocks that call ``torch`` functions directly (ViT, Swin) are not counted, which the total says.
+One forward pass of a zero batch runs under ``torch.utils.flop_counter.FlopCounterMode``, which
+counts the FLOPs of every convolution, matrix multiply and attention at the aten level; MACs are
+FLOPs / 2. Forward hooks read the counter's running total before and after each module call, so
+each leaf layer's row holds the MACs of its own call, and a container that computes outside its
+layers (the attention of ``nn.MultiheadAttention``) gets a row for that arithmetic. Activations,
+pooling and normalisation count 0. A layer holding a weight matrix or kernel whose arithmetic the
+counter could not see (an operator without a FLOP formula) is named in ``uncounted``.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.hooks import RemovableHandle
 
 from edgeport.runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class LayerSummary:
+    """One module call: a leaf layer, or a container's own arithmetic outside its layers."""
+
     name: str
     kind: str
     output_shape: tuple[int, ...]  # without the batch dimension
@@ -30,6 +38,8 @@ class LayerSummary:
 
 @dataclass
 class ModelSummary:
+    """Every layer's row and the model's totals for one image."""
+
     layers: list[LayerSummary]
     input_shape: tuple[int, ...]  # (C, H, W)
     output_shape: tuple[int, ...]
@@ -93,58 +103,120 @@ class ModelSummary:
 
 
 def format_count(value: int) -> str:
+    """``1814073344`` -> ``1.81 G``: a count with a k/M/G suffix."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= size:
             return f"{value / size:.2f} {unit}"
     return str(value)
 
 
-def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """MACs of one leaf module for one sample (``output`` has the batch dimension)."""
-    per_sample = math.prod(output.shape[1:])
-    if isinstance(module, nn.modules.conv._ConvNd):
-        kernel = math.prod(module.kernel_size)
-        return per_sample * (module.in_channels // module.groups) * kernel
-    if isinstance(module, nn.Linear):
-        return per_sample * module.in_features
-    return 0
+# Layers whose weight matrix is a lookup table, not arithmetic.
+_LOOKUP_LAYERS = (nn.Embedding, nn.EmbeddingBag)
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    """The output itself, or the first tensor of a tuple/list output (``nn.MultiheadAttention``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list):
+        return next((o for o in output if isinstance(o, torch.Tensor)), None)
+    return None
+
+
+class _MacTracer:
+    """Forward hooks on every module that attribute a running FLOP count to module calls.
+
+    A call's MACs are the counter's growth during it; a container's own MACs are what is left
+    after its children's calls. Leaves get a row per call; containers only when their own MACs
+    are not zero, so the rows add up to the total.
+    """
+
+    def __init__(self, model: nn.Module, counter: FlopCounterMode) -> None:
+        self.model = model
+        self.counter = counter
+        self.rows: list[LayerSummary] = []
+        self.own_macs: dict[str, int] = {}  # per module name, summed over its calls
+        self._stack: list[list[int]] = []  # per open call: [flops at entry, children's flops]
+
+    def attach(self) -> list[RemovableHandle]:
+        """Hook every module (the model too); the caller removes the returned handles."""
+        handles = []
+        for name, module in self.model.named_modules():
+            handles.append(module.register_forward_pre_hook(self._enter))
+            handles.append(module.register_forward_hook(self._leave(name)))
+        return handles
+
+    def _enter(self, _module: nn.Module, _inputs: Any) -> None:
+        self._stack.append([self.counter.get_total_flops(), 0])
+
+    def _leave(self, name: str) -> Any:
+        """The post-forward hook of module ``name``: closes its call and records its row."""
+
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            entry, children = self._stack.pop()
+            flops = self.counter.get_total_flops() - entry
+            if self._stack:
+                self._stack[-1][1] += flops
+            own = (flops - children) // 2
+            self.own_macs[name] = self.own_macs.get(name, 0) + own
+            tensor = _first_tensor(output)
+            is_leaf = next(module.children(), None) is None
+            if own or (is_leaf and tensor is not None):
+                self.rows.append(
+                    LayerSummary(
+                        name=name or type(module).__name__,
+                        kind=type(module).__name__,
+                        output_shape=() if tensor is None else tuple(tensor.shape[1:]),
+                        params=sum(p.numel() for p in module.parameters(recurse=False)),
+                        macs=own,
+                    )
+                )
+
+        return hook
+
+    def uncounted(self) -> list[str]:
+        """Types of layers with a weight matrix or kernel whose arithmetic went uncounted: run
+        but counted 0, or never called while the module around them counted 0 of its own."""
+        found = set()
+        for name, module in self.model.named_modules():
+            if next(module.children(), None) is not None or isinstance(module, _LOOKUP_LAYERS):
+                continue
+            if not any(p.dim() >= 2 for p in module.parameters(recurse=False)):
+                continue
+            if name not in self.own_macs:  # its weights were used through torch functions
+                name = name.rpartition(".")[0]
+                module = self.model.get_submodule(name)
+            if not self.own_macs.get(name):
+                found.add(type(module).__name__)
+        return sorted(found)
+
+
+@contextmanager
+def _countable_attention() -> Iterator[None]:
+    """Attention through plain matmuls the counter has formulas for: no fused fast path of
+    ``nn.MultiheadAttention`` and math ``scaled_dot_product_attention`` (the CPU flash kernel
+    has no FLOP formula)."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
     """Run one zero image of ``input_shape`` (C, H, W) through ``model`` in eval mode."""
     if len(input_shape) < 1 or any(int(v) < 1 for v in input_shape):
         raise ConfigError(f"input shape must be positive, like 3x32x32, got {input_shape}")
-    rows: list[LayerSummary] = []
-    uncounted: set[str] = set()
-    hooks = []
-
-    def record(name: str) -> Any:
-        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
-            fired.add(name)
-            if not isinstance(output, torch.Tensor):
-                return
-            params = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.append(
-                LayerSummary(
-                    name=name,
-                    kind=type(module).__name__,
-                    output_shape=tuple(output.shape[1:]),
-                    params=params,
-                    macs=layer_macs(module, output),
-                )
-            )
-
-        return hook
-
-    fired: set[str] = set()
-    leaves = {n: m for n, m in model.named_modules() if n and not any(True for _ in m.children())}
-    for name, module in leaves.items():
-        hooks.append(module.register_forward_hook(record(name)))
+    counter = FlopCounterMode(display=False)
+    tracer = _MacTracer(model, counter)
+    handles = tracer.attach()
     was_training = model.training
     model.eval()
     try:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        with torch.no_grad():
+        with torch.no_grad(), _countable_attention(), counter:
             output = model(torch.zeros(1, *input_shape, device=device))
     except (RuntimeError, ValueError, AssertionError) as exc:
         raise ConfigError(
@@ -152,24 +224,15 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
             f"{str(exc).splitlines()[0]}"
         ) from exc
     finally:
-        for handle in hooks:
+        for handle in handles:
             handle.remove()
         model.train(was_training)
-    # Weights used through torch functions rather than module calls (attention) escape the hooks.
-    for name, module in model.named_modules():
-        skipped = name in leaves and name not in fired
-        own_weights = name not in leaves and any(
-            "weight" in n for n, _ in module.named_parameters(recurse=False)
-        )
-        if (skipped and any(True for _ in module.parameters())) or own_weights:
-            parent = model.get_submodule(name.rpartition(".")[0]) if skipped else module
-            uncounted.add(type(parent).__name__)
     return ModelSummary(
-        layers=rows,
+        layers=tracer.rows,
         input_shape=tuple(int(v) for v in input_shape),
         output_shape=tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else (),
         total_params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        total_macs=sum(row.macs for row in rows),
-        uncounted=sorted(uncounted),
+        total_macs=counter.get_total_flops() // 2,
+        uncounted=tracer.uncounted(),
     )
