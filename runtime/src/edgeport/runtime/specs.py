@@ -231,7 +231,7 @@ class _InputCheck:
     def __init__(self, spec: TensorSpec, finite: bool) -> None:
         self.spec = spec
         self.name = spec.name
-        self.dtype = numpy_dtype(spec.dtype) if spec.dtype != "bfloat16" else None
+        self.dtype = numpy_dtype(spec.dtype)  # bfloat16: ml_dtypes, or a clear error now
         self.rank = spec.rank
         # (axis, low, high) for every dimension that is not 1..unbounded
         self.axes = tuple(
@@ -275,11 +275,7 @@ class FeedCheck:
 
     def one(self, check: _InputCheck, array: Any) -> np.ndarray:
         """Check one input (the fast path is a few comparisons); return it C-contiguous."""
-        if (
-            type(array) is not np.ndarray
-            or (check.dtype is not None and array.dtype != check.dtype)
-            or array.ndim != check.rank
-        ):
+        if type(array) is not np.ndarray or array.dtype != check.dtype or array.ndim != check.rank:
             self._raise_array(check, array)
         shape = array.shape
         for axis, low, high in check.axes:
@@ -333,16 +329,11 @@ class FeedCheck:
                 f"input {spec.name!r}: expected a numpy array ({want}), got "
                 f"{type(array).__name__}; convert with np.asarray(value, dtype=np.{spec.dtype})"
             )
-        if check.dtype is None and array.dtype.name != "bfloat16":
-            raise InputError(
-                f"input {spec.name!r}: expected dtype bfloat16 (ml_dtypes.bfloat16), got "
-                f"{array.dtype} (shape {array.shape}); convert with "
-                "x.astype(ml_dtypes.bfloat16)"
-            )
-        if check.dtype is not None and array.dtype != check.dtype:
+        if array.dtype != check.dtype:
+            module = "ml_dtypes" if spec.dtype == "bfloat16" else "np"
             raise InputError(
                 f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype} (shape "
-                f"{array.shape}); inputs are not converted: use x.astype(np.{spec.dtype})"
+                f"{array.shape}); inputs are not converted: use x.astype({module}.{spec.dtype})"
             )
         if array.ndim != check.rank:
             raise InputError(
@@ -382,7 +373,7 @@ class FeedCheck:
                     )
 
     def _raise_not_finite(self, check: _InputCheck, array: np.ndarray) -> None:
-        values = array.astype(np.float32) if check.dtype is None else array
+        values = array.astype(np.float32)
         nan = int(np.isnan(values).sum())
         inf = int(np.isinf(values).sum())
         first = np.argwhere(~np.isfinite(values))[0]
