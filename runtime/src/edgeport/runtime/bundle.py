@@ -18,11 +18,12 @@ from typing import Any
 
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
-from edgeport.runtime.io import atomic_write_json, sha256_file
+from edgeport.runtime.io import atomic_write_json, read_regular_file, sha256_file
 from edgeport.runtime.specs import TensorSpec
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 2
+MAX_MANIFEST_BYTES = 64 << 20
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
@@ -259,14 +260,15 @@ class Manifest:
     def load(cls, bundle_dir: str | Path) -> Manifest:
         """Read and validate ``bundle_dir/manifest.json``."""
         path = Path(bundle_dir) / MANIFEST_NAME
+        if not path.exists() and not path.is_symlink():
+            raise ModelLoadError(f"{bundle_dir} is not a bundle: {MANIFEST_NAME} not found in it")
+        data = read_regular_file(path, what="bundle manifest", max_bytes=MAX_MANIFEST_BYTES)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise ModelLoadError(
-                f"{bundle_dir} is not a bundle: {MANIFEST_NAME} not found in it"
-            ) from exc
-        try:
-            return cls.from_dict(json.loads(text))
+            return cls.from_dict(json.loads(data.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            raise ModelLoadError(f"bundle manifest {path} is not UTF-8 text: {exc}") from exc
+        except RecursionError as exc:
+            raise ModelLoadError(f"bundle manifest {path} is nested too deeply") from exc
         except (json.JSONDecodeError, InputError) as exc:
             raise ModelLoadError(f"bundle manifest {path} is invalid: {exc}") from exc
 

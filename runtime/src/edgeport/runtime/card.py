@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
+from edgeport.runtime.io import read_regular_file
 from edgeport.runtime.specs import TensorSpec
 
 CARD_SCHEMA_VERSION = 2
+MAX_CARD_BYTES = 16 << 20
 ONNX_METADATA_KEY = "edgeport.card"
 LAYOUTS = ("NCHW",)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -196,15 +198,16 @@ class ModelCard:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"model card is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InputError("model card JSON is nested too deeply to be a model card") from exc
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
         """Read ``card.json``; a missing or malformed file raises ``ModelLoadError`` naming it."""
         path = Path(path)
+        data = read_regular_file(path, what="model card", max_bytes=MAX_CARD_BYTES)
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ModelLoadError(f"model card not found: {path}") from exc
+            return cls.from_json(data.decode("utf-8"))
         except (InputError, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"model card {path} is unreadable: {exc}") from exc

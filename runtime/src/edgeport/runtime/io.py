@@ -6,10 +6,16 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
+from edgeport.runtime.errors import ModelLoadError
+
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+# Opening never blocks (a FIFO would wait for a writer): the file is checked to be regular first.
+_READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+MAX_FILE_BYTES = 1 << 30  # what read_regular_file reads at most unless told otherwise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -48,3 +54,40 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_regular(path: str | Path, *, what: str = "file") -> int:
+    """A read-only descriptor of ``path`` after checking it is a regular file (not a directory,
+    FIFO, socket or device); ``ModelLoadError`` naming ``what`` otherwise. Close it yourself."""
+    path = Path(path)
+    try:
+        fd = os.open(path, _READ)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{what} not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ModelLoadError(f"{what} {path} is a directory, not a file") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"cannot open {what} {path}: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = (
+            "a directory" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
+        )
+        raise ModelLoadError(f"{what} {path} is {kind}; expected a regular file")
+    return fd
+
+
+def read_regular_file(
+    path: str | Path, *, what: str = "file", max_bytes: int = MAX_FILE_BYTES
+) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (checked before reading)."""
+    fd = open_regular(path, what=what)
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise ModelLoadError(
+                f"{what} {path} has {size:,} bytes, more than the {max_bytes:,} edgeport reads "
+                "for it; it is not a file of this kind, or raise the limit"
+            )
+        return handle.read(max_bytes + 1)[:max_bytes]

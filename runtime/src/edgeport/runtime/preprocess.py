@@ -8,6 +8,9 @@ resizes.
 
 from __future__ import annotations
 
+import io
+import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -15,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import BackendUnavailable, InputError
+from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
+from edgeport.runtime.io import read_regular_file
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -33,35 +37,105 @@ def _pil() -> Any:
     return Image
 
 
+MAX_IMAGE_PIXELS = 40_000_000  # 40 megapixels; set_max_image_pixels raises it
+MAX_IMAGE_FILE_BYTES = 256 << 20
+_limit = {"pixels": MAX_IMAGE_PIXELS}
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+
+
+def set_max_image_pixels(pixels: int) -> None:
+    """Raise (or lower) the largest image, in pixels, that is decoded: larger files are refused
+    from their header, before any pixel is decoded (``edgeport predict --max-image-pixels``)."""
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise InputError(f"the image pixel limit must be a positive integer, got {pixels!r}")
+    _limit["pixels"] = pixels
+    image_mod = _pil()
+    if image_mod.MAX_IMAGE_PIXELS is not None and pixels > image_mod.MAX_IMAGE_PIXELS:
+        image_mod.MAX_IMAGE_PIXELS = pixels  # Pillow's own bomb check, process-wide
+
+
 def load_image(source: ImageLike) -> np.ndarray:
     """Return a uint8 HWC array (C = 1, 3 or 4) from a path, a PIL image or an array.
 
-    Arrays may be HW (grayscale) or HWC with 1, 3 or 4 channels, as uint8 or as float in [0, 1].
+    Arrays may be HW (grayscale) or HWC with 1, 3 or 4 channels: uint8, uint16 (scaled by
+    255/65535) or float in [0, 1]. Files are decoded only after their header shows a size
+    within the pixel limit; 16-bit, 32-bit integer (values 0..65535) and float (0..1) images
+    are scaled to 8 bits, palette, bilevel and other colour spaces converted to RGB(A) or grey.
     """
     if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"image file not found: {path}")
-        image_mod = _pil()
-        try:
-            with image_mod.open(path) as img:
-                img.load()
-                return load_image(img)
-        except (OSError, SyntaxError) as exc:  # PIL raises these for corrupt or unknown files
-            raise InputError(f"cannot read image {path}: {exc}") from exc
+        return _read_image_file(Path(source))
     if isinstance(source, np.ndarray):
         return _array_image(source)
     if hasattr(source, "mode") and hasattr(source, "convert"):  # a PIL image
-        img = source
-        if img.mode in ("1", "P", "LA", "I", "I;16", "F", "CMYK", "YCbCr", "HSV"):
-            img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
-            if img.mode == "RGBA" and img.getchannel("A").getextrema() == (255, 255):
-                img = img.convert("RGB")
-        return _array_image(np.asarray(img))
+        _check_pixels(source.size, "image")
+        return _array_image(_pil_pixels(source))
     raise InputError(
         "expected an image as a file path, a PIL image or a numpy array, got "
         f"{type(source).__name__}"
     )
+
+
+def _check_pixels(size: tuple[int, int], what: str) -> None:
+    width, height = size
+    if width * height > _limit["pixels"]:
+        raise InputError(
+            f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{_limit['pixels']:,}; refusing to decode it (raise the limit with "
+            "edgeport.runtime.preprocess.set_max_image_pixels or --max-image-pixels)"
+        )
+
+
+def _read_image_file(path: Path) -> np.ndarray:
+    image_mod = _pil()
+    try:
+        data = read_regular_file(path, what="image file", max_bytes=MAX_IMAGE_FILE_BYTES)
+    except ModelLoadError as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        with warnings.catch_warnings():  # the pixel limit below decides, not Pillow's warning
+            warnings.simplefilter("ignore", image_mod.DecompressionBombWarning)
+            with image_mod.open(io.BytesIO(data)) as img:  # reads the header only
+                _check_pixels(img.size, f"image {path}")
+                img.load()
+                return _array_image(_pil_pixels(img))
+    except image_mod.DecompressionBombError as exc:  # above twice Pillow's own limit
+        match = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(match.group(1)):,} pixels" if match else "too many pixels"
+        raise InputError(
+            f"image {path} is {pixels}, above the limit of {_limit['pixels']:,}; refusing to "
+            "decode it (raise the limit with --max-image-pixels)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for corrupt files
+        raise InputError(f"cannot read image {path}: {exc}") from exc
+
+
+def _pil_pixels(img: Any) -> np.ndarray:
+    """The pixels of a PIL image as an array in a mode ``_array_image`` takes (uint8 grey, RGB
+    or RGBA; uint16; float32 in [0, 1])."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT:
+        return np.asarray(img).astype(np.uint16)
+    if mode == "I":
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise InputError(
+                f"32-bit integer image with values in [{values.min()}, {values.max()}]; edgeport "
+                "reads integer images of 0..65535 (16-bit): convert it to 8 or 16 bits first"
+            )
+        return values.astype(np.uint16)
+    if mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if mode in ("1", "L", "RGB", "RGBA"):
+        return np.asarray(img.convert("L") if mode == "1" else img)
+    if mode in ("P", "PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        if img.getchannel("A").getextrema() == (255, 255):
+            img = img.convert("RGB")
+        return np.asarray(img)
+    if mode in _TO_RGB:
+        return np.asarray(img.convert("RGB"))
+    raise InputError(f"unsupported image mode {mode!r}; convert the image to RGB or L first")
 
 
 def _array_image(array: np.ndarray) -> np.ndarray:
@@ -74,8 +148,11 @@ def _array_image(array: np.ndarray) -> np.ndarray:
         )
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise InputError(f"image has an empty side: shape {array.shape}")
+    _check_pixels((array.shape[1], array.shape[0]), "image array")
     if array.dtype == np.uint8:
         return array
+    if array.dtype == np.uint16:  # round(v * 255 / 65535) without float error
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise InputError("image array contains NaN or Inf")
@@ -85,7 +162,9 @@ def _array_image(array: np.ndarray) -> np.ndarray:
                 f"[{array.min():.3g}, {array.max():.3g}]"
             )
         return np.round(array * 255.0).astype(np.uint8)
-    raise InputError(f"image arrays must be uint8 or float in [0, 1], got dtype {array.dtype}")
+    raise InputError(
+        f"image arrays must be uint8, uint16 or float in [0, 1], got dtype {array.dtype}"
+    )
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

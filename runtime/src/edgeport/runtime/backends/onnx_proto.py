@@ -13,11 +13,15 @@ Field numbers are those of ``onnx/onnx.proto`` (IR version 10).
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeport.runtime.errors import ModelLoadError
+from edgeport.runtime.io import open_regular
+
+MAX_GRAPH_DEPTH = 64  # subgraphs (If, Loop, Scan bodies) nested deeper are refused
 
 # Wire types.
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
@@ -89,14 +93,8 @@ class OnnxSummary:
 def read_onnx_summary(path: str | Path) -> OnnxSummary:
     """Parse ``path``; a missing, empty, truncated or corrupt file raises ``ModelLoadError``."""
     path = Path(path)
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"ONNX file not found: {path}") from exc
-    except OSError as exc:
-        raise ModelLoadError(f"cannot open ONNX file {path}: {exc}") from exc
-    with handle:
-        size = path.stat().st_size
+    with os.fdopen(open_regular(path, what="ONNX file"), "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise ModelLoadError(f"ONNX file {path} is empty (0 bytes); re-export the model")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
@@ -217,15 +215,19 @@ def _read_model(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
                     _read_node(buf, c, d, out)
 
 
-def _read_graph(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, *, top_level: bool) -> None:
+def _read_graph(
+    buf: mmap.mmap, start: int, end: int, out: OnnxSummary, *, top_level: bool, depth: int = 0
+) -> None:
     """GraphProto: node 1, initializer 5, input 11, output 12, sparse_initializer 15."""
+    if depth > MAX_GRAPH_DEPTH:
+        raise _Malformed(f"subgraphs nested more than {MAX_GRAPH_DEPTH} deep")
     inputs: list[TensorInfo] = []
     initializer_names: set[str] = set()
     for number, wire, a, b in _fields(buf, start, end):
         if wire != _LEN:
             continue
         if number == 1:
-            _read_node(buf, a, b, out)
+            _read_node(buf, a, b, out, depth)
         elif number == 5:
             initializer_names.add(_read_tensor(buf, a, b, out))
         elif number == 15:
@@ -238,7 +240,7 @@ def _read_graph(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, *, top_l
         out.inputs = [i for i in inputs if i.name not in initializer_names]
 
 
-def _read_node(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
+def _read_node(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, depth: int = 0) -> None:
     """NodeProto: op_type 4, attribute 5."""
     for number, wire, a, b in _fields(buf, start, end):
         if wire != _LEN:
@@ -246,10 +248,10 @@ def _read_node(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
         if number == 4:
             out.op_types.add(_text(buf, a, b))
         elif number == 5:
-            _read_attribute(buf, a, b, out)
+            _read_attribute(buf, a, b, out, depth)
 
 
-def _read_attribute(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
+def _read_attribute(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, depth: int = 0) -> None:
     """AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23."""
     for number, wire, a, b in _fields(buf, start, end):
         if wire != _LEN:
@@ -257,7 +259,7 @@ def _read_attribute(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> N
         if number in (5, 10):
             _read_tensor(buf, a, b, out)
         elif number in (6, 11):
-            _read_graph(buf, a, b, out, top_level=False)
+            _read_graph(buf, a, b, out, top_level=False, depth=depth + 1)
         elif number in (22, 23):
             _read_sparse_tensor(buf, a, b, out)
 

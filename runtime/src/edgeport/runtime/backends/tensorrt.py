@@ -52,6 +52,7 @@ from edgeport.runtime.errors import (
     InputError,
     ModelLoadError,
 )
+from edgeport.runtime.io import read_regular_file
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ _INSTALL = {
     "tensorrt": "pip install 'edgeport-runtime[tensorrt]' (full TensorRT 10/11 and cuda-python)",
     "tensorrt_rtx": "pip install tensorrt-rtx-cu13 cuda-python (TensorRT for RTX)",
 }
+MAX_PLAN_BYTES = 16 << 30
 REBUILD_HINT = (
     "rebuild the engine on this machine (edgeport export RUN_DIR --out BUNDLE --tensorrt), or "
     "use the bundle's ONNX artifacts"
@@ -242,12 +244,7 @@ def check_plan(path: Path, flavour: str | None = None) -> Validity:
 
 
 def read_plan(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"engine file not found: {path}") from exc
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read engine file {path}: {exc}") from exc
+    data = read_regular_file(path, what="engine file", max_bytes=MAX_PLAN_BYTES)
     if not data:
         raise ModelLoadError(f"engine file {path} is empty (0 bytes); rebuild the engine")
     return data

@@ -1,0 +1,100 @@
+"""Files an adversary can hand edgeport: each ends in a typed error naming the file, never a
+traceback, a hang or unbounded memory (issue: hardening)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import rtmodels as rt
+
+from edgeport.runtime import load
+from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
+from edgeport.runtime.errors import EdgeportError, ModelLoadError
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def nested_if_model(depth: int) -> bytes:
+    """An ONNX ModelProto whose graph holds an If whose then_branch holds an If ... ``depth``
+    deep, written by hand (the protobuf library itself refuses to serialise it)."""
+    graph = b""
+    for _ in range(depth):
+        attribute = _field(1, b"then_branch") + _field(6, graph)  # AttributeProto name, g
+        node = _field(4, b"If") + _field(5, attribute)  # NodeProto op_type, attribute
+        graph = _field(1, node)  # GraphProto node
+    opset = _varint(2 << 3) + _varint(17)  # OperatorSetIdProto version
+    return _varint(1 << 3) + _varint(8) + _field(7, graph) + _field(8, opset)
+
+
+def test_deeply_nested_subgraphs_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nested.onnx"
+    path.write_bytes(nested_if_model(2000))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ModelLoadError, match=r"subgraphs nested more than 64 deep"):
+        load(path)
+
+
+def test_a_deeply_nested_card_in_onnx_metadata(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    path = rt.save(rt.gemm_model(metadata={ONNX_METADATA_KEY: deep}), tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match=r"nested too deeply"):
+        load(path)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.engine"])
+def test_a_fifo_given_as_a_model_is_refused_without_blocking(tmp_path: Path, name: str) -> None:
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    with pytest.raises(ModelLoadError, match=r"not a regular file \(FIFO"):
+        load(fifo)
+
+
+def test_a_fifo_or_directory_as_the_manifest(gemm_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+    manifest = bundle / "manifest.json"
+    manifest.unlink()
+    os.mkfifo(manifest)
+    with pytest.raises(ModelLoadError, match=r"bundle manifest .* not a regular file"):
+        load(bundle)
+    manifest.unlink()
+    manifest.mkdir()
+    with pytest.raises(ModelLoadError, match=r"bundle manifest .* is a directory"):
+        load(bundle)
+
+
+def test_a_manifest_that_is_not_utf8(gemm_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+    (bundle / "manifest.json").write_bytes(b'{"schema_version": 2, "created": "\xff\xfe"}')
+    with pytest.raises(ModelLoadError, match=r"is not UTF-8 text"):
+        load(bundle)
+
+
+def test_a_deeply_nested_manifest(gemm_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+    (bundle / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelLoadError, match=r"nested too deeply"):
+        load(bundle)
+
+
+def test_a_card_json_that_is_a_directory_or_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(ModelLoadError, match=r"model card .* is a directory"):
+        ModelCard.load(tmp_path / "dir.json")
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(EdgeportError, match=r"model card .* unreadable"):
+        ModelCard.load(tmp_path / "bad.json")
