@@ -148,7 +148,7 @@ def test_manifest_missing_or_invalid(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a bundle"):
         Manifest.load(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
-    with pytest.raises(ModelLoadError, match="schema 99"):
+    with pytest.raises(ModelLoadError, match="schema_version 99"):
         Manifest.load(tmp_path)
 
 

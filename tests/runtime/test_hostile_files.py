@@ -80,7 +80,7 @@ def test_a_fifo_or_directory_as_the_manifest(gemm_bundle_dir: Path, tmp_path: Pa
 def test_a_manifest_that_is_not_utf8(gemm_bundle_dir: Path, tmp_path: Path) -> None:
     bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
     (bundle / "manifest.json").write_bytes(b'{"schema_version": 2, "created": "\xff\xfe"}')
-    with pytest.raises(ModelLoadError, match=r"is not UTF-8 text"):
+    with pytest.raises(ModelLoadError, match=r"manifest is not valid JSON: Invalid UTF-8"):
         load(bundle)
 
 
@@ -98,3 +98,69 @@ def test_a_card_json_that_is_a_directory_or_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_bytes(b"\xff\xfe{}")
     with pytest.raises(EdgeportError, match=r"model card .* unreadable"):
         ModelCard.load(tmp_path / "bad.json")
+
+
+def _set(path: list[object], value: object) -> object:
+    def edit(data: dict[str, object]) -> None:
+        target: object = data
+        for key in path[:-1]:
+            target = target[key]  # type: ignore[index]
+        target[path[-1]] = value  # type: ignore[index]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (_set(["artifacts"], "abc"), r"Expected `array`, got `str` - at `\$\.artifacts`"),
+        (_set(["artifacts"], [None]), r"Expected `object`, got `null` - at `\$\.artifacts\[0\]`"),
+        (
+            _set(["artifacts"], [[1, 2]]),
+            r"Expected `object`, got `array` - at `\$\.artifacts\[0\]`",
+        ),
+        (_set(["artifacts", 0, "parity"], [1]), r"got `array` - at `\$\.artifacts\[0\]\.parity`"),
+        (_set(["versions"], ["x"]), r"Expected `object`, got `array` - at `\$\.versions`"),
+        (_set(["card", "mean"], ["a"]), r"Expected `float`, got `str` - at `\$\.card\.mean\[0\]`"),
+        (_set(["artifacts", 0, "path"], "model\x00.onnx"), r"without NUL bytes"),
+        (
+            _set(["artifacts", 0, "inputs", 0, "ranges", 0], [1.5, 4, 16]),
+            r"Expected `int`, got `float` - at `\$\.artifacts\[0\]\.inputs\[0\]\.ranges\[0\]\[0\]`",
+        ),
+        (
+            _set(["artifacts", 0, "inputs", 0, "ranges", 0], [1_000_000, 1_000_000, 1_000_000]),
+            r"minimum dimension of 1000000, above the 1024",
+        ),
+        (
+            _set(["artifacts", 0, "inputs", 0, "ranges", 0], [1, 4, 10**12]),
+            r"range of dimension 0 needs 0 <= min <= opt <= max <= 2147483647",
+        ),
+        (
+            _set(["artifacts", 0, "parity", "passed"], "false"),
+            r"parity\.passed must be true, false or null, got 'false'",
+        ),
+        (_set(["schema_version"], -1), r"schema_version -1 is not one this edgeport reads"),
+        (_set(["schema_version"], True), r"schema_version True is not one this edgeport reads"),
+        (_set(["card", "input_size"], [100000, 100000]), r"input_size must be .* 1\.\.16384"),
+        (_set(["card", "colour"], "red"), r"unknown fields: \$\.card\.colour"),
+        (_set(["reference"], {"sha256": ["x"]}), r"got `array` - at `\$\.sha256`"),
+    ],
+)
+def test_manifest_fields_of_the_wrong_type_or_range(
+    gemm_bundle_dir: Path, tmp_path: Path, edit: object, pattern: str
+) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+    rt.rewrite_manifest(bundle, edit)
+    with pytest.raises(ModelLoadError, match=pattern):
+        load(bundle)
+
+
+def test_duplicate_artifact_names(gemm_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+
+    def duplicate(data: dict[str, list[dict[str, object]]]) -> None:
+        data["artifacts"][1]["name"] = data["artifacts"][0]["name"]
+
+    rt.rewrite_manifest(bundle, duplicate)
+    with pytest.raises(ModelLoadError, match=r"lists artifacts \['onnx-fp32'\] more than once"):
+        load(bundle)

@@ -10,7 +10,6 @@ output) still load.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import atomic_write_json, read_regular_file, sha256_file
-from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.schema import decode, parse_json
+from edgeport.runtime.specs import UNBOUNDED, TensorSpec
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 2
@@ -27,6 +27,8 @@ MAX_MANIFEST_BYTES = 64 << 20
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
+MAX_BATCH = 65536  # the largest batch an export can be asked for
+MAX_MIN_BATCH = 1024  # inputs are padded up to an artifact's min batch: bounded by this
 _BATCH_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
 
 
@@ -39,7 +41,7 @@ class BatchRange:
     max: int = 1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
+        if not 1 <= self.min <= self.opt <= self.max <= UNBOUNDED:
             raise ConfigError(
                 f"batch range must satisfy 1 <= min <= opt <= max, got "
                 f"{self.min}:{self.opt}:{self.max}"
@@ -53,7 +55,9 @@ class BatchRange:
             raise ConfigError(f"batch range must look like MIN:OPT:MAX or N, got {text!r}")
         low, opt, high = match.groups()
         if opt is None:
-            return cls(int(low), int(low), int(low))
+            opt = high = low
+        if int(high) > MAX_BATCH:
+            raise ConfigError(f"batch sizes above {MAX_BATCH} are not supported, got {text!r}")
         return cls(int(low), int(opt), int(high))
 
     def __contains__(self, batch: object) -> bool:
@@ -111,6 +115,16 @@ class Artifact:
         if not self.inputs or not self.outputs:
             raise InputError(f"artifact {self.name!r} lists no inputs or no outputs")
         _check_relative(self.path, f"artifact {self.name!r}")
+        if self.size_bytes < 0:
+            raise InputError(f"artifact {self.name!r} has a negative size {self.size_bytes}")
+        for spec in self.inputs:
+            low = max((r[0] for r in spec.all_ranges), default=1)
+            if low > MAX_MIN_BATCH:
+                raise InputError(
+                    f"artifact {self.name!r} input {spec.name!r} declares a minimum dimension of "
+                    f"{low}, above the {MAX_MIN_BATCH} edgeport pads inputs up to"
+                )
+        _check_parity(self.name, self.parity)
 
     @property
     def batch(self) -> BatchRange:
@@ -136,22 +150,22 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
-        if not isinstance(data, dict):
-            raise InputError(f"an artifact entry must be an object, got {type(data).__name__}")
-        try:
-            if "inputs" not in data:
-                data = _artifact_v1(data)
-            engine = data.get("engine")
-            return cls(
-                **{
-                    **data,
-                    "inputs": tuple(TensorSpec.from_dict(s) for s in data["inputs"]),
-                    "outputs": tuple(TensorSpec.from_dict(s) for s in data["outputs"]),
-                    "engine": EngineInfo(**engine) if engine else None,
-                }
-            )
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"malformed artifact entry {data.get('name', '?')!r}: {exc}") from exc
+        if isinstance(data, dict) and "inputs" not in data and "input_name" in data:
+            data = _artifact_v1(data)
+        return decode(data, cls, "artifact entry")
+
+
+def _check_parity(name: str, parity: dict[str, Any] | None) -> None:
+    """The parity fields the runtime acts on must have their types (``"false"`` is no bool)."""
+    if parity is None:
+        return
+    passed, failures = parity.get("passed"), parity.get("failures", [])
+    if passed is not None and not isinstance(passed, bool):
+        raise InputError(
+            f"artifact {name!r}: parity.passed must be true, false or null, got {passed!r}"
+        )
+    if not isinstance(failures, list) or not all(isinstance(f, str) for f in failures):
+        raise InputError(f"artifact {name!r}: parity.failures must be a list of strings")
 
 
 def classifier_specs(
@@ -180,17 +194,39 @@ def _artifact_v1(data: dict[str, Any]) -> dict[str, Any]:
     """A schema-1 artifact entry (one float32 image input and one logits output, described by
     input_name, output_name, input_shape and batch) in the schema-2 form."""
     data = dict(data)
-    batch = BatchRange(**data.pop("batch"))
-    shape = list(data.pop("input_shape"))
+    batch = decode(data.pop("batch", None), BatchRange, "artifact batch range")
+    shape = data.pop("input_shape", None)
+    if not isinstance(shape, list) or not shape:
+        raise InputError(f"artifact input_shape must be a non-empty list, got {shape!r}")
     ranges = [[batch.min, batch.opt, batch.max]] + [[d, d, d] for d in shape[1:]]
     first = shape[0] if isinstance(shape[0], str) else "batch"
     data["inputs"] = [
         {"name": data.pop("input_name"), "dtype": "float32", "shape": shape, "ranges": ranges}
     ]
-    data["outputs"] = [
-        {"name": data.pop("output_name"), "dtype": "float32", "shape": [first, None]}
-    ]
+    output = data.pop("output_name", None)
+    data["outputs"] = [{"name": output, "dtype": "float32", "shape": [first, None]}]
     return data
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """The typed view of ``manifest.reference`` (validated; the manifest keeps the dict)."""
+
+    inputs: str | None = None
+    outputs: str | None = None
+    labels: str | None = None
+    weights: str | None = None
+    logits: str | None = None  # schema 1
+    sha256: dict[str, str] = field(default_factory=dict)
+    dataset: str | None = None
+    split: str | None = None
+    count: int = 0
+    accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        for rel in (self.inputs, self.outputs, self.labels, self.weights, self.logits):
+            if rel is not None:
+                _check_relative(rel, "reference file")
 
 
 @dataclass(frozen=True)
@@ -204,6 +240,19 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.artifacts]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise InputError(f"manifest lists artifacts {doubled} more than once")
+        if not 1 <= self.schema_version <= MANIFEST_SCHEMA_VERSION:
+            raise InputError(
+                f"manifest schema {self.schema_version} is not one this edgeport reads "
+                f"(1..{MANIFEST_SCHEMA_VERSION}); upgrade edgeport-runtime"
+            )
+        if self.reference is not None:
+            decode(self.reference, ReferenceInfo, "manifest reference")
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:
@@ -231,30 +280,25 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """A manifest from parsed JSON, every field type-checked (:mod:`edgeport.runtime.schema`);
+        schema 1 is upgraded first."""
         if not isinstance(data, dict):
             raise InputError(f"manifest must be a JSON object, got {type(data).__name__}")
-        version = data.get("schema_version", 0)
-        if (
-            not isinstance(version, int)
-            or isinstance(version, bool)
-            or version > MANIFEST_SCHEMA_VERSION
-        ):
+        version = data.get("schema_version")
+        if type(version) is not int or not 1 <= version <= MANIFEST_SCHEMA_VERSION:
             raise InputError(
-                f"manifest schema {version!r} is not one this edgeport reads "
-                f"(<= {MANIFEST_SCHEMA_VERSION}); upgrade edgeport-runtime"
+                f"manifest schema_version {version!r} is not one this edgeport reads "
+                f"(1..{MANIFEST_SCHEMA_VERSION}); upgrade edgeport-runtime"
             )
-        try:
-            return cls(
-                card=ModelCard.from_dict(data["card"]),
-                artifacts=tuple(Artifact.from_dict(a) for a in data["artifacts"]),
-                export=dict(data.get("export") or {}),
-                reference=data.get("reference"),
-                versions=dict(data.get("versions") or {}),
-                created=str(data.get("created", "")),
-                schema_version=version,
-            )
-        except KeyError as exc:
-            raise InputError(f"manifest is missing {exc.args[0]!r}") from exc
+        if version == 1 and isinstance(data.get("artifacts"), list):
+            data = {
+                **data,
+                "artifacts": [
+                    _artifact_v1(a) if isinstance(a, dict) and "input_name" in a else a
+                    for a in data["artifacts"]
+                ],
+            }
+        return decode(data, cls, "manifest")
 
     @classmethod
     def load(cls, bundle_dir: str | Path) -> Manifest:
@@ -264,12 +308,8 @@ class Manifest:
             raise ModelLoadError(f"{bundle_dir} is not a bundle: {MANIFEST_NAME} not found in it")
         data = read_regular_file(path, what="bundle manifest", max_bytes=MAX_MANIFEST_BYTES)
         try:
-            return cls.from_dict(json.loads(data.decode("utf-8")))
-        except UnicodeDecodeError as exc:
-            raise ModelLoadError(f"bundle manifest {path} is not UTF-8 text: {exc}") from exc
-        except RecursionError as exc:
-            raise ModelLoadError(f"bundle manifest {path} is nested too deeply") from exc
-        except (json.JSONDecodeError, InputError) as exc:
+            return cls.from_dict(parse_json(data, "manifest"))
+        except InputError as exc:
             raise ModelLoadError(f"bundle manifest {path} is invalid: {exc}") from exc
 
     def save(self, bundle_dir: str | Path) -> Path:
@@ -277,6 +317,8 @@ class Manifest:
 
 
 def _check_relative(rel: str, what: str) -> None:
+    if not rel or "\x00" in rel:
+        raise InputError(f"{what} path must be a non-empty name without NUL bytes, got {rel!r}")
     path = Path(rel)
     if path.is_absolute() or ".." in path.parts:
         raise InputError(f"{what} path must be relative and inside the bundle, got {rel!r}")

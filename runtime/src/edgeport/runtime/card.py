@@ -17,10 +17,13 @@ from typing import Any
 
 from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import read_regular_file
+from edgeport.runtime.schema import decode, parse_json
 from edgeport.runtime.specs import TensorSpec
 
 CARD_SCHEMA_VERSION = 2
 MAX_CARD_BYTES = 16 << 20
+MAX_IMAGE_SIDE = 16384  # the largest input height or width a card may declare
+MAX_CLASSES = 1_000_000
 ONNX_METADATA_KEY = "edgeport.card"
 LAYOUTS = ("NCHW",)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -75,6 +78,8 @@ class ModelCard:
             out.append(f"task must be one of {TASKS}, got {self.task!r}")
         if self.num_classes < 0 or (self.task == "classification" and self.num_classes < 1):
             out.append(f"num_classes must be >= 1 for a classifier, got {self.num_classes}")
+        if self.num_classes > MAX_CLASSES:
+            out.append(f"num_classes must be at most {MAX_CLASSES:,}, got {self.num_classes:,}")
         if self.class_names and len(self.class_names) != self.num_classes:
             out.append(f"expected {self.num_classes} class names, got {len(self.class_names)}")
         if self.task == "classification" and not self.class_names:
@@ -106,8 +111,10 @@ class ModelCard:
         channels, size = self.in_channels, self.input_size
         if channels not in (1, 3):
             out.append(f"in_channels must be 1 or 3, got {channels}")
-        if size is None or len(size) != 2 or min(size) < 1:
-            out.append(f"input_size must be (height, width) >= 1, got {size}")
+        if size is None or len(size) != 2 or min(size) < 1 or max(size) > MAX_IMAGE_SIDE:
+            out.append(
+                f"input_size must be (height, width), each in 1..{MAX_IMAGE_SIDE}, got {size}"
+            )
         for name in ("mean", "std"):
             values = getattr(self, name) or ()
             if len(values) != channels:
@@ -153,54 +160,17 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """A card from parsed JSON, every field type-checked (:mod:`edgeport.runtime.schema`)."""
         if not isinstance(data, dict):
             raise InputError(f"a model card must be a JSON object, got {type(data).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"model card has unknown fields {unknown}; known: {sorted(known)}")
-        if "architecture" not in data:
-            raise InputError("model card is missing field 'architecture'")
-
-        def floats(key: str) -> tuple[float, ...] | None:
-            value = data.get(key)
-            return None if value is None else tuple(float(v) for v in value)
-
-        try:
-            size = data.get("input_size")
-            return cls(
-                **{
-                    **data,
-                    "class_names": tuple(str(c) for c in data.get("class_names", ())),
-                    "input_size": None if size is None else tuple(int(v) for v in size),
-                    "mean": floats("mean"),
-                    "std": floats("std"),
-                    "value_range": floats("value_range") or (0.0, 1.0),
-                    "arch_args": dict(data.get("arch_args", {})),
-                    "inputs": tuple(TensorSpec.from_dict(s) for s in data.get("inputs", ())),
-                    "outputs": tuple(TensorSpec.from_dict(s) for s in data.get("outputs", ())),
-                    "postprocess": dict(data.get("postprocess", {})),
-                }
-            )
-        except InputError:
-            raise
-        except TypeError as exc:
-            raise InputError(f"model card has a field of the wrong type: {exc}") from exc
-        except ValueError as exc:
-            raise InputError(f"model card has a field of the wrong value: {exc}") from exc
+        return decode(data, cls, "model card")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelCard:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"model card is not valid JSON: {exc}") from exc
-        except RecursionError as exc:
-            raise InputError("model card JSON is nested too deeply to be a model card") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "model card"))
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:

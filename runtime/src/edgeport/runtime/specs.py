@@ -86,8 +86,8 @@ class TensorSpec:
         for axis, dim in enumerate(self.shape):
             if isinstance(dim, bool) or not (dim is None or isinstance(dim, int | str)):
                 problems.append(f"dimension {axis} must be an int, a name or null, got {dim!r}")
-            elif isinstance(dim, int) and dim < 0:
-                problems.append(f"dimension {axis} is negative ({dim})")
+            elif isinstance(dim, int) and not 0 <= dim <= UNBOUNDED:
+                problems.append(f"dimension {axis} must lie in 0..{UNBOUNDED}, got {dim}")
         if self.ranges:
             if len(self.ranges) != len(self.shape):
                 problems.append(
@@ -96,9 +96,10 @@ class TensorSpec:
             for axis, (dim, rng) in enumerate(zip(self.shape, self.ranges, strict=False)):
                 if len(rng) != 3 or not all(isinstance(v, int) for v in rng):
                     problems.append(f"range of dimension {axis} must be 3 integers, got {rng!r}")
-                elif not 0 <= rng[0] <= rng[1] <= rng[2]:
+                elif not 0 <= rng[0] <= rng[1] <= rng[2] <= UNBOUNDED:
                     problems.append(
-                        f"range of dimension {axis} needs 0 <= min <= opt <= max: {rng}"
+                        f"range of dimension {axis} needs 0 <= min <= opt <= max <= "
+                        f"{UNBOUNDED}: {rng}"
                     )
                 elif isinstance(dim, int) and rng != (dim, dim, dim):
                     problems.append(f"dimension {axis} is fixed at {dim} but its range is {rng}")
@@ -160,24 +161,9 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
-        if not isinstance(data, Mapping):
-            raise InputError(f"a tensor spec must be an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"name", "dtype", "shape", "ranges", "value_range"})
-        if unknown:
-            raise InputError(f"tensor spec has unknown fields {unknown}")
-        try:
-            value_range = data.get("value_range")
-            return cls(
-                name=str(data["name"]),
-                dtype=str(data["dtype"]),
-                shape=tuple(data["shape"]),
-                ranges=tuple(tuple(r) for r in data.get("ranges") or ()),
-                value_range=tuple(value_range) if value_range is not None else None,
-            )
-        except KeyError as exc:
-            raise InputError(f"tensor spec is missing field {exc.args[0]!r}") from exc
-        except TypeError as exc:
-            raise InputError(f"tensor spec has a field of the wrong type: {exc}") from exc
+        from edgeport.runtime.schema import decode
+
+        return decode(data, cls, "tensor spec")
 
 
 def merge_specs(
