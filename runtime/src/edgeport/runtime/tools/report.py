@@ -529,11 +529,12 @@ def check_markdown(report: dict[str, Any], *, level: int = 2) -> str:
             + (f", accuracy {fmt_pct(accuracy)}" if accuracy is not None else "")
             + ")."
         )
-    lines += [f"Verdict: **{report.get('verdict')}**.", ""]
+    lines.append(f"Verdict: **{report.get('verdict')}**.")
     checks = report.get("checks", [])
     compared = [c for c in checks if c.get("outputs")]
     if compared:
-        lines += _table(_CHECK_COLUMNS, [row for c in compared for row in _output_rows(c)])
+        rows = [row for c in compared for row in _output_rows(c)]
+        lines += ["", *_table(_CHECK_COLUMNS, rows)]
     problems = [c for c in checks if c["status"] in ("failed", "error")]
     if problems:
         lines += ["", "Out of tolerance or not runnable:", ""]
