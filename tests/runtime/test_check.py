@@ -233,7 +233,7 @@ def test_check_input_errors(exported_bundle: Path, tmp_path: Path) -> None:
         check(exported_bundle, artifacts=["onnx-int4"])
     with pytest.raises(ModelLoadError, match="not a bundle"):
         check(tmp_path)
-    with pytest.raises(ConfigError, match="--inputs, --shapes: for bare .onnx/.engine files"):
+    with pytest.raises(ConfigError, match=r"--inputs, --shapes: for bare \.onnx/\.engine files"):
         check(exported_bundle, inputs=tmp_path / "x.npz", shapes={"input": (1, 1, 8, 8)})
     with pytest.raises(ConfigError, match="--reference onnxruntime-cpu: for bare"):
         check(exported_bundle, reference="onnxruntime-cpu")

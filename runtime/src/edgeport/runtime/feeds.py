@@ -164,7 +164,7 @@ def synthetic_feeds(
             info = np.iinfo(dtype)
             low, high = max(int(np.ceil(low)), info.min), min(int(np.floor(high)), info.max)
             array = rng.integers(low, high, shape, dtype=dtype, endpoint=True)
-        feeds[spec.name] = np.ascontiguousarray(array)
+        feeds[spec.name] = np.asarray(array, order="C")  # ascontiguousarray makes 0-d 1-d
     return feeds
 
 

@@ -1,12 +1,38 @@
-"""Command-line options that several commands share: the inputs of any model (not a command)."""
+"""Command-line options that several commands share (this module is not a command): how to
+load a model, and the inputs of any model."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from edgeport.runtime.backends.registry import BACKENDS
+from edgeport.runtime.bundle import PRECISIONS
 from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
-from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.model import Model, load
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--precision``, ``--device`` and ``--threads`` (see :func:`load_model`)."""
+    parser.add_argument(
+        "--backend", default="auto", choices=("auto", *BACKENDS), help="default: auto"
+    )
+    parser.add_argument(
+        "--precision", default=None, choices=PRECISIONS, help="default: the fastest that passed"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: any)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
+
+
+def load_model(args: argparse.Namespace) -> Model:
+    """``args.path`` loaded as the options of :func:`add_load_options` say."""
+    return load(
+        args.path,
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        threads=args.threads,
+    )
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +67,3 @@ def parsed_inputs(
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[float, float]]]:
     """The ``--shapes`` and ``--value-range`` given, parsed."""
     return parse_shapes(args.shapes), parse_value_ranges(args.value_range)
-
-
-def spec_lines(kind: str, specs: tuple[TensorSpec, ...] | list[TensorSpec]) -> list[str]:
-    """``input ids: int64 [batch, seq] (batch 1..32, seq 1..128)`` for each spec."""
-    return [f"{kind} {spec.describe()}" for spec in specs]

@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.registry import BACKENDS
-from edgeport.runtime.bundle import PRECISIONS
-from edgeport.runtime.cli.options import add_input_options, parsed_inputs
+from edgeport.runtime.cli.options import (
+    add_input_options,
+    add_load_options,
+    load_model,
+    parsed_inputs,
+)
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import load_npz, synthetic_feeds
 from edgeport.runtime.io import atomic_write_bytes
-from edgeport.runtime.model import Model, load
+from edgeport.runtime.model import Model
 from edgeport.runtime.reference import npz_bytes
 
 
@@ -39,14 +42,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("path", metavar="MODEL", help="bundle directory, .onnx or .engine file")
     parser.add_argument("--out", type=Path, help="write the outputs here as .npz")
-    parser.add_argument(
-        "--backend", default="auto", choices=("auto", *BACKENDS), help="default: auto"
-    )
-    parser.add_argument(
-        "--precision", default=None, choices=PRECISIONS, help="default: the fastest that passed"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: any)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
+    add_load_options(parser)
     add_input_options(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=run_model)
@@ -101,13 +97,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    with load(
-        args.path,
-        backend=args.backend,
-        precision=args.precision,
-        device=args.device,
-        threads=args.threads,
-    ) as model:
+    with load_model(args) as model:
         feeds, origin = _feeds(model, args)
         outputs = model.infer(feeds)
         target = model.artifact.name if model.artifact else model.path.name
