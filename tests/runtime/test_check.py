@@ -144,6 +144,8 @@ def test_damaged_int8_fails_and_names_the_artifact(damaged_bundle, capsys) -> No
     (line,) = [line for line in errors if "onnx-int8" in line and "accuracy dropped" in line]
     assert line.startswith("error: onnx-int8 on onnxruntime-cpu fails its int8 tolerance")
     assert not [line for line in errors if "onnx-fp32" in line or "onnx-fp16" in line]
+    assert "Worst disagreeing samples:" in captured.out
+    assert "| onnx-int8 | onnxruntime-cpu | FAILED ✗ | `logits` | logits |" in captured.out
     report = check(bundle, backends=CPU, artifacts=["onnx-int8"])
     (int8,) = report.checks
     assert int8.status == "failed"

@@ -202,6 +202,8 @@ def test_settings_that_do_not_apply_are_refused(files: dict[str, Path]) -> None:
         check(files["detector"], reference_model=files["detector"].with_suffix(".engine"))
     with pytest.raises(ConfigError, match="--samples must be >= 1"):
         check(files["detector"], samples=0)
+    with pytest.raises(ConfigError, match="--samples, --seed: shape synthetic inputs; with --in"):
+        check(files["detector"], inputs="in.npz", samples=2, seed=1)
 
 
 @pytest.mark.parametrize("command", ["check", "inspect", "run"])

@@ -168,6 +168,12 @@ def synthetic_feeds(
     return feeds
 
 
+def sample_count(feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples in ``feeds``: the first input's leading axis (1 for a scalar)."""
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
 def load_npz(path: str | Path, specs: Sequence[TensorSpec] | None = None) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (never unpickled); with ``specs``, exactly their names."""
     path = Path(path)

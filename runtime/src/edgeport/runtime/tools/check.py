@@ -55,7 +55,7 @@ from edgeport.runtime.errors import (
     InputError,
     ModelLoadError,
 )
-from edgeport.runtime.feeds import load_npz, synthetic_feeds
+from edgeport.runtime.feeds import load_npz, sample_count, synthetic_feeds
 from edgeport.runtime.io import sha256_file
 from edgeport.runtime.model import Model, ModelSource, load, resolve_source, run_in_chunks
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
@@ -74,15 +74,24 @@ REFERENCE_BACKEND = "onnxruntime-cpu"
 RUN_CHUNK = 64
 DEFAULT_SAMPLES = 4
 # settings that apply to bundles only / to bare files only, with their flags
-_BUNDLE_ONLY = {"data": "--data", "data_root": "--data-root", "limit": "--limit"}
-_BUNDLE_ONLY["artifacts"] = "--artifact"
+_BUNDLE_ONLY = {
+    "data": "--data",
+    "data_root": "--data-root",
+    "limit": "--limit",
+    "artifacts": "--artifact",
+}
 _FILE_ONLY = {
     "reference_model": "--reference-model",
     "inputs": "--inputs",
     "shapes": "--shapes",
     "value_ranges": "--value-range",
     "tolerance": "--tolerance",
+    "samples": "--samples",
+    "seed": "--seed",
 }
+
+
+_SYNTHETIC = {k: _FILE_ONLY[k] for k in ("shapes", "value_ranges", "samples", "seed")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +203,12 @@ def _validate_for(source: ModelSource, settings: CheckSettings) -> None:
         )
     if ref is not None and ref.suffix.lower() != ".onnx":
         raise ConfigError(f"--reference-model must be an .onnx file, got {ref}")
+    synthetic = [flag for name, flag in _SYNTHETIC.items() if settings.is_set(name)]
+    if settings.inputs is not None and synthetic:
+        raise ConfigError(
+            f"{', '.join(synthetic)}: shape synthetic inputs; with --inputs the arrays in the "
+            "file are used as they are"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +239,7 @@ class Reference:
     @property
     def count(self) -> int:
         """Samples: the first input's leading axis over every batch (1 per scalar batch)."""
-        return sum(_samples(b) for b in self.batches)
+        return sum(sample_count(b) for b in self.batches)
 
     def to_dict(self) -> dict[str, Any]:
         first = next(iter(self.outputs.values()))
@@ -244,17 +259,12 @@ class Reference:
         }
 
 
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
 def _torch_reference(manifest: Manifest) -> tuple[Any | None, str | None]:
     """The PyTorch baseline class, or None and why it cannot rebuild this bundle."""
     cls, why = torch_reference_class()
-    art = manifest.artifacts[0]
     if cls is None:
         return None, why
+    art = manifest.artifacts[0]
     if manifest.card.task != "classification" or not manifest.card.is_image_model:
         return (
             None,
@@ -405,13 +415,13 @@ def _file_reference(source: ModelSource, settings: CheckSettings, warnings: list
     if settings.inputs is not None:
         dataset = str(settings.inputs)
     else:
-        dataset = f"synthetic ({settings.samples} batches, seed {settings.seed})"
+        dataset = f"synthetic inputs ({settings.samples} batches, seed {settings.seed})"
     return Reference(
         batches=batches,
         outputs=outputs,
         labels=None,
         kind=REFERENCE_BACKEND,
-        description=f"ONNX Runtime CPU run of {path.name} ({precision}) on {dataset} inputs",
+        description=f"ONNX Runtime CPU run of {path.name} ({precision}) on {dataset}",
         rechunk=False,
         dataset=dataset,
         class_names=source.card.class_names if source.card else (),
@@ -445,13 +455,13 @@ def _batch_bounds(specs: Sequence[TensorSpec]) -> tuple[int, int]:
 
 def _run_chunked(model: Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Samples along axis 0 in batches the model takes (the last padded up to its minimum)."""
-    count = _samples(feeds)
+    count = sample_count(feeds)
     low, high = _batch_bounds(model.inputs)
     chunk = min(RUN_CHUNK, high)
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, count, chunk):
         part = {k: v[start : start + chunk] for k, v in feeds.items()}
-        n = _samples(part)
+        n = sample_count(part)
         if n < low:
             part = {
                 k: np.concatenate([v, np.repeat(v[-1:], low - n, axis=0)]) for k, v in part.items()
@@ -582,12 +592,23 @@ def check_candidate(
     started = time.perf_counter()
     try:
         outputs, specs = _run_candidate(source, cand, backend, ref, settings.threads)
+        _judge(verdict, source, ref, outputs, specs)
     except BackendUnavailable as exc:
         verdict.status, verdict.reason = "skipped", short_reason(str(exc))
-        return verdict
     except EdgeportError as exc:
         verdict.reason = str(exc)
-        return verdict
+    verdict.seconds = time.perf_counter() - started
+    return verdict
+
+
+def _judge(
+    verdict: Verdict,
+    source: ModelSource,
+    ref: Reference,
+    outputs: dict[str, np.ndarray],
+    specs: Sequence[TensorSpec],
+) -> None:
+    """Every output judged by its kind (a classifier's first output as logits, with labels)."""
     classifier = source.card is not None and source.card.task == "classification"
     kinds = {s.name: output_kind(s, classifier=classifier, index=i) for i, s in enumerate(specs)}
     try:
@@ -600,12 +621,9 @@ def check_candidate(
             class_names=ref.class_names,
         )
     except EdgeportError as exc:
-        verdict.reason = f"cannot compare with the reference: {exc}"
-        return verdict
+        raise InputError(f"cannot compare with the reference: {exc}") from exc
     verdict.status = "failed" if verdict.failures else "passed"
     verdict.count = ref.count
-    verdict.seconds = time.perf_counter() - started
-    return verdict
 
 
 def _run_candidate(
@@ -775,10 +793,10 @@ class CheckReport:
                 if total >= samples:
                     break
                 feeds.append(batch)
-                total += _samples(batch)
+                total += sample_count(batch)
             return feeds
         (everything,) = self.reference.batches
-        count = min(samples, _samples(everything))
+        count = min(samples, sample_count(everything))
         return [
             {k: v[start : min(start + chunk, count)] for k, v in everything.items()}
             for start in range(0, count, chunk)

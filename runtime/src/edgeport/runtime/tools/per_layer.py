@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeport.runtime.backends.onnxrt import ort_errors
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, ModelLoadError
+from edgeport.runtime.feeds import sample_count
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,13 @@ def _session(ort: Any, model: bytes | str, level: str = "ORT_DISABLE_ALL") -> An
         raise ModelLoadError(f"ONNX Runtime cannot open the per-layer copy: {exc}") from exc
 
 
+_FLOAT_TYPES = {
+    "tensor(float16)": np.float16,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+}
+
+
 def _run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every output of ``sess`` for ``feeds`` by input name; float inputs go in the session's
     float type (float16 for an fp16 model without float32 inputs)."""
@@ -232,8 +240,9 @@ def _run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
                 f"per-layer comparison: the model needs input {inp.name!r}, the reference "
                 f"inputs have {sorted(feeds)}"
             )
-        if value.dtype.kind == "f":
-            value = value.astype(np.float16 if inp.type == "tensor(float16)" else np.float32)
+        float_type = _FLOAT_TYPES.get(inp.type)
+        if value.dtype.kind == "f" and float_type is not None:
+            value = value.astype(float_type, copy=False)
         inputs[inp.name] = value
     names = [o.name for o in sess.get_outputs()]
     try:
@@ -276,11 +285,6 @@ class _ErrorSums:
 def _rel_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
     r, c = reference.astype(np.float64), candidate.astype(np.float64)
     return float(np.linalg.norm(c - r)) / max(float(np.linalg.norm(r)), 1e-12)
-
-
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if first.ndim else 1
 
 
 class _Accumulated(NamedTuple):
@@ -394,7 +398,7 @@ def compare_layers(
     return PerLayerReport(
         reference=reference_path.name,
         candidate=candidate_path.name,
-        samples=sum(_samples(feed) for feed in feeds),
+        samples=sum(sample_count(feed) for feed in feeds),
         threshold=PER_LAYER_REL_L2.get(precision, 1e-2),
         layers=tuple(_layers(order, acc)),
         unmatched=len(acc.unmatched),
