@@ -95,11 +95,8 @@ def _file_specs(
     summary: OnnxSummary, card: ModelCard | None
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """A bare ONNX file's inputs and outputs, with what its embedded card declares."""
-    specs = tuple(
-        tuple(TensorSpec(t.name, t.elem_type, t.shape) for t in tensors)
-        for tensors in (summary.inputs, summary.outputs)
-    )
-    inputs, outputs = specs
+    inputs = tuple(TensorSpec(t.name, t.elem_type, t.shape) for t in summary.inputs)
+    outputs = tuple(TensorSpec(t.name, t.elem_type, t.shape) for t in summary.outputs)
     where = str(summary.path)
     if card is not None and card.inputs:
         inputs = merge_specs(inputs, card.inputs, where, "inputs")
