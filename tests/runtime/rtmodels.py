@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest, classifier_specs
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.io import sha256_file
+from edgeport.runtime.specs import TensorSpec
 
 OPSET = 17
 DEFAULT_BATCH = BatchRange(1, 4, 16)
@@ -369,3 +370,216 @@ def run_concurrently(work: Callable[[int], None], threads: int) -> None:
         futures = [pool.submit(target, i) for i in range(threads)]
         for future in futures:
             future.result(timeout=300)
+
+
+# -- models of any shape: several inputs and outputs, integer and bool tensors -----------------
+
+
+def _graph_model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    initializers: list[onnx.TensorProto],
+    name: str,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def _ints(rng: np.random.Generator, name: str, *shape: int) -> onnx.TensorProto:
+    """Small-integer float32 weights: exact in float16 too, so fp16 copies give equal logits."""
+    return numpy_helper.from_array(rng.integers(-2, 3, shape).astype(np.float32), name)
+
+
+def detector_model(seed: int = 0) -> onnx.ModelProto:
+    """A detector-shaped model: ``image`` float32 [batch, 3, 4, 4] in; ``boxes`` float32
+    [batch, 4, 4], ``scores`` float32 [batch, 4] (softmax max over 3 classes) and ``labels``
+    int64 [batch, 4] (their argmax) out."""
+    rng = np.random.default_rng(seed)
+    f = helper.make_tensor_value_info
+    inits = [
+        _ints(rng, "Wb", 48, 16),
+        _ints(rng, "Bb", 16),
+        _ints(rng, "Wc", 48, 12),
+        numpy_helper.from_array(np.array([-1, 4, 4], np.int64), "box_shape"),
+        numpy_helper.from_array(np.array([-1, 4, 3], np.int64), "cls_shape"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "Wb", "Bb"], ["box_flat"]),
+        helper.make_node("Reshape", ["box_flat", "box_shape"], ["boxes"]),
+        helper.make_node("MatMul", ["flat", "Wc"], ["cls_flat"]),
+        helper.make_node("Reshape", ["cls_flat", "cls_shape"], ["cls"]),
+        helper.make_node("Softmax", ["cls"], ["probs"], axis=-1),
+        helper.make_node("ReduceMax", ["probs"], ["scores"], axes=[-1], keepdims=0),
+        helper.make_node("ArgMax", ["cls"], ["labels"], axis=-1, keepdims=0),
+    ]
+    return _graph_model(
+        nodes,
+        [f("image", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [
+            f("boxes", TensorProto.FLOAT, ["batch", 4, 4]),
+            f("scores", TensorProto.FLOAT, ["batch", 4]),
+            f("labels", TensorProto.INT64, ["batch", 4]),
+        ],
+        inits,
+        "detector",
+    )
+
+
+VOCAB = 10
+
+
+def two_input_model(seed: int = 0) -> onnx.ModelProto:
+    """``image`` float32 [batch, 3, 4, 4] and ``ids`` int64 [batch, seq] (below ``VOCAB``) in;
+    ``fused`` float32 [batch, 8] = image @ W + mean over seq of an embedding of ids."""
+    rng = np.random.default_rng(seed)
+    f = helper.make_tensor_value_info
+    inits = [_ints(rng, "W", 48, 8), _ints(rng, "E", VOCAB, 8)]
+    nodes = [
+        helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "W"], ["projected"]),
+        helper.make_node("Gather", ["E", "ids"], ["embedded"], axis=0),
+        helper.make_node("ReduceMean", ["embedded"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("Add", ["projected", "pooled"], ["fused"]),
+    ]
+    return _graph_model(
+        nodes,
+        [
+            f("image", TensorProto.FLOAT, ["batch", 3, 4, 4]),
+            f("ids", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [f("fused", TensorProto.FLOAT, ["batch", 8])],
+        inits,
+        "two_input",
+    )
+
+
+def token_model(seed: int = 0, *, count_offset: int = 0) -> onnx.ModelProto:
+    """``ids`` int64 [batch, seq] (below ``VOCAB``) and ``mask`` bool [batch, seq] in;
+    ``hidden`` float32 [batch, seq, 4] (masked embeddings), ``count`` int64 [batch] (unmasked
+    tokens, plus ``count_offset``: a broken copy) and ``kept`` bool [batch, seq] out."""
+    rng = np.random.default_rng(seed)
+    f = helper.make_tensor_value_info
+    inits = [
+        _ints(rng, "E", VOCAB, 4),
+        numpy_helper.from_array(np.array([-1], np.int64), "last"),
+        numpy_helper.from_array(np.array([1], np.int64), "seq_axis"),
+        numpy_helper.from_array(np.array(count_offset, np.int64), "offset"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["embedded"], axis=0),
+        helper.make_node("Unsqueeze", ["mask", "last"], ["mask3"]),
+        helper.make_node("Where", ["mask3", "embedded", "zero"], ["hidden"]),
+        helper.make_node("Cast", ["mask"], ["maski"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["maski", "seq_axis"], ["counted"], keepdims=0),
+        helper.make_node("Add", ["counted", "offset"], ["count"]),
+        helper.make_node("Identity", ["mask"], ["kept"]),
+    ]
+    return _graph_model(
+        nodes,
+        [
+            f("ids", TensorProto.INT64, ["batch", "seq"]),
+            f("mask", TensorProto.BOOL, ["batch", "seq"]),
+        ],
+        [
+            f("hidden", TensorProto.FLOAT, ["batch", "seq", 4]),
+            f("count", TensorProto.INT64, ["batch"]),
+            f("kept", TensorProto.BOOL, ["batch", "seq"]),
+        ],
+        inits,
+        "tokens",
+    )
+
+
+def fp16_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with float16 weights and arithmetic, float32 inputs and outputs kept."""
+    from onnxconverter_common import float16
+
+    return float16.convert_float_to_float16(model, keep_io_types=True)
+
+
+def broken_copy(model: onnx.ModelProto, initializer: str) -> onnx.ModelProto:
+    """A copy of ``model`` with the first row of ``initializer`` negated and shifted."""
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    for init in broken.graph.initializer:
+        if init.name == initializer:
+            values = numpy_helper.to_array(init).copy()
+            values[0] = -values[0] + 3
+            init.CopyFrom(numpy_helper.from_array(values, init.name))
+            return broken
+    raise KeyError(initializer)
+
+
+def specs_of(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph inputs and outputs of ``model`` as TensorSpecs."""
+
+    def spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        dims = tuple(
+            d.dim_param if d.HasField("dim_param") else d.dim_value
+            for d in vi.type.tensor_type.shape.dim
+        )
+        return TensorSpec(vi.name, str(dtype), dims)
+
+    return tuple(spec(v) for v in model.graph.input), tuple(spec(v) for v in model.graph.output)
+
+
+def any_bundle(
+    root: Path,
+    models: dict[str, onnx.ModelProto],
+    card: ModelCard,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    *,
+    batch: tuple[int, int, int] | None = None,
+) -> Path:
+    """A bundle of ``models`` by precision, with specs from the graphs (the ``batch`` range on
+    every leading "batch" axis) and a stored reference (``reference/inputs.npz``,
+    ``reference/outputs.npz``, sha256 in the manifest)."""
+    from edgeport.runtime.reference import npz_bytes
+
+    def ranged(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+        if batch is None:
+            return specs
+        return tuple(
+            s.with_ranges((batch, *s.all_ranges[1:])) if s.shape[:1] == ("batch",) else s
+            for s in specs
+        )
+
+    root.mkdir(parents=True, exist_ok=True)
+    artifacts = []
+    for precision, model in models.items():
+        rel = f"model.{precision}.onnx"
+        save(model, root / rel)
+        ins, outs = (ranged(specs) for specs in specs_of(model))
+        artifacts.append(
+            Artifact(
+                name=f"onnx-{precision}",
+                format="onnx",
+                precision=precision,
+                path=rel,
+                sha256=sha256_file(root / rel),
+                size_bytes=(root / rel).stat().st_size,
+                inputs=ins,
+                outputs=outs,
+                parity=passed(),
+            )
+        )
+    files = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz"}
+    (root / "reference").mkdir(exist_ok=True)
+    (root / files["inputs"]).write_bytes(npz_bytes(inputs))
+    (root / files["outputs"]).write_bytes(npz_bytes(outputs))
+    reference = {
+        **files,
+        "sha256": {rel: sha256_file(root / rel) for rel in files.values()},
+        "dataset": "synthetic",
+        "count": len(next(iter(inputs.values()))),
+    }
+    Manifest(card=card, artifacts=tuple(artifacts), reference=reference).save(root)
+    return root

@@ -14,9 +14,11 @@ import pytest
 
 from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.cli import main
+from edgeport.runtime.cli.check import attach_per_layer
 from edgeport.runtime.errors import ConfigError, ModelLoadError
 from edgeport.runtime.io import sha256_file
-from edgeport.runtime.tools.check import check, compare_layers
+from edgeport.runtime.tools.check import CHECK_JSON_FIELDS, CHECK_VERDICT_FIELDS, check
+from edgeport.runtime.tools.per_layer import compare_layers
 
 CPU = ("onnxruntime-cpu",)
 
@@ -62,23 +64,25 @@ def damaged_bundle(exported_bundle: Path, tmp_path_factory: pytest.TempPathFacto
 def test_check_passes_on_the_exported_bundle(exported_bundle: Path) -> None:
     report = check(exported_bundle, backends=CPU)
     assert report.passed, report.verdict
-    assert report.reference["kind"] == "torch"
-    assert report.reference["count"] == Manifest.load(exported_bundle).reference["count"]
-    assert 0.8 < report.reference["accuracy"] <= 1.0
+    reference = report.to_dict()["reference"]
+    assert reference["kind"] == "torch"
+    assert reference["count"] == Manifest.load(exported_bundle).reference["count"]
+    assert 0.8 < reference["accuracy"] <= 1.0
     by_name = {c.artifact: c for c in report.checked}
     assert set(by_name) == {"onnx-fp32", "onnx-fp16", "onnx-int8"}
-    fp32 = by_name["onnx-fp32"].comparison
-    assert fp32.max_abs <= 1e-4 and fp32.top1_agreement == 1.0
-    assert fp32.accuracy_candidate == pytest.approx(report.reference["accuracy"])
-    assert by_name["onnx-fp16"].comparison.top1_agreement >= 0.995
-    assert by_name["onnx-int8"].comparison.accuracy_drop <= 0.01
+    (fp32,) = by_name["onnx-fp32"].outputs
+    assert fp32.name == "logits" and fp32.kind == "logits"
+    assert fp32.comparison.max_abs <= 1e-4 and fp32.comparison.top1_agreement == 1.0
+    assert fp32.comparison.accuracy_candidate == pytest.approx(reference["accuracy"])
+    assert by_name["onnx-fp16"].outputs[0].comparison.top1_agreement >= 0.995
+    assert by_name["onnx-int8"].outputs[0].comparison.accuracy_drop <= 0.01
     for c in report.checked:
         assert c.status == "passed" and c.failures == []
-        assert 0.99 < c.comparison.cosine_min <= 1.0 + 1e-9
-        assert c.comparison.count == report.reference["count"]
-        assert len(c.worst) == 5 and {"index", "reference_class", "candidate_class"} <= set(
-            c.worst[0]
-        )
+        (out,) = c.outputs
+        assert 0.99 < out.comparison.cosine_min <= 1.0 + 1e-9
+        assert c.count == out.comparison.count == reference["count"]
+        assert len(out.worst) == 5
+        assert {"index", "reference_class", "candidate_class", "label"} <= set(out.worst[0])
 
 
 def test_check_lists_what_cannot_run_here(exported_bundle: Path) -> None:
@@ -114,15 +118,20 @@ def test_cli_check_exits_0_and_writes_reports(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "| onnx-int8 | onnxruntime-cpu | passed |" in out
+    assert "| onnx-int8 | onnxruntime-cpu | passed | `logits` | logits |" in out
     data = json.loads((tmp_path / "check.json").read_text())
-    assert data["schema"] == "edgeport.check" and data["schema_version"] == 1
+    assert data["schema"] == "edgeport.check" and data["schema_version"] == 2
+    assert set(data) == {name for name, _, _ in CHECK_JSON_FIELDS}
     assert data["passed"] is True
     checked = {c["artifact"] for c in data["checks"] if c["status"] != "skipped"}
     assert checked == {"onnx-fp32", "onnx-fp16", "onnx-int8"}
-    assert data["bundle"]["artifacts"]["onnx-int8"] == sha256_file(
+    for c in data["checks"]:
+        assert set(c) == {name for name, _, _ in CHECK_VERDICT_FIELDS}
+    assert data["model"]["kind"] == "bundle"
+    assert data["model"]["artifacts"]["onnx-int8"] == sha256_file(
         exported_bundle / Manifest.load(exported_bundle).artifact("onnx-int8").path
     )
+    assert data["settings"]["backends"] == ["onnxruntime-cpu"]
     assert "Verdict: **passed" in (tmp_path / "check.md").read_text()
 
 
@@ -132,33 +141,36 @@ def test_damaged_int8_fails_and_names_the_artifact(damaged_bundle, capsys) -> No
     captured = capsys.readouterr()
     assert code == 1
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
-    assert "error: onnx-int8 on onnxruntime-cpu: accuracy dropped" in "\n".join(errors)
+    (line,) = [line for line in errors if "onnx-int8" in line and "accuracy dropped" in line]
+    assert line.startswith("error: onnx-int8 on onnxruntime-cpu fails its int8 tolerance")
     assert not [line for line in errors if "onnx-fp32" in line or "onnx-fp16" in line]
+    assert "Worst disagreeing samples:" in captured.out
+    assert "| onnx-int8 | onnxruntime-cpu | FAILED ✗ | `logits` | logits |" in captured.out
     report = check(bundle, backends=CPU, artifacts=["onnx-int8"])
     (int8,) = report.checks
     assert int8.status == "failed"
-    assert int8.comparison.accuracy_drop > 0.2
-    assert any(not w["agree"] for w in int8.worst)
+    assert int8.outputs[0].comparison.accuracy_drop > 0.2
+    assert any(not w["agree"] for w in int8.outputs[0].worst)
 
 
 def test_damaged_int8_fails_against_the_stored_reference_too(damaged_bundle) -> None:
     bundle, _ = damaged_bundle
     report = check(bundle, backends=CPU, reference="stored")
-    assert report.reference["kind"] == "stored"
+    assert report.reference is not None and report.reference.kind == "stored"
     assert [c.artifact for c in report.failed] == ["onnx-int8"]
 
 
 def test_per_layer_points_at_the_damaged_layer(damaged_bundle) -> None:
     bundle, conv_output = damaged_bundle
-    report = check(bundle, backends=CPU, artifacts=["onnx-int8"], per_layer=True)
-    layers = report.checks[0].per_layer
-    assert layers is not None and layers.samples > 0
-    assert layers.first_mismatch is not None
-    assert layers.first_mismatch.name == conv_output
-    assert layers.largest_jump.name == conv_output
-    assert layers.first_mismatch.rel_l2 > 1.0  # negated weights: the output flips sign
-    assert "mismatch starts at" in layers.summary()
-    assert layers.optimization_culprit is None  # the graph itself is wrong, not ORT's kernels
+    report = check(bundle, backends=CPU, artifacts=["onnx-int8"])
+    attach_per_layer(report, samples=32)
+    layers = report.to_dict()["per_layer"]["onnx-int8"]
+    assert layers["samples"] == 32
+    assert layers["first_mismatch"] == layers["largest_jump"] == conv_output
+    first = next(x for x in layers["layers"] if x["name"] == conv_output)
+    assert first["rel_l2"] > 1.0  # negated weights: the output flips sign
+    assert "mismatch starts at" in layers["summary"]
+    assert layers["optimization_culprit"] is None  # the graph itself is wrong, not ORT's kernels
 
 
 def test_per_layer_on_healthy_fp16_finds_no_mismatch(exported_bundle: Path) -> None:
@@ -167,9 +179,10 @@ def test_per_layer_on_healthy_fp16_finds_no_mismatch(exported_bundle: Path) -> N
     report = compare_layers(
         exported_bundle / manifest.artifact("onnx-fp32").path,
         exported_bundle / manifest.artifact("onnx-fp16").path,
-        images,
+        [{"input": images[:8]}, {"input": images[8:]}],
         precision="fp16",
     )
+    assert report.samples == 16
     assert report.first_mismatch is None
     assert len(report.layers) >= 5 and report.unmatched == 0
     assert all(layer.cosine > 0.999 for layer in report.layers)
@@ -179,8 +192,9 @@ def test_per_layer_on_healthy_fp16_finds_no_mismatch(exported_bundle: Path) -> N
 
 def test_check_on_dataset_digits_with_limit(exported_bundle: Path) -> None:
     report = check(exported_bundle, data="digits", limit=40, backends=CPU, artifacts=["onnx-fp32"])
-    assert report.reference["dataset"] == "digits" and report.reference["count"] == 40
-    assert report.checks[0].comparison.count == 40
+    reference = report.to_dict()["reference"]
+    assert reference["dataset"] == "digits" and reference["count"] == 40
+    assert report.checks[0].count == report.checks[0].outputs[0].comparison.count == 40
     assert report.passed
 
 
@@ -190,7 +204,7 @@ def test_check_without_torch_falls_back_to_the_stored_reference(exported_bundle:
         "from edgeport.runtime.tools.check import check\n"
         f"r = check({str(exported_bundle)!r}, data='digits', backends=('onnxruntime-cpu',),"
         " artifacts=['onnx-fp32'])\n"
-        "print('KIND', r.reference['kind'], r.passed)\n"
+        "print('KIND', r.reference.kind, r.passed)\n"
         "print('WARN', r.warnings)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -221,3 +235,9 @@ def test_check_input_errors(exported_bundle: Path, tmp_path: Path) -> None:
         check(exported_bundle, artifacts=["onnx-int4"])
     with pytest.raises(ModelLoadError, match="not a bundle"):
         check(tmp_path)
+    with pytest.raises(ConfigError, match=r"--inputs, --shapes: for bare \.onnx/\.engine files"):
+        check(exported_bundle, inputs=tmp_path / "x.npz", shapes={"input": (1, 1, 8, 8)})
+    with pytest.raises(ConfigError, match="--reference onnxruntime-cpu: for bare"):
+        check(exported_bundle, reference="onnxruntime-cpu")
+    with pytest.raises(ConfigError, match=r"unknown check settings \['per_layer'\]"):
+        check(exported_bundle, per_layer=True)

@@ -107,8 +107,19 @@ def test_inspect_bundle_json(capsys: pytest.CaptureFixture[str], gemm_bundle_dir
     assert fp32["integrity"] == "sha256 ok"
     assert fp32["parity"] == "passed"
     assert fp32["batch"] == "1:4:16"
-    assert fp32["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 2, 2]}]
-    assert fp32["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 3]}]
+    assert fp32["inputs"] == [
+        {
+            "name": "input",
+            "dtype": "float32",
+            "shape": ["batch", 1, 2, 2],
+            "ranges": [[1, 4, 16], [1, 1, 1], [2, 2, 2], [2, 2, 2]],
+            "text": "input: float32 [batch, 1, 2, 2] (batch 1..16)",
+        }
+    ]
+    assert [o["text"] for o in fp32["outputs"]] == [
+        "logits: float32 [batch, ?] (batch 1..16, axis 1 1..unbounded)"
+    ]
+    assert report["task"] == "classification"
     assert fp32["backends"]["onnxruntime-cpu"] is None
     assert set(fp32["backends"]) == {"onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"}
     assert set(report["machine"]["backends"]) == {
@@ -132,7 +143,7 @@ def test_inspect_bundle_text_and_damage(
     assert code == 0
     assert "card: tiny_test, 3 classes [class0, class1, class2], input 1x2x2 NCHW" in out
     assert "onnx-int8: onnx int8" in out and "parity passed, sha256 ok" in out
-    assert "input input: float32 ['batch', 1, 2, 2]" in out
+    assert "input input: float32 [batch, 1, 2, 2] (batch 1..16)" in out
     assert "onnxruntime-cpu: can run here" in out
     assert "backends on this machine:" in out
     bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")

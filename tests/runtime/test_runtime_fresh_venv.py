@@ -4,7 +4,7 @@ Installs ``./runtime[cpu]`` from this working tree into a new virtual environmen
 needed for onnxruntime, numpy and pillow; pip's cache is reused), then loads an ONNX classifier
 built here with the onnx helper API (card in its metadata) and predicts on a PNG file, both
 from Python and with the ``edgeport`` command, and checks that torch (and onnx, which the
-runtime does not need) are absent.
+runtime does not need) are absent; ``edgeport check`` and ``edgeport run`` work there too.
 """
 
 from __future__ import annotations
@@ -89,3 +89,15 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     predicted = json.loads(run_in_venv(edgeport, "predict", model_path, image, "--json"))
     assert predicted["predictions"][0]["labels"][0] == want.top1
     assert "onnxruntime-cpu: can run here" in run_in_venv(edgeport, "inspect", model_path)
+
+    # check and run any model without torch or onnx: an fp16 copy against the fp32 file
+    fp16 = rt.save(rt.gemm_model((3, 4, 4), classes=3, precision="fp16"), tmp_path / "m16.onnx")
+    checked = run_in_venv(
+        edgeport, "check", fp16, "--reference-model", model_path, "--per-layer", "--json", "c.json"
+    )
+    assert "Verdict: **passed: 1 run(s) within tolerance**" in checked
+    layers = json.loads((tmp_path / "c.json").read_text())["per_layer"]["m16.onnx"]
+    assert "pip install 'edgeport-runtime[onnx]'" in layers["error"]
+    run_in_venv(edgeport, "run", fp16, "--out", tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz") as out:
+        assert out["logits"].shape == (1, 3) and out["logits"].dtype == np.float32

@@ -19,6 +19,7 @@ so that export's gate and a torch-free device's ``edgeport check`` judge with th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -248,17 +249,22 @@ class Tolerance:
         """Why ``comparison`` fails this tolerance, one readable sentence each; empty = pass."""
         out: list[str] = []
         c = comparison
+        what = "logits" if isinstance(c, Comparison) else "elements"
         if c.nonfinite:
-            out.append(f"{c.nonfinite} of {c.total_elements} logits are NaN or Inf")
+            out.append(f"{c.nonfinite} of {c.total_elements} {what} are NaN or Inf")
         if self.max_abs is not None and not c.max_abs <= self.max_abs:
             out.append(f"max abs error {c.max_abs:.3g} > {self.max_abs:.3g}")
-        if self.max_mismatch_fraction is not None:
+        if self.max_mismatch_fraction is not None and c.total_elements:
             fraction = c.mismatched_elements / c.total_elements
             if fraction > self.max_mismatch_fraction:
+                how = (
+                    "differ from the reference"
+                    if self.kind == "exact"
+                    else f"are outside atol={self.atol:g} and rtol={self.rtol:g}"
+                )
                 out.append(
-                    f"{c.mismatched_elements} of {c.total_elements} logits ({fraction:.2%}) are "
-                    f"outside atol={self.atol:g} and rtol={self.rtol:g}; at most "
-                    f"{self.max_mismatch_fraction:.2%} allowed"
+                    f"{c.mismatched_elements} of {c.total_elements} {what} ({fraction:.2%}) "
+                    f"{how}; at most {self.max_mismatch_fraction:.2%} allowed"
                 )
         if isinstance(c, Comparison):
             out += self._classifier_failures(c)
@@ -490,6 +496,7 @@ class OutputCheck:
     tolerance: Tolerance
     comparison: Comparison | TensorComparison
     failures: tuple[str, ...]
+    worst: tuple[dict[str, Any], ...] = ()  # logits: the worst samples (see worst_samples)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -498,7 +505,39 @@ class OutputCheck:
             "tolerance": self.tolerance.to_dict(),
             "comparison": self.comparison.to_dict(),
             "failures": list(self.failures),
+            "worst": list(self.worst),
         }
+
+
+def worst_samples(
+    comparison: Comparison,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] = (),
+) -> tuple[dict[str, Any], ...]:
+    """The samples of ``comparison.worst_indices`` as JSON-ready records: index, the reference's
+    and the candidate's top-1 class (by name when ``class_names`` has it), whether they agree,
+    the sample's max abs error, and its label when there are labels."""
+
+    def name(index: int) -> str | int:
+        return class_names[index] if index < len(class_names) else index
+
+    out = []
+    for i in comparison.worst_indices:
+        ref_row, cand_row = reference[i].astype(np.float64), candidate[i].astype(np.float64)
+        r, c = int(ref_row.argmax()), int(np.nan_to_num(cand_row, nan=-np.inf).argmax())
+        entry: dict[str, Any] = {
+            "index": int(i),
+            "reference_class": name(r),
+            "candidate_class": name(c),
+            "agree": r == c,
+            "max_abs": float(np.nan_to_num(np.abs(cand_row - ref_row), nan=np.inf).max()),
+        }
+        if labels is not None:
+            entry["label"] = name(int(labels[i]))
+        out.append(entry)
+    return tuple(out)
 
 
 STATUSES = ("passed", "failed", "error", "skipped", "not_run")
@@ -580,9 +619,11 @@ def judge(
     precision: str,
     kinds: dict[str, str],
     labels: np.ndarray | None = None,
+    class_names: Sequence[str] = (),
 ) -> list[OutputCheck]:
     """Judge every output of ``candidate`` against ``reference`` with the tolerance of its
-    precision and kind (``kinds`` by output name). Names and shapes are checked first."""
+    precision and kind (``kinds`` by output name). Names and shapes are checked first. Logits
+    outputs also list their worst samples, classes named from ``class_names``."""
     if list(reference) != list(candidate):
         raise InputError(
             f"the reference has outputs {list(reference)}, the candidate {list(candidate)}"
@@ -595,7 +636,9 @@ def judge(
         if kind == "logits":
             cand = cand.astype(np.float32, copy=False)
         comparison = tolerance.compare(ref, cand, labels if kind == "logits" else None)
-        checks.append(
-            OutputCheck(name, kind, tolerance, comparison, tuple(tolerance.failures(comparison)))
-        )
+        worst: tuple[dict[str, Any], ...] = ()
+        if isinstance(comparison, Comparison):
+            worst = worst_samples(comparison, ref, cand, labels, class_names)
+        failures = tuple(tolerance.failures(comparison))
+        checks.append(OutputCheck(name, kind, tolerance, comparison, failures, worst))
     return checks

@@ -164,8 +164,14 @@ def synthetic_feeds(
             info = np.iinfo(dtype)
             low, high = max(int(np.ceil(low)), info.min), min(int(np.floor(high)), info.max)
             array = rng.integers(low, high, shape, dtype=dtype, endpoint=True)
-        feeds[spec.name] = np.ascontiguousarray(array)
+        feeds[spec.name] = np.asarray(array, order="C")  # ascontiguousarray makes 0-d 1-d
     return feeds
+
+
+def sample_count(feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples in ``feeds``: the first input's leading axis (1 for a scalar)."""
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
 
 
 def load_npz(path: str | Path, specs: Sequence[TensorSpec] | None = None) -> dict[str, np.ndarray]:

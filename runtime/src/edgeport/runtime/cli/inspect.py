@@ -1,7 +1,10 @@
 """``edgeport inspect PATH``: what a bundle, ONNX file or engine holds, and what can run it here.
 
 Nothing is opened: the report comes from the manifest, the files themselves (ONNX graph inputs
-and outputs, sha256), the installed libraries and the GPUs the driver reports.
+and outputs, sha256), the installed libraries and the GPUs the driver reports. Inputs and
+outputs are listed as :class:`~edgeport.runtime.specs.TensorSpec`: dtype, symbolic shape, the
+range of every dynamic dimension and declared value ranges (a bundle artifact's as its manifest
+declares them, a bare ONNX file's as the graph and its embedded model card say).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from edgeport.runtime.backends.registry import (
     plan,
 )
 from edgeport.runtime.bundle import verify_artifact
-from edgeport.runtime.errors import BackendUnavailable, ModelLoadError
+from edgeport.runtime.card import ModelCard
+from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.model import resolve_source
+from edgeport.runtime.specs import TensorSpec, merge_specs
 
 
 def register(subparsers: Any) -> None:
@@ -50,13 +55,14 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     report: dict[str, Any] = {
         "path": str(source.path),
         "kind": source.kind,
+        "task": source.card.task if source.card else None,
         "card": source.card.to_dict() if source.card else None,
     }
     if source.manifest is not None:
         report["created"] = source.manifest.created
         report["versions"] = dict(source.manifest.versions)
     report["artifacts"] = [
-        _describe_candidate(c, verify, source.summary) for c in source.candidates
+        _describe_candidate(c, verify, source.summary, source.card) for c in source.candidates
     ]
     to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind=None)
     report["auto_choice"] = (
@@ -81,8 +87,26 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     return report
 
 
+def _spec_dicts(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+    return [{**spec.to_dict(), "text": spec.describe()} for spec in specs]
+
+
+def _file_specs(
+    summary: OnnxSummary, card: ModelCard | None
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """A bare ONNX file's inputs and outputs, with what its embedded card declares."""
+    inputs = tuple(TensorSpec(t.name, t.elem_type, t.shape) for t in summary.inputs)
+    outputs = tuple(TensorSpec(t.name, t.elem_type, t.shape) for t in summary.outputs)
+    where = str(summary.path)
+    if card is not None and card.inputs:
+        inputs = merge_specs(inputs, card.inputs, where, "inputs")
+    if card is not None and card.outputs:
+        outputs = merge_specs(outputs, card.outputs, where, "outputs")
+    return inputs, outputs
+
+
 def _describe_candidate(
-    cand: ModelFile, verify: bool, summary: OnnxSummary | None
+    cand: ModelFile, verify: bool, summary: OnnxSummary | None, card: ModelCard | None
 ) -> dict[str, Any]:
     """``summary``: the file already parsed by ``resolve_source`` (a bare .onnx), else None."""
     art = cand.artifact
@@ -96,8 +120,8 @@ def _describe_candidate(
         info.update(
             size_bytes=art.size_bytes,
             batch=str(art.batch),
-            declared_inputs=[s.describe() for s in art.inputs],
-            declared_outputs=[s.describe() for s in art.outputs],
+            inputs=_spec_dicts(art.inputs),
+            outputs=_spec_dicts(art.outputs),
             parity=_parity_text(art.parity),
             tools=dict(art.tools),
         )
@@ -112,22 +136,7 @@ def _describe_candidate(
     elif cand.path.is_file():
         info["size_bytes"] = cand.path.stat().st_size
     if cand.format == "onnx" and cand.path.is_file():
-        try:
-            summary = summary if summary is not None else read_onnx_summary(cand.path)
-        except ModelLoadError as exc:
-            info["problem"] = str(exc)
-        else:
-            info["inputs"] = [
-                {"name": t.name, "dtype": t.elem_type, "shape": list(t.shape)}
-                for t in summary.inputs
-            ]
-            info["outputs"] = [
-                {"name": t.name, "dtype": t.elem_type, "shape": list(t.shape)}
-                for t in summary.outputs
-            ]
-            info["opsets"] = summary.opsets
-            info["producer"] = summary.producer
-            info["external_data"] = sorted(set(summary.external_data))
+        info.update(_onnx_details(cand, summary, card))
     if cand.format == "tensorrt" and cand.path.is_file():
         info["library_verdict"] = _engine_verdict(cand)
     info["backends"] = {
@@ -135,6 +144,26 @@ def _describe_candidate(
         for name in BACKENDS
         if FORMAT_OF[name] == cand.format
     }
+    return info
+
+
+def _onnx_details(
+    cand: ModelFile, summary: OnnxSummary | None, card: ModelCard | None
+) -> dict[str, Any]:
+    """Opsets, producer and external data of an ONNX file; for a bare file (no artifact) also
+    its inputs and outputs, with what its card declares."""
+    try:
+        summary = summary if summary is not None else read_onnx_summary(cand.path)
+        specs = _file_specs(summary, card) if cand.artifact is None else None
+    except (ModelLoadError, InputError) as exc:
+        return {"problem": str(exc)}
+    info: dict[str, Any] = {
+        "opsets": summary.opsets,
+        "producer": summary.producer,
+        "external_data": sorted(set(summary.external_data)),
+    }
+    if specs is not None:
+        info["inputs"], info["outputs"] = (_spec_dicts(s) for s in specs)
     return info
 
 
@@ -185,19 +214,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable form of :func:`inspect_path`'s report."""
     created = f", created {report['created']}" if report.get("created") else ""
-    lines = [f"{report['path']} ({report['kind']}{created})"]
-    card = report["card"]
-    if card:
-        names = card["class_names"]
-        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-        c, (h, w) = card["in_channels"], card["input_size"]
-        lines.append(
-            f"card: {card['architecture']}, {card['num_classes']} classes [{shown}], input "
-            f"{c}x{h}x{w} {card['layout']}, mean {card['mean']}, std {card['std']}, "
-            f"values {card['value_range']}, {card['interpolation']}"
-        )
-    else:
-        lines.append("card: none (run works on preprocessed batches; predict needs a card)")
+    lines = [f"{report['path']} ({report['kind']}{created})", _card_line(report["card"])]
     lines.append("artifacts:")
     for art in report["artifacts"]:
         size = f"{art['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in art else "size ?"
@@ -206,13 +223,9 @@ def format_report(report: dict[str, Any]) -> str:
             head += f", batch {art['batch']}, parity {art['parity']}, {art['integrity']}"
         lines.append(head)
         for io in ("inputs", "outputs"):
-            for t in art.get(io, []):
-                lines.append(f"      {io[:-1]} {t['name']}: {t['dtype']} {t['shape']}")
-        if "inputs" not in art and "input" in art:
-            lines.append(
-                f"      input {art['input']['name']}: {art['input']['shape']}; output "
-                f"{art['output']['name']}"
-            )
+            lines += [f"      {io[:-1]} {spec['text']}" for spec in art.get(io, [])]
+        if "inputs" not in art and art["format"] == "tensorrt":
+            lines.append("      inputs and outputs: read when the engine is opened (edgeport run)")
         if "engine" in art:
             e = art["engine"]
             lines.append(
@@ -244,3 +257,22 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"gpus: none ({machine['gpu_reason']})")
     return "\n".join(lines)
+
+
+def _card_line(card: dict[str, Any] | None) -> str:
+    if not card:
+        return "card: none (run works on preprocessed batches; predict needs a card)"
+    parts = [f"card: {card['architecture']}"]
+    if card["task"] != "classification":
+        parts.append(f"task {card['task']}")
+    names = card["class_names"]
+    if names:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        parts.append(f"{card['num_classes']} classes [{shown}]")
+    if card.get("in_channels") is not None:
+        c, (h, w) = card["in_channels"], card["input_size"]
+        parts.append(
+            f"input {c}x{h}x{w} {card['layout']}, mean {card['mean']}, std {card['std']}, "
+            f"values {card['value_range']}, {card['interpolation']}"
+        )
+    return ", ".join(parts)

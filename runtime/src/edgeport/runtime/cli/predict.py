@@ -6,9 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from edgeport.runtime.backends.registry import BACKENDS
-from edgeport.runtime.bundle import PRECISIONS
-from edgeport.runtime.model import load
+from edgeport.runtime.cli.options import add_load_options, load_model
 
 
 def register(subparsers: Any) -> None:
@@ -23,15 +21,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("path", metavar="PATH", help="bundle directory, .onnx or .engine file")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
-    parser.add_argument(
-        "--backend", default="auto", choices=("auto", *BACKENDS), help="default: auto"
-    )
-    parser.add_argument(
-        "--precision", default=None, choices=PRECISIONS, help="default: the fastest that passed"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: any)")
+    add_load_options(parser)
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (5)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
         "--explain", action="store_true", help="also print why this backend was chosen"
@@ -40,13 +31,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    with load(
-        args.path,
-        backend=args.backend,
-        precision=args.precision,
-        device=args.device,
-        threads=args.threads,
-    ) as model:
+    with load_model(args) as model:
         predictions = model.predict(list(args.images), top_k=args.top_k)
         explanation = model.explain() if args.explain else None
     if args.json:

@@ -1,25 +1,37 @@
-"""``edgeport check``: does every exported artifact still give the PyTorch model's answers?
+"""``edgeport check``: does a model still give its reference's answers, output by output?
 
-For each artifact this machine can run (ONNX on ONNX Runtime CPU and, with a GPU, CUDA; engines
-on TensorRT), its logits on real test images are compared with a reference:
+MODEL is a bundle directory, an ``.onnx`` file or a TensorRT engine (``.engine``/``.plan``).
 
-- **torch** (when edgeport-train and torch are installed): the PyTorch model rebuilt from the
-  bundle's weights and card, run in fp32 on the CPU; images from ``--data`` (the
-  ``edgeport.datasets`` entry point ``arrays``) or the bundle's stored reference images.
-- **stored** (a torch-free device): the bundle's stored reference images, labels and PyTorch
-  logits (``reference/*.npy``).
+- **bundle**, reference ``torch``: PyTorch fp32 rebuilt from the bundle's weights (image
+  classifiers trained by edgeport; needs edgeport-train), on ``--data`` (the
+  ``edgeport.datasets`` entry point ``arrays``) or the stored reference inputs. Reference
+  ``stored``: the outputs stored at export (``reference/outputs.npz``; schema-1
+  ``logits.npy``) on the stored inputs. Candidates: every artifact on each selected backend of
+  its format (default ONNX Runtime CPU and CUDA, engines on TensorRT).
+- **.onnx**, reference ``onnxruntime-cpu``: ONNX Runtime CPU run of ``--reference-model``
+  (default: the file itself) on ``--inputs`` (an .npz by input name) or on ``--samples`` seeded
+  synthetic batches (``--shapes``, ``--value-range``, ``--seed``). Candidates: the file on every
+  other ONNX backend, and on ONNX Runtime CPU too when the reference model is another file (as
+  ``polygraphy run model.onnx --onnxrt --trt``).
+- **engine**: the same, with ``--reference-model`` required; the candidate is the engine on
+  TensorRT.
 
-Statistics and pass/fail rules come from :mod:`edgeport.runtime.compare` (``TOLERANCES``, one
-per precision, Polygraphy atol/rtol semantics). Artifacts that cannot run here are listed as
-skipped with the reason. ``per_layer`` compares every intermediate tensor of an fp16/int8 ONNX
-artifact with the fp32 ONNX model to show where a mismatch starts.
+``auto`` takes torch for a bundle when it can, else stored; onnxruntime-cpu for a file. Every
+output is judged by :func:`edgeport.runtime.compare.judge` with the tolerance of the candidate's
+precision and the output's kind (``compare.output_kind``: a classifier's logits, other float
+tensors, integer and bool outputs exactly); the result of each (candidate, backend) run is one
+:class:`~edgeport.runtime.compare.Verdict`. Whatever cannot run here is listed as skipped with
+the reason. ``--per-layer`` (``tools/per_layer.py``, composed by the command) uses
+:meth:`CheckReport.layer_targets`, :meth:`CheckReport.layer_reference` and
+:meth:`CheckReport.layer_feeds`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,127 +39,176 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.registry import short_reason
-from edgeport.runtime.bundle import Artifact, Manifest, resolve_inside, verify_artifact
-from edgeport.runtime.compare import Comparison, Tolerance, compare_logits, tolerance_for
+from edgeport.runtime.backends.registry import (
+    FORMAT_OF,
+    ModelFile,
+    candidate_unavailable_reason,
+    short_reason,
+)
+from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest, verify_artifact
+from edgeport.runtime.compare import Verdict, compare_logits, judge, output_kind
 from edgeport.runtime.errors import (
     BackendUnavailable,
     ConfigError,
     DatasetError,
     EdgeportError,
+    InputError,
     ModelLoadError,
 )
-from edgeport.runtime.model import run_in_chunks
+from edgeport.runtime.feeds import load_npz, sample_count, synthetic_feeds
+from edgeport.runtime.io import sha256_file
+from edgeport.runtime.model import Model, ModelSource, load, resolve_source, run_in_chunks
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
-from edgeport.runtime.reference import load_reference_array
-from edgeport.runtime.tools.per_layer import PER_LAYER_SAMPLES, PerLayerReport, compare_layers
+from edgeport.runtime.reference import StoredReference, load_reference
+from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
 
 CHECK_SCHEMA = "edgeport.check"
-CHECK_SCHEMA_VERSION = 1
-REFERENCES = ("auto", "torch", "stored")
+CHECK_SCHEMA_VERSION = 2
+REFERENCES = ("auto", "torch", "stored", "onnxruntime-cpu")
 ONNX_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 ENGINE_BACKENDS = ("tensorrt",)
-DEFAULT_ONNX_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda")
+BUNDLE_ONNX_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda")  # the default for bundles
+REFERENCE_BACKEND = "onnxruntime-cpu"
 RUN_CHUNK = 64
+DEFAULT_SAMPLES = 4
+# settings that apply to bundles only / to bare files only, with their flags
+_BUNDLE_ONLY = {
+    "data": "--data",
+    "data_root": "--data-root",
+    "limit": "--limit",
+    "artifacts": "--artifact",
+}
+_FILE_ONLY = {
+    "reference_model": "--reference-model",
+    "inputs": "--inputs",
+    "shapes": "--shapes",
+    "value_ranges": "--value-range",
+    "tolerance": "--tolerance",
+    "samples": "--samples",
+    "seed": "--seed",
+}
+
+
+_SYNTHETIC = {k: _FILE_ONLY[k] for k in ("shapes", "value_ranges", "samples", "seed")}
 
 
 # --------------------------------------------------------------------------------------------
-# Results
+# Settings
 
 
-@dataclass
-class ArtifactCheck:
-    """The verdict on one artifact run by one backend."""
+@dataclass(frozen=True)
+class CheckSettings:
+    """What to check against what (see the module docstring). ``tolerance`` judges a bare file
+    with that precision's tolerances instead of the precision its metadata or name gives."""
 
-    artifact: str
-    format: str
-    precision: str
-    backend: str
-    status: str  # "passed", "failed", "error" (could not be run), "skipped" (cannot run here)
-    reason: str | None = None
-    comparison: Comparison | None = None
-    tolerance: Tolerance | None = None
-    failures: list[str] = field(default_factory=list)
-    worst: list[dict[str, Any]] = field(default_factory=list)
-    per_layer: PerLayerReport | None = None
-    per_layer_error: str | None = None
-    seconds: float = 0.0
+    reference: str = "auto"
+    reference_model: Path | None = None
+    data: str | None = None
+    data_root: Path | None = None
+    split: str = "test"
+    limit: int | None = None
+    artifacts: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+    threads: int | None = None
+    inputs: Path | None = None
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    value_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    seed: int = 0
+    samples: int = DEFAULT_SAMPLES
+    tolerance: str | None = None
 
-    @property
-    def label(self) -> str:
-        return f"{self.artifact} on {self.backend}"
+    def __post_init__(self) -> None:
+        for name in ("reference_model", "data_root", "inputs"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "artifacts", tuple(self.artifacts))
+        object.__setattr__(self, "backends", tuple(self.backends))
+        self._validate()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact,
-            "format": self.format,
-            "precision": self.precision,
-            "backend": self.backend,
-            "status": self.status,
-            "reason": self.reason,
-            "comparison": self.comparison.to_dict() if self.comparison else None,
-            "tolerance": self.tolerance.to_dict() if self.tolerance else None,
-            "failures": list(self.failures),
-            "worst": self.worst,
-            "per_layer": self.per_layer.to_dict() if self.per_layer else None,
-            "per_layer_error": self.per_layer_error,
-            "seconds": round(self.seconds, 3),
-        }
+    def _validate(self) -> None:
+        if self.reference not in REFERENCES:
+            raise ConfigError(
+                f"unknown reference {self.reference!r}; choose from {list(REFERENCES)}"
+            )
+        for name in ("limit", "threads", "samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ConfigError(f"--{name} must be >= 1, got {value}")
+        unknown = [b for b in self.backends if b not in (*ONNX_BACKENDS, *ENGINE_BACKENDS)]
+        if unknown:
+            raise ConfigError(
+                f"unknown backends {unknown}; choose from {[*ONNX_BACKENDS, *ENGINE_BACKENDS]}"
+            )
+        if self.tolerance is not None and self.tolerance not in PRECISIONS:
+            raise ConfigError(f"--tolerance must be one of {PRECISIONS}, got {self.tolerance!r}")
 
-
-@dataclass
-class CheckReport:
-    """Every artifact's verdict, the reference it was judged against, and the environment."""
-
-    bundle: dict[str, Any]
-    reference: dict[str, Any]
-    checks: list[ArtifactCheck]
-    environment: dict[str, Any] = field(default_factory=dict)
-    created: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def checked(self) -> list[ArtifactCheck]:
-        return [c for c in self.checks if c.status in ("passed", "failed", "error")]
-
-    @property
-    def failed(self) -> list[ArtifactCheck]:
-        return [c for c in self.checks if c.status in ("failed", "error")]
-
-    @property
-    def skipped(self) -> list[ArtifactCheck]:
-        return [c for c in self.checks if c.status == "skipped"]
-
-    @property
-    def passed(self) -> bool:
-        """True when at least one artifact was checked and none failed."""
-        return bool(self.checked) and not self.failed
-
-    @property
-    def verdict(self) -> str:
-        """One line: passed, FAILED naming the artifacts, or nothing checked."""
-        if not self.checked:
-            return "nothing checked: no artifact of this bundle can run on this machine"
-        if self.failed:
-            names = ", ".join(f"{c.label} ({c.status})" for c in self.failed)
-            return f"FAILED: {names}"
-        return f"passed: {len(self.checked)} artifact run(s) within tolerance"
+    def is_set(self, name: str) -> bool:
+        """Whether ``name`` differs from its default."""
+        default = CheckSettings.__dataclass_fields__[name]
+        if default.default_factory is not dataclasses.MISSING:
+            return bool(getattr(self, name))
+        return getattr(self, name) != default.default
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": CHECK_SCHEMA,
-            "schema_version": CHECK_SCHEMA_VERSION,
-            "created": self.created,
-            "passed": self.passed,
-            "verdict": self.verdict,
-            "bundle": self.bundle,
-            "reference": self.reference,
-            "checks": [c.to_dict() for c in self.checks],
-            "environment": self.environment,
-            "warnings": list(self.warnings),
-        }
+        """JSON-ready: paths as strings, tuples as lists."""
+        data: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, Mapping):
+                value = {k: list(v) for k, v in value.items()}
+            elif isinstance(value, tuple):
+                value = list(value)
+            data[name] = value
+        return data
+
+
+def make_settings(settings: CheckSettings | None, overrides: Mapping[str, Any]) -> CheckSettings:
+    """``settings`` (default: all defaults) with ``overrides`` applied by field name."""
+    unknown = sorted(set(overrides) - set(CheckSettings.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f"unknown check settings {unknown}; known: {sorted(CheckSettings.__dataclass_fields__)}"
+        )
+    return dataclasses.replace(settings or CheckSettings(), **overrides)
+
+
+def _validate_for(source: ModelSource, settings: CheckSettings) -> None:
+    """Refuse settings that do not apply to what ``source`` is, saying what does."""
+    if source.kind == "bundle":
+        wrong = [flag for name, flag in _FILE_ONLY.items() if settings.is_set(name)]
+        if settings.reference == REFERENCE_BACKEND or wrong:
+            given = ", ".join(wrong) or f"--reference {REFERENCE_BACKEND}"
+            raise ConfigError(
+                f"{given}: for bare .onnx/.engine files; a bundle is checked against PyTorch "
+                "(--reference torch) or its stored reference (--reference stored)"
+            )
+        return
+    wrong = [flag for name, flag in _BUNDLE_ONLY.items() if settings.is_set(name)]
+    if settings.reference in ("torch", "stored") or wrong:
+        given = ", ".join(wrong) or f"--reference {settings.reference}"
+        raise ConfigError(
+            f"{given}: for bundles; {source.path} is a bare {source.kind} file, checked against "
+            f"ONNX Runtime CPU of --reference-model on --inputs or synthetic inputs"
+        )
+    ref = settings.reference_model
+    if source.kind == "engine" and ref is None:
+        raise ConfigError(
+            f"{source.path} is a TensorRT engine: give --reference-model MODEL.onnx (the ONNX "
+            "model it was built from), whose ONNX Runtime CPU outputs it is compared with"
+        )
+    if ref is not None and ref.suffix.lower() != ".onnx":
+        raise ConfigError(f"--reference-model must be an .onnx file, got {ref}")
+    synthetic = [flag for name, flag in _SYNTHETIC.items() if settings.is_set(name)]
+    if settings.inputs is not None and synthetic:
+        raise ConfigError(
+            f"{', '.join(synthetic)}: shape synthetic inputs; with --inputs the arrays in the "
+            "file are used as they are"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,344 +217,650 @@ class CheckReport:
 
 @dataclass(frozen=True)
 class Reference:
-    """Inputs, labels and reference logits every artifact is compared against."""
+    """The inputs every candidate runs and the outputs it is judged against.
 
-    images: np.ndarray
+    ``batches`` are the calls' feeds. With ``rechunk`` (bundles) there is one, holding every
+    sample along axis 0, split for each candidate into batches its range takes; otherwise
+    (files) every candidate runs each batch as one call, as the reference did. ``outputs`` are
+    the per-call outputs joined by :func:`join_outputs`.
+    """
+
+    batches: tuple[dict[str, np.ndarray], ...]
+    outputs: dict[str, np.ndarray]
     labels: np.ndarray | None
-    logits: np.ndarray
-    kind: str  # "torch" or "stored"
+    kind: str  # "torch", "stored" or "onnxruntime-cpu"
     description: str
-    dataset: str | None
-    split: str | None
-    class_names: tuple[str, ...]
-    consistency: dict[str, float] | None = None  # stored logits vs rebuilt PyTorch, when both
+    rechunk: bool
+    dataset: str | None = None
+    split: str | None = None
+    class_names: tuple[str, ...] = ()
+    consistency: dict[str, float] | None = None  # stored outputs vs rebuilt PyTorch, when both
+
+    @property
+    def count(self) -> int:
+        """Samples: the first input's leading axis over every batch (1 per scalar batch)."""
+        return sum(sample_count(b) for b in self.batches)
 
     def to_dict(self) -> dict[str, Any]:
-        acc = None
-        if self.labels is not None:
-            acc = float((self.logits.argmax(axis=1) == self.labels).mean())
+        first = next(iter(self.outputs.values()))
+        accuracy = None
+        if self.labels is not None and first.ndim == 2 and first.dtype.kind == "f":
+            accuracy = float((first.argmax(axis=1) == self.labels).mean())
         return {
             "kind": self.kind,
             "description": self.description,
             "dataset": self.dataset,
             "split": self.split,
-            "count": len(self.images),
-            "accuracy": acc,
+            "count": self.count,
+            "batches": len(self.batches),
+            "inputs": {k: f"{v.dtype} {list(v.shape)}" for k, v in self.batches[0].items()},
+            "accuracy": accuracy,
             "stored_vs_torch": self.consistency,
         }
 
 
-def _stored(
-    bundle_dir: Path, manifest: Manifest, limit: int | None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    ref = manifest.reference
-    if not ref:
+def _torch_reference(manifest: Manifest) -> tuple[Any | None, str | None]:
+    """The PyTorch baseline class, or None and why it cannot rebuild this bundle."""
+    cls, why = torch_reference_class()
+    if cls is None:
+        return None, why
+    art = manifest.artifacts[0]
+    if manifest.card.task != "classification" or not manifest.card.is_image_model:
+        return (
+            None,
+            f"PyTorch rebuilds image classifiers only; this is a {manifest.card.task} model",
+        )
+    if len(art.inputs) != 1 or len(art.outputs) != 1:
+        return None, "PyTorch rebuilds models with one image input and one logits output only"
+    if not (manifest.reference or {}).get("weights"):
+        return None, "the bundle stores no PyTorch weights (reference/weights.safetensors)"
+    return cls, None
+
+
+def _stored(source: ModelSource, settings: CheckSettings) -> StoredReference:
+    assert source.manifest is not None  # a bundle
+    stored = load_reference(source.path, source.manifest)
+    if stored is None:
         raise ConfigError(
-            f"bundle {bundle_dir} stores no reference images and logits, and PyTorch is not "
-            "available to compute them: install edgeport-train or re-export the bundle"
+            f"bundle {source.path} stores no reference inputs and outputs, and PyTorch cannot "
+            "compute them; install edgeport-train (classifiers) or re-export the bundle"
         )
-    arrays = [
-        load_reference_array(bundle_dir, manifest, key) for key in ("inputs", "labels", "logits")
-    ]
-    images, labels, logits = arrays
-    if images is None or logits is None:
-        raise ModelLoadError(
-            f"bundle {bundle_dir}: the manifest's reference lacks inputs or logits"
+    return stored.head(settings.limit)
+
+
+def _bundle_reference(
+    source: ModelSource, settings: CheckSettings, warnings: list[str]
+) -> Reference:
+    manifest = source.manifest
+    assert manifest is not None  # a bundle
+    cls, why_not = _torch_reference(manifest)
+    if settings.reference == "torch" and cls is None:
+        raise BackendUnavailable(f"a PyTorch reference was asked for but {why_not}")
+    if cls is not None and settings.reference != "stored":
+        return _torch_outputs(source, settings, cls, warnings)
+    if settings.data is not None:
+        why = f"without PyTorch ({why_not})" if cls is None else "with --reference stored"
+        warnings.append(
+            f"--data {settings.data} ignored: {why} the bundle's stored reference inputs and "
+            "outputs are used"
         )
-    if len(images) != len(logits) or (labels is not None and len(labels) != len(images)):
-        raise ModelLoadError(
-            f"bundle {bundle_dir}: reference inputs ({len(images)}), labels "
-            f"({None if labels is None else len(labels)}) and logits ({len(logits)}) differ "
-            "in count"
-        )
-    sl = slice(None, limit)
-    return (
-        np.ascontiguousarray(images[sl], dtype=np.float32),
-        None if labels is None else labels[sl].astype(np.int64),
-        logits[sl].astype(np.float32),
+    stored = _stored(source, settings)
+    return Reference(
+        batches=(stored.inputs,),
+        outputs=stored.outputs,
+        labels=None if stored.labels is None else stored.labels.astype(np.int64),
+        kind="stored",
+        description="the bundle's stored reference outputs (PyTorch fp32 at export) on its "
+        "reference inputs",
+        rechunk=True,
+        dataset=stored.dataset,
+        split=stored.split,
+        class_names=manifest.card.class_names,
     )
 
 
-def build_reference(
-    bundle_dir: Path,
-    manifest: Manifest,
-    *,
-    reference: str = "auto",
-    data: str | None = None,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    warnings: list[str] | None = None,
-) -> Reference:
-    """Choose and compute the reference (see the module docstring)."""
-    warnings = warnings if warnings is not None else []
-    if reference not in REFERENCES:
-        raise ConfigError(f"unknown reference {reference!r}; choose from {list(REFERENCES)}")
-    card = manifest.card
-    cls, why_not = torch_reference_class()
-    if reference == "torch" and cls is None:
-        raise BackendUnavailable(f"a PyTorch reference was asked for but {why_not}")
-    stored_info = manifest.reference or {}
-
-    if cls is None or reference == "stored":
-        if data is not None:
-            why = f"without PyTorch ({why_not})" if cls is None else "with --reference stored"
-            warnings.append(
-                f"--data {data} ignored: {why} the bundle's stored reference images and logits "
-                "are used"
-            )
-        images, labels, logits = _stored(bundle_dir, manifest, limit)
-        return Reference(
-            images=images,
-            labels=labels,
-            logits=logits,
-            kind="stored",
-            description="the bundle's stored PyTorch fp32 logits on its reference images",
-            dataset=stored_info.get("dataset"),
-            split=stored_info.get("split"),
-            class_names=card.class_names,
+def _dataset_images(source: ModelSource, settings: CheckSettings) -> tuple[np.ndarray, np.ndarray]:
+    loader = dataset_loader()
+    if loader is None:
+        raise DatasetError(
+            f"--data {settings.data} needs edgeport-train's dataset loader (entry point "
+            f"{DATASET_GROUP}:arrays), which is not installed"
         )
-
-    consistency = None
-    stored_logits = None
-    dataset: str | None
-    used_split: str | None
-    if data is not None:
-        loader = dataset_loader()
-        if loader is None:
-            raise DatasetError(
-                f"--data {data} needs edgeport-train's dataset loader (entry point "
-                f"{DATASET_GROUP}:arrays), which is not installed"
-            )
-        arrays = loader(data, card, split=split, data_root=data_root, limit=limit)
-        images = np.ascontiguousarray(arrays.images, dtype=np.float32)
-        labels = np.asarray(arrays.labels, dtype=np.int64)
-        dataset, used_split = data, split
-        description = f"PyTorch fp32 (CPU, eval) rebuilt from the bundle, on {data}/{split}"
-    else:
-        images, labels, stored_logits = _stored(bundle_dir, manifest, limit)
-        dataset, used_split = stored_info.get("dataset"), stored_info.get("split")
-        description = "PyTorch fp32 (CPU, eval) rebuilt from the bundle, on its reference images"
+    assert source.card is not None  # a bundle's card
+    arrays = loader(
+        settings.data,
+        source.card,
+        split=settings.split,
+        data_root=settings.data_root,
+        limit=settings.limit,
+    )
+    images = np.ascontiguousarray(arrays.images, dtype=np.float32)
     if len(images) == 0:
-        raise DatasetError(f"no images to check with (dataset {dataset!r}, limit {limit})")
+        raise DatasetError(f"no images to check with in {settings.data}/{settings.split}")
+    return images, np.asarray(arrays.labels, dtype=np.int64)
+
+
+def _torch_outputs(
+    source: ModelSource, settings: CheckSettings, cls: Any, warnings: list[str]
+) -> Reference:
+    """The rebuilt PyTorch model's logits on --data or on the stored reference inputs."""
+    manifest = source.manifest
+    assert manifest is not None
+    art = manifest.artifacts[0]
+    stored = None
+    labels: np.ndarray | None
+    dataset: str | None
+    split: str | None
+    if settings.data is not None:
+        images, labels = _dataset_images(source, settings)
+        dataset, split = settings.data, settings.split
+        on = f"{settings.data}/{settings.split}"
+    else:
+        stored = _stored(source, settings)
+        images = stored.inputs[art.inputs[0].name].astype(np.float32, copy=False)
+        labels = None if stored.labels is None else stored.labels.astype(np.int64)
+        dataset, split, on = stored.dataset, stored.split, "its reference inputs"
     log.info("computing the PyTorch reference on %d images", len(images))
-    baseline = cls(bundle_dir, manifest, device="cpu", precision="fp32")
+    baseline = cls(source.path, manifest, device="cpu", precision="fp32")
     try:
         logits = run_in_chunks(baseline.run, images, RUN_CHUNK).astype(np.float32, copy=False)
     finally:
         baseline.close()
-    if stored_logits is not None:
-        rebuilt = compare_logits(stored_logits, logits)
+    consistency = None
+    if stored is not None:
+        rebuilt = compare_logits(next(iter(stored.outputs.values())).astype(np.float32), logits)
         consistency = {"max_abs": rebuilt.max_abs, "top1_agreement": rebuilt.top1_agreement}
-        if consistency["max_abs"] > 1e-3:
+        if rebuilt.max_abs > 1e-3:
             warnings.append(
-                f"the bundle's stored reference logits differ from the rebuilt PyTorch model by "
-                f"up to {consistency['max_abs']:.3g}: weights and logits may come from "
-                "different runs"
+                f"the bundle's stored reference outputs differ from the rebuilt PyTorch model "
+                f"by up to {rebuilt.max_abs:.3g}: weights and outputs may come from different runs"
             )
     return Reference(
-        images=images,
+        batches=({art.inputs[0].name: images},),
+        outputs={art.outputs[0].name: logits},
         labels=labels,
-        logits=logits,
         kind="torch",
-        description=description,
+        description=f"PyTorch fp32 (CPU, eval) rebuilt from the bundle, on {on}",
+        rechunk=True,
         dataset=dataset,
-        split=used_split,
-        class_names=card.class_names,
+        split=split,
+        class_names=manifest.card.class_names,
         consistency=consistency,
     )
 
 
+def _file_inputs(
+    specs: Sequence[TensorSpec], settings: CheckSettings
+) -> tuple[dict[str, np.ndarray], ...]:
+    if settings.inputs is not None:
+        return (load_npz(settings.inputs, specs),)
+    return tuple(
+        synthetic_feeds(specs, settings.shapes, settings.value_ranges, settings.seed + i)
+        for i in range(settings.samples)
+    )
+
+
+def _file_reference(source: ModelSource, settings: CheckSettings, warnings: list[str]) -> Reference:
+    """ONNX Runtime CPU outputs of the reference model on --inputs or synthetic batches."""
+    path = settings.reference_model or source.path
+    with load(path, backend=REFERENCE_BACKEND, threads=settings.threads) as model:
+        batches = _file_inputs(model.inputs, settings)
+        outputs = run_batches(model, batches, rechunk=False)
+        precision = model.precision
+    if precision != "fp32":
+        warnings.append(
+            f"the reference model {path.name} is {precision}: the tolerances assume an fp32 "
+            "reference; give --reference-model with the fp32 model"
+        )
+    if settings.inputs is not None:
+        dataset = str(settings.inputs)
+    else:
+        dataset = f"synthetic inputs ({settings.samples} batches, seed {settings.seed})"
+    return Reference(
+        batches=batches,
+        outputs=outputs,
+        labels=None,
+        kind=REFERENCE_BACKEND,
+        description=f"ONNX Runtime CPU run of {path.name} ({precision}) on {dataset}",
+        rechunk=False,
+        dataset=dataset,
+        class_names=source.card.class_names if source.card else (),
+    )
+
+
 # --------------------------------------------------------------------------------------------
-# Running the artifacts
+# Running a model over the reference inputs
 
 
-def _backends_for(artifact: Artifact, backends: Sequence[str] | None) -> list[str]:
-    if artifact.format == "onnx":
-        wanted = backends or DEFAULT_ONNX_BACKENDS
-        return [b for b in wanted if b in ONNX_BACKENDS]
-    wanted = backends or ENGINE_BACKENDS
-    return [b for b in wanted if b in ENGINE_BACKENDS]
-
-
-def _worst(comparison: Comparison, ref: Reference, candidate: np.ndarray) -> list[dict[str, Any]]:
-    names = ref.class_names
-    out = []
-    for i in comparison.worst_indices:
-        r, c = int(ref.logits[i].argmax()), int(np.nan_to_num(candidate[i]).argmax())
-        entry: dict[str, Any] = {
-            "index": int(i),
-            "reference_class": names[r] if r < len(names) else r,
-            "candidate_class": names[c] if c < len(names) else c,
-            "agree": r == c,
-            "max_abs": float(np.abs(candidate[i] - ref.logits[i]).max()),
-        }
-        if ref.labels is not None:
-            label = int(ref.labels[i])
-            entry["label"] = names[label] if label < len(names) else label
-        out.append(entry)
+def _model_floats(
+    feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """The reference's float inputs in the float dtype the model takes (an fp16 model's inputs
+    are float16); everything else as it is, for the model's feed check to judge."""
+    out = dict(feeds)
+    for spec in specs:
+        array = out.get(spec.name)
+        if spec.is_float and array is not None and array.dtype.kind == "f":
+            out[spec.name] = array.astype(numpy_dtype(spec.dtype), copy=False)
     return out
 
 
-def check_artifact(
-    bundle_dir: Path,
-    artifact: Artifact,
-    backend: str,
-    ref: Reference,
-    *,
-    threads: int | None = None,
-) -> ArtifactCheck:
-    """Run one artifact with one backend over the reference images and judge it."""
-    from edgeport.runtime.model import load
+def _batch_bounds(specs: Sequence[TensorSpec]) -> tuple[int, int]:
+    """The leading-axis (min, max) that every input with a leading axis accepts."""
+    ranges = [spec.dim_range(0) for spec in specs if spec.rank]
+    low = max((r[0] for r in ranges), default=1)
+    high = min((r[2] for r in ranges), default=1)
+    return max(low, 1), max(high, 1)
 
-    result = ArtifactCheck(artifact.name, artifact.format, artifact.precision, backend, "error")
+
+def _run_chunked(model: Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Samples along axis 0 in batches the model takes (the last padded up to its minimum)."""
+    count = sample_count(feeds)
+    low, high = _batch_bounds(model.inputs)
+    chunk = min(RUN_CHUNK, high)
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, count, chunk):
+        part = {k: v[start : start + chunk] for k, v in feeds.items()}
+        n = sample_count(part)
+        if n < low:
+            part = {
+                k: np.concatenate([v, np.repeat(v[-1:], low - n, axis=0)]) for k, v in part.items()
+            }
+        result = model.infer(part)
+        if chunk < count or n < low:
+            for name, array in result.items():
+                if array.ndim == 0 or array.shape[0] != max(n, low):
+                    raise InputError(
+                        f"output {name!r} has shape {array.shape} for a batch of {max(n, low)}: "
+                        "its first axis is not the batch, so the reference's samples cannot be "
+                        f"split into the batches this model takes ({low}..{high})"
+                    )
+        parts.append({k: v[:n] for k, v in result.items()})
+    return join_outputs(parts)
+
+
+def join_outputs(per_call: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Every call's outputs as one array per name: concatenated along axis 0 when their other
+    axes agree, else stacked (scalars) or flattened and concatenated."""
+    if len(per_call) == 1:
+        return dict(per_call[0])
+    joined = {}
+    for name in per_call[0]:
+        arrays = [call[name] for call in per_call]
+        if all(a.ndim and a.shape[1:] == arrays[0].shape[1:] for a in arrays):
+            joined[name] = np.concatenate(arrays)
+        elif all(a.shape == arrays[0].shape for a in arrays):
+            joined[name] = np.stack(arrays)
+        else:
+            joined[name] = np.concatenate([a.reshape(-1) for a in arrays])
+    return joined
+
+
+def run_batches(
+    model: Model, batches: Sequence[Mapping[str, np.ndarray]], *, rechunk: bool
+) -> dict[str, np.ndarray]:
+    """The model's outputs over every batch (see :class:`Reference`), joined."""
+    outputs = []
+    for feeds in batches:
+        feeds = _model_floats(feeds, model.inputs)
+        outputs.append(_run_chunked(model, feeds) if rechunk else model.infer(feeds))
+    return join_outputs(outputs)
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates
+
+
+def _default_backends(source: ModelSource, fmt: str) -> tuple[str, ...]:
+    if fmt == "tensorrt":
+        return ENGINE_BACKENDS
+    return BUNDLE_ONNX_BACKENDS if source.kind == "bundle" else ONNX_BACKENDS
+
+
+def _is_reference_run(source: ModelSource, settings: CheckSettings, backend: str) -> bool:
+    """A bare file on ONNX Runtime CPU when it is its own reference: nothing to compare."""
+    if source.kind == "bundle" or backend != REFERENCE_BACKEND:
+        return False
+    ref = settings.reference_model
+    return ref is None or ref.resolve() == source.path.resolve()
+
+
+def _precision(source: ModelSource, cand: ModelFile, settings: CheckSettings) -> str:
+    """The precision whose tolerances judge ``cand``: --tolerance, else its own, else fp32."""
+    if source.kind != "bundle" and settings.tolerance is not None:
+        return settings.tolerance
+    return cand.precision or "fp32"
+
+
+def _precision_warnings(source: ModelSource, settings: CheckSettings) -> list[str]:
+    return [
+        f"{c.label} does not say its precision (no .fp16./.int8. in an engine's name): judged "
+        "with fp32 tolerances; give --tolerance fp16 or int8 if it was built for that"
+        for c in source.candidates
+        if c.precision is None and settings.tolerance is None
+    ]
+
+
+def _plan(source: ModelSource, settings: CheckSettings) -> list[Verdict | tuple[ModelFile, str]]:
+    """In report order: a (candidate, backend) to run, or the verdict of one that cannot."""
+    candidates = list(source.candidates)
+    if settings.artifacts:
+        assert source.manifest is not None  # _validate_for allows artifacts for bundles only
+        names = [source.manifest.artifact(name).name for name in settings.artifacts]
+        candidates = [c for c in candidates if c.label in names]
+    plan: list[Verdict | tuple[ModelFile, str]] = []
+    for cand in candidates:
+        precision = _precision(source, cand, settings)
+        wanted = settings.backends or _default_backends(source, cand.format)
+        backends = [b for b in wanted if FORMAT_OF[b] == cand.format]
+        if not backends:
+            why = f"no selected backend runs {cand.format} files (selected: {list(wanted)})"
+            plan.append(Verdict(cand.label, precision, "-", "skipped", reason=why))
+        for backend in backends:
+            reason: str | None
+            if _is_reference_run(source, settings, backend):
+                reason = (
+                    "it computes the reference (this file on ONNX Runtime CPU); give "
+                    "--reference-model OTHER.onnx to check this file on the CPU too"
+                )
+            else:
+                reason = candidate_unavailable_reason(backend, cand)
+            if reason is None:
+                plan.append((cand, backend))
+            else:
+                plan.append(Verdict(cand.label, precision, backend, "skipped", reason=reason))
+    return plan
+
+
+def _open(source: ModelSource, cand: ModelFile, backend: str, threads: int | None) -> Model:
+    if source.kind != "bundle":
+        return load(source.path, backend=backend, threads=threads)
+    model = load(source.path, backend=backend, precision=cand.precision, threads=threads)
+    chosen = model.artifact.name if model.artifact is not None else None
+    if chosen != cand.label:
+        model.close()
+        raise BackendUnavailable(f"backend {backend} picked artifact {chosen!r}, not {cand.label}")
+    return model
+
+
+def check_candidate(
+    source: ModelSource, cand: ModelFile, backend: str, ref: Reference, settings: CheckSettings
+) -> Verdict:
+    """Run one candidate on one backend over the reference inputs and judge every output."""
+    verdict = Verdict(cand.label, _precision(source, cand, settings), backend, "error")
+    verdict.reference = ref.kind
     started = time.perf_counter()
     try:
-        model = load(bundle_dir, backend=backend, precision=artifact.precision, threads=threads)
+        outputs, specs = _run_candidate(source, cand, backend, ref, settings.threads)
+        _judge(verdict, source, ref, outputs, specs)
     except BackendUnavailable as exc:
-        result.status, result.reason = "skipped", short_reason(str(exc))
-        return result
+        verdict.status, verdict.reason = "skipped", short_reason(str(exc))
     except EdgeportError as exc:
-        result.reason = f"cannot load: {exc}"
-        return result
+        verdict.reason = str(exc)
+    verdict.seconds = time.perf_counter() - started
+    return verdict
+
+
+def _judge(
+    verdict: Verdict,
+    source: ModelSource,
+    ref: Reference,
+    outputs: dict[str, np.ndarray],
+    specs: Sequence[TensorSpec],
+) -> None:
+    """Every output judged by its kind (a classifier's first output as logits, with labels)."""
+    classifier = source.card is not None and source.card.task == "classification"
+    kinds = {s.name: output_kind(s, classifier=classifier, index=i) for i, s in enumerate(specs)}
     try:
-        loaded = model.artifact.name if model.artifact is not None else None
-        if loaded != artifact.name:
-            result.status = "skipped"
-            result.reason = f"backend {backend} picked artifact {loaded!r} for {artifact.precision}"
-            return result
-        chunk = min(RUN_CHUNK, model.batch_range.max)
-        candidate = run_in_chunks(model.run, ref.images, chunk, model.batch_range.min)
+        verdict.outputs = judge(
+            ref.outputs,
+            outputs,
+            precision=verdict.precision,
+            kinds=kinds,
+            labels=ref.labels if classifier else None,
+            class_names=ref.class_names,
+        )
     except EdgeportError as exc:
-        result.reason = f"run failed: {exc}"
-        return result
-    finally:
-        model.close()
-    tolerance = tolerance_for(artifact.precision)
-    comparison = compare_logits(
-        ref.logits, candidate, ref.labels, atol=tolerance.atol, rtol=tolerance.rtol
-    )
-    result.comparison, result.tolerance = comparison, tolerance
-    result.failures = tolerance.failures(comparison)
-    result.status = "failed" if result.failures else "passed"
-    result.worst = _worst(comparison, ref, candidate)
-    result.seconds = time.perf_counter() - started
-    return result
+        raise InputError(f"cannot compare with the reference: {exc}") from exc
+    verdict.status = "failed" if verdict.failures else "passed"
+    verdict.count = ref.count
+
+
+def _run_candidate(
+    source: ModelSource, cand: ModelFile, backend: str, ref: Reference, threads: int | None
+) -> tuple[dict[str, np.ndarray], tuple[TensorSpec, ...]]:
+    """The candidate's outputs on the reference inputs, and its output specs."""
+    try:
+        model = _open(source, cand, backend, threads)
+    except BackendUnavailable:
+        raise
+    except EdgeportError as exc:
+        raise ModelLoadError(f"cannot load: {exc}") from exc
+    with model:
+        try:
+            return run_batches(model, ref.batches, rechunk=ref.rechunk), model.outputs
+        except EdgeportError as exc:
+            raise InputError(f"run failed: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+# (field, JSON type(s), meaning): the documented schema of ``CheckReport.to_dict()``.
+CHECK_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("schema", ("string",), 'always "edgeport.check"'),
+    ("schema_version", ("integer",), "2; bumped on any incompatible change"),
+    ("created", ("string",), "UTC time the check ended, ISO 8601"),
+    ("passed", ("boolean",), "at least one run was compared and every compared run passed"),
+    ("verdict", ("string",), "one line: passed, FAILED naming the runs, or nothing checked"),
+    (
+        "model",
+        ("object",),
+        "path, kind (bundle, onnx, engine), task, architecture; a bundle's manifest_sha256, "
+        "artifacts {name: sha256} and created; a file's sha256 and size_bytes",
+    ),
+    (
+        "reference",
+        ("object", "null"),
+        "kind (torch, stored, onnxruntime-cpu), description, dataset, split, count, batches, "
+        'inputs {name: "dtype [shape]"}, accuracy, stored_vs_torch; null when nothing ran',
+    ),
+    ("settings", ("object",), "the resolved CheckSettings"),
+    ("checks", ("array",), "one Verdict per (artifact or file, backend); below"),
+    ("per_layer", ("object",), "--per-layer: per artifact, its per-layer report or {error}"),
+    ("environment", ("object",), "machine, cpu, gpus, threads, packages (tools/envinfo.py)"),
+    ("warnings", ("array",), "run-level warnings (strings)"),
+)
+# Each element of ``checks`` (``compare.Verdict.to_dict()``).
+CHECK_VERDICT_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("artifact", ("string",), "the bundle artifact's name, or the file's name"),
+    ("precision", ("string",), "fp32, fp16 or int8: the tolerance row it is judged by"),
+    ("backend", ("string",), 'the backend that ran it ("-" when none was selected)'),
+    ("status", ("string",), "passed, failed, error (could not run or compare) or skipped"),
+    ("passed", ("boolean", "null"), "null when it was not compared"),
+    ("reason", ("string", "null"), "why it was skipped or what went wrong"),
+    ("failures", ("array",), "why it fails, one sentence each, prefixed by the output's name"),
+    ("count", ("integer",), "samples compared"),
+    ("reference", ("string", "null"), "the reference's kind"),
+    (
+        "outputs",
+        ("array",),
+        "per output: name, kind (logits, tensor, exact), tolerance, comparison (max_abs, "
+        "p99_abs, cosine_min, mismatched_elements, total_elements, ...; logits also top1/top5 "
+        "agreement and accuracies), failures, worst (logits: the worst samples)",
+    ),
+    ("seconds", ("number",), "time to load, run and judge"),
+)
+
+
+@dataclass
+class CheckReport:
+    """Every (candidate, backend) verdict, the reference and the environment.
+
+    ``to_dict()`` is described field by field in :data:`CHECK_JSON_FIELDS`.
+    """
+
+    model: dict[str, Any]
+    reference: Reference | None
+    checks: list[Verdict]
+    settings: CheckSettings
+    source: ModelSource
+    environment: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    warnings: list[str] = field(default_factory=list)
+    per_layer: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def checked(self) -> list[Verdict]:
+        return [c for c in self.checks if c.status in ("passed", "failed", "error")]
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [c for c in self.checks if c.status in ("failed", "error")]
+
+    @property
+    def skipped(self) -> list[Verdict]:
+        return [c for c in self.checks if c.status in ("skipped", "not_run")]
+
+    @property
+    def passed(self) -> bool:
+        """True when at least one run was compared and none failed."""
+        return bool(self.checked) and not self.failed
+
+    @property
+    def verdict(self) -> str:
+        if not self.checked:
+            if self.source.kind == "bundle":
+                return "nothing checked: no artifact of this bundle can run on this machine"
+            return (
+                f"nothing checked: no backend besides the reference can run "
+                f"{self.source.path.name} on this machine"
+            )
+        if self.failed:
+            names = ", ".join(f"{c.artifact} on {c.backend} ({c.status})" for c in self.failed)
+            return f"FAILED: {names}"
+        return f"passed: {len(self.checked)} run(s) within tolerance"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": CHECK_SCHEMA,
+            "schema_version": CHECK_SCHEMA_VERSION,
+            "created": self.created,
+            "passed": self.passed,
+            "verdict": self.verdict,
+            "model": self.model,
+            "reference": self.reference.to_dict() if self.reference else None,
+            "settings": self.settings.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "per_layer": self.per_layer,
+            "environment": self.environment,
+            "warnings": list(self.warnings),
+        }
+
+    # -- what --per-layer needs (tools/per_layer.py; the command composes the two) ------------
+
+    def layer_targets(self) -> list[tuple[str, str, Path]]:
+        """(name, precision, path) of every fp16/int8 ONNX file that was compared, once each."""
+        files = {c.label: c for c in self.source.candidates if c.format == "onnx"}
+        out: dict[str, tuple[str, str, Path]] = {}
+        for v in self.checks:
+            cand = files.get(v.artifact)
+            if cand is not None and v.passed is not None and v.precision in ("fp16", "int8"):
+                out.setdefault(v.artifact, (v.artifact, v.precision, cand.path))
+        return list(out.values())
+
+    def layer_reference(self) -> Path:
+        """The fp32 ONNX model whose layers the targets are compared with."""
+        manifest = self.source.manifest
+        if self.source.kind == "bundle" and manifest is not None:
+            fp32 = [a for a in manifest.artifacts if a.format == "onnx" and a.precision == "fp32"]
+            if not fp32:
+                raise ModelLoadError("the bundle has no fp32 ONNX artifact to compare layers with")
+            return verify_artifact(self.source.path, fp32[0])
+        ref = self.settings.reference_model
+        if ref is None or ref.resolve() == self.source.path.resolve():
+            raise ConfigError("--per-layer needs the fp32 ONNX model: give --reference-model")
+        return ref
+
+    def layer_feeds(self, samples: int, chunk: int) -> list[dict[str, np.ndarray]]:
+        """Up to ``samples`` samples of the reference inputs, as feeds of at most ``chunk``."""
+        if self.reference is None:
+            return []
+        if not self.reference.rechunk:
+            feeds, total = [], 0
+            for batch in self.reference.batches:
+                if total >= samples:
+                    break
+                feeds.append(batch)
+                total += sample_count(batch)
+            return feeds
+        (everything,) = self.reference.batches
+        count = min(samples, sample_count(everything))
+        return [
+            {k: v[start : min(start + chunk, count)] for k, v in everything.items()}
+            for start in range(0, count, chunk)
+        ]
+
+
+def _model_record(source: ModelSource) -> dict[str, Any]:
+    card = source.card
+    record: dict[str, Any] = {
+        "path": str(source.path),
+        "kind": source.kind,
+        "task": card.task if card else None,
+        "architecture": card.architecture if card else None,
+    }
+    if source.kind == "bundle" and source.manifest is not None:
+        record["manifest_sha256"] = sha256_file(source.path / MANIFEST_NAME)
+        record["artifacts"] = {a.name: a.sha256 for a in source.manifest.artifacts}
+        record["created"] = source.manifest.created
+    else:
+        record["sha256"] = sha256_file(source.path)
+        record["size_bytes"] = source.path.stat().st_size
+    return record
 
 
 def check(
-    bundle_dir: str | Path,
+    model: str | Path,
+    settings: CheckSettings | None = None,
     *,
-    data: str | None = None,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    reference: str = "auto",
-    artifacts: Sequence[str] | None = None,
-    backends: Sequence[str] | None = None,
-    threads: int | None = None,
-    per_layer: bool = False,
-    per_layer_samples: int = PER_LAYER_SAMPLES,
     progress: Callable[[str], None] | None = None,
+    **overrides: Any,
 ) -> CheckReport:
-    """Check every artifact of the bundle (or those named) that this machine can run."""
-    from edgeport.runtime.tools.envinfo import bundle_fingerprint, collect_environment
+    """Check ``model`` (bundle, .onnx or engine) against its reference (module docstring).
+    ``overrides`` set :class:`CheckSettings` fields by name (``check(path, data="digits")``)."""
+    from edgeport.runtime.tools.envinfo import collect_environment
 
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {limit}")
-    unknown = [b for b in backends or () if b not in (*ONNX_BACKENDS, *ENGINE_BACKENDS)]
-    if unknown:
-        raise ConfigError(
-            f"unknown backends {unknown}; choose from {[*ONNX_BACKENDS, *ENGINE_BACKENDS]}"
-        )
+    settings = make_settings(settings, overrides)
     say = progress or (lambda msg: log.info("%s", msg))
-    bundle_dir = Path(bundle_dir)
-    manifest = Manifest.load(bundle_dir)
-    selected = list(manifest.artifacts)
-    if artifacts:
-        selected = [manifest.artifact(name) for name in artifacts]
-    warnings: list[str] = []
-    ref = build_reference(
-        bundle_dir,
-        manifest,
-        reference=reference,
-        data=data,
-        data_root=data_root,
-        split=split,
-        limit=limit,
-        warnings=warnings,
-    )
-    say(f"reference: {ref.description} ({len(ref.images)} images)")
-    checks: list[ArtifactCheck] = []
-    # --per-layer: each fp16/int8 ONNX artifact once, with its first run's result (the
-    # per-layer run is on the CPU whatever the backend)
-    layered: dict[str, tuple[Artifact, ArtifactCheck]] = {}
-    for art in selected:
-        art_backends = _backends_for(art, backends)
-        for backend in art_backends:
-            say(f"checking {art.name} on {backend}")
-            result = check_artifact(bundle_dir, art, backend, ref, threads=threads)
-            if result.status == "skipped":
-                log.debug("skip %s: %s", result.label, result.reason)  # listed in the report
-            elif result.status in ("passed", "failed") and result.comparison is not None:
-                say(f"  {result.status}: {result.comparison.summary()}")
-                if per_layer and art.format == "onnx" and art.precision != "fp32":
-                    layered.setdefault(art.name, (art, result))
-            else:
-                log.warning("%s: %s", result.label, result.reason)
-            checks.append(result)
-        if not art_backends:
-            checks.append(
-                ArtifactCheck(
-                    art.name,
-                    art.format,
-                    art.precision,
-                    "-",
-                    "skipped",
-                    f"no selected backend runs {art.format} artifacts "
-                    f"(selected: {list(backends or [])})",
-                )
-            )
-    if layered:
-        say(f"comparing the layers of {', '.join(layered)} with the fp32 ONNX model")
-        _attach_per_layer(bundle_dir, manifest, list(layered.values()), ref, per_layer_samples)
-    if per_layer and not any(c.per_layer for c in checks):
-        warnings.append("--per-layer compares fp16/int8 ONNX artifacts; none was checked")
+    source = resolve_source(model)
+    _validate_for(source, settings)
+    plan = _plan(source, settings)
+    warnings = _precision_warnings(source, settings)
+    ref = None
+    if any(not isinstance(step, Verdict) for step in plan):
+        make = _bundle_reference if source.kind == "bundle" else _file_reference
+        ref = make(source, settings, warnings)
+        say(f"reference: {ref.description} ({ref.count} samples)")
+    checks = []
+    for step in plan:
+        if isinstance(step, Verdict):
+            log.debug("skip %s: %s", step.artifact, step.reason)  # listed in the report
+            checks.append(step)
+            continue
+        assert ref is not None  # built above whenever a step runs
+        say(f"checking {step[0].label} on {step[1]}")
+        verdict = check_candidate(source, *step, ref, settings)
+        say(f"  {verdict.message()}")
+        checks.append(verdict)
     return CheckReport(
-        bundle=bundle_fingerprint(bundle_dir, manifest),
-        reference=ref.to_dict(),
+        model=_model_record(source),
+        reference=ref,
         checks=checks,
-        environment=collect_environment(threads=threads),
+        settings=settings,
+        source=source,
+        environment=collect_environment(threads=settings.threads),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         warnings=warnings,
     )
-
-
-def _attach_per_layer(
-    bundle_dir: Path,
-    manifest: Manifest,
-    checked: Sequence[tuple[Artifact, ArtifactCheck]],
-    ref: Reference,
-    samples: int,
-) -> None:
-    """Per-layer reports of ``checked`` (artifacts already verified by loading them) against
-    the fp32 ONNX artifact, verified here once."""
-    fp32 = [a for a in manifest.artifacts if a.format == "onnx" and a.precision == "fp32"]
-    try:
-        if not fp32:
-            raise ModelLoadError("the bundle has no fp32 ONNX artifact to compare layers with")
-        reference_path = verify_artifact(bundle_dir, fp32[0])
-    except EdgeportError as exc:
-        for _, result in checked:
-            result.per_layer_error = str(exc)
-        return
-    for art, result in checked:
-        try:
-            result.per_layer = compare_layers(
-                reference_path,
-                resolve_inside(bundle_dir, art.path),
-                ref.images[:samples],
-                precision=art.precision,
-            )
-        except EdgeportError as exc:
-            result.per_layer_error = str(exc)

@@ -1,15 +1,17 @@
 """Where does an fp16/int8 ONNX model start to differ from its fp32 source? Layer by layer.
 
 Every intermediate tensor of both models is exposed as an output and run with ONNX Runtime on
-the CPU; tensors are matched by name (through the DequantizeLinear output of a Q/DQ pair where
-needed) and compared by relative L2 error, in graph order. The candidate file is also run at
-every graph-optimisation level, to tell a mismatch of the graph from one of ORT's fused kernels.
+the CPU, fed every input the models have; tensors are matched by name (through the
+DequantizeLinear output of a Q/DQ pair where needed) and compared by relative L2 error, in graph
+order. The candidate file is also run at every graph-optimisation level, to tell a mismatch of
+the graph from one of ORT's fused kernels. Needs the ``onnx`` package (the ``onnx`` extra).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +20,7 @@ import numpy as np
 
 from edgeport.runtime.backends.onnxrt import ort_errors
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, ModelLoadError
+from edgeport.runtime.feeds import sample_count
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +77,13 @@ class PerLayerReport:
     threshold: float
     layers: tuple[LayerDiff, ...]
     unmatched: int
-    # logits rel L2 of the candidate FILE (not the exposed copy) at each ONNX Runtime
-    # graph-optimisation level: fused kernels can differ from the graph's own arithmetic
+    # the largest rel L2 of the candidate FILE's (not the exposed copy's) float outputs at each
+    # ONNX Runtime graph-optimisation level: fused kernels can differ from the graph's arithmetic
     optimization_levels: dict[str, float] = field(default_factory=dict)
 
     @property
     def optimization_culprit(self) -> str | None:
-        """The first optimisation level whose logits exceed the threshold when the
+        """The first optimisation level whose outputs exceed the threshold when the
         unoptimised graph's do not: then the mismatch comes from ORT's fused kernels."""
         levels = self.optimization_levels
         base = levels.get(OPT_LEVELS[0])
@@ -115,7 +118,7 @@ class PerLayerReport:
         if culprit is not None:
             levels = self.optimization_levels
             start += (
-                f". The graph itself agrees (logits rel L2 {levels[OPT_LEVELS[0]]:.3g} without "
+                f". The graph itself agrees (outputs rel L2 {levels[OPT_LEVELS[0]]:.3g} without "
                 f"optimisation) but ONNX Runtime's {culprit} optimisations do not "
                 f"({levels[culprit]:.3g}): the mismatch comes from fused kernels (for int8 on "
                 "CPUs without VNNI, typically int8 saturation; quantize with reduce_range)"
@@ -145,7 +148,8 @@ def _onnx_modules() -> tuple[Any, Any]:
         import onnx
     except ImportError as exc:
         raise BackendUnavailable(
-            "--per-layer needs the onnx package to expose intermediate tensors: pip install onnx"
+            "--per-layer needs the onnx package to expose intermediate tensors: "
+            "pip install 'edgeport-runtime[onnx]'"
         ) from exc
     try:
         import onnxruntime
@@ -165,11 +169,11 @@ class _Tensor(NamedTuple):
     inputs: tuple[str, ...]  # the node's (non-empty) inputs
 
 
-def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[_Tensor], dict[str, str]]:
+def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[_Tensor], dict[str, str], list[str]]:
     """A serialized copy of the model with every typed node output added as a graph output.
 
-    Returns the bytes, the node outputs in graph order, and a map from an original tensor name
-    to the DequantizeLinear output that carries its quantized value.
+    Returns the bytes, the node outputs in graph order, a map from an original tensor name to
+    the DequantizeLinear output that carries its quantized value, and the model's own outputs.
     """
     model = onnx.load(str(path))
     try:
@@ -183,7 +187,8 @@ def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[_Tensor], dict[str, 
         for vi in (*graph.value_info, *graph.output, *graph.input)
         if vi.type.HasField("tensor_type")
     }
-    existing = {o.name for o in model.graph.output}
+    originals = [o.name for o in model.graph.output]
+    existing = set(originals)
     order: list[_Tensor] = []
     producer: dict[str, Any] = {}
     for node in model.graph.node:
@@ -203,7 +208,7 @@ def _expose_all(onnx: Any, path: Path) -> tuple[bytes, list[_Tensor], dict[str, 
         q = producer.get(node.input[0])
         if q is not None and q.op_type == "QuantizeLinear" and q.input:
             dequantized[q.input[0]] = node.output[0]
-    return model.SerializeToString(), order, dequantized
+    return model.SerializeToString(), order, dequantized, originals
 
 
 def _session(ort: Any, model: bytes | str, level: str = "ORT_DISABLE_ALL") -> Any:
@@ -217,11 +222,33 @@ def _session(ort: Any, model: bytes | str, level: str = "ORT_DISABLE_ALL") -> An
         raise ModelLoadError(f"ONNX Runtime cannot open the per-layer copy: {exc}") from exc
 
 
-def _run_session(sess: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-    inp = sess.get_inputs()[0]
-    x = images.astype(np.float16) if "float16" in inp.type else images
+_FLOAT_TYPES = {
+    "tensor(float16)": np.float16,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+}
+
+
+def _run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every output of ``sess`` for ``feeds`` by input name; float inputs go in the session's
+    float type (float16 for an fp16 model without float32 inputs)."""
+    inputs = {}
+    for inp in sess.get_inputs():
+        value = feeds.get(inp.name)
+        if value is None:
+            raise ConfigError(
+                f"per-layer comparison: the model needs input {inp.name!r}, the reference "
+                f"inputs have {sorted(feeds)}"
+            )
+        float_type = _FLOAT_TYPES.get(inp.type)
+        if value.dtype.kind == "f" and float_type is not None:
+            value = value.astype(float_type, copy=False)
+        inputs[inp.name] = value
     names = [o.name for o in sess.get_outputs()]
-    values = sess.run(names, {inp.name: x})
+    try:
+        values = sess.run(names, inputs)
+    except ort_errors() as exc:
+        raise ModelLoadError(f"ONNX Runtime cannot run the per-layer copy: {exc}") from exc
     return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
 
 
@@ -260,42 +287,26 @@ def _rel_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.linalg.norm(c - r)) / max(float(np.linalg.norm(r)), 1e-12)
 
 
-def compare_layers(
-    reference_path: str | Path,
-    candidate_path: str | Path,
-    images: np.ndarray,
-    *,
-    precision: str,
-    chunk: int = PER_LAYER_CHUNK,
-) -> PerLayerReport:
-    """Compare every intermediate tensor of ``candidate_path`` with ``reference_path`` (fp32).
+class _Accumulated(NamedTuple):
+    sums: dict[str, _ErrorSums]
+    via: dict[str, str]
+    unmatched: set[str]
+    outputs: dict[str, list[np.ndarray]]  # the reference model's own float outputs, per feed
 
-    Tensors are matched by name; for a Q/DQ model a tensor missing under its own name is matched
-    through the DequantizeLinear output of its QuantizeLinear. Both copies run with ONNX Runtime
-    on the CPU with graph optimisations off (exposed tensors cannot be fused away anyway), in
-    chunks of ``chunk`` images. The candidate file itself is also run at every optimisation
-    level, to tell a mismatch of the graph from one of ORT's fused kernels.
-    """
-    if len(images) == 0:
-        raise ConfigError("per-layer comparison needs at least one image")
-    onnx, ort = _onnx_modules()
-    reference_path, candidate_path = Path(reference_path), Path(candidate_path)
-    ref_bytes, order, _ = _expose_all(onnx, reference_path)
-    cand_bytes, _, dequantized = _expose_all(onnx, candidate_path)
-    ref_sess, cand_sess = _session(ort, ref_bytes), _session(ort, cand_bytes)
-    ref_output = ref_sess.get_outputs()[0].name
-    chunks = [
-        np.ascontiguousarray(images[start : start + chunk], dtype=np.float32)
-        for start in range(0, len(images), chunk)
-    ]
 
-    sums: dict[str, _ErrorSums] = {}
-    via: dict[str, str] = {}
-    unmatched: set[str] = set()
-    ref_logits = []
-    for x in chunks:
-        ref_values, cand_values = _run_session(ref_sess, x), _run_session(cand_sess, x)
-        ref_logits.append(ref_values[ref_output])
+def _accumulate(
+    order: list[_Tensor],
+    sessions: tuple[Any, Any],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    dequantized: dict[str, str],
+    originals: list[str],
+) -> _Accumulated:
+    """Error sums of every float tensor the two exposed copies share, over every feed."""
+    acc = _Accumulated({}, {}, set(), {name: [] for name in originals})
+    for feed in feeds:
+        ref_values, cand_values = (_run_session(sess, feed) for sess in sessions)
+        for name in originals:
+            acc.outputs[name].append(ref_values[name])
         for name, *_ in order:
             r = ref_values.get(name)
             if r is None or not np.issubdtype(r.dtype, np.floating):
@@ -304,46 +315,92 @@ def compare_layers(
             if c is None and name in dequantized:
                 c, how = cand_values.get(dequantized[name]), "dequantize"
             if c is None or c.shape != r.shape or not np.issubdtype(c.dtype, np.floating):
-                unmatched.add(name)
+                acc.unmatched.add(name)
                 continue
-            sums.setdefault(name, _ErrorSums(tuple(int(v) for v in r.shape[1:]))).add(r, c)
-            via[name] = how
+            acc.sums.setdefault(name, _ErrorSums(tuple(int(v) for v in r.shape[1:]))).add(r, c)
+            acc.via[name] = how
+    return acc
 
+
+def _layers(order: list[_Tensor], acc: _Accumulated) -> list[LayerDiff]:
     layers: list[LayerDiff] = []
     errors: dict[str, float] = {}
     for name, op_type, node, inputs in order:
-        acc = sums.get(name)
-        if acc is None or name in unmatched:
+        sums = acc.sums.get(name)
+        if sums is None or name in acc.unmatched:
             continue
-        errors[name] = acc.rel_l2
+        errors[name] = sums.rel_l2
         inputs_err = [errors[i] for i in inputs if i in errors]
         layers.append(
             LayerDiff(
                 name=name,
                 op_type=op_type,
                 node=node,
-                shape=acc.shape,
-                max_abs=acc.max_abs,
-                mean_abs=acc.abs_sum / max(acc.size, 1),
-                rel_l2=acc.rel_l2,
-                cosine=acc.cosine,
+                shape=sums.shape,
+                max_abs=sums.max_abs,
+                mean_abs=sums.abs_sum / max(sums.size, 1),
+                rel_l2=sums.rel_l2,
+                cosine=sums.cosine,
                 input_rel_l2=max(inputs_err, default=0.0),
-                via=via[name],
+                via=acc.via[name],
             )
         )
-    reference_logits = np.concatenate(ref_logits)
+    return layers
+
+
+def _optimization_levels(
+    ort: Any,
+    candidate_path: Path,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    reference: dict[str, list[np.ndarray]],
+) -> dict[str, float]:
+    """The candidate file's largest output rel L2 against the reference at each level."""
     levels = {}
     for level in OPT_LEVELS:
         sess = _session(ort, str(candidate_path), level)
-        out_name = sess.get_outputs()[0].name
-        outs = [_run_session(sess, x)[out_name] for x in chunks]
-        levels[level] = _rel_l2(reference_logits, np.concatenate(outs))
+        runs = [_run_session(sess, feed) for feed in feeds]
+        errors = [
+            _rel_l2(np.concatenate(ref), np.concatenate([run[name] for run in runs]))
+            for name, ref in reference.items()
+            if name in runs[0]
+            and np.issubdtype(ref[0].dtype, np.floating)
+            and np.issubdtype(runs[0][name].dtype, np.floating)
+            and runs[0][name].shape == ref[0].shape
+        ]
+        levels[level] = max(errors, default=0.0)
+    return levels
+
+
+def compare_layers(
+    reference_path: str | Path,
+    candidate_path: str | Path,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    precision: str,
+) -> PerLayerReport:
+    """Compare every intermediate tensor of ``candidate_path`` with ``reference_path`` (fp32).
+
+    ``feeds``: the inputs, one dict (every input by name) per run; samples lie along axis 0.
+    Tensors are matched by name; for a Q/DQ model a tensor missing under its own name is matched
+    through the DequantizeLinear output of its QuantizeLinear. Both copies run with ONNX Runtime
+    on the CPU with graph optimisations off (exposed tensors cannot be fused away anyway). The
+    candidate file itself is also run at every optimisation level, to tell a mismatch of the
+    graph from one of ORT's fused kernels.
+    """
+    if not feeds:
+        raise ConfigError("per-layer comparison needs at least one sample")
+    onnx, ort = _onnx_modules()
+    reference_path, candidate_path = Path(reference_path), Path(candidate_path)
+    ref_bytes, order, _, originals = _expose_all(onnx, reference_path)
+    cand_bytes, _, dequantized, _ = _expose_all(onnx, candidate_path)
+    sessions = (_session(ort, ref_bytes), _session(ort, cand_bytes))
+    acc = _accumulate(order, sessions, feeds, dequantized, originals)
     return PerLayerReport(
         reference=reference_path.name,
         candidate=candidate_path.name,
-        samples=len(images),
+        samples=sum(sample_count(feed) for feed in feeds),
         threshold=PER_LAYER_REL_L2.get(precision, 1e-2),
-        layers=tuple(layers),
-        unmatched=len(unmatched),
-        optimization_levels=levels,
+        layers=tuple(_layers(order, acc)),
+        unmatched=len(acc.unmatched),
+        optimization_levels=_optimization_levels(ort, candidate_path, feeds, acc.outputs),
     )

@@ -515,108 +515,36 @@ def write_plot(
 
 
 def check_markdown(report: dict[str, Any], *, level: int = 2) -> str:
-    """Markdown for a ``CheckReport.to_dict()``."""
+    """Markdown for a ``CheckReport.to_dict()``: the verdict, one row per output of every run,
+    what failed and why, the worst samples of logits, per-layer reports and what was skipped."""
     h = "#" * level
-    b = report.get("bundle", {})
-    ref = report.get("reference", {})
-    lines = [f"{h} Check: {b.get('architecture', '?')} ({b.get('path', '')})", ""]
-    lines.append(
-        f"Reference: {ref.get('description')} ({ref.get('count')} images"
-        + (f", accuracy {fmt_pct(ref.get('accuracy'))}" if ref.get("accuracy") is not None else "")
-        + f"). Verdict: **{report.get('verdict')}**."
-    )
-    lines.append("")
-    rows = []
-    for c in report.get("checks", []):
-        cmp_ = c.get("comparison") or {}
-        rows.append(
-            [
-                c["artifact"],
-                c["backend"],
-                c["status"].upper() if c["status"] in ("failed", "error") else c["status"],
-                fmt_pct(cmp_.get("accuracy_candidate")),
-                fmt_pct(cmp_.get("top1_agreement")),
-                fmt_pct(cmp_.get("top5_agreement")),
-                fmt_g(cmp_.get("max_abs")),
-                fmt_g(cmp_.get("mean_abs")),
-                fmt_g(cmp_.get("p99_abs")),
-                fmt_g(cmp_.get("max_rel")),
-                f"{cmp_['cosine_min']:.6f}" if cmp_.get("cosine_min") is not None else "-",
-                (c.get("tolerance") or {}).get("description", "-"),
-            ]
+    model = report.get("model", {})
+    name = model.get("architecture") or Path(str(model.get("path", "?"))).name
+    lines = [f"{h} Check: {name} ({model.get('path', '')})", ""]
+    ref = report.get("reference")
+    if ref:
+        accuracy = ref.get("accuracy")
+        lines.append(
+            f"Reference: {ref.get('description')} ({ref.get('count')} samples"
+            + (f", accuracy {fmt_pct(accuracy)}" if accuracy is not None else "")
+            + ")."
         )
-    lines += _table(
-        [
-            "artifact",
-            "backend",
-            "status",
-            "accuracy",
-            "top-1 agr.",
-            "top-5 agr.",
-            "max abs",
-            "mean abs",
-            "p99 abs",
-            "max rel",
-            "min cosine",
-            "tolerance",
-        ],
-        rows,
-    )
-    problems = [c for c in report.get("checks", []) if c["status"] in ("failed", "error")]
+    lines.append(f"Verdict: **{report.get('verdict')}**.")
+    checks = report.get("checks", [])
+    compared = [c for c in checks if c.get("outputs")]
+    if compared:
+        rows = [row for c in compared for row in _output_rows(c)]
+        lines += ["", *_table(_CHECK_COLUMNS, rows)]
+    problems = [c for c in checks if c["status"] in ("failed", "error")]
     if problems:
         lines += ["", "Out of tolerance or not runnable:", ""]
         for c in problems:
             why = "; ".join(c.get("failures") or []) or c.get("reason") or "?"
             lines.append(f"- **{c['artifact']}** on {c['backend']}: {why}")
-    worst_rows = []
-    for c in report.get("checks", []):
-        for w in c.get("worst") or []:
-            if not w.get("agree", True):
-                worst_rows.append(
-                    [
-                        c["artifact"],
-                        c["backend"],
-                        str(w["index"]),
-                        str(w.get("label", "-")),
-                        str(w["reference_class"]),
-                        str(w["candidate_class"]),
-                        fmt_g(w["max_abs"]),
-                    ]
-                )
-    if worst_rows:
-        lines += ["", "Worst disagreeing images:", ""]
-        lines += _table(
-            ["artifact", "backend", "image", "label", "reference", "candidate", "max abs"],
-            worst_rows,
-        )
-    for c in report.get("checks", []):
-        layer = c.get("per_layer")
-        if layer:
-            lines += [
-                "",
-                f"Per-layer, {c['artifact']} vs {layer['reference']} "
-                f"({layer['samples']} images): {layer['summary']}",
-                "",
-            ]
-            shown = _interesting_layers(layer)
-            lines += _table(
-                ["tensor", "op", "rel L2", "added", "max abs", "cosine", "via"],
-                [
-                    [
-                        f"`{x['name']}`" + (" ◀" if x["name"] == layer["first_mismatch"] else ""),
-                        x["op_type"],
-                        fmt_g(x["rel_l2"]),
-                        fmt_g(x["added_error"]),
-                        fmt_g(x["max_abs"]),
-                        f"{x['cosine']:.5f}",
-                        x["via"],
-                    ]
-                    for x in shown
-                ],
-            )
-        elif c.get("per_layer_error"):
-            lines += ["", f"Per-layer, {c['artifact']}: not available ({c['per_layer_error']})"]
-    skipped = [c for c in report.get("checks", []) if c["status"] == "skipped"]
+    lines += _worst_lines(checks)
+    for artifact, layer in (report.get("per_layer") or {}).items():
+        lines += _per_layer_lines(artifact, layer)
+    skipped = [c for c in checks if c["status"] in ("skipped", "not_run")]
     if skipped:
         lines += ["", "Skipped (cannot run here):", ""]
         groups: dict[tuple[str, str], list[str]] = {}
@@ -629,6 +557,101 @@ def check_markdown(report: dict[str, Any], *, level: int = 2) -> str:
     if report.get("warnings"):
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+_CHECK_COLUMNS = (
+    "artifact",
+    "backend",
+    "status",
+    "output",
+    "kind",
+    "max abs",
+    "p99 abs",
+    "cosine",
+    "mismatched",
+    "top-1 agr.",
+    "top-5 agr.",
+    "accuracy",
+    "tolerance",
+)
+
+
+def _output_rows(check: dict[str, Any]) -> list[list[str]]:
+    """One table row per output of one run."""
+    status = check["status"].upper() if check["status"] in ("failed", "error") else check["status"]
+    rows = []
+    for out in check["outputs"]:
+        c = out["comparison"]
+        logits = out["kind"] == "logits"
+        total = c.get("total_elements") or 0
+        mismatched = c.get("mismatched_elements", 0) / total if total else None
+        rows.append(
+            [
+                check["artifact"],
+                check["backend"],
+                status + (" ✗" if out["failures"] else ""),
+                f"`{out['name']}`",
+                out["kind"],
+                fmt_g(c.get("max_abs")),
+                fmt_g(c.get("p99_abs")),
+                f"{c['cosine_min']:.6f}" if c.get("cosine_min") is not None else "-",
+                fmt_pct(mismatched),
+                fmt_pct(c.get("top1_agreement")) if logits else "-",
+                fmt_pct(c.get("top5_agreement")) if logits else "-",
+                fmt_pct(c.get("accuracy_candidate")) if logits else "-",
+                out["tolerance"].get("description", "-"),
+            ]
+        )
+    return rows
+
+
+def _worst_lines(checks: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        [
+            c["artifact"],
+            c["backend"],
+            f"`{out['name']}`",
+            str(w["index"]),
+            str(w.get("label", "-")),
+            str(w["reference_class"]),
+            str(w["candidate_class"]),
+            fmt_g(w["max_abs"]),
+        ]
+        for c in checks
+        for out in c.get("outputs") or []
+        for w in out.get("worst") or []
+        if not w.get("agree", True)
+    ]
+    if not rows:
+        return []
+    header = ["artifact", "backend", "output", "sample", "label", "reference", "candidate"]
+    return ["", "Worst disagreeing samples:", "", *_table([*header, "max abs"], rows)]
+
+
+def _per_layer_lines(artifact: str, layer: dict[str, Any]) -> list[str]:
+    if "error" in layer:
+        return ["", f"Per-layer, {artifact}: not available ({layer['error']})"]
+    lines = [
+        "",
+        f"Per-layer, {artifact} vs {layer['reference']} ({layer['samples']} samples): "
+        f"{layer['summary']}",
+        "",
+    ]
+    return lines + _table(
+        ["tensor", "op", "rel L2", "added", "max abs", "cosine", "via"],
+        [
+            [
+                f"`{x['name']}`" + (" ◀" if x["name"] == layer["first_mismatch"] else ""),
+                x["op_type"],
+                fmt_g(x["rel_l2"]),
+                fmt_g(x["added_error"]),
+                fmt_g(x["max_abs"]),
+                f"{x['cosine']:.5f}",
+                x["via"],
+            ]
+            for x in _interesting_layers(layer)
+        ],
+    )
 
 
 def _interesting_layers(layer: dict[str, Any], limit: int = 40) -> list[dict[str, Any]]:
@@ -648,6 +671,7 @@ def write_check(
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
 ) -> list[Path]:
+    """Write a ``CheckReport.to_dict()`` as JSON and/or Markdown; returns the paths written."""
     written = []
     if json_path:
         written.append(atomic_write_json(json_path, report))
