@@ -46,12 +46,20 @@ from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS, ModelFil
 from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
-from edgeport.runtime.feeds import load_npz, resolve_shapes, synthetic_feeds
 from edgeport.runtime.io import sha256_file
 from edgeport.runtime.model import ModelSource, resolve_source
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
 from edgeport.runtime.reference import StoredReference, load_reference
-from edgeport.runtime.specs import TensorSpec, numpy_dtype
+from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.tools.bench_inputs import (
+    INPUT_KINDS,
+    Feeds,
+    InputData,
+    Shapes,
+    Workload,
+    conform,
+    input_data,
+)
 from edgeport.runtime.tools.bench_result import (
     CUDA_GRAPH,
     BenchResult,
@@ -81,13 +89,8 @@ log = logging.getLogger(__name__)
 SCENARIOS = ("single-stream", "offline", "both")
 RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
-INPUT_KINDS = ("auto", "synthetic", "reference")  # or the path of an .npz file
 DEFAULT_IMAGE_BATCHES = (1, 8, 32)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPEEDUP_TEXT = "PyTorch eager fp32 p50 / row p50, same device and input shapes"
-
-Feeds = dict[str, np.ndarray]
-Shapes = dict[str, tuple[int, ...]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,30 +202,6 @@ class BenchSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
-@dataclass(frozen=True)
-class Workload:
-    """One row's input shapes: a shape set (any inputs; the rest from the data or the model)
-    and/or a batch size (axis 0 of the first input and of every input with a dynamic axis 0)."""
-
-    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    batch: int | None = None
-
-    def resolve(
-        self, specs: Sequence[TensorSpec], defaults: Mapping[str, tuple[int, ...]]
-    ) -> Shapes:
-        """Every input's concrete shape; ``defaults`` (the stored samples' shapes) fill in what
-        the workload leaves open before the model's own dimensions do."""
-        names = {s.name for s in specs}
-        given = {k: tuple(v) for k, v in defaults.items() if k in names}
-        given.update({k: tuple(v) for k, v in self.shapes.items()})
-        if self.batch is not None:
-            base = resolve_shapes(specs, given)
-            for index, spec in enumerate(specs):
-                if spec.rank and (index == 0 or not isinstance(spec.shape[0], int)):
-                    given[spec.name] = (self.batch, *base[spec.name][1:])
-        return resolve_shapes(specs, given)
-
-
 def _workloads(model: ModelSource, settings: BenchSettings) -> list[Workload]:
     batches = settings.batches
     if settings.scenario == "single-stream":
@@ -308,145 +287,6 @@ def measure(
         return LatencyStats.from_samples(samples["total"]), stages, work.timer
     samples_ms = time_host(lambda: candidate.run(feeds), config)
     return LatencyStats.from_samples(samples_ms), None, "perf_counter_ns"
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-
-
-def conform(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
-    """``array`` as ``spec``'s dtype: floats are converted between float types (an fp16 model
-    fed float32 data), anything else must already match."""
-    dtype = numpy_dtype(spec.dtype)
-    if array.dtype == dtype:
-        return np.ascontiguousarray(array)
-    if spec.is_float and array.dtype.kind == "f":
-        return np.ascontiguousarray(array.astype(dtype))
-    raise ConfigError(
-        f"input {spec.name!r}: {source} holds {array.dtype}, the model takes {spec.dtype}; "
-        f"save it as {spec.dtype}"
-    )
-
-
-def _take(array: np.ndarray, count: int, name: str, source: str) -> np.ndarray:
-    """The first ``count`` samples along axis 0, the samples repeated when there are fewer."""
-    if len(array) == 0:
-        raise ConfigError(f"input {name!r}: {source} holds no samples (shape {array.shape})")
-    if len(array) < count:
-        array = np.concatenate([array] * math.ceil(count / len(array)))
-    return array[:count]
-
-
-@dataclass(frozen=True)
-class InputData:
-    """Where inputs come from: ``samples`` by input name (samples along axis 0), or synthetic
-    data (``samples`` None) seeded by ``seed`` within ``value_ranges``."""
-
-    source: str
-    samples: Mapping[str, np.ndarray] | None = None
-    value_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    seed: int = 0
-
-    @property
-    def shapes(self) -> Shapes:
-        """The stored samples' shapes: what a workload leaves open defaults to them."""
-        return {k: tuple(v.shape) for k, v in (self.samples or {}).items()}
-
-    def feeds(self, specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> Feeds:
-        """Inputs of exactly ``shapes`` and the dtypes of ``specs``."""
-        if self.samples is None:
-            return synthetic_feeds(specs, shapes, self.value_ranges, self.seed)
-        out = {}
-        for spec in specs:
-            array = self.samples.get(spec.name)
-            want = tuple(shapes[spec.name])
-            if array is None:
-                raise ConfigError(
-                    f"{self.source} has no array for input {spec.name!r} (it has "
-                    f"{sorted(self.samples)})"
-                )
-            if array.shape[1:] != want[1:] or array.ndim != len(want):
-                raise ConfigError(
-                    f"input {spec.name!r}: {self.source} has shape {list(array.shape)}, the row "
-                    f"needs {list(want)}; only axis 0 (samples) is tiled or cut, so give shapes "
-                    "that match the data, or synthetic inputs"
-                )
-            if want:
-                array = _take(array, want[0], spec.name, self.source)
-            out[spec.name] = conform(array, spec, self.source)
-        return out
-
-
-def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files (by suffix) of the given files and folders (not recursive), sorted per
-    folder; a missing path or an empty folder raises ``ConfigError``."""
-    out: list[Path] = []
-    for item in map(Path, paths):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ConfigError(f"{item} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            out += found
-        elif item.is_file():
-            out.append(item)
-        else:
-            raise ConfigError(f"image file or folder not found: {item}")
-    return out
-
-
-def _image_data(model: ModelSource, settings: BenchSettings) -> InputData:
-    from edgeport.runtime.preprocess import preprocess
-
-    card = model.card
-    if card is None or not card.is_image_model:
-        raise ConfigError(
-            f"images need a model card that says how to preprocess them (a bundle, or an ONNX "
-            f"file with edgeport.card metadata); {model.path} has none: give an .npz of inputs"
-        )
-    files = image_files(settings.images)
-    declared = _declared_inputs(model)
-    name = card.image_input_name or (declared[0].name if declared else None)
-    if name is None:
-        raise ConfigError(f"{model.path}: cannot tell which input takes the images")
-    return InputData(
-        f"{len(files)} images preprocessed by the model card", {name: preprocess(files, card)}
-    )
-
-
-def _declared_inputs(model: ModelSource) -> tuple[TensorSpec, ...]:
-    """The inputs the manifest or the model card declare (empty when neither does)."""
-    first = model.candidates[0]
-    if first.artifact is not None:
-        return first.artifact.inputs
-    return model.card.inputs if model.card else ()
-
-
-def input_data(
-    model: ModelSource, settings: BenchSettings, reference: StoredReference | None
-) -> InputData:
-    """The inputs the settings ask for (see :class:`BenchSettings`)."""
-    if settings.images:
-        return _image_data(model, settings)
-    kind = settings.inputs
-    if kind == "synthetic" or (kind == "auto" and (reference is None or settings.value_ranges)):
-        ranges = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in settings.value_ranges.items())
-        return InputData(
-            f"synthetic (seed {settings.seed}; floats standard-normal, integers uniform in "
-            f"their value range{'; ' + ranges if ranges else ''})",
-            None,
-            settings.value_ranges,
-            settings.seed,
-        )
-    if kind in ("auto", "reference"):
-        if reference is None:
-            raise ConfigError(
-                f"{model.path} stores no reference inputs (bundles exported by edgeport do); "
-                "use synthetic inputs or an .npz file"
-            )
-        where = f", {reference.dataset}" if reference.dataset else ""
-        return InputData(f"bundle reference inputs ({reference.count}{where})", reference.inputs)
-    arrays = load_npz(kind)
-    return InputData(f"{Path(kind).name} ({', '.join(arrays)})", arrays)
 
 
 # --------------------------------------------------------------------------------------------
@@ -977,7 +817,14 @@ def benchmark(
     settings = settings or BenchSettings()
     model = resolve_source(source)
     reference = _reference(model, settings)
-    data = input_data(model, settings, reference)
+    data = input_data(
+        model,
+        reference,
+        kind=settings.inputs,
+        images=settings.images,
+        value_ranges=settings.value_ranges,
+        seed=settings.seed,
+    )
     workloads = _workloads(model, settings)
     plans, skipped = _plans(model, settings)
     classifier = model.card is not None and model.card.task == "classification"
