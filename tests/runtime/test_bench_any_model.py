@@ -233,11 +233,14 @@ def test_detector_bundle_parity_per_output(detector_bundle: Path) -> None:
 
 def test_detector_with_synthetic_inputs_at_other_sizes(detector_bundle: Path) -> None:
     shapes = ({"x": (1, 3, 32, 48)},)
-    settings = BenchSettings(inputs="synthetic", shapes=shapes, timing=QUICK, baselines=())
+    settings = BenchSettings(shapes=shapes, timing=QUICK, baselines=())
     result = benchmark(detector_bundle, settings)
     (row,) = result.rows
     assert dict(row.shapes) == {"x": (1, 3, 32, 48)}
+    assert result.config["input_data"].startswith("synthetic")  # shape sets ask for other data
     assert row.parity_passed is True  # parity still runs on the stored reference inputs
+    with pytest.raises(ConfigError, match=r"only axis 0 \(samples\) is tiled or cut"):
+        benchmark(detector_bundle, BenchSettings(inputs="reference", shapes=shapes))
 
 
 def test_images_are_preprocessed_by_the_card(

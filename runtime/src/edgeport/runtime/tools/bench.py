@@ -133,8 +133,9 @@ class BenchSettings:
     and this machine can run. ``batches`` and ``shapes`` (shape sets, one row each) combine:
     each shape set at each batch size; neither = batch 1, 8, 32 for an image model with a card,
     else the model's own shapes (dynamic dimensions at their opt value, 1 when unbounded).
-    ``inputs``: "auto" (the bundle's reference inputs when it stores them, else synthetic),
-    "synthetic", "reference" or the path of an ``.npz`` file; ``images`` (files or folders)
+    ``inputs``: "auto" (the bundle's reference inputs when it stores them and no shape sets or
+    value ranges are given, else synthetic), "synthetic", "reference" or the path of an
+    ``.npz`` file; ``images`` (files or folders)
     instead, for image models with a card. ``torch.compile`` runs only at
     ``compile_precisions`` (each shape is a compilation)."""
 
@@ -763,6 +764,15 @@ def _reference(model: ModelSource, settings: BenchSettings) -> StoredReference |
     return load_reference(_bundle_dir(model), model.manifest)
 
 
+def _input_kind(settings: BenchSettings, reference: StoredReference | None) -> str:
+    """``inputs="auto"`` made concrete: the stored reference inputs when the bundle has them and
+    neither shape sets nor value ranges ask for other data, else synthetic."""
+    if settings.inputs != "auto":
+        return settings.inputs
+    other = settings.shapes or settings.value_ranges
+    return "reference" if reference is not None and not other else "synthetic"
+
+
 def _reference_text(
     model: ModelSource, settings: BenchSettings, ref: StoredReference | None
 ) -> str:
@@ -776,7 +786,9 @@ def _reference_text(
     return f"the bundle's stored reference outputs ({ref.count} samples{where}; PyTorch fp32)"
 
 
-def _model_record(model: ModelSource, specs: Any) -> dict[str, Any]:
+def _model_record(
+    model: ModelSource, specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None
+) -> dict[str, Any]:
     """What was benchmarked: path, kind, name, task, the files' sha256 and the inputs/outputs."""
     card = model.card
     record: dict[str, Any] = {
@@ -820,7 +832,7 @@ def benchmark(
     data = input_data(
         model,
         reference,
-        kind=settings.inputs,
+        kind=_input_kind(settings, reference),
         images=settings.images,
         value_ranges=settings.value_ranges,
         seed=settings.seed,

@@ -169,18 +169,17 @@ def input_data(
     model: ModelSource,
     reference: StoredReference | None,
     *,
-    kind: str = "auto",
+    kind: str = "synthetic",
     images: Sequence[str | Path] = (),
     value_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
 ) -> InputData:
-    """The inputs asked for: ``images`` when given, else by ``kind``: "synthetic", "reference"
-    (the bundle's stored inputs), an ``.npz`` path, or "auto" (the reference when there is one
-    and no ``value_ranges`` ask for synthetic data, else synthetic)."""
+    """The inputs asked for: ``images`` when given, else by ``kind``: "synthetic" (seeded,
+    within ``value_ranges``), "reference" (the bundle's stored inputs) or an ``.npz`` path."""
     if images:
         return _image_data(model, images)
-    ranges = dict(value_ranges or {})
-    if kind == "synthetic" or (kind == "auto" and (reference is None or ranges)):
+    if kind == "synthetic":
+        ranges = dict(value_ranges or {})
         text = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in ranges.items())
         return InputData(
             f"synthetic (seed {seed}; floats standard-normal, integers uniform in their value "
@@ -189,7 +188,7 @@ def input_data(
             ranges,
             seed,
         )
-    if kind in ("auto", "reference"):
+    if kind == "reference":
         if reference is None:
             raise ConfigError(
                 f"{model.path} stores no reference inputs (bundles exported by edgeport do); "

@@ -281,6 +281,11 @@ def _shows_shapes(result: BenchResult) -> bool:
     )
 
 
+def _has_speedups(result: BenchResult) -> bool:
+    """Whether any row has a speed-up (PyTorch eager ran): else no speed-up columns."""
+    return any(r.speedup_vs_eager is not None for r in result.rows)
+
+
 def _intro(result: BenchResult, title: str | None, level: int) -> list[str]:
     cfg = result.config
     signatures = {_signature_text(r) for r in result.rows}
@@ -294,8 +299,9 @@ def _intro(result: BenchResult, title: str | None, level: int) -> list[str]:
     text = (
         f"{_env_line(result.environment)}. Threads: {cfg.get('threads') or 'default'}. Warm-up "
         f"{cfg.get('warmup_s')} s, {timing}. Inputs: {cfg.get('input_data')}. Parity: "
-        f"{result.parity.get('reference', '-')}. Speed-up = {cfg.get('speedup')}. Created "
-        f"{result.created}."
+        f"{result.parity.get('reference', '-')}."
+        + (f" Speed-up = {cfg.get('speedup')}." if _has_speedups(result) else "")
+        + f" Created {result.created}."
     )
     return [f"{'#' * level} {heading}", "", text, ""]
 
@@ -306,7 +312,9 @@ def _rows_table(result: BenchResult) -> list[str]:
     header = ["backend", "precision", "device", *(["shapes"] if shapes else []), "batch"]
     header += ["p50 ms", "p90 ms", "p99 ms", "mean ms", "CV", "samples/s"]
     header += ["H2D ms", "compute ms", "D2H ms"] if with_stages else []
-    header += ["speed-up vs eager", "top-1 vs ref", "max abs vs ref"]
+    speedup = _has_speedups(result)
+    header += ["speed-up vs eager"] if speedup else []
+    header += ["top-1 vs ref", "max abs vs ref"]
     rows = []
     order = sorted(
         result.rows, key=lambda r: (r.device, r.signature, r.batch, r.kind != "baseline", r.backend)
@@ -323,25 +331,27 @@ def _rows_table(result: BenchResult) -> list[str]:
             cells += [
                 fmt_ms(stage[s].p50) if s in stage else "-" for s in ("h2d", "compute", "d2h")
             ]
-        cells += [fmt_ratio(r.speedup_vs_eager), fmt_pct(r.parity_top1, 1), fmt_g(r.parity_max_abs)]
+        cells += [fmt_ratio(r.speedup_vs_eager)] if speedup else []
+        cells += [fmt_pct(r.parity_top1, 1), fmt_g(r.parity_max_abs)]
         rows.append(cells)
     return _table(header, rows)
 
 
 def _scenario_tables(result: BenchResult) -> list[str]:
     scenario = result.config.get("scenario", "both")
-    shapes = _shows_shapes(result)
+    shapes, speedup = _shows_shapes(result), _has_speedups(result)
     lines: list[str] = []
     single = result.single_stream() if scenario in ("single-stream", "both") else []
     if single:
         lines += ["", "Single-stream (batch 1, p90 latency, fastest first):", ""]
-        header = ["backend", "precision", "device", *(["shapes"] if shapes else [])]
+        header = ["backend", "precision", "device", *(["shapes"] if shapes else []), "p90 ms"]
         lines += _table(
-            [*header, "p90 ms", "speed-up vs eager"],
+            header + (["speed-up vs eager"] if speedup else []),
             [
                 [_backend_cell(d["backend"], d["cuda_graph"]), d["precision"], d["device"]]
                 + ([shapes_text(d["shapes"])] if shapes else [])
-                + [fmt_ms(d["p90_ms"]), fmt_ratio(d["speedup_vs_eager"])]
+                + [fmt_ms(d["p90_ms"])]
+                + ([fmt_ratio(d["speedup_vs_eager"])] if speedup else [])
                 for d in single
             ],
         )
