@@ -66,6 +66,7 @@ from edgeport.runtime.tools.bench_result import (
     BenchRow,
     ProfiledRow,
     Skipped,
+    candidate_label,
     shapes_text,
     speedups,
 )
@@ -243,8 +244,7 @@ class Timed:
 
     @property
     def label(self) -> str:
-        graph = "+graph" if self.cuda_graph and self.backend != CUDA_GRAPH else ""
-        return f"{self.backend}{graph} {self.precision} ({self.device})"
+        return f"{candidate_label(self.backend, self.cuda_graph, self.precision)} ({self.device})"
 
 
 def by_name(

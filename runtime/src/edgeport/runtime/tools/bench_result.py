@@ -24,6 +24,13 @@ RESULT_SCHEMA_VERSION = 2
 CUDA_GRAPH = "torch-cuda-graph"
 
 
+def candidate_label(backend: str, cuda_graph: bool, precision: str) -> str:
+    """``onnxruntime-cuda+graph fp16``: a backend (marked when it replays a CUDA graph) and a
+    precision."""
+    graph = "+graph" if cuda_graph and backend != CUDA_GRAPH else ""
+    return f"{backend}{graph} {precision}"
+
+
 def shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
     """``x:1x3x224x224 ids:1x16``"""
     return " ".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in shapes.items())
@@ -57,8 +64,7 @@ class BenchRow:
 
     @property
     def label(self) -> str:
-        graph = "+graph" if self.cuda_graph and self.backend != CUDA_GRAPH else ""
-        return f"{self.backend}{graph} {self.precision}"
+        return candidate_label(self.backend, self.cuda_graph, self.precision)
 
     @property
     def signature(self) -> tuple[tuple[str, tuple[int, ...]], ...]:

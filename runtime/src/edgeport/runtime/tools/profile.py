@@ -23,7 +23,7 @@ import math
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 ORT_TOOL = "onnxruntime profiler (graph optimisation ORT_ENABLE_ALL: fused nodes as ORT names them)"
 TRT_TOOL = "TensorRT IProfiler (layer names as the engine builder named them)"
 ORT_OVERHEAD = "profiling adds about 10 us per node per run: shares matter, not the sum"
+ORT_GPU_NOTE = "on GPU providers a node's time is host time (mostly kernel launches), not GPU time"
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,10 @@ def profile_onnxruntime(
             raise InputError(f"cannot read ONNX Runtime's profile {trace}: {exc}") from exc
     if isinstance(events, dict):  # the trace format also allows {"traceEvents": [...]}
         events = events.get("traceEvents", [])
-    return parse_ort_trace(events, config.warmup_runs)
+    profile = parse_ort_trace(events, config.warmup_runs)
+    if backend == "onnxruntime-cpu":
+        return profile
+    return replace(profile, notes=(*profile.notes, ORT_GPU_NOTE))
 
 
 # --------------------------------------------------------------------------------------------
