@@ -84,7 +84,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.tools.bench import TimingConfig, benchmark, parse_batches, parse_list
+    from edgeport.runtime.tools.bench import (
+        BenchSettings,
+        TimingConfig,
+        benchmark,
+        parse_batches,
+        parse_list,
+    )
     from edgeport.runtime.tools.check import check
     from edgeport.runtime.tools.report import bench_markdown, check_markdown, write_bench
 
@@ -103,15 +109,15 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with timed(f"checking {name}"):
         report = check(bundle, backends=(BACKEND,), threads=args.threads).to_dict()
     with timed(f"benchmarking {name}"):
-        result = benchmark(
-            bundle,
+        settings = BenchSettings(
             backends=(BACKEND,),
             precisions=PRECISIONS,
             batches=parse_batches(args.batches),
-            config=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+            timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
             threads=args.threads,
             baselines=parse_list(args.baselines, ("torch", "torch-compile"), "baselines") or (),
         )
+        result = benchmark(bundle, settings)
     out = args.out
     write_bench(result, json_path=out / f"{name}.json", csv_path=out / f"{name}.csv")
     atomic_write_json(out / f"{name}.check.json", report)

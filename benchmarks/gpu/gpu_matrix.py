@@ -123,7 +123,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any] | None:
 def run_model(
     name: str, args: argparse.Namespace, started: float, errors: list[str]
 ) -> tuple[Any, dict[str, Any]]:
-    from edgeport.runtime.tools.bench import TimingConfig, benchmark, parse_batches
+    from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark, parse_batches
 
     spec = GPU_MODELS[name]
     device = "cpu" if args.dry_run else "cuda"
@@ -148,17 +148,16 @@ def run_model(
     backends = ("onnxruntime-cpu",) if args.dry_run else ("onnxruntime-cuda", "tensorrt")
     extra = [] if args.dry_run else staged_ort.plans(bundle, PRECISIONS)
     with timed(f"benchmarking {name}"):
-        result = benchmark(
-            bundle,
+        settings = BenchSettings(
             backends=backends,
             precisions=PRECISIONS,
             batches=parse_batches(args.batches),
-            config=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+            timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
             baselines=baselines,
             cuda_graph=not args.dry_run,
-            extra_plans=extra,
             compile_precisions=("fp32",),
         )
+        result = benchmark(bundle, settings, extra_plans=extra)
     return result, {"trained_accuracy": test_accuracy(run_dir), "bundle": str(bundle)}
 
 

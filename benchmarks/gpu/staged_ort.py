@@ -26,7 +26,7 @@ from edgeport.runtime.backends.cuda import cuda_call, cudart
 from edgeport.runtime.backends.onnxrt import ort_errors
 from edgeport.runtime.bundle import Manifest, verify_artifact
 from edgeport.runtime.errors import BackendUnavailable, InputError
-from edgeport.runtime.tools.bench import Plan, Timed
+from edgeport.runtime.tools.bench import Plan, Timed, by_name
 from edgeport.runtime.tools.timing import CudaEvent, DeviceStages
 
 log = logging.getLogger(__name__)
@@ -220,19 +220,22 @@ def plans(bundle_dir: Path, precisions: tuple[str, ...] = ("fp32", "fp16")) -> l
                     num_classes=manifest.card.num_classes,
                     cuda_graph=graph,
                 )
+                image, logits = art.inputs[0].name, art.outputs[0].name
                 return Timed(
                     backend=BACKEND,
                     kind="edgeport",
                     precision=precision,
                     device="cuda",
-                    run=runner.run,
+                    inputs=art.inputs[:1],
+                    outputs=art.outputs[:1],
+                    run=by_name(runner.run, image, logits),
                     close=runner.close,
                     artifact=art.name,
                     cuda_graph=graph,
-                    device_stages=runner.device_stages,
+                    device_stages=by_name(runner.device_stages, image),
                     max_batch=art.batch.max,
                     min_batch=art.batch.min,
                 )
 
-            out.append(Plan(BACKEND, precision, "cuda", open_staged, art.name, per_batch=graph))
+            out.append(Plan(BACKEND, precision, "cuda", open_staged, art.name, fixed_shapes=graph))
     return out

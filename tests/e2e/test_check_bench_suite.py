@@ -50,7 +50,7 @@ def test_edgeport_check_and_bench_commands(exported_bundle: Path, tmp_path: Path
     assert validate_bench_dict(data) == []
     assert [r["backend"] for r in data["rows"]] == ["torch", "onnxruntime-cpu"]
     help_text = edgeport("bench", "--help").stdout
-    for flag in ("--scenario", "--warmup-s", "--baseline", "--plot", "--cuda-graph"):
+    for flag in ("--scenario", "--warmup-s", "--baseline", "--plot", "--cuda-graph", "--shapes"):
         assert flag in help_text
 
 

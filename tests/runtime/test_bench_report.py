@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from edgeport.runtime.tools.bench import BenchResult, BenchRow, Skipped, speedups
-from edgeport.runtime.tools.envinfo import collect_environment, cpu_counts, gpu_slug, machine_slug
-from edgeport.runtime.tools.report import (
+from edgeport.runtime.tools.bench_result import (
     CSV_COLUMNS,
+    BenchResult,
+    BenchRow,
+    ProfiledRow,
+    Skipped,
+    speedups,
+)
+from edgeport.runtime.tools.envinfo import collect_environment, cpu_counts, gpu_slug, machine_slug
+from edgeport.runtime.tools.profile import LayerProfile, LayerTime
+from edgeport.runtime.tools.report import (
     bench_csv,
     bench_markdown,
     schema_markdown,
@@ -44,6 +51,7 @@ def _result() -> BenchResult:
                     precision=precision,
                     device="cpu",
                     batch=batch,
+                    shapes={"input": (batch, 3, 32, 32)},
                     latency=stats,
                     throughput=batch * 1000 / stats.mean,
                     timer="perf_counter_ns",
@@ -59,6 +67,7 @@ def _result() -> BenchResult:
             precision="fp16",
             device="cuda",
             batch=1,
+            shapes={"input": (1, 3, 32, 32)},
             latency=_stats(0.2),
             throughput=5000.0,
             timer="cuda-events",
@@ -72,8 +81,29 @@ def _result() -> BenchResult:
         skipped=[Skipped("tensorrt", "fp32", "cuda", "no NVIDIA GPU: libcuda is not installed")],
         config={"scenario": "both", "batches": [1, 8], "warmup_s": 0.1, "duration_s": 0.2},
         environment=collect_environment(threads=2),
-        bundle={"architecture": "simple_cnn_bn", "input_shape": [3, 32, 32]},
+        model={"name": "simple_cnn_bn", "kind": "bundle"},
         created="2026-11-28T00:00:00+00:00",
+        profiles=[
+            ProfiledRow(
+                "onnxruntime-cpu",
+                "fp32",
+                "cpu",
+                "onnx-fp32",
+                1,
+                {"input": (1, 3, 32, 32)},
+                LayerProfile(
+                    "onnxruntime profiler",
+                    runs=10,
+                    warmup_runs=2,
+                    layers=(
+                        LayerTime("conv1", "Conv", 30.0, 0.6, 1),
+                        LayerTime("conv2", "Conv", 15.0, 0.3, 1),
+                        LayerTime("fc", "Gemm", 5.0, 0.1, 1),
+                    ),
+                    run_mean_us=55.0,
+                ),
+            )
+        ],
     )
 
 
@@ -84,12 +114,21 @@ def test_json_matches_the_documented_schema(tmp_path: Path) -> None:
     assert validate_bench_dict(data) == []
     assert data["rows"][2]["speedup_vs_eager"] == pytest.approx(4.0)
     assert data["rows"][-1]["stages_ms"]["compute"]["p50"] == pytest.approx(0.15)
+    assert data["rows"][0]["shapes"] == {"input": [1, 3, 32, 32]}
     assert data["summary"]["single_stream"][0]["backend"] == "onnxruntime-cuda"
+    assert data["profiles"][0]["ops"] == [
+        {"op": "Conv", "layers": 2, "mean_us": 45.0, "share": pytest.approx(0.9)},
+        {"op": "Gemm", "layers": 1, "mean_us": 5.0, "share": pytest.approx(0.1)},
+    ]
+    again = BenchResult.from_dict(data)
+    assert again.rows == result.rows and again.profiles == result.profiles
     broken = dict(data, rows=[dict(data["rows"][0], batch="1")])
     del broken["environment"]
+    broken["profiles"] = [dict(data["profiles"][0], layers=data["profiles"][0]["layers"][:2])]
     problems = validate_bench_dict(broken)
     assert "missing field 'environment'" in problems
     assert "rows[0].batch should be integer" in problems
+    assert "profiles[0] layer shares sum to 0.900000, not 1" in problems
 
 
 def test_csv_has_one_line_per_row(tmp_path: Path) -> None:
@@ -101,6 +140,8 @@ def test_csv_has_one_line_per_row(tmp_path: Path) -> None:
     cuda = lines[-1]
     assert cuda["backend"] == "onnxruntime-cuda" and cuda["h2d_p50_ms"] != ""
     assert float(lines[2]["speedup_vs_eager"]) == pytest.approx(4.0)
+    assert lines[0]["shapes"] == "input:1x3x32x32" and lines[0]["parity_top1"] == "1"
+    assert float(lines[0]["samples_per_s"]) == pytest.approx(result.rows[0].throughput, rel=1e-5)
     assert bench_csv(result) == path.read_text()
 
 
@@ -113,6 +154,8 @@ def test_markdown_has_speedups_scenarios_and_skips() -> None:
     assert "Offline (peak throughput" in text
     assert "- tensorrt on cuda (fp32): no NVIDIA GPU" in text
     assert "high variation" in text
+    assert "## Benchmark: simple_cnn_bn (3x32x32)" in text
+    assert "| `conv1` | Conv | 30.0 | 60.0% |" in text and "| Conv | 2 | 45.0 | 90.0% |" in text
 
 
 def test_plot_is_a_png(tmp_path: Path) -> None:
@@ -143,7 +186,7 @@ def test_plot_without_matplotlib_raises_backend_unavailable(tmp_path: Path) -> N
 
 def test_schema_markdown_lists_every_field_and_the_readme_shows_it() -> None:
     text = schema_markdown()
-    for field in ("schema_version", "rows", "latency_ms", "stages_ms", "speedup_vs_eager"):
+    for field in ("schema_version", "rows", "shapes", "samples_per_s", "profiles", "parity"):
         assert f"`{field}`" in text
     readme = Path(__file__).resolve().parents[2] / "benchmarks" / "README.md"
     assert text in readme.read_text(encoding="utf-8"), "regenerate the README's schema tables"

@@ -10,8 +10,9 @@ import pytest
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.tools.bench import BenchResult, TimingConfig, benchmark
-from edgeport.runtime.tools.report import CSV_COLUMNS, validate_bench_dict
+from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
+from edgeport.runtime.tools.bench_result import CSV_COLUMNS, BenchResult
+from edgeport.runtime.tools.report import validate_bench_dict
 
 TINY = ["--warmup-s", "0.02", "--duration-s", "0.05", "--threads", "1"]
 
@@ -60,14 +61,18 @@ def test_cli_bench_writes_valid_json_csv_markdown_and_plot(
         assert row["iterations"] >= 10  # min_iterations, whatever the duration
         lat = row["latency_ms"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-        assert row["throughput_ips"] == pytest.approx(row["batch"] * 1000 / lat["mean"])
+        assert row["samples_per_s"] == pytest.approx(row["batch"] * 1000 / lat["mean"])
+        assert row["shapes"] == {"input": [row["batch"], 1, 32, 32]}
         assert row["speedup_vs_eager"] > 0  # eager ran, so every row has a ratio
         assert row["timer"] == "perf_counter_ns" and row["stages_ms"] is None
     assert rows[("torch", "fp32", 1)]["speedup_vs_eager"] == pytest.approx(1.0)
     assert rows[("onnxruntime-cpu", "fp32", 1)]["parity"]["top1_agreement"] == 1.0
     assert rows[("onnxruntime-cpu", "fp32", 1)]["parity"]["max_abs"] <= 1e-4
+    assert rows[("onnxruntime-cpu", "fp32", 1)]["parity"]["passed"] is True
+    assert data["parity"]["reference"].startswith("the bundle's stored reference outputs")
     assert data["config"]["threads"] == 1 and data["config"]["batches"] == [1, 4]
-    assert data["bundle"]["architecture"] == "simple_cnn_bn"
+    assert data["model"]["name"] == "simple_cnn_bn" and data["model"]["kind"] == "bundle"
+    assert data["model"]["inputs"][0]["name"] == "input"
     assert data["environment"]["cpu"]["model"]
     assert {s["backend"] for s in data["summary"]["single_stream"]} == {"torch", "onnxruntime-cpu"}
     lines = list(csv.DictReader(paths["csv"].open()))
@@ -81,16 +86,16 @@ def test_cli_bench_writes_valid_json_csv_markdown_and_plot(
 
 
 def test_single_stream_with_a_fixed_count(exported_bundle: Path) -> None:
-    result = benchmark(
-        exported_bundle,
+    settings = BenchSettings(
         backends=("onnxruntime-cpu",),
         precisions=("fp32",),
         batches=(1, 8, 32),
         scenario="single-stream",
-        config=TimingConfig(warmup_s=0.0, iterations=7),
+        timing=TimingConfig(warmup_s=0.0, iterations=7),
         threads=1,
         baselines=(),
     )
+    result = benchmark(exported_bundle, settings)
     assert [(r.backend, r.batch, r.latency.count) for r in result.rows] == [
         ("onnxruntime-cpu", 1, 7)
     ]
@@ -105,14 +110,14 @@ def test_unavailable_backends_are_listed_with_reasons(exported_bundle: Path) -> 
 
     if probe_gpus().reason is None:
         pytest.skip("this machine has a GPU")
-    result = benchmark(
-        exported_bundle,
+    settings = BenchSettings(
         backends=("onnxruntime-cuda",),
         precisions=("fp32",),
         batches=(1,),
-        config=TimingConfig(warmup_s=0.0, iterations=2),
+        timing=TimingConfig(warmup_s=0.0, iterations=2),
         baselines=(),
     )
+    result = benchmark(exported_bundle, settings)
     assert result.rows == []
     (skip,) = result.skipped
     assert skip.backend == "onnxruntime-cuda" and skip.precision == "fp32"
@@ -121,9 +126,15 @@ def test_unavailable_backends_are_listed_with_reasons(exported_bundle: Path) -> 
 
 def test_bench_setting_errors(exported_bundle: Path) -> None:
     with pytest.raises(ConfigError, match="unknown scenario"):
-        benchmark(exported_bundle, scenario="server")
+        BenchSettings(scenario="server")
     with pytest.raises(ConfigError, match=r"unknown backends \['onnxruntime'\]"):
-        benchmark(exported_bundle, backends=("onnxruntime",))
+        BenchSettings(backends=("onnxruntime",))
     with pytest.raises(ConfigError, match=r"unknown baselines \['tf'\]"):
-        benchmark(exported_bundle, baselines=("tf",))
+        BenchSettings(baselines=("tf",))
+    with pytest.raises(ConfigError, match="either images or inputs='synthetic'"):
+        BenchSettings(images=("a.png",), inputs="synthetic")
+    with pytest.raises(ConfigError, match="value ranges shape synthetic inputs"):
+        BenchSettings(inputs="reference", value_ranges={"ids": (0, 9)})
+    with pytest.raises(ConfigError, match=r"unknown precisions \['fp64'\]"):
+        BenchSettings(precisions=("fp64",))
     assert main(["bench", str(exported_bundle), "--batch", "0"]) == 1

@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 
 from edgeport.runtime.errors import ConfigError, InputError
-from edgeport.runtime.tools.bench import (
-    BenchInputs,
-    BenchResult,
-    BenchRow,
-    Timed,
-    parse_batches,
-    parse_list,
-    quick_parity,
-    speedups,
-)
+from edgeport.runtime.reference import StoredReference
+from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.tools.bench import Timed, parse_batches, parse_list, quick_parity
+from edgeport.runtime.tools.bench_result import BenchResult, BenchRow, speedups
 from edgeport.runtime.tools.timing import (
     DeviceStages,
     LatencyStats,
@@ -128,37 +122,55 @@ def test_time_device_splits_stages_and_totals() -> None:
     np.testing.assert_allclose(samples["total"], [2.75] * 4)
 
 
+IMAGE = TensorSpec("image", "float32", ("batch", 1, 1, 1))
+LOGITS = TensorSpec("logits", "float32", ("batch", 4))
+
+
+def _timed(run, **kwargs) -> Timed:
+    return Timed("x", "edgeport", "fp32", "cpu", (IMAGE,), (LOGITS,), run, lambda: None, **kwargs)
+
+
 def test_quick_parity_runs_whole_chunks_only() -> None:
-    reference = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    inputs = BenchInputs(np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1), "ids", reference)
+    logits = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    reference = StoredReference({"image": images}, {"logits": logits}, None)
     calls: list[int] = []
     nan_row = [-1]
 
-    def run(batch: np.ndarray) -> np.ndarray:  # image i -> reference logits i, shifted by 0.5
+    def run(feeds):  # image i -> reference logits i, shifted by 0.5
+        batch = feeds["image"]
         calls.append(len(batch))
-        out = reference[batch[:, 0, 0, 0].astype(int)] + 0.5
+        out = logits[batch[:, 0, 0, 0].astype(int)] + 0.5
         out[batch[:, 0, 0, 0] == nan_row[0]] = np.nan
-        return out
+        return {"logits": out}
 
-    capped = Timed("x", "edgeport", "fp32", "cpu", run, lambda: None, max_batch=4)
-    found = quick_parity(capped, inputs, 8)  # chunks of 4 (the max batch): 8 of 10 images
+    capped = _timed(run, max_batch=4)
+    found = quick_parity(capped, reference, 8, classifier=True)  # chunks of 4: 8 of 10 images
     assert calls == [4, 4]
     assert found is not None and found["count"] == 8 and found["nonfinite"] == 0
     assert found["top1_agreement"] == 1.0 and found["max_abs"] == pytest.approx(0.5)
+    assert found["passed"] is False and "max abs error 0.5 > 0.0001" in found["failures"][0]
+    assert found["outputs"]["logits"]["kind"] == "logits"
 
-    free = Timed("x", "edgeport", "fp32", "cpu", run, lambda: None)
-    assert quick_parity(free, inputs, 16, fixed=True) is None  # 10 images: no batch of 16
+    free = _timed(run)
+    fixed = {"image": (16, 1, 1, 1)}
+    assert quick_parity(free, reference, 16, fixed=fixed) is None  # 10 images: no batch of 16
+    assert quick_parity(free, reference, 2, fixed={"image": (2, 1, 2, 2)}) is None  # other shape
     calls.clear()
     nan_row[0] = 3
-    found = quick_parity(free, inputs, 16)  # not fixed: all 10 images in one smaller call
+    found = quick_parity(free, reference, 16, classifier=True)  # all 10 images in one call
     assert calls == [10] and found is not None and found["count"] == 10
     assert found["nonfinite"] == 4 and found["max_abs"] is None
     assert found["top1_agreement"] == pytest.approx(0.9)  # the NaN row disagrees
+    found = quick_parity(free, reference, 16, classifier=False)  # judged as a plain tensor
+    assert found is not None and found["top1_agreement"] is None
+    assert found["outputs"]["logits"]["kind"] == "tensor"
 
 
 def _row(backend: str, batch: int, p50: float, *, precision: str = "fp32", device: str = "cpu"):
     stats = LatencyStats(10, p50, 0.0, p50, p50, p50, p50, p50, p50)
     return BenchRow(
+        shapes={"image": (batch, 3, 32, 32)},
         backend=backend,
         kind="baseline" if backend.startswith("torch") else "edgeport",
         precision=precision,
@@ -194,7 +206,7 @@ def test_scenario_summaries() -> None:
         _row("onnxruntime-cpu", 1, 0.5),
         _row("onnxruntime-cpu", 8, 1.0),
     ]
-    result = BenchResult(rows=speedups(rows), skipped=[], config={}, environment={}, bundle={})
+    result = BenchResult(rows=speedups(rows), skipped=[], config={}, environment={}, model={})
     single = result.single_stream()
     assert [d["backend"] for d in single] == ["onnxruntime-cpu", "torch"]
     assert single[0]["p90_ms"] == pytest.approx(0.5)
@@ -205,8 +217,9 @@ def test_scenario_summaries() -> None:
         "precision": "fp32",
         "device": "cpu",
         "cuda_graph": False,
+        "shapes": {"image": [8, 3, 32, 32]},
         "batch": 8,
-        "throughput_ips": pytest.approx(8000.0),
+        "samples_per_s": pytest.approx(8000.0),
     }
     assert offline[1]["backend"] == "torch" and offline[1]["batch"] == 8
     assert result.find("onnxruntime-cpu", "fp32", 8).latency.p50 == 1.0
@@ -219,11 +232,11 @@ def test_result_round_trips_through_dict() -> None:
         skipped=[],
         config={"scenario": "both"},
         environment={"machine": "x"},
-        bundle={"architecture": "simple_cnn_bn"},
+        model={"name": "simple_cnn_bn"},
         created="2026-01-01T00:00:00+00:00",
     )
     data = result.to_dict()
-    assert data["schema"] == "edgeport.bench" and data["schema_version"] == 1
+    assert data["schema"] == "edgeport.bench" and data["schema_version"] == 2
     again = BenchResult.from_dict(data)
     assert again.rows == result.rows
     with pytest.raises(InputError, match="not an edgeport benchmark"):

@@ -47,7 +47,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     """Run every step into ``config.out``; returns the report's path and whether all passed."""
     from edgeport.export.api import export
     from edgeport.runtime.backends.tensorrt import installed_flavours
-    from edgeport.runtime.tools.bench import TimingConfig, benchmark
+    from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
     from edgeport.runtime.tools.check import check
     from edgeport.runtime.tools.report import bench_markdown, check_markdown, write_bench
     from edgeport.train.evaluate import evaluate
@@ -97,9 +97,11 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     start = _step("6/6 benchmark against PyTorch eager")
     bench = benchmark(
         bundle_dir,
-        batches=config.batches,
-        config=TimingConfig(warmup_s=0.3, duration_s=config.bench_duration_s),
-        threads=config.threads,
+        BenchSettings(
+            batches=config.batches,
+            timing=TimingConfig(warmup_s=0.3, duration_s=config.bench_duration_s),
+            threads=config.threads,
+        ),
     )
     write_bench(
         bench,

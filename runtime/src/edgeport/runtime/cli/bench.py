@@ -1,4 +1,4 @@
-"""``edgeport bench BUNDLE``: latency and throughput of every backend against PyTorch."""
+"""``edgeport bench MODEL``: latency and throughput of any model on every backend, per layer too."""
 
 from __future__ import annotations
 
@@ -8,36 +8,105 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.bundle import PRECISIONS
+from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
 from edgeport.runtime.tools.bench import (
     BASELINES,
     RUNTIME_BACKENDS,
     SCENARIOS,
+    BenchSettings,
     TimingConfig,
     benchmark,
     parse_batches,
     parse_list,
 )
+from edgeport.runtime.tools.profile import ProfileConfig
 from edgeport.runtime.tools.report import bench_markdown, write_bench
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark latency/throughput of every backend against PyTorch eager",
+        help="benchmark latency/throughput of any model on every backend (and per layer)",
         description=(
-            "Time every artifact of BUNDLE on every backend this machine can run, and PyTorch "
-            "baselines, on the same real images: warm-up, then repeated calls; mean, min, max, "
-            "p50/p90/p95/p99 latency, throughput, CV, and the speed-up against PyTorch eager."
+            "Time MODEL (a bundle directory, an .onnx file or a TensorRT .engine/.plan) on every "
+            "backend and precision this machine can run, and PyTorch baselines for bundles of "
+            "edgeport-trained models, on the same inputs: warm-up, then repeated calls; mean, "
+            "min, max, p50/p90/p95/p99 latency, throughput (samples/s), CV, parity against the "
+            "bundle's stored reference, and the speed-up against PyTorch eager."
         ),
     )
-    parser.add_argument("bundle", type=Path, help="bundle directory (with manifest.json)")
+    parser.add_argument("model", type=Path, help="bundle directory, .onnx or .engine/.plan file")
+    _add_selection(parser)
+    _add_inputs(parser)
+    _add_timing(parser)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile every ONNX Runtime/TensorRT row per layer, in a separate session",
+    )
+    parser.add_argument("--profile-runs", type=int, default=50, help="profiled runs (50)")
+    parser.add_argument("--profile-top", type=int, default=15, help="layers shown (15)")
+    parser.add_argument("--no-parity", action="store_true", help="skip the parity columns")
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    parser.add_argument("--csv", type=Path, help="write one CSV line per row")
+    parser.add_argument("--markdown", type=Path, help="write a Markdown report")
+    parser.add_argument("--plot", type=Path, help="write a PNG of latency/throughput per row")
+    parser.set_defaults(handler=run)
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", help=f"comma-separated, from {', '.join(RUNTIME_BACKENDS)} (default: all)"
     )
     parser.add_argument(
         "--precision", help=f"comma-separated, from {', '.join(PRECISIONS)} (default: all)"
     )
-    parser.add_argument("--batch", default="1,8,32", help="batch sizes (default 1,8,32)")
+    parser.add_argument(
+        "--baseline",
+        default="torch",
+        help=f"comma-separated PyTorch baselines from {', '.join(BASELINES)}, or 'none' "
+        "(default: torch; bundles of edgeport-trained models only)",
+    )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="also time GPU backends with CUDA graphs"
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads (ONNX Runtime and PyTorch)")
+
+
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shapes",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS,...",
+        help="input shapes, e.g. x:1x3x224x224,ids:1x16; repeat for several rows (one each)",
+    )
+    parser.add_argument(
+        "--batch",
+        help="batch sizes, e.g. 1,8,32: axis 0 of the first input (and of every input with a "
+        "dynamic axis 0); default 1,8,32 for image models with a card, else the model's shapes",
+    )
+    parser.add_argument(
+        "--inputs",
+        default="auto",
+        metavar="auto|synthetic|reference|FILE.npz",
+        help="auto (default): the bundle's stored reference inputs, else synthetic; or an .npz "
+        "of one array per input",
+    )
+    parser.add_argument(
+        "--images", nargs="+", metavar="PATH", help="image files or folders (models with a card)"
+    )
+    parser.add_argument(
+        "--value-range",
+        action="append",
+        default=[],
+        metavar="NAME:LO,HI",
+        help="value range of a synthetic input, e.g. ids:0,999 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic inputs (0)")
+
+
+def _add_timing(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
         choices=SCENARIOS,
@@ -48,45 +117,41 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds (1)")
     parser.add_argument("--duration-s", type=float, default=3.0, help="seconds per row (3)")
     parser.add_argument("--iterations", type=int, help="a fixed number of calls per row instead")
-    parser.add_argument("--threads", type=int, help="CPU threads (ONNX Runtime and PyTorch)")
-    parser.add_argument(
-        "--baseline",
-        default="torch",
-        help=f"comma-separated PyTorch baselines from {', '.join(BASELINES)}, or 'none' "
-        "(default: torch)",
-    )
-    parser.add_argument(
-        "--cuda-graph", action="store_true", help="also time GPU backends with CUDA graphs"
-    )
-    parser.add_argument("--no-parity", action="store_true", help="skip the parity columns")
-    parser.add_argument("--json", type=Path, help="write the results as JSON")
-    parser.add_argument("--csv", type=Path, help="write one CSV line per row")
-    parser.add_argument("--markdown", type=Path, help="write a Markdown report")
-    parser.add_argument("--plot", type=Path, help="write a PNG of latency/throughput vs batch")
-    parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    config = TimingConfig(
-        warmup_s=args.warmup_s, duration_s=args.duration_s, iterations=args.iterations
-    )
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """The flags as :class:`BenchSettings` (each one checked there)."""
     baselines = (
         ()
         if args.baseline.strip().lower() == "none"
         else parse_list(args.baseline, BASELINES, "baselines") or ()
     )
-    result = benchmark(
-        args.bundle,
-        backends=parse_list(args.backend, RUNTIME_BACKENDS, "backends"),
-        precisions=parse_list(args.precision, PRECISIONS, "precisions"),
-        batches=parse_batches(args.batch),
+    profile = None
+    if args.profile:
+        profile = ProfileConfig(runs=args.profile_runs, top=args.profile_top)
+    return BenchSettings(
+        backends=parse_list(args.backend, RUNTIME_BACKENDS, "backends") or (),
+        precisions=parse_list(args.precision, PRECISIONS, "precisions") or (),
+        batches=parse_batches(args.batch) if args.batch else (),
+        shapes=tuple(parse_shapes(text) for text in args.shapes),
         scenario=args.scenario,
-        config=config,
+        timing=TimingConfig(
+            warmup_s=args.warmup_s, duration_s=args.duration_s, iterations=args.iterations
+        ),
         threads=args.threads,
         baselines=baselines,
         cuda_graph=args.cuda_graph,
         parity=not args.no_parity,
+        inputs=args.inputs,
+        images=tuple(args.images or ()),
+        value_ranges=parse_value_ranges(args.value_range),
+        seed=args.seed,
+        profile=profile,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = benchmark(args.model, settings_from_args(args))
     print(bench_markdown(result), end="")
     written = write_bench(
         result,

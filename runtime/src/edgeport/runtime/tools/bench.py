@@ -1,49 +1,81 @@
-"""Latency benchmarks: every backend and baseline timed side by side on the same inputs.
+"""Latency benchmarks of any model: every backend, precision and input shape timed side by side.
 
-The timing engine follows the usual discipline (trtexec, MLPerf, cifar10-airbench): warm up for
-a time, then repeat for a time (or a count), one sample per call, and report percentiles.
+``benchmark(source, settings)`` times a bundle directory, a bare ``.onnx`` file or a TensorRT
+``.engine``/``.plan`` file (as ``trtexec --onnx=``, OpenVINO's ``benchmark_app -m`` and
+``onnxruntime_perf_test`` do) on every backend and precision this machine can run, and the
+PyTorch baselines where a bundle can rebuild its model in PyTorch.
 
-- On the host, each call is timed with ``time.perf_counter_ns``; ``Model.run`` returns numpy,
-  so the device (if any) has finished when the clock is read.
-- On a GPU, work that exposes :class:`DeviceStages` (host-to-device copy, compute,
-  device-to-host copy, each enqueued on one stream) is timed with device events recorded
-  between the stages: CUDA events through cuda-python (:class:`CudaEvent`, for ONNX Runtime in
-  ``benchmarks/gpu/staged_ort.py``), ``torch.cuda.Event`` in the PyTorch baselines. The three
-  stages are reported separately, like trtexec's H2D / GPU compute / D2H.
+- Inputs (:class:`InputData`): seeded synthetic data of the model's dtypes (value ranges for
+  ids and masks), the bundle's stored reference inputs, an ``.npz`` file, or raw images
+  preprocessed as the model card says. Real inputs are tiled or cut along axis 0 to each row's
+  batch; their other dimensions must match the row's shapes.
+- Workloads (:class:`Workload`): shape sets (``--shapes``, one row each, as OpenVINO's
+  ``-data_shape``) and batch sizes (``--batch``: axis 0 of the first input and of every input
+  whose axis 0 is dynamic). A row's ``batch`` is axis 0 of the first input; throughput is
+  samples per second.
+- Timing: :mod:`timing` (warm-up, repeats, percentiles; CUDA events between the host-to-device,
+  compute and device-to-host stages of a candidate that exposes them).
+- Parity: each candidate's outputs on the bundle's stored reference inputs against the stored
+  reference outputs, judged per output by :func:`edgeport.runtime.compare.judge` (a classifier's
+  logits also by top-1 agreement). A bare file has no reference: its parity is empty.
+- Profile: per-layer times from a separate profiling session (:mod:`profile`), reported apart
+  from the latency rows.
 
 Scenarios: ``single-stream`` measures batch 1 and its headline is the p90 latency (as MLPerf
-single-stream); ``offline`` measures every batch size and its headline is the peak throughput;
-``both`` (the default) measures every batch size and reports both headlines.
-
-Every row carries its speed-up against PyTorch eager fp32 on the same device and batch (ratio of
-medians) when that baseline ran, and the parity of its outputs against the bundle's stored
-PyTorch fp32 reference logits (top-1 agreement, max abs error).
+single-stream); ``offline`` measures every workload and its headline is the peak throughput;
+``both`` (the default) reports both. Every row carries its speed-up against PyTorch eager fp32
+on the same device and input shapes (ratio of medians) when that baseline ran.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS, short_reason
-from edgeport.runtime.bundle import PRECISIONS, Manifest
-from edgeport.runtime.compare import compare_logits
-from edgeport.runtime.errors import (
-    ConfigError,
-    EdgeportError,
-    InputError,
-)
-from edgeport.runtime.model import run_in_chunks
+from edgeport.runtime.backends.onnxrt import OrtSettings, tensorrt_profile_options
+from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS, ModelFile, short_reason
+from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
+from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
+from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
+from edgeport.runtime.io import sha256_file
+from edgeport.runtime.model import ModelSource, resolve_source
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
-from edgeport.runtime.reference import load_reference_array
+from edgeport.runtime.reference import StoredReference, load_reference
+from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.tools.bench_inputs import (
+    INPUT_KINDS,
+    Feeds,
+    InputData,
+    Shapes,
+    Workload,
+    conform,
+    input_data,
+)
+from edgeport.runtime.tools.bench_result import (
+    CUDA_GRAPH,
+    BenchResult,
+    BenchRow,
+    ProfiledRow,
+    Skipped,
+    candidate_label,
+    shapes_text,
+    speedups,
+)
+from edgeport.runtime.tools.profile import (
+    LayerProfile,
+    ProfileConfig,
+    profile_onnxruntime,
+    profile_tensorrt,
+)
 from edgeport.runtime.tools.timing import (
     DeviceStages,
     LatencyStats,
@@ -55,586 +87,15 @@ from edgeport.runtime.tools.timing import (
 
 log = logging.getLogger(__name__)
 
-RESULT_SCHEMA = "edgeport.bench"
-RESULT_SCHEMA_VERSION = 1
 SCENARIOS = ("single-stream", "offline", "both")
 RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
-CUDA_GRAPH = "torch-cuda-graph"
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
+DEFAULT_IMAGE_BATCHES = (1, 8, 32)
+SPEEDUP_TEXT = "PyTorch eager fp32 p50 / row p50, same device and input shapes"
 
 
 # --------------------------------------------------------------------------------------------
-# What is benchmarked
-
-
-def _label(backend: str, cuda_graph: bool, precision: str) -> str:
-    graph = "+graph" if cuda_graph and backend != CUDA_GRAPH else ""
-    return f"{backend}{graph} {precision}"
-
-
-@dataclass
-class Timed:
-    """One thing to time: a runtime model or a PyTorch baseline, with how to run it."""
-
-    backend: str  # runtime backend name, or baseline name ("torch", "torch-compile", ...)
-    kind: str  # "edgeport" or "baseline"
-    precision: str
-    device: str  # "cpu" or "cuda"
-    run: Callable[[np.ndarray], np.ndarray]
-    close: Callable[[], None]
-    artifact: str | None = None
-    cuda_graph: bool = False
-    device_stages: Callable[[np.ndarray], DeviceStages] | None = None
-    max_batch: int | None = None
-    min_batch: int = 1
-
-    @property
-    def label(self) -> str:
-        return f"{_label(self.backend, self.cuda_graph, self.precision)} ({self.device})"
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A backend/precision/baseline that could not be measured here, and why."""
-
-    backend: str
-    precision: str | None
-    device: str | None
-    reason: str
-    artifact: str | None = None
-    batch: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    """The measurement of one candidate at one batch size."""
-
-    backend: str
-    kind: str
-    precision: str
-    device: str
-    batch: int
-    latency: LatencyStats
-    throughput: float
-    timer: str
-    artifact: str | None = None
-    cuda_graph: bool = False
-    stages: dict[str, LatencyStats] | None = None
-    speedup_vs_eager: float | None = None
-    parity_top1: float | None = None
-    parity_max_abs: float | None = None
-    warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "kind": self.kind,
-            "precision": self.precision,
-            "device": self.device,
-            "artifact": self.artifact,
-            "cuda_graph": self.cuda_graph,
-            "batch": self.batch,
-            "timer": self.timer,
-            "iterations": self.latency.count,
-            "latency_ms": self.latency.to_dict(),
-            "throughput_ips": self.throughput,
-            "stages_ms": (
-                {name: s.to_dict() for name, s in self.stages.items()} if self.stages else None
-            ),
-            "speedup_vs_eager": self.speedup_vs_eager,
-            "parity": {"top1_agreement": self.parity_top1, "max_abs": self.parity_max_abs},
-            "warnings": list(self.warnings),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchRow:
-        stages = data.get("stages_ms")
-        parity = data.get("parity") or {}
-        return cls(
-            backend=data["backend"],
-            kind=data["kind"],
-            precision=data["precision"],
-            device=data["device"],
-            batch=int(data["batch"]),
-            latency=LatencyStats.from_dict(data["latency_ms"]),
-            throughput=float(data["throughput_ips"]),
-            timer=data["timer"],
-            artifact=data.get("artifact"),
-            cuda_graph=bool(data.get("cuda_graph", False)),
-            stages={k: LatencyStats.from_dict(v) for k, v in stages.items()} if stages else None,
-            speedup_vs_eager=data.get("speedup_vs_eager"),
-            parity_top1=parity.get("top1_agreement"),
-            parity_max_abs=parity.get("max_abs"),
-            warnings=tuple(data.get("warnings", ())),
-        )
-
-    @property
-    def label(self) -> str:
-        return _label(self.backend, self.cuda_graph, self.precision)
-
-
-@dataclass
-class BenchResult:
-    """Everything a benchmark run measured, with its settings and environment."""
-
-    rows: list[BenchRow]
-    skipped: list[Skipped]
-    config: dict[str, Any]
-    environment: dict[str, Any]
-    bundle: dict[str, Any]
-    created: str = ""
-    warnings: list[str] = field(default_factory=list)
-    parity: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def single_stream(self) -> list[dict[str, Any]]:
-        """p90 latency at batch 1 per candidate (MLPerf single-stream), fastest first."""
-        out = [
-            {
-                "backend": r.backend,
-                "precision": r.precision,
-                "device": r.device,
-                "cuda_graph": r.cuda_graph,
-                "p90_ms": r.latency.p90,
-                "speedup_vs_eager": r.speedup_vs_eager,
-            }
-            for r in self.rows
-            if r.batch == 1
-        ]
-        return sorted(out, key=lambda d: d["p90_ms"])
-
-    def offline(self) -> list[dict[str, Any]]:
-        """Peak throughput over the batch sizes per candidate, highest first."""
-        best: dict[tuple[str, str, str, bool], BenchRow] = {}
-        for r in self.rows:
-            key = (r.backend, r.precision, r.device, r.cuda_graph)
-            if key not in best or r.throughput > best[key].throughput:
-                best[key] = r
-        out = [
-            {
-                "backend": r.backend,
-                "precision": r.precision,
-                "device": r.device,
-                "cuda_graph": r.cuda_graph,
-                "batch": r.batch,
-                "throughput_ips": r.throughput,
-            }
-            for r in best.values()
-        ]
-        return sorted(out, key=lambda d: -d["throughput_ips"])
-
-    def find(
-        self,
-        backend: str,
-        precision: str,
-        batch: int,
-        device: str | None = None,
-        cuda_graph: bool | None = None,
-    ) -> BenchRow | None:
-        for r in self.rows:
-            if (
-                r.backend == backend
-                and r.precision == precision
-                and r.batch == batch
-                and (device is None or r.device == device)
-                and (cuda_graph is None or r.cuda_graph == cuda_graph)
-            ):
-                return r
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        scenario = self.config.get("scenario", "both")
-        summary: dict[str, Any] = {}
-        if scenario in ("single-stream", "both"):
-            summary["single_stream"] = self.single_stream()
-        if scenario in ("offline", "both"):
-            summary["offline"] = self.offline()
-        return {
-            "schema": RESULT_SCHEMA,
-            "schema_version": RESULT_SCHEMA_VERSION,
-            "created": self.created,
-            "bundle": self.bundle,
-            "config": self.config,
-            "environment": self.environment,
-            "rows": [r.to_dict() for r in self.rows],
-            "skipped": [s.to_dict() for s in self.skipped],
-            "parity": self.parity,
-            "summary": summary,
-            "warnings": list(self.warnings),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
-        if data.get("schema") != RESULT_SCHEMA:
-            raise InputError(f"not an edgeport benchmark result: schema {data.get('schema')!r}")
-        version = data.get("schema_version")
-        if not isinstance(version, int) or version > RESULT_SCHEMA_VERSION:
-            raise InputError(
-                f"benchmark result schema version {version!r} is not one this edgeport reads "
-                f"(<= {RESULT_SCHEMA_VERSION})"
-            )
-        return cls(
-            rows=[BenchRow.from_dict(r) for r in data["rows"]],
-            skipped=[Skipped(**s) for s in data.get("skipped", [])],
-            config=dict(data.get("config", {})),
-            environment=dict(data.get("environment", {})),
-            bundle=dict(data.get("bundle", {})),
-            created=str(data.get("created", "")),
-            warnings=list(data.get("warnings", [])),
-            parity=dict(data.get("parity", {})),
-        )
-
-
-def measure(
-    candidate: Timed, batch_input: np.ndarray, config: TimingConfig
-) -> tuple[LatencyStats, dict[str, LatencyStats] | None, str]:
-    """Time ``candidate`` on one batch: device stages when it offers them, else the host clock."""
-    if candidate.device_stages is not None:
-        work = candidate.device_stages(batch_input)
-        try:
-            samples = time_device(work, config)
-        finally:
-            work.close()
-        stages = {k: LatencyStats.from_samples(v) for k, v in samples.items() if k != "total"}
-        return LatencyStats.from_samples(samples["total"]), stages, work.timer
-    samples_ms = time_host(lambda: candidate.run(batch_input), config)
-    return LatencyStats.from_samples(samples_ms), None, "perf_counter_ns"
-
-
-def speedups(rows: Sequence[BenchRow]) -> list[BenchRow]:
-    """Fill ``speedup_vs_eager``: eager fp32 p50 / row p50, same device and batch."""
-    eager = {
-        (r.device, r.batch): r.latency.p50
-        for r in rows
-        if r.backend == EAGER and r.precision == "fp32" and not r.cuda_graph
-    }
-    out = []
-    for r in rows:
-        ref = eager.get((r.device, r.batch))
-        ratio = ref / r.latency.p50 if ref is not None and r.latency.p50 > 0 else None
-        out.append(replace(r, speedup_vs_eager=ratio))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs and parity
-
-
-@dataclass(frozen=True)
-class BenchInputs:
-    """The images every row is timed on, and the reference logits for parity when known."""
-
-    images: np.ndarray  # float32 NCHW, at least the largest batch
-    source: str
-    reference_logits: np.ndarray | None = None  # for images[: len(reference_logits)]
-
-
-def bench_inputs(
-    bundle_dir: str | Path, manifest: Manifest, count: int, seed: int = 0
-) -> BenchInputs:
-    """At least ``count`` inputs: the bundle's real reference images (tiled if too few), else
-    seeded standard-normal noise of the card's input shape."""
-    bundle_dir = Path(bundle_dir)
-    images = load_reference_array(bundle_dir, manifest, "inputs")
-    if images is not None and images.ndim == 4 and len(images) > 0:
-        logits = load_reference_array(bundle_dir, manifest, "logits")
-        dataset = (manifest.reference or {}).get("dataset", "?")
-        source = f"bundle reference images ({len(images)}, {dataset})"
-        if len(images) < count:
-            reps = math.ceil(count / len(images))
-            images = np.concatenate([images] * reps)
-        return BenchInputs(
-            images=np.ascontiguousarray(images, dtype=np.float32),
-            source=source,
-            reference_logits=None if logits is None else logits.astype(np.float32),
-        )
-    rng = np.random.default_rng(seed)
-    shape = (count, *manifest.card.input_shape)
-    return BenchInputs(
-        images=rng.standard_normal(shape, dtype=np.float32),
-        source=f"seeded standard-normal noise (seed {seed}): the bundle has no reference images",
-    )
-
-
-def quick_parity(
-    candidate: Timed, inputs: BenchInputs, chunk: int, *, fixed: bool = False
-) -> dict[str, Any] | None:
-    """Top-1 agreement and max abs logit error of ``candidate`` against the stored reference.
-
-    Runs whole chunks of ``chunk`` images only (the largest benchmarked batch; the images beyond
-    the last whole chunk are left out), so that no extra input shape is compiled or captured for
-    parity. A ``fixed`` candidate (one batch size) gets no parity from fewer than ``chunk`` images.
-    """
-    if inputs.reference_logits is None:
-        return None
-    n = len(inputs.reference_logits)
-    chunk = max(1, min(chunk, candidate.max_batch or chunk))
-    if n >= chunk:  # whole chunks only: no extra shape (a compile, a graph) just for parity
-        n = n // chunk * chunk
-    elif fixed:
-        return None
-    got = run_in_chunks(candidate.run, inputs.images[:n], chunk, candidate.min_batch)
-    got = got.astype(np.float32, copy=False)  # baselines may return fp16
-    stats = compare_logits(inputs.reference_logits[:n], got).to_dict()  # non-finite -> None
-    return {
-        "count": n,
-        "top1_agreement": stats["top1_agreement"],
-        "max_abs": stats["max_abs"],
-        "nonfinite": stats["nonfinite"],
-        "reference": "bundle reference logits (PyTorch fp32, CPU, eval mode)",
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Building the candidates
-
-
-@dataclass
-class Plan:
-    """Something to measure, opened only when its turn comes and closed right after.
-
-    ``open()`` returns a :class:`Timed`; a plan with ``per_batch`` (a captured CUDA graph has
-    fixed shapes) is opened once per batch size, others once for all of them.
-    """
-
-    backend: str
-    precision: str
-    device: str
-    open: Callable[[], Timed]
-    artifact: str | None = None
-    per_batch: bool = False
-
-
-def _device_of(backend: str) -> str:
-    return "cuda" if backend in GPU_BACKENDS else "cpu"
-
-
-def _runtime_plans(
-    bundle_dir: Path,
-    manifest: Manifest,
-    backends: Sequence[str],
-    precisions: Sequence[str],
-    *,
-    threads: int | None,
-    cuda_graph: bool,
-) -> list[Plan]:
-    from edgeport.runtime.model import load  # the runtime's loader (lazy: it opens backends)
-
-    plans: list[Plan] = []
-    verified: set[str] = set()  # artifacts whose sha256 an earlier open checked: not hashed again
-    for backend in backends:
-        fmt = FORMAT_OF[backend]
-        device = _device_of(backend)
-        graphs = (False, True) if cuda_graph and device == "cuda" else (False,)
-        for precision in precisions:
-            artifacts = [
-                a for a in manifest.artifacts if a.format == fmt and a.precision == precision
-            ]
-            if not artifacts:
-                continue
-            art = artifacts[0]
-            for graph in graphs:
-
-                def open_model(
-                    backend: str = backend,
-                    precision: str = precision,
-                    device: str = device,
-                    graph: bool = graph,
-                    art_name: str = art.name,
-                ) -> Timed:
-                    model = load(
-                        bundle_dir,
-                        backend=backend,
-                        precision=precision,
-                        threads=threads,
-                        cuda_graph=graph,
-                        verify=art_name not in verified,
-                    )
-                    verified.add(art_name)
-                    return Timed(
-                        backend=backend,
-                        kind="edgeport",
-                        precision=precision,
-                        device=device,
-                        run=model.run,
-                        close=model.close,
-                        artifact=model.artifact.name if model.artifact else art_name,
-                        cuda_graph=graph,
-                        max_batch=model.batch_range.max,
-                        min_batch=model.batch_range.min,
-                    )
-
-                plans.append(Plan(backend, precision, device, open_model, art.name, graph))
-    return plans
-
-
-def _baseline_plans(
-    bundle_dir: Path,
-    manifest: Manifest,
-    names: Sequence[str],
-    devices: Sequence[str],
-    *,
-    threads: int | None,
-    compile_precisions: Sequence[str] = ("fp32",),
-) -> tuple[list[Plan], list[Skipped]]:
-    classes = available_baselines()
-    plans: list[Plan] = []
-    skipped: list[Skipped] = []
-    for name in names:
-        entry = COMPILE if name == COMPILE else EAGER
-        cls = classes.get(entry)
-        if cls is None:
-            skipped.append(
-                Skipped(
-                    name,
-                    None,
-                    None,
-                    f"baseline {entry!r} is not installed: pip install edgeport-train "
-                    "(it brings torch)",
-                )
-            )
-            continue
-        reason = cls.unavailable_reason()
-        if reason:
-            skipped.append(Skipped(name, None, None, reason))
-            continue
-        for device in devices:
-            if name == CUDA_GRAPH and device != "cuda":
-                continue
-            for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
-                if name == COMPILE and precision not in compile_precisions:
-                    continue
-                kwargs: dict[str, Any] = {"device": device, "precision": precision}
-                if threads is not None:
-                    kwargs["threads"] = threads
-                if name == CUDA_GRAPH:
-                    kwargs["cuda_graph"] = True
-
-                def open_baseline(
-                    cls: Any = cls,
-                    name: str = name,
-                    device: str = device,
-                    precision: str = precision,
-                    kwargs: dict[str, Any] = kwargs,
-                ) -> Timed:
-                    base = cls(bundle_dir, manifest, **kwargs)
-                    stages = getattr(base, "device_stages", None)
-                    return Timed(
-                        backend=name,
-                        kind="baseline",
-                        precision=precision,
-                        device=device,
-                        run=base.run,
-                        close=base.close,
-                        cuda_graph=name == CUDA_GRAPH,
-                        device_stages=stages if callable(stages) and device == "cuda" else None,
-                    )
-
-                plans.append(Plan(name, precision, device, open_baseline))
-    return plans, skipped
-
-
-def _measure_plan(
-    plan: Plan,
-    batch_list: Sequence[int],
-    inputs: BenchInputs,
-    config: TimingConfig,
-    *,
-    parity: bool,
-    say: Callable[[str], None],
-) -> tuple[list[BenchRow], list[Skipped], dict[str, Any] | None]:
-    """Open the plan (once, or once per batch), check parity once, time every batch size."""
-    rows: list[BenchRow] = []
-    skipped: list[Skipped] = []
-    parity_found: dict[str, Any] | None = None
-    groups = [(b,) for b in batch_list] if plan.per_batch else [tuple(batch_list)]
-    for group in groups:
-        try:
-            cand = plan.open()
-        except EdgeportError as exc:
-            reason = short_reason(str(exc))
-            for batch in group if plan.per_batch else (None,):
-                skipped.append(
-                    Skipped(plan.backend, plan.precision, plan.device, reason, plan.artifact, batch)
-                )
-            # listed in the result; logged quietly since "all backends" includes absent ones
-            log.debug("skip %s %s (%s): %s", plan.backend, plan.precision, plan.device, reason)
-            continue
-        try:
-            if parity and parity_found is None:
-                try:
-                    parity_found = quick_parity(cand, inputs, max(group), fixed=plan.per_batch)
-                except EdgeportError as exc:
-                    parity_found = {"error": str(exc)}
-            for batch in group:
-                row = _measure_batch(cand, batch, inputs, config, parity_found, say, skipped)
-                if row is not None:
-                    rows.append(row)
-        finally:
-            cand.close()
-    return rows, skipped, parity_found
-
-
-def _measure_batch(
-    cand: Timed,
-    batch: int,
-    inputs: BenchInputs,
-    config: TimingConfig,
-    parity_found: dict[str, Any] | None,
-    say: Callable[[str], None],
-    skipped: list[Skipped],
-) -> BenchRow | None:
-    if cand.max_batch is not None and not cand.min_batch <= batch <= cand.max_batch:
-        skipped.append(
-            Skipped(
-                cand.backend,
-                cand.precision,
-                cand.device,
-                f"batch {batch} outside the artifact's range {cand.min_batch}..{cand.max_batch}",
-                cand.artifact,
-                batch,
-            )
-        )
-        return None
-    say(f"bench {cand.label} batch {batch}")
-    try:
-        stats, stages, timer = measure(cand, inputs.images[:batch], config)
-    except EdgeportError as exc:
-        skipped.append(
-            Skipped(cand.backend, cand.precision, cand.device, str(exc), cand.artifact, batch)
-        )
-        log.warning("%s batch %d failed: %s", cand.label, batch, exc)
-        return None
-    warnings = []
-    if stats.cv > config.cv_warning:
-        warnings.append(
-            f"high variation: CV {stats.cv:.1%} > {config.cv_warning:.0%} "
-            "(busy machine, frequency scaling or too short a run)"
-        )
-        log.warning("%s batch %d: %s", cand.label, batch, warnings[-1])
-    p = parity_found or {}
-    return BenchRow(
-        backend=cand.backend,
-        kind=cand.kind,
-        precision=cand.precision,
-        device=cand.device,
-        batch=batch,
-        latency=stats,
-        throughput=throughput(batch, stats),
-        timer=timer,
-        artifact=cand.artifact,
-        cuda_graph=cand.cuda_graph,
-        stages=stages,
-        parity_top1=p.get("top1_agreement"),
-        parity_max_abs=p.get("max_abs"),
-        warnings=tuple(warnings),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The benchmark
+# Settings
 
 
 def parse_batches(text: str | Iterable[int]) -> tuple[int, ...]:
@@ -667,126 +128,739 @@ def parse_list(
     return tuple(dict.fromkeys(items))
 
 
-def benchmark(
-    bundle_dir: str | Path,
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to benchmark and how. Empty ``backends``/``precisions`` = every one the model has
+    and this machine can run. ``batches`` and ``shapes`` (shape sets, one row each) combine:
+    each shape set at each batch size; neither = batch 1, 8, 32 for an image model with a card,
+    else the model's own shapes (dynamic dimensions at their opt value, 1 when unbounded).
+    ``inputs``: "auto" (the bundle's reference inputs when it stores them and no shape sets or
+    value ranges are given, else synthetic), "synthetic", "reference" or the path of an
+    ``.npz`` file; ``images`` (files or folders)
+    instead, for image models with a card. ``torch.compile`` runs only at
+    ``compile_precisions`` (each shape is a compilation)."""
+
+    backends: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ()
+    batches: tuple[int, ...] = ()
+    shapes: tuple[Mapping[str, tuple[int, ...]], ...] = ()
+    scenario: str = "both"
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    threads: int | None = None
+    baselines: tuple[str, ...] = (EAGER,)
+    compile_precisions: tuple[str, ...] = ("fp32",)
+    cuda_graph: bool = False
+    parity: bool = True
+    inputs: str = "auto"
+    images: tuple[str, ...] = ()
+    value_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    seed: int = 0
+    profile: ProfileConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.batches:
+            object.__setattr__(self, "batches", parse_batches(self.batches))
+        for name in ("backends", "precisions", "baselines", "compile_precisions", "images"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "shapes", tuple(dict(s) for s in self.shapes))
+        problems = [
+            f"unknown {what} {bad}; choose from {list(allowed)}"
+            for what, values, allowed in (
+                ("backends", self.backends, RUNTIME_BACKENDS),
+                ("precisions", self.precisions, PRECISIONS),
+                ("baselines", self.baselines, BASELINES),
+                ("compile precisions", self.compile_precisions, ("fp32", "fp16")),
+                ("scenario", (self.scenario,), SCENARIOS),
+            )
+            if (bad := [v for v in values if v not in allowed])
+        ]
+        problems += self._input_problems()
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1, got {self.threads}")
+        if problems:
+            raise ConfigError("invalid benchmark settings: " + "; ".join(problems))
+
+    def _input_problems(self) -> list[str]:
+        out = []
+        if self.inputs not in INPUT_KINDS and not self.inputs.lower().endswith(".npz"):
+            out.append(f"inputs must be one of {list(INPUT_KINDS)} or an .npz file: {self.inputs}")
+        if self.images and self.inputs != "auto":
+            out.append(f"give either images or inputs={self.inputs!r}, not both")
+        if self.value_ranges and (self.images or self.inputs not in ("auto", "synthetic")):
+            out.append("value ranges shape synthetic inputs; these inputs are real data")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the ``config`` of a result); timing settings are flattened in."""
+        data = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("timing", "shapes", "value_ranges", "profile")
+        }
+        data["shapes"] = [{k: list(v) for k, v in s.items()} for s in self.shapes]
+        data["value_ranges"] = {k: list(v) for k, v in self.value_ranges.items()}
+        data["profile"] = asdict(self.profile) if self.profile else None
+        data.update(asdict(self.timing))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def _workloads(model: ModelSource, settings: BenchSettings) -> list[Workload]:
+    batches = settings.batches
+    if settings.scenario == "single-stream":
+        batches = (1,)
+    elif not batches and not settings.shapes and model.card and model.card.is_image_model:
+        batches = DEFAULT_IMAGE_BATCHES
+    shape_sets = settings.shapes or ({},)
+    return [Workload(dict(s), b) for s in shape_sets for b in (batches or (None,))]
+
+
+# --------------------------------------------------------------------------------------------
+# What is timed
+
+
+@dataclass
+class Timed:
+    """One thing to time: a runtime model or a PyTorch baseline, with how to run it.
+
+    ``run`` takes inputs by name and returns outputs by name (``Model.infer``); a candidate on
+    a GPU may also offer ``device_stages`` (H2D, compute, D2H on one stream) and ``profile``
+    (per-layer times of validated inputs in input order, in a session of its own).
+    """
+
+    backend: str  # runtime backend name, or baseline name ("torch", "torch-compile", ...)
+    kind: str  # "edgeport" or "baseline"
+    precision: str
+    device: str  # "cpu" or "cuda"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    run: Callable[[Feeds], Mapping[str, np.ndarray]]
+    close: Callable[[], None]
+    artifact: str | None = None
+    cuda_graph: bool = False
+    device_stages: Callable[[Feeds], DeviceStages] | None = None
+    max_batch: int | None = None
+    min_batch: int = 1
+    profile: Callable[[list[np.ndarray], ProfileConfig], LayerProfile] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{candidate_label(self.backend, self.cuda_graph, self.precision)} ({self.device})"
+
+
+def by_name(
+    fn: Callable[[np.ndarray], Any], input_name: str, output_name: str | None = None
+) -> Any:
+    """A one-array runner (``fn(batch)``) as a function of inputs by name; with
+    ``output_name``, its result named too (for PyTorch baselines and hand-made runners)."""
+    if output_name is None:
+        return lambda feeds: fn(feeds[input_name])
+    return lambda feeds: {output_name: fn(feeds[input_name])}
+
+
+@dataclass
+class Plan:
+    """Something to measure, opened only when its turn comes and closed right after.
+
+    ``open()`` returns a :class:`Timed`; a plan with ``fixed_shapes`` (a captured CUDA graph)
+    is opened once per workload, others once for all of them.
+    """
+
+    backend: str
+    precision: str
+    device: str
+    open: Callable[[], Timed]
+    artifact: str | None = None
+    fixed_shapes: bool = False
+
+
+def measure(
+    candidate: Timed, feeds: Feeds, config: TimingConfig
+) -> tuple[LatencyStats, dict[str, LatencyStats] | None, str]:
+    """Time ``candidate`` on one set of inputs: device stages when it offers them, else the
+    host clock."""
+    if candidate.device_stages is not None:
+        work = candidate.device_stages(feeds)
+        try:
+            samples = time_device(work, config)
+        finally:
+            work.close()
+        stages = {k: LatencyStats.from_samples(v) for k, v in samples.items() if k != "total"}
+        return LatencyStats.from_samples(samples["total"]), stages, work.timer
+    samples_ms = time_host(lambda: candidate.run(feeds), config)
+    return LatencyStats.from_samples(samples_ms), None, "perf_counter_ns"
+
+
+# --------------------------------------------------------------------------------------------
+# Parity against the stored reference
+
+
+def _run_chunked(
+    run: Callable[[Feeds], Mapping[str, np.ndarray]], feeds: Feeds, chunk: int
+) -> Feeds:
+    count = len(next(iter(feeds.values())))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, count, chunk):
+        out = run({k: v[start : start + chunk] for k, v in feeds.items()})
+        for name, value in out.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _parity_summary(checks: Sequence[OutputCheck], count: int) -> dict[str, Any]:
+    top1 = next(
+        (c.comparison.top1_agreement for c in checks if isinstance(c.comparison, Comparison)),
+        None,
+    )
+    errors = [c.comparison.max_abs for c in checks]
+    return {
+        "count": count,
+        "top1_agreement": top1,
+        "max_abs": max(errors) if errors and all(math.isfinite(e) for e in errors) else None,
+        "nonfinite": sum(c.comparison.nonfinite for c in checks),
+        "passed": all(not c.failures for c in checks),
+        "failures": [f"{c.name}: {f}" for c in checks for f in c.failures],
+        "outputs": {
+            c.name: {
+                "kind": c.kind,
+                "max_abs": c.comparison.to_dict()["max_abs"],
+                "cosine_min": c.comparison.to_dict()["cosine_min"],
+                "tolerance": c.tolerance.description,
+            }
+            for c in checks
+        },
+    }
+
+
+def quick_parity(
+    candidate: Timed,
+    reference: StoredReference,
+    chunk: int,
     *,
-    backends: Sequence[str] | None = None,
-    precisions: Sequence[str] | None = None,
-    batches: Sequence[int] = (1, 8, 32),
-    scenario: str = "both",
-    config: TimingConfig | None = None,
-    threads: int | None = None,
-    baselines: Sequence[str] = (EAGER,),
-    cuda_graph: bool = False,
-    parity: bool = True,
-    compile_precisions: Sequence[str] = ("fp32",),
+    fixed: Mapping[str, tuple[int, ...]] | None = None,
+    classifier: bool = False,
+) -> dict[str, Any] | None:
+    """The candidate's outputs on the stored reference inputs, judged per output against the
+    stored reference outputs with the tolerance of its precision.
+
+    Runs whole chunks of ``chunk`` samples only (the largest benchmarked batch, at most the
+    candidate's max; the samples beyond the last whole chunk are left out), so that no extra
+    input shape is compiled or captured for parity. A ``fixed``-shape candidate (a CUDA graph)
+    gets no parity unless the reference has its shapes and at least ``chunk`` samples. None
+    when no parity can be had this way.
+    """
+    count = reference.count
+    chunk = max(1, min(chunk, candidate.max_batch or chunk))
+    if fixed is not None:
+        stored = {k: v.shape[1:] for k, v in reference.inputs.items()}
+        if any(stored.get(k) != tuple(v[1:]) for k, v in fixed.items()):
+            return None
+    if count >= chunk:
+        count = count // chunk * chunk
+    elif fixed is not None or count < candidate.min_batch:
+        return None
+    feeds = {
+        s.name: conform(reference.inputs[s.name][:count], s, "the reference")
+        for s in candidate.inputs
+    }
+    got = _run_chunked(candidate.run, feeds, chunk)
+    missing = [name for name in got if name not in reference.outputs]
+    if missing:
+        raise InputError(
+            f"the reference stores no outputs {missing} (it has {list(reference.outputs)})"
+        )
+    kinds = {
+        s.name: output_kind(s, classifier=classifier, index=i)
+        for i, s in enumerate(candidate.outputs)
+    }
+    checks = judge(
+        {name: reference.outputs[name][:count] for name in got},
+        got,
+        precision=candidate.precision if candidate.precision in PRECISIONS else "fp32",
+        kinds=kinds,
+        labels=None if reference.labels is None else reference.labels[:count],
+    )
+    return _parity_summary(checks, count)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the candidates
+
+
+def _device_of(backend: str) -> str:
+    return "cuda" if backend in GPU_BACKENDS else "cpu"
+
+
+def _bundle_dir(model: ModelSource) -> Path:
+    return model.path if model.kind == "bundle" else model.path.parent
+
+
+def _profiler(
+    backend: str, cand: ModelFile, threads: int | None
+) -> Callable[[list[np.ndarray], ProfileConfig], LayerProfile]:
+    if backend == "tensorrt":
+        return lambda arrays, config: profile_tensorrt(cand.path, cand.engine, arrays, config)
+    profile = None
+    if backend == "onnxruntime-tensorrt" and cand.artifact is not None:
+        profile = tensorrt_profile_options(cand.artifact.inputs)
+    settings = OrtSettings(
+        threads=threads, precision=cand.precision or "fp32", tensorrt_profile=profile
+    )
+    return lambda arrays, config: profile_onnxruntime(cand.path, backend, arrays, config, settings)
+
+
+def _open_runtime(
+    model: ModelSource,
+    backend: str,
+    cand: ModelFile,
+    graph: bool,
+    threads: int | None,
+    verified: set[str],
+) -> Timed:
+    from edgeport.runtime.model import load  # opens backends: imported when a plan opens
+
+    opened = load(
+        model.path,
+        backend=backend,
+        precision=cand.precision,
+        threads=threads,
+        cuda_graph=graph,
+        verify=cand.label not in verified,
+    )
+    verified.add(cand.label)  # hashed once: later opens of the same file skip the sha256
+    return Timed(
+        backend=backend,
+        kind="edgeport",
+        precision=cand.precision or opened.precision,
+        device=_device_of(backend),
+        inputs=opened.inputs,
+        outputs=opened.outputs,
+        run=opened.infer,
+        close=opened.close,
+        artifact=cand.label,
+        cuda_graph=graph,
+        max_batch=opened.batch_range.max,
+        min_batch=opened.batch_range.min,
+        profile=_profiler(backend, cand, threads),
+    )
+
+
+def _no_file_reason(model: ModelSource, backend: str) -> str:
+    fmt = FORMAT_OF[backend]
+    if model.kind == "bundle":
+        hint = " (export with --tensorrt)" if fmt == "tensorrt" else ""
+        return f"the bundle has no {fmt} artifact{hint}"
+    return f"{model.path.name} is not an {'engine' if fmt == 'tensorrt' else 'ONNX file'}"
+
+
+def _precisions(model: ModelSource, settings: BenchSettings) -> tuple[str | None, ...]:
+    have = tuple(dict.fromkeys(c.precision for c in model.candidates))
+    if not settings.precisions:
+        return have
+    missing = [p for p in settings.precisions if p not in have]
+    if missing:
+        names = sorted(p or "unknown" for p in have)
+        raise ConfigError(f"{model.path} has no artifacts of precision {missing}; it has {names}")
+    return settings.precisions
+
+
+def _runtime_plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Plan], list[Skipped]]:
+    plans: list[Plan] = []
+    skipped: list[Skipped] = []
+    verified: set[str] = set()
+    for backend in settings.backends or RUNTIME_BACKENDS:
+        device = _device_of(backend)
+        files = [c for c in model.candidates if c.format == FORMAT_OF[backend]]
+        if not files and settings.backends:
+            skipped.append(Skipped(backend, None, device, _no_file_reason(model, backend)))
+        graphs = (False, True) if settings.cuda_graph and device == "cuda" else (False,)
+        for precision in _precisions(model, settings):
+            for cand in [c for c in files if c.precision == precision][:1]:
+                plans += [
+                    Plan(
+                        backend,
+                        precision or "unknown",
+                        device,
+                        partial(_open_runtime, model, backend, cand, g, settings.threads, verified),
+                        cand.label,
+                        fixed_shapes=g,
+                    )
+                    for g in graphs
+                ]
+    return plans, skipped
+
+
+def baseline_unavailable(model: ModelSource) -> str | None:
+    """Why no PyTorch baseline can rebuild this model, or None when it may."""
+    if model.manifest is None:
+        what = "ONNX file" if model.kind == "onnx" else "TensorRT engine"
+        return (
+            f"bare {what}: there is no PyTorch model to rebuild (the baselines rebuild "
+            "edgeport-trained models from a bundle's reference weights)"
+        )
+    if not (model.manifest.reference or {}).get("weights"):
+        return "the bundle has no PyTorch weights (reference/weights.safetensors)"
+    if len(model.manifest.artifacts[0].inputs) != 1:
+        return "the PyTorch baselines run models of one image input"
+    return None
+
+
+def _baseline_specs(manifest: Manifest) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """What a baseline takes and gives: the fp32 artifact's image input and first output, as
+    float32 (a baseline converts to its own precision inside)."""
+    art = next((a for a in manifest.artifacts if a.precision == "fp32"), manifest.artifacts[0])
+    return (replace(art.inputs[0], dtype="float32"),), (replace(art.outputs[0], dtype="float32"),)
+
+
+def _open_baseline(
+    cls: Any,
+    name: str,
+    device: str,
+    precision: str,
+    bundle_dir: Path,
+    manifest: Manifest,
+    threads: int | None,
+) -> Timed:
+    kwargs: dict[str, Any] = {"device": device, "precision": precision}
+    if threads is not None:
+        kwargs["threads"] = threads
+    if name == CUDA_GRAPH:
+        kwargs["cuda_graph"] = True
+    base = cls(bundle_dir, manifest, **kwargs)
+    inputs, outputs = _baseline_specs(manifest)
+    stages = getattr(base, "device_stages", None)
+    return Timed(
+        backend=name,
+        kind="baseline",
+        precision=precision,
+        device=device,
+        inputs=inputs,
+        outputs=outputs,
+        run=by_name(base.run, inputs[0].name, outputs[0].name),
+        close=base.close,
+        cuda_graph=name == CUDA_GRAPH,
+        device_stages=by_name(stages, inputs[0].name)
+        if callable(stages) and device == "cuda"
+        else None,
+    )
+
+
+def _baseline_targets(
+    name: str, devices: Sequence[str], settings: BenchSettings
+) -> list[tuple[str, str]]:
+    """(device, precision) pairs a baseline runs at: fp32, and fp16 on CUDA; CUDA graphs on
+    CUDA only; torch.compile only at the compile precisions."""
+    out = []
+    for device in devices:
+        if name == CUDA_GRAPH and device != "cuda":
+            continue
+        for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
+            if name != COMPILE or precision in settings.compile_precisions:
+                out.append((device, precision))
+    return out
+
+
+def _baseline_plans(
+    model: ModelSource, settings: BenchSettings, devices: Sequence[str]
+) -> tuple[list[Plan], list[Skipped]]:
+    if not settings.baselines:
+        return [], []
+    reason = baseline_unavailable(model)
+    if reason or model.manifest is None:
+        return [], [Skipped(name, None, None, str(reason)) for name in settings.baselines]
+    manifest, bundle_dir, threads = model.manifest, _bundle_dir(model), settings.threads
+    classes = available_baselines()
+    plans: list[Plan] = []
+    skipped: list[Skipped] = []
+    for name in settings.baselines:
+        cls = classes.get(COMPILE if name == COMPILE else EAGER)
+        why = (
+            "baseline is not installed: pip install edgeport-train (it brings torch)"
+            if cls is None
+            else cls.unavailable_reason()
+        )
+        if why:
+            skipped.append(Skipped(name, None, None, why))
+            continue
+        for device, precision in _baseline_targets(name, devices, settings):
+            opener = partial(
+                _open_baseline, cls, name, device, precision, bundle_dir, manifest, threads
+            )
+            plans.append(Plan(name, precision, device, opener))
+    return plans, skipped
+
+
+def _plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Plan], list[Skipped]]:
+    """Baselines first (on every device the runtime plans use), then the runtime's backends."""
+    plans, skipped = _runtime_plans(model, settings)
+    devices = sorted({p.device for p in plans if p.device == "cpu" or probe_gpus().reason is None})
+    base_plans, base_skipped = _baseline_plans(model, settings, devices)
+    return base_plans + plans, skipped + base_skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+
+
+@dataclass
+class _BenchRun:
+    """The state of one benchmark run: what it measured so far."""
+
+    settings: BenchSettings
+    data: InputData
+    reference: StoredReference | None  # None: no parity
+    classifier: bool
+    say: Callable[[str], None]
+    rows: list[BenchRow] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    parity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: list[ProfiledRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None
+
+    def plan(self, plan: Plan, workloads: Sequence[Workload]) -> None:
+        """Open the plan (once, or once per workload), check parity once, time each workload."""
+        groups = [[w] for w in workloads] if plan.fixed_shapes else [list(workloads)]
+        for group in groups:
+            cand = self._open(plan, group)
+            if cand is None:
+                continue
+            try:
+                shaped = [w.resolve(cand.inputs, self.data.shapes) for w in group]
+                parity = self._parity(cand, shaped, plan.fixed_shapes)
+                for shapes in shaped:
+                    self._row(cand, shapes, parity)
+            finally:
+                cand.close()
+
+    def _open(self, plan: Plan, group: Sequence[Workload]) -> Timed | None:
+        try:
+            cand = plan.open()
+        except EdgeportError as exc:
+            reason = short_reason(str(exc))
+            for w in group if plan.fixed_shapes else (None,):
+                self.skipped.append(
+                    Skipped(
+                        plan.backend,
+                        plan.precision,
+                        plan.device,
+                        reason,
+                        plan.artifact,
+                        w.batch if w else None,
+                        dict(w.shapes) if w and w.shapes else None,
+                    )
+                )
+            # listed in the result; logged quietly since "all backends" includes absent ones
+            log.debug("skip %s %s (%s): %s", plan.backend, plan.precision, plan.device, reason)
+            return None
+        if self.specs is None and cand.kind == "edgeport":
+            self.specs = (cand.inputs, cand.outputs)
+        return cand
+
+    def _parity(self, cand: Timed, shaped: Sequence[Shapes], fixed: bool) -> dict[str, Any]:
+        if self.reference is None:
+            return {}
+        batches = [s[cand.inputs[0].name][0] for s in shaped if cand.inputs and cand.inputs[0].rank]
+        try:
+            found = quick_parity(
+                cand,
+                self.reference,
+                max(batches, default=1),
+                fixed=shaped[0] if fixed else None,
+                classifier=self.classifier,
+            )
+        except EdgeportError as exc:
+            found = {"error": str(exc)}
+            log.warning("parity of %s could not be checked: %s", cand.label, exc)
+        if found is not None:
+            self.parity[cand.label] = found
+        return found or {}
+
+    def _row(self, cand: Timed, shapes: Shapes, parity: Mapping[str, Any]) -> None:
+        feeds = self.data.feeds(cand.inputs, shapes)
+        first = cand.inputs[0] if cand.inputs else None
+        batch = shapes[first.name][0] if first is not None and first.rank else 1
+        self.say(f"bench {cand.label} {shapes_text(shapes)}")
+        try:
+            stats, stages, timer = measure(cand, feeds, self.settings.timing)
+        except EdgeportError as exc:
+            self.skipped.append(
+                Skipped(
+                    cand.backend,
+                    cand.precision,
+                    cand.device,
+                    str(exc),
+                    cand.artifact,
+                    batch,
+                    shapes,
+                )
+            )
+            (log.info if isinstance(exc, InputError) else log.warning)(
+                "%s %s not measured: %s", cand.label, shapes_text(shapes), exc
+            )
+            return
+        row = BenchRow(
+            backend=cand.backend,
+            kind=cand.kind,
+            precision=cand.precision,
+            device=cand.device,
+            batch=batch,
+            latency=stats,
+            throughput=throughput(batch, stats),
+            timer=timer,
+            shapes=shapes,
+            artifact=cand.artifact,
+            cuda_graph=cand.cuda_graph,
+            stages=stages,
+            parity_top1=parity.get("top1_agreement"),
+            parity_max_abs=parity.get("max_abs"),
+            parity_passed=parity.get("passed"),
+            warnings=self._variation(cand, shapes, stats),
+        )
+        self.rows.append(row)
+        if self.settings.profile is not None and cand.profile is not None:
+            self._profile(cand, cand.profile, feeds, row, self.settings.profile)
+
+    def _variation(self, cand: Timed, shapes: Shapes, stats: LatencyStats) -> tuple[str, ...]:
+        limit = self.settings.timing.cv_warning
+        if stats.cv <= limit:
+            return ()
+        text = (
+            f"high variation: CV {stats.cv:.1%} > {limit:.0%} "
+            "(busy machine, frequency scaling or too short a run)"
+        )
+        log.warning("%s %s: %s", cand.label, shapes_text(shapes), text)
+        return (text,)
+
+    def _profile(
+        self,
+        cand: Timed,
+        profile: Callable[[list[np.ndarray], ProfileConfig], LayerProfile],
+        feeds: Feeds,
+        row: BenchRow,
+        config: ProfileConfig,
+    ) -> None:
+        self.say(f"profile {cand.label} {shapes_text(row.shapes)} ({config.runs} runs)")
+        try:
+            layers = profile([feeds[s.name] for s in cand.inputs], config)
+        except EdgeportError as exc:
+            self.warnings.append(f"no profile of {cand.label} {shapes_text(row.shapes)}: {exc}")
+            log.warning("%s", self.warnings[-1])
+            return
+        self.profiles.append(
+            ProfiledRow(
+                row.backend, row.precision, row.device, row.artifact, row.batch, row.shapes, layers
+            )
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def _reference(model: ModelSource, settings: BenchSettings) -> StoredReference | None:
+    wanted = settings.parity or (settings.inputs in ("auto", "reference") and not settings.images)
+    if model.manifest is None or not wanted:
+        return None
+    return load_reference(_bundle_dir(model), model.manifest)
+
+
+def _input_kind(settings: BenchSettings, reference: StoredReference | None) -> str:
+    """``inputs="auto"`` made concrete: the stored reference inputs when the bundle has them and
+    neither shape sets nor value ranges ask for other data, else synthetic."""
+    if settings.inputs != "auto":
+        return settings.inputs
+    other = settings.shapes or settings.value_ranges
+    return "reference" if reference is not None and not other else "synthetic"
+
+
+def _reference_text(
+    model: ModelSource, settings: BenchSettings, ref: StoredReference | None
+) -> str:
+    if not settings.parity:
+        return "not checked (parity off)"
+    if ref is None:
+        bare = "a bare ONNX file" if model.kind == "onnx" else "a bare TensorRT engine"
+        what = "the bundle" if model.manifest is not None else bare
+        return f"no reference: {what} stores no reference outputs"
+    where = f", {ref.dataset} {ref.split or ''}".rstrip() if ref.dataset else ""
+    return f"the bundle's stored reference outputs ({ref.count} samples{where}; PyTorch fp32)"
+
+
+def _model_record(
+    model: ModelSource, specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None
+) -> dict[str, Any]:
+    """What was benchmarked: path, kind, name, task, the files' sha256 and the inputs/outputs."""
+    card = model.card
+    record: dict[str, Any] = {
+        "path": str(model.path),
+        "kind": model.kind,
+        "name": card.architecture if card else model.path.name,
+        "task": card.task if card else None,
+        "num_classes": card.num_classes if card and card.num_classes else None,
+        "files": {
+            c.label: c.artifact.sha256 if c.artifact else sha256_file(c.path)
+            for c in model.candidates
+        },
+        "inputs": [s.to_dict() for s in specs[0]] if specs else [],
+        "outputs": [s.to_dict() for s in specs[1]] if specs else [],
+    }
+    if model.manifest is not None:
+        record["manifest_sha256"] = sha256_file(_bundle_dir(model) / MANIFEST_NAME)
+        record["created"] = model.manifest.created
+    return record
+
+
+def benchmark(
+    source: str | Path,
+    settings: BenchSettings | None = None,
+    *,
     extra_plans: Sequence[Plan] = (),
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Time every runnable (backend, precision) of the bundle and the baselines, per batch size.
+    """Time every runnable (backend, precision) of ``source`` (a bundle directory, an ``.onnx``
+    file or a TensorRT engine) and the PyTorch baselines, at every workload of ``settings``.
 
-    ``backends``/``precisions`` None = every one the bundle has and this machine can run.
-    ``scenario`` ``single-stream`` measures batch 1 only. ``cuda_graph`` adds CUDA-graph rows
-    for GPU backends. All rows are timed on the same input images. Baselines run on each device
-    the selected backends use (fp32, and fp16 on CUDA); ``torch.compile`` only at
-    ``compile_precisions`` (each batch size is a compilation). ``extra_plans`` adds candidates
-    of the caller's own (e.g. a differently instrumented session), measured the same way.
+    All rows are timed on the same inputs. Baselines run on each device the selected backends
+    use (fp32, and fp16 on CUDA). ``extra_plans`` adds candidates of the caller's own (e.g. a
+    differently instrumented session), measured the same way.
     """
-    from edgeport.runtime.tools.envinfo import bundle_fingerprint, collect_environment
+    from edgeport.runtime.tools.envinfo import collect_environment
 
-    config = config or TimingConfig()
-    if scenario not in SCENARIOS:
-        raise ConfigError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
-    batch_list = (1,) if scenario == "single-stream" else parse_batches(batches)
-    bundle_dir = Path(bundle_dir)
-    manifest = Manifest.load(bundle_dir)
-    explicit_backends = bool(backends)
-    backends = tuple(backends) if backends else RUNTIME_BACKENDS
-    unknown = [b for b in backends if b not in RUNTIME_BACKENDS]
-    if unknown:
-        raise ConfigError(f"unknown backends {unknown}; choose from {list(RUNTIME_BACKENDS)}")
-    have = sorted({a.precision for a in manifest.artifacts}, key=PRECISIONS.index)
-    precisions = tuple(precisions) if precisions else tuple(have)
-    missing = [p for p in precisions if p not in have]
-    if missing:
-        raise ConfigError(f"the bundle has no artifacts of precision {missing}; it has {have}")
-    unknown_base = [b for b in baselines if b not in BASELINES]
-    if unknown_base:
-        raise ConfigError(f"unknown baselines {unknown_base}; choose from {list(BASELINES)}")
-    say = progress or (lambda msg: log.info("%s", msg))
-
-    inputs = bench_inputs(bundle_dir, manifest, max(batch_list))
-    plans = _runtime_plans(
-        bundle_dir, manifest, backends, precisions, threads=threads, cuda_graph=cuda_graph
+    settings = settings or BenchSettings()
+    model = resolve_source(source)
+    reference = _reference(model, settings)
+    data = input_data(
+        model,
+        reference,
+        kind=_input_kind(settings, reference),
+        images=settings.images,
+        value_ranges=settings.value_ranges,
+        seed=settings.seed,
     )
-    skipped: list[Skipped] = []
-    if explicit_backends:
-        formats = {a.format for a in manifest.artifacts}
-        for backend in backends:
-            if FORMAT_OF[backend] not in formats:
-                skipped.append(
-                    Skipped(
-                        backend,
-                        None,
-                        _device_of(backend),
-                        f"the bundle has no {FORMAT_OF[backend]} artifact"
-                        + (" (export with --tensorrt)" if backend == "tensorrt" else ""),
-                    )
-                )
-    if baselines:
-        devices = sorted(
-            {p.device for p in plans if p.device == "cpu" or probe_gpus().reason is None}
-        )
-        base_plans, base_skipped = _baseline_plans(
-            bundle_dir,
-            manifest,
-            baselines,
-            devices,
-            threads=threads,
-            compile_precisions=compile_precisions,
-        )
-        skipped += base_skipped
-        plans = base_plans + plans
-    plans += list(extra_plans)
-
-    rows: list[BenchRow] = []
-    parity_by_label: dict[str, dict[str, Any]] = {}
-    for plan in plans:
-        plan_rows, plan_skipped, found = _measure_plan(
-            plan, batch_list, inputs, config, parity=parity, say=say
-        )
-        rows += plan_rows
-        skipped += plan_skipped
-        if found is not None and plan_rows:
-            parity_by_label[plan_rows[0].label + f" ({plan.device})"] = found
-    rows = speedups(rows)
-    result_warnings = []
-    if EAGER in baselines and not any(r.backend == EAGER for r in rows):
-        result_warnings.append("PyTorch eager did not run: rows have no speed-up ratio")
+    workloads = _workloads(model, settings)
+    plans, skipped = _plans(model, settings)
+    classifier = model.card is not None and model.card.task == "classification"
+    say = progress or (lambda msg: log.info("%s", msg))
+    run = _BenchRun(settings, data, reference if settings.parity else None, classifier, say)
+    run.skipped += skipped
+    for plan in [*plans, *extra_plans]:
+        run.plan(plan, workloads)
+    eager_expected = EAGER in settings.baselines and baseline_unavailable(model) is None
+    if eager_expected and not any(r.backend == EAGER for r in run.rows):
+        run.warnings.append("PyTorch eager did not run: rows have no speed-up ratio")
+    config = settings.to_dict() | {
+        "input_data": data.source,
+        "extra": [f"{p.backend} {p.precision} ({p.device})" for p in extra_plans],
+        "speedup": SPEEDUP_TEXT,
+    }
     return BenchResult(
-        rows=rows,
-        skipped=skipped,
-        config={
-            "scenario": scenario,
-            "batches": list(batch_list),
-            "backends": list(backends),
-            "precisions": list(precisions),
-            "baselines": list(baselines),
-            "threads": threads,
-            "cuda_graph": cuda_graph,
-            "compile_precisions": list(compile_precisions),
-            "extra": [f"{p.backend} {p.precision} ({p.device})" for p in extra_plans],
-            "warmup_s": config.warmup_s,
-            "duration_s": config.duration_s,
-            "iterations": config.iterations,
-            "min_iterations": config.min_iterations,
-            "cv_warning": config.cv_warning,
-            "inputs": inputs.source,
-            "speedup": "PyTorch eager fp32 p50 / row p50, same device and batch",
-        },
-        environment=collect_environment(threads=threads),
-        bundle=bundle_fingerprint(bundle_dir, manifest),
+        rows=speedups(run.rows),
+        skipped=run.skipped,
+        config=config,
+        environment=collect_environment(threads=settings.threads),
+        model=_model_record(model, run.specs),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        warnings=result_warnings,
-        parity=parity_by_label,
+        warnings=run.warnings,
+        parity={"reference": _reference_text(model, settings, reference), "candidates": run.parity},
+        profiles=run.profiles,
     )

@@ -3,9 +3,10 @@
 Every file is written atomically. matplotlib is not a runtime dependency: :func:`write_plot`
 imports it only when called and raises ``BackendUnavailable`` when it is missing.
 
-The benchmark JSON (``schema: "edgeport.bench"``, ``schema_version: 1``) is described field by
-field in ``BENCH_JSON_FIELDS`` / ``BENCH_ROW_FIELDS`` below; :func:`validate_bench_dict` checks a
-loaded document against them (the README's table is generated from the same lists).
+The benchmark JSON (``schema: "edgeport.bench"``, ``schema_version: 2``) is described field by
+field in ``BENCH_JSON_FIELDS`` below and, for each row, in the bench's own field table
+(``bench_result.ROW_FIELDS``, which also makes the CSV columns); :func:`validate_bench_dict`
+checks a loaded document against them (the README's tables are generated from the same lists).
 """
 
 from __future__ import annotations
@@ -19,31 +20,39 @@ from typing import Any
 
 from edgeport.runtime.errors import BackendUnavailable, InputError
 from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgeport.runtime.tools.bench import (
+from edgeport.runtime.tools.bench_result import (
+    CSV_COLUMNS,
     CUDA_GRAPH,
     RESULT_SCHEMA,
     RESULT_SCHEMA_VERSION,
+    ROW_FIELDS,
     BenchResult,
     BenchRow,
+    ProfiledRow,
+    csv_cells,
+    shapes_text,
 )
 
 # (field, JSON type(s), meaning): the documented schema of a benchmark result.
 BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("schema", ("string",), 'always "edgeport.bench"'),
-    ("schema_version", ("integer",), "1; bumped on any incompatible change"),
+    ("schema_version", ("integer",), "2; bumped on any incompatible change (1: bundles only)"),
     ("created", ("string",), "UTC time the run ended, ISO 8601"),
     (
-        "bundle",
+        "model",
         ("object",),
-        "path, manifest_sha256, architecture, input_shape, num_classes, "
-        "artifacts {name: sha256}, created",
+        "path, kind (bundle, onnx, engine), name (architecture or file name), task, "
+        "num_classes, files {name: sha256}, inputs and outputs [{name, dtype, shape, ranges, "
+        "value_range}]; for bundles manifest_sha256 and created",
     ),
     (
         "config",
         ("object",),
-        "scenario, batches, backends, precisions, baselines, threads, cuda_graph, "
-        "compile_precisions, extra, warmup_s, duration_s, iterations, min_iterations, cv_warning, "
-        "inputs, speedup",
+        "the settings: scenario, backends, precisions, batches, shapes [{input: [dims]}], "
+        "baselines, compile_precisions, threads, cuda_graph, parity, inputs, images, "
+        "value_ranges, seed, profile {warmup_runs, runs, top}, warmup_s, duration_s, "
+        "iterations, min_iterations, max_iterations, cv_warning; and input_data (what the rows "
+        "ran on), extra, speedup",
     ),
     (
         "environment",
@@ -52,68 +61,37 @@ BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "threads, load_average, gpus [{name, driver, memory, compute_capability, bus}], "
         "cuda_driver, os, python, packages {name: version}",
     ),
-    ("rows", ("array",), "one object per (backend, precision, device, cuda_graph, batch); below"),
+    ("rows", ("array",), "one object per (backend, precision, device, cuda_graph, shapes); below"),
     (
         "skipped",
         ("array",),
-        "[{backend, precision, device, reason, artifact, batch}]: what could "
+        "[{backend, precision, device, reason, artifact, batch, shapes}]: what could "
         "not be measured here and why",
     ),
     (
         "parity",
         ("object",),
-        "per candidate label: {count, top1_agreement, max_abs, nonfinite, "
-        "reference} against the bundle's stored PyTorch fp32 logits",
+        "reference (what outputs were compared with, or why none); candidates {label: {count, "
+        "top1_agreement, max_abs, nonfinite, passed, failures, outputs {name: {kind, max_abs, "
+        "cosine_min, tolerance}}}}",
+    ),
+    (
+        "profiles",
+        ("array",),
+        "per profiled row: backend, precision, device, artifact, batch, shapes, tool, runs, "
+        "warmup_runs, run_mean_us, layer_total_us, layers [{name, op, mean_us, share, calls, "
+        "provider}] slowest first, ops [{op, layers, mean_us, share}], notes; times are means "
+        "per run in microseconds, shares of the summed layer time",
     ),
     (
         "summary",
         ("object",),
-        "single_stream: [{backend, precision, device, cuda_graph, p90_ms, "
+        "single_stream: [{backend, precision, device, cuda_graph, shapes, p90_ms, "
         "speedup_vs_eager}] at batch 1, fastest first; offline: [{backend, precision, device, "
-        "cuda_graph, batch, throughput_ips}], peak per candidate, highest first",
+        "cuda_graph, shapes, batch, samples_per_s}], peak per candidate and shapes besides the "
+        "batch axis, highest first",
     ),
     ("warnings", ("array",), "run-level warnings (strings)"),
-)
-BENCH_ROW_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    (
-        "backend",
-        ("string",),
-        "onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt (edgeport); "
-        "torch, torch-compile, torch-cuda-graph (baselines)",
-    ),
-    ("kind", ("string",), '"edgeport" (runtime backend) or "baseline" (PyTorch)'),
-    ("precision", ("string",), "fp32, fp16 or int8"),
-    ("device", ("string",), "cpu or cuda"),
-    ("artifact", ("string", "null"), "bundle artifact name (null for baselines)"),
-    ("cuda_graph", ("boolean",), "whether calls replay a captured CUDA graph"),
-    ("batch", ("integer",), "images per call"),
-    (
-        "timer",
-        ("string",),
-        "perf_counter_ns (host clock around a synchronous call), "
-        "cuda-events (cuda-python) or torch.cuda.Event",
-    ),
-    ("iterations", ("integer",), "timed calls after warm-up"),
-    (
-        "latency_ms",
-        ("object",),
-        "count, mean, std, min, max, p50, p90, p95, p99, cv (ms; cv = std / mean)",
-    ),
-    ("throughput_ips", ("number",), "images per second = batch * 1000 / mean latency"),
-    ("stages_ms", ("object", "null"), "GPU only: {h2d, compute, d2h}, each like latency_ms"),
-    (
-        "speedup_vs_eager",
-        ("number", "null"),
-        "PyTorch eager fp32 p50 / this row's p50, same "
-        "device and batch; null when eager did not run",
-    ),
-    (
-        "parity",
-        ("object",),
-        "{top1_agreement, max_abs} of this candidate against the stored "
-        "PyTorch fp32 reference (nulls when the bundle has none)",
-    ),
-    ("warnings", ("array",), "e.g. high coefficient of variation"),
 )
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str,
@@ -124,34 +102,7 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "array": list,
     "null": type(None),
 }
-CSV_COLUMNS = (
-    "backend",
-    "kind",
-    "precision",
-    "device",
-    "artifact",
-    "cuda_graph",
-    "batch",
-    "timer",
-    "iterations",
-    "mean_ms",
-    "std_ms",
-    "min_ms",
-    "max_ms",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "cv",
-    "throughput_ips",
-    "h2d_p50_ms",
-    "compute_p50_ms",
-    "d2h_p50_ms",
-    "speedup_vs_eager",
-    "parity_top1",
-    "parity_max_abs",
-    "warnings",
-)
+_ORDERED = ("min", "p50", "p90", "p95", "p99", "max")
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +116,44 @@ def _type_ok(value: Any, kinds: tuple[str, ...]) -> bool:
         if isinstance(value, _JSON_TYPES[kind]):
             return True
     return False
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (booleans included)."""
+    return float(value) if _type_ok(value, ("number",)) else None
+
+
+def _row_problems(i: int, row: Any) -> list[str]:
+    if not isinstance(row, dict):
+        return [f"rows[{i}] is not an object"]
+    problems = []
+    for f in ROW_FIELDS:
+        if f.key not in row:
+            problems.append(f"rows[{i}] missing {f.key!r}")
+        elif not _type_ok(row[f.key], f.types):
+            problems.append(f"rows[{i}].{f.key} should be {'/'.join(f.types)}")
+    lat = row.get("latency_ms") or {}
+    for key in ("count", "mean", "std", "cv", *_ORDERED):
+        if not _type_ok(lat.get(key), ("number",)):
+            problems.append(f"rows[{i}].latency_ms.{key} should be a number")
+    values = [v for k in _ORDERED if (v := _number(lat.get(k))) is not None]
+    if len(values) == len(_ORDERED) and values != sorted(values):
+        problems.append(f"rows[{i}].latency_ms percentiles are not ordered: {values}")
+    return problems
+
+
+def _profile_problems(i: int, profile: Any) -> list[str]:
+    if not isinstance(profile, dict) or not isinstance(profile.get("layers"), list):
+        return [f"profiles[{i}] is not an object with a list of layers"]
+    layers = profile["layers"]
+    shares = [
+        s for x in layers if isinstance(x, dict) and (s := _number(x.get("share"))) is not None
+    ]
+    if len(shares) != len(layers):
+        return [f"profiles[{i}].layers need a numeric share each"]
+    if shares and not math.isclose(sum(shares), 1.0, abs_tol=1e-6):
+        return [f"profiles[{i}] layer shares sum to {sum(shares):.6f}, not 1"]
+    return []
 
 
 def validate_bench_dict(data: Any) -> list[str]:
@@ -182,23 +171,9 @@ def validate_bench_dict(data: Any) -> list[str]:
     if data.get("schema_version") != RESULT_SCHEMA_VERSION:
         problems.append(f"schema_version is {data.get('schema_version')!r}")
     for i, row in enumerate(data.get("rows") or []):
-        if not isinstance(row, dict):
-            problems.append(f"rows[{i}] is not an object")
-            continue
-        for name, kinds, _ in BENCH_ROW_FIELDS:
-            if name not in row:
-                problems.append(f"rows[{i}] missing {name!r}")
-            elif not _type_ok(row[name], kinds):
-                problems.append(f"rows[{i}].{name} should be {'/'.join(kinds)}")
-        lat = row.get("latency_ms") or {}
-        for key in ("count", "mean", "std", "min", "max", "p50", "p90", "p95", "p99", "cv"):
-            if not _type_ok(lat.get(key), ("number",)):
-                problems.append(f"rows[{i}].latency_ms.{key} should be a number")
-        if isinstance(lat.get("min"), (int, float)) and isinstance(lat.get("max"), (int, float)):
-            values = [lat.get(k) for k in ("min", "p50", "p90", "p95", "p99", "max")]
-            ordered = [float(v) for v in values if isinstance(v, (int, float))]
-            if len(ordered) == len(values) and ordered != sorted(ordered):
-                problems.append(f"rows[{i}].latency_ms percentiles are not ordered: {ordered}")
+        problems += _row_problems(i, row)
+    for i, profile in enumerate(data.get("profiles") or []):
+        problems += _profile_problems(i, profile)
     return problems
 
 
@@ -206,8 +181,12 @@ def schema_markdown() -> str:
     """The schema as Markdown tables (for the README)."""
     lines = ["| field | type | meaning |", "|---|---|---|"]
     lines += [f"| `{n}` | {' or '.join(k)} | {m} |" for n, k, m in BENCH_JSON_FIELDS]
-    lines += ["", "Each element of `rows`:", "", "| field | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{n}` | {' or '.join(k)} | {m} |" for n, k, m in BENCH_ROW_FIELDS]
+    lines += ["", "Each element of `rows` (the CSV has one line per row):", ""]
+    lines += ["| field | type | meaning | CSV columns |", "|---|---|---|---|"]
+    lines += [
+        f"| `{f.key}` | {' or '.join(f.types)} | {f.doc} | {', '.join(f.columns)} |"
+        for f in ROW_FIELDS
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -252,41 +231,17 @@ def _backend_cell(backend: str, cuda_graph: bool) -> str:
 
 
 def bench_csv(result: BenchResult) -> str:
+    """One CSV line per row; the columns come from the row field table (``CSV_COLUMNS``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for r in result.rows:
-        lat = r.latency
-        stage = r.stages or {}
-        writer.writerow(
-            [
-                r.backend,
-                r.kind,
-                r.precision,
-                r.device,
-                r.artifact or "",
-                int(r.cuda_graph),
-                r.batch,
-                r.timer,
-                lat.count,
-                f"{lat.mean:.6f}",
-                f"{lat.std:.6f}",
-                f"{lat.min:.6f}",
-                f"{lat.max:.6f}",
-                f"{lat.p50:.6f}",
-                f"{lat.p90:.6f}",
-                f"{lat.p95:.6f}",
-                f"{lat.p99:.6f}",
-                f"{lat.cv:.6f}",
-                f"{r.throughput:.3f}",
-                *(f"{stage[s].p50:.6f}" if s in stage else "" for s in ("h2d", "compute", "d2h")),
-                "" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.4f}",
-                "" if r.parity_top1 is None else f"{r.parity_top1:.6f}",
-                "" if r.parity_max_abs is None else f"{r.parity_max_abs:.6g}",
-                "; ".join(r.warnings),
-            ]
-        )
+    writer.writerows(csv_cells(r) for r in result.rows)
     return buffer.getvalue()
+
+
+def fmt_rate(value: float) -> str:
+    """Samples per second: whole numbers from 100 up, three significant digits below."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _env_line(env: dict[str, Any]) -> str:
@@ -312,112 +267,180 @@ def _env_line(env: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def bench_markdown(result: BenchResult, *, title: str | None = None, level: int = 2) -> str:
-    """A readable report: settings, environment, one row per measurement, the two scenarios."""
-    h = "#" * level
-    b = result.bundle
-    shape = "x".join(str(v) for v in b.get("input_shape", []))
+def _signature_text(row: BenchRow) -> str:
+    """The row's shapes without the batch axis: ``3x32x32`` for one input, else by name."""
+    if len(row.shapes) == 1:
+        return "x".join(map(str, next(iter(row.shapes.values()))[1:]))
+    return " ".join(f"{n}:{'x'.join(map(str, dims))}" for n, dims in row.signature)
+
+
+def _shows_shapes(result: BenchResult) -> bool:
+    """Whether the rows need a shapes column: several inputs or several shapes besides batch."""
+    return (
+        any(len(r.shapes) > 1 for r in result.rows) or len({r.signature for r in result.rows}) > 1
+    )
+
+
+def _has_speedups(result: BenchResult) -> bool:
+    """Whether any row has a speed-up (PyTorch eager ran): else no speed-up columns."""
+    return any(r.speedup_vs_eager is not None for r in result.rows)
+
+
+def _intro(result: BenchResult, title: str | None, level: int) -> list[str]:
     cfg = result.config
-    arch = b.get("architecture", "?")
-    lines = [f"{h} {title or f'Benchmark: {arch} ({shape})'}", ""]
-    threads = cfg.get("threads") or "default"
+    signatures = {_signature_text(r) for r in result.rows}
+    shape = f" ({signatures.pop()})" if len(signatures) == 1 and not _shows_shapes(result) else ""
+    heading = title or f"Benchmark: {result.model.get('name', '?')}{shape}"
     timing = (
         f"{cfg.get('iterations')} iterations"
         if cfg.get("iterations")
         else f"{cfg.get('duration_s')} s per row"
     )
-    lines.append(
-        f"{_env_line(result.environment)}. Threads: {threads}. Warm-up {cfg.get('warmup_s')} s, "
-        f"{timing}. Inputs: {cfg.get('inputs')}. Speed-up = PyTorch eager fp32 p50 / row p50 "
-        f"(same device, same batch). Created {result.created}."
+    text = (
+        f"{_env_line(result.environment)}. Threads: {cfg.get('threads') or 'default'}. Warm-up "
+        f"{cfg.get('warmup_s')} s, {timing}. Inputs: {cfg.get('input_data')}. Parity: "
+        f"{result.parity.get('reference', '-')}."
+        + (f" Speed-up = {cfg.get('speedup')}." if _has_speedups(result) else "")
+        + f" Created {result.created}."
     )
-    lines.append("")
+    return [f"{'#' * level} {heading}", "", text, ""]
+
+
+def _rows_table(result: BenchResult) -> list[str]:
+    shapes = _shows_shapes(result)
     with_stages = any(r.stages for r in result.rows)
-    header = [
-        "backend",
-        "precision",
-        "device",
-        "batch",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "mean ms",
-        "CV",
-        "img/s",
-    ]
-    if with_stages:
-        header += ["H2D ms", "compute ms", "D2H ms"]
-    header += ["speed-up vs eager", "top-1 vs ref", "max abs vs ref"]
+    header = ["backend", "precision", "device", *(["shapes"] if shapes else []), "batch"]
+    header += ["p50 ms", "p90 ms", "p99 ms", "mean ms", "CV", "samples/s"]
+    header += ["H2D ms", "compute ms", "D2H ms"] if with_stages else []
+    speedup = _has_speedups(result)
+    header += ["speed-up vs eager"] if speedup else []
+    header += ["top-1 vs ref", "max abs vs ref"]
     rows = []
-    for r in sorted(
-        result.rows, key=lambda r: (r.device, r.batch, r.kind != "baseline", r.backend)
-    ):
+    order = sorted(
+        result.rows, key=lambda r: (r.device, r.signature, r.batch, r.kind != "baseline", r.backend)
+    )
+    for r in order:
         lat = r.latency
-        cells = [
-            _backend_cell(r.backend, r.cuda_graph),
-            r.precision,
-            r.device,
-            str(r.batch),
-            fmt_ms(lat.p50),
-            fmt_ms(lat.p90),
-            fmt_ms(lat.p99),
-            fmt_ms(lat.mean),
-            f"{lat.cv:.1%}" + (" ⚠" if r.warnings else ""),
-            f"{r.throughput:,.0f}",
-        ]
+        cells = [_backend_cell(r.backend, r.cuda_graph), r.precision, r.device]
+        cells += [shapes_text(r.shapes)] if shapes else []
+        cells += [str(r.batch), fmt_ms(lat.p50), fmt_ms(lat.p90), fmt_ms(lat.p99)]
+        cells += [fmt_ms(lat.mean), f"{lat.cv:.1%}" + (" ⚠" if r.warnings else "")]
+        cells.append(fmt_rate(r.throughput))
         if with_stages:
             stage = r.stages or {}
             cells += [
                 fmt_ms(stage[s].p50) if s in stage else "-" for s in ("h2d", "compute", "d2h")
             ]
-        cells += [fmt_ratio(r.speedup_vs_eager), fmt_pct(r.parity_top1, 1), fmt_g(r.parity_max_abs)]
+        cells += [fmt_ratio(r.speedup_vs_eager)] if speedup else []
+        cells += [fmt_pct(r.parity_top1, 1), fmt_g(r.parity_max_abs)]
         rows.append(cells)
-    lines += _table(header, rows)
-    scenario = cfg.get("scenario", "both")
+    return _table(header, rows)
+
+
+def _scenario_tables(result: BenchResult) -> list[str]:
+    scenario = result.config.get("scenario", "both")
+    shapes, speedup = _shows_shapes(result), _has_speedups(result)
+    lines: list[str] = []
     single = result.single_stream() if scenario in ("single-stream", "both") else []
     if single:
         lines += ["", "Single-stream (batch 1, p90 latency, fastest first):", ""]
+        header = ["backend", "precision", "device", *(["shapes"] if shapes else []), "p90 ms"]
         lines += _table(
-            ["backend", "precision", "device", "p90 ms", "speed-up vs eager"],
+            header + (["speed-up vs eager"] if speedup else []),
             [
-                [
-                    _backend_cell(d["backend"], d["cuda_graph"]),
-                    d["precision"],
-                    d["device"],
-                    fmt_ms(d["p90_ms"]),
-                    fmt_ratio(d["speedup_vs_eager"]),
-                ]
+                [_backend_cell(d["backend"], d["cuda_graph"]), d["precision"], d["device"]]
+                + ([shapes_text(d["shapes"])] if shapes else [])
+                + [fmt_ms(d["p90_ms"])]
+                + ([fmt_ratio(d["speedup_vs_eager"])] if speedup else [])
                 for d in single
             ],
         )
     offline = result.offline() if scenario in ("offline", "both") else []
     if offline:
         lines += ["", "Offline (peak throughput over the batch sizes):", ""]
+        header = ["backend", "precision", "device", *(["shapes"] if shapes else [])]
         lines += _table(
-            ["backend", "precision", "device", "batch", "img/s"],
+            [*header, "batch", "samples/s"],
             [
-                [
-                    _backend_cell(d["backend"], d["cuda_graph"]),
-                    d["precision"],
-                    d["device"],
-                    str(d["batch"]),
-                    f"{d['throughput_ips']:,.0f}",
-                ]
+                [_backend_cell(d["backend"], d["cuda_graph"]), d["precision"], d["device"]]
+                + ([shapes_text(d["shapes"])] if shapes else [])
+                + [str(d["batch"]), fmt_rate(d["samples_per_s"])]
                 for d in offline
             ],
         )
-    if result.skipped:
-        lines += ["", "Not measured here:", ""]
-        groups: dict[tuple[str, str, str], list[str]] = {}
-        for s in result.skipped:
-            what = " ".join(x for x in (s.precision, f"batch {s.batch}" if s.batch else None) if x)
-            groups.setdefault((s.backend, s.device or "", s.reason), []).append(what)
-        for (backend, device, reason), whats in groups.items():
-            detail = ", ".join(w for w in dict.fromkeys(whats) if w)
-            where = " ".join(x for x in (backend, device and f"on {device}") if x)
-            lines.append(f"- {where}{f' ({detail})' if detail else ''}: {reason}")
+    return lines
+
+
+def _profile_section(p: ProfiledRow, top: int) -> list[str]:
+    prof = p.profile
+    run = f"mean run {fmt_ms(prof.run_mean_us / 1000)} ms, " if prof.run_mean_us else ""
+    lines = [
+        "",
+        f"**{_backend_cell(p.backend, False)} {p.precision} ({p.device}), "
+        f"{shapes_text(p.shapes)}**: {run}layers sum {fmt_ms(prof.layer_total_us / 1000)} ms "
+        f"per run ({prof.runs} runs after {prof.warmup_runs} warm-up runs; {len(prof.layers)} "
+        "layers).",
+        "",
+    ]
+    shown = prof.layers[:top]
+    lines += _table(
+        ["layer", "op", "mean us", "share"],
+        [[f"`{x.name}`", x.op, f"{x.mean_us:,.1f}", fmt_pct(x.share, 1)] for x in shown],
+    )
+    if len(prof.layers) > top:
+        rest = prof.layers[top:]
+        lines.append(
+            f"| ({len(rest)} more) | | {sum(x.mean_us for x in rest):,.1f} | "
+            f"{fmt_pct(sum(x.share for x in rest), 1)} |"
+        )
+    lines += [""]
+    lines += _table(
+        ["op type", "layers", "mean us", "share"],
+        [[o.op, str(o.layers), f"{o.mean_us:,.1f}", fmt_pct(o.share, 1)] for o in prof.ops()],
+    )
+    return lines
+
+
+def _profiles(result: BenchResult) -> list[str]:
+    if not result.profiles:
+        return []
+    first = result.profiles[0].profile
+    notes = "; ".join(dict.fromkeys(n for p in result.profiles for n in p.profile.notes))
+    lines = [
+        "",
+        f"Where the time goes, per layer (profiled in a separate session, not in the rows "
+        f"above: {first.tool}{'; ' + notes if notes else ''}):",
+    ]
+    top = int((result.config.get("profile") or {}).get("top") or 15)
+    for p in result.profiles:
+        lines += _profile_section(p, top)
+    return lines
+
+
+def _skipped_lines(result: BenchResult) -> list[str]:
+    if not result.skipped:
+        return []
+    lines = ["", "Not measured here:", ""]
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for s in result.skipped:
+        where = f"batch {s.batch}" if s.batch and not s.shapes else None
+        where = shapes_text(s.shapes) if s.shapes else where
+        what = " ".join(x for x in (s.precision, where) if x)
+        groups.setdefault((s.backend, s.device or "", s.reason), []).append(what)
+    for (backend, device, reason), whats in groups.items():
+        detail = ", ".join(w for w in dict.fromkeys(whats) if w)
+        place = " ".join(x for x in (backend, device and f"on {device}") if x)
+        lines.append(f"- {place}{f' ({detail})' if detail else ''}: {reason}")
+    return lines
+
+
+def bench_markdown(result: BenchResult, *, title: str | None = None, level: int = 2) -> str:
+    """A readable report: settings, environment, one row per measurement, the two scenarios,
+    the per-layer profiles, what was not measured and the warnings."""
+    lines = _intro(result, title, level) + _rows_table(result) + _scenario_tables(result)
+    lines += _profiles(result) + _skipped_lines(result)
     warnings = list(result.warnings) + sorted(
-        {f"{r.label} batch {r.batch}: {w}" for r in result.rows for w in r.warnings}
+        {f"{r.label} {shapes_text(r.shapes)}: {w}" for r in result.rows for w in r.warnings}
     )
     if warnings:
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in warnings]
@@ -457,11 +480,51 @@ def _matplotlib() -> Any:
     return Figure, FigureCanvasAgg
 
 
+def _x_axis(result: BenchResult) -> tuple[dict[Any, float], str, bool]:
+    """Where each row goes on the x axis: its batch (log scale) when the rows differ only by
+    batch, else the index of its shapes in order of first appearance."""
+    if len({r.signature for r in result.rows}) <= 1:
+        return {r.batch: float(r.batch) for r in result.rows}, "batch size", True
+    keys = list(dict.fromkeys(shapes_text(r.shapes) for r in result.rows))
+    return {k: float(i) for i, k in enumerate(keys)}, "input shapes", False
+
+
+def _plot_result(ax_lat: Any, ax_tp: Any, result: BenchResult) -> None:
+    positions, xlabel, by_batch = _x_axis(result)
+    series: dict[str, list[BenchRow]] = {}
+    for r in result.rows:
+        series.setdefault(f"{r.label} ({r.device})", []).append(r)
+    for label, rows in sorted(series.items()):
+        keys = [r.batch if by_batch else shapes_text(r.shapes) for r in rows]
+        order = sorted(range(len(rows)), key=lambda i: positions[keys[i]])
+        xs = [positions[keys[i]] for i in order]
+        (line,) = ax_lat.plot(xs, [rows[i].latency.p50 for i in order], "o-", label=f"{label} p50")
+        color = line.get_color()
+        ax_lat.plot(xs, [rows[i].latency.p99 for i in order], "x--", color=color)
+        ax_tp.plot(xs, [rows[i].throughput for i in order], "o-", color=color, label=label)
+    ticks = sorted(positions.items(), key=lambda kv: kv[1])
+    for ax in (ax_lat, ax_tp):
+        if by_batch:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks([v for _, v in ticks], [str(k) for k, _ in ticks], fontsize=7)
+        ax.set_xticks([], minor=True)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+    name = result.model.get("name", "?")
+    ax_lat.set_ylabel("latency per call (ms)")
+    ax_lat.set_title(f"{name}: latency (p50 solid, p99 dashed)")
+    ax_tp.set_ylabel("throughput (samples/s)")
+    ax_tp.set_title(f"{name}: throughput")
+    ax_tp.legend(fontsize=7, loc="best")
+
+
 def write_plot(
     results: Sequence[BenchResult], path: str | Path, *, title: str | None = None
 ) -> Path:
-    """PNG: per result (one model) a row of two panels: p50 (solid) and p99 (dashed) latency vs
-    batch, and throughput vs batch; one colour per backend/precision/device."""
+    """PNG: per result (one model) a row of two panels: p50 (solid) and p99 (dashed) latency,
+    and throughput, against the batch size (or the input shapes when they differ beyond the
+    batch); one colour per backend/precision/device."""
     if not results or not any(r.rows for r in results):
         raise InputError("nothing to plot: the benchmark has no measured rows")
     figure_cls, canvas_cls = _matplotlib()
@@ -469,40 +532,8 @@ def write_plot(
     canvas_cls(fig)
     axes = fig.subplots(len(results), 2, squeeze=False)
     for (ax_lat, ax_tp), result in zip(axes, results, strict=True):
-        series: dict[str, list[BenchRow]] = {}
-        for r in result.rows:
-            series.setdefault(f"{r.label} ({r.device})", []).append(r)
-        for label, rows in sorted(series.items()):
-            rows = sorted(rows, key=lambda r: r.batch)
-            batches = [r.batch for r in rows]
-            (line,) = ax_lat.plot(
-                batches, [r.latency.p50 for r in rows], "o-", label=f"{label} p50"
-            )
-            ax_lat.plot(
-                batches,
-                [r.latency.p99 for r in rows],
-                "x--",
-                color=line.get_color(),
-                label=f"{label} p99",
-            )
-            ax_tp.plot(
-                batches, [r.throughput for r in rows], "o-", color=line.get_color(), label=label
-            )
-        b = result.bundle
-        name = f"{b.get('architecture', '?')} {'x'.join(map(str, b.get('input_shape', [])))}"
-        all_batches = sorted({r.batch for r in result.rows})
-        for ax in (ax_lat, ax_tp):
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(all_batches, [str(v) for v in all_batches])
-            ax.set_xticks([], minor=True)
-            ax.set_yscale("log")
-            ax.set_xlabel("batch size")
-            ax.grid(True, which="both", alpha=0.3)
-        ax_lat.set_ylabel("latency per call (ms)")
-        ax_lat.set_title(f"{name}: latency (p50 solid, p99 dashed)")
-        ax_tp.set_ylabel("throughput (images/s)")
-        ax_tp.set_title(f"{name}: throughput")
-        ax_tp.legend(fontsize=7, loc="best")
+        if result.rows:
+            _plot_result(ax_lat, ax_tp, result)
     machine = results[0].environment.get("machine", "")
     fig.suptitle(title or f"edgeport bench on {machine}")
     buffer = io.BytesIO()
