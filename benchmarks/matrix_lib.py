@@ -144,7 +144,7 @@ def test_accuracy(run_dir: Path) -> float | None:
 def int8_accuracy_lost(check_report: dict[str, Any], backend: str) -> float | None:
     """Percentage points of accuracy the int8 artifact lost against PyTorch fp32 (check data)."""
     for c in check_report.get("checks", []):
-        if c["artifact"] == "onnx-int8" and c["backend"] == backend and c.get("comparison"):
-            drop = c["comparison"].get("accuracy_drop")
+        if c["artifact"] == "onnx-int8" and c["backend"] == backend and c.get("outputs"):
+            drop = c["outputs"][0]["comparison"].get("accuracy_drop")
             return None if drop is None else 100.0 * drop
     return None

@@ -260,7 +260,7 @@ def _sibling_manifest(path: Path) -> tuple[Manifest | None, Artifact | None]:
 def _card_from_metadata(path: Path, summary: OnnxSummary) -> ModelCard | None:
     text = summary.metadata.get(ONNX_METADATA_KEY)
     if text is None:
-        log.info(
+        log.debug(
             "%s has no %r metadata: Model.run works, Model.predict needs a model card",
             path,
             ONNX_METADATA_KEY,

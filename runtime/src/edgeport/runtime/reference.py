@@ -128,18 +128,6 @@ def load_reference(bundle_dir: Path, manifest: Manifest) -> StoredReference | No
     return StoredReference(inputs, outputs, labels, ref.get("dataset"), ref.get("split"))
 
 
-def load_reference_array(bundle_dir: Path, manifest: Manifest, key: str) -> np.ndarray | None:
-    """One schema-1 reference array (``inputs``, ``labels``, ``logits``), None when absent.
-    Kept for the tools until they read :func:`load_reference`."""
-    path = reference_file(bundle_dir, manifest, key)
-    if path is None:
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ModelLoadError(f"cannot read reference {key} {path}: {exc}") from exc
-
-
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """``arrays`` as the bytes of an uncompressed .npz (for an atomic write)."""
     buffer = io.BytesIO()

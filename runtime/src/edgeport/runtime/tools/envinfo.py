@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.bundle import MANIFEST_NAME, Manifest
-from edgeport.runtime.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -179,20 +177,4 @@ def collect_environment(*, threads: int | None = None) -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "packages": package_versions(),
-    }
-
-
-def bundle_fingerprint(bundle_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Any]:
-    """Path, sha256 of ``manifest.json`` and of each artifact (as the manifest records them)."""
-    bundle_dir = Path(bundle_dir)
-    manifest = manifest or Manifest.load(bundle_dir)
-    card = manifest.card
-    return {
-        "path": str(bundle_dir),
-        "manifest_sha256": sha256_file(bundle_dir / MANIFEST_NAME),
-        "architecture": card.architecture,
-        "input_shape": list(card.input_shape),
-        "num_classes": card.num_classes,
-        "artifacts": {a.name: a.sha256 for a in manifest.artifacts},
-        "created": manifest.created,
     }
