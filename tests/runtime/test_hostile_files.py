@@ -164,3 +164,41 @@ def test_duplicate_artifact_names(gemm_bundle_dir: Path, tmp_path: Path) -> None
     rt.rewrite_manifest(bundle, duplicate)
     with pytest.raises(ModelLoadError, match=r"lists artifacts \['onnx-fp32'\] more than once"):
         load(bundle)
+
+
+def _scale_model(factor: float) -> object:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])
+    scale = numpy_helper.from_array(np.array(factor, np.float32), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])], "g", [x], [y], [scale]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_non_finite_outputs_from_finite_inputs_warn(tmp_path: Path) -> None:
+    import warnings
+
+    import numpy as np
+
+    from edgeport.runtime.errors import NonFiniteOutputWarning
+
+    path = rt.save(_scale_model(1e30), tmp_path / "overflow.onnx")  # type: ignore[arg-type]
+    x = np.array([[3e38, 1.0], [1.0, 1.0]], np.float32)  # finite, near float32's max
+    with load(path, threads=1) as model:
+        with pytest.warns(NonFiniteOutputWarning, match=r"y: 0 NaN, 1 Inf of 4"):
+            out = model.infer({"x": x})["y"]
+        assert np.isinf(out[0, 0])
+        with pytest.warns(NonFiniteOutputWarning):
+            model.run(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.run(np.ones((2, 2), np.float32))  # finite outputs: no warning
+    with load(path, threads=1, check_outputs=False) as quiet, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet.run(x)

@@ -33,3 +33,9 @@ class ExportError(EdgeportError):
 
 class ParityError(EdgeportError):
     """An exported artifact does not agree with the reference within its tolerance."""
+
+
+class NonFiniteOutputWarning(RuntimeWarning):
+    """A model returned NaN or Inf from finite inputs (overflow in fp16, a broken artifact).
+    ``load(..., check_outputs=False)`` stops the check; ``warnings.simplefilter("error",
+    NonFiniteOutputWarning)`` turns it into an exception."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,16 @@ from edgeport.runtime.errors import (
     ConfigError,
     InputError,
     ModelLoadError,
+    NonFiniteOutputWarning,
 )
 from edgeport.runtime.preprocess import ImageLike, preprocess
-from edgeport.runtime.specs import FeedCheck, TensorSpec, merge_specs, range_text
+from edgeport.runtime.specs import (
+    FeedCheck,
+    TensorSpec,
+    merge_specs,
+    nonfinite_outputs,
+    range_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,7 @@ def load(
     threads: int | None = None,
     cuda_graph: bool = False,
     verify: bool = True,
+    check_outputs: bool = True,
 ) -> Model:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
@@ -120,6 +129,7 @@ def load(
     fp32/fp16/int8. ``device``: None (any), "cpu", "cuda", "cuda:N" or N. ``threads``: ONNX
     Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
     (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
+    ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     """
     check_backend_name(backend)
     if precision is not None and precision not in PRECISIONS:
@@ -158,6 +168,7 @@ def load(
             log.warning("%s: loading %s although %s", source.path, cand.label, note)
         attempts.append(Attempt(name, cand.label, cand.precision, "chosen", note))
         model = _make_model(opened, name, cand, source, attempts, cuda_graph, threads)
+        model.check_outputs = check_outputs
         log.debug("loaded %s: %s on %s", source.path, cand.label, name)
         return model
     lines = "\n".join(f"  - {a}" for a in attempts) or "  (no candidates)"
@@ -523,6 +534,7 @@ class Model:
         self._single = self._feeds._checks[0] if len(inputs) == 1 == len(outputs) else None
         self._run_in_f16 = len(inputs) == 1 and inputs[0].dtype == "float16"
         self._run_out_f16 = len(outputs) == 1 and outputs[0].dtype == "float16"
+        self.check_outputs = True  # warn on NaN/Inf outputs (load's check_outputs)
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -577,7 +589,10 @@ class Model:
             arrays = [self._feeds.one(self._feeds._checks[0], feeds)]
         else:
             arrays = self._feeds(feeds)  # type: ignore[arg-type]
-        return dict(zip(self._output_names, backend.infer(arrays), strict=True))
+        outputs = backend.infer(arrays)
+        if self.check_outputs:
+            self._warn_nonfinite(outputs)
+        return dict(zip(self._output_names, outputs, strict=True))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The one output (float32) for the one input: for an image classifier, logits of shape
@@ -592,8 +607,21 @@ class Model:
             )
         if self._run_in_f16 and type(batch) is np.ndarray and batch.dtype == _F32:
             batch = batch.astype(_F16)
-        out = backend.infer([self._feeds.one(check, batch)])[0]
-        return out.astype(_F32) if self._run_out_f16 else out
+        outputs = backend.infer([self._feeds.one(check, batch)])
+        if self.check_outputs:
+            self._warn_nonfinite(outputs)
+        return outputs[0].astype(_F32) if self._run_out_f16 else outputs[0]
+
+    def _warn_nonfinite(self, outputs: Sequence[np.ndarray]) -> None:
+        found = nonfinite_outputs(self._output_names, outputs)
+        if found:
+            warnings.warn(
+                f"{self.path.name} ({self.backend}, {self.precision}) returned non-finite "
+                f"values from finite inputs: {'; '.join(found)}. An fp16 artifact may overflow; "
+                "check it with edgeport check (load(..., check_outputs=False) silences this)",
+                NonFiniteOutputWarning,
+                stacklevel=3,
+            )
 
     def predict(
         self, images: ImageLike | Sequence[ImageLike] | Iterable[ImageLike], top_k: int = 5

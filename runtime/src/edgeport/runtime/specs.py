@@ -377,3 +377,17 @@ class FeedCheck:
             f"input {check.name!r}: values must lie in [{low:g}, {high:g}] (the model declares "
             f"this range), got {len(bad)} outside, e.g. {array[first].item()} at index {first}"
         )
+
+
+def nonfinite_outputs(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[str]:
+    """``name: N NaN, M Inf`` for each float output holding any (one BLAS call per output when
+    there are none, as for inputs)."""
+    found = []
+    for name, array in zip(names, arrays, strict=True):
+        if array.dtype.kind != "f" or not array.size or math.isfinite(np.vdot(array, array)):
+            continue
+        values = array.astype(np.float32) if array.dtype.itemsize < 2 else array
+        nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        if nan or inf:
+            found.append(f"{name}: {nan} NaN, {inf} Inf of {array.size}")
+    return found
