@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
@@ -43,9 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    """Warnings (edgeport's NonFiniteOutputWarning, ...) as one ``warning:`` line each."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if not verbose:
+        warnings.showwarning = _show_warning
     if not verbose:
         for noisy in ("onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -24,7 +24,7 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
 
 
-def load_model(args: argparse.Namespace) -> Model:
+def load_model(args: argparse.Namespace, *, check_outputs: bool = True) -> Model:
     """``args.path`` loaded as the options of :func:`add_load_options` say."""
     return load(
         args.path,
@@ -32,6 +32,7 @@ def load_model(args: argparse.Namespace) -> Model:
         precision=args.precision,
         device=args.device,
         threads=args.threads,
+        check_outputs=check_outputs,
     )
 
 
