@@ -150,7 +150,7 @@ def test_inspect_bundle_text_and_damage(
     path = bundle / "model.fp16.onnx"
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     code, out, _ = run_cli(capsys, "inspect", bundle)
-    assert code == 0
+    assert code == 1  # a bad artifact is an error, named
     assert "BAD: artifact 'onnx-fp16'" in out
     code, out, _ = run_cli(capsys, "inspect", bundle, "--no-verify")
     assert "not checked (--no-verify)" in out and "BAD" not in out

@@ -202,3 +202,45 @@ def test_non_finite_outputs_from_finite_inputs_warn(tmp_path: Path) -> None:
     with load(path, threads=1, check_outputs=False) as quiet, warnings.catch_warnings():
         warnings.simplefilter("error")
         quiet.run(x)
+
+
+def _inspect(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    from edgeport.runtime.cli import main
+
+    code = main(["inspect", *(str(a) for a in argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_exits_1_naming_a_tampered_or_truncated_artifact(
+    gemm_bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+    assert _inspect(capsys, bundle)[0] == 0
+    path = bundle / "model.fp32.onnx"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    (bundle / "model.int8.onnx").write_bytes(b"")
+    code, out, err = _inspect(capsys, bundle)
+    assert code == 1
+    assert "error: bad artifacts: onnx-fp32, onnx-int8" in err
+    assert "onnx-fp32: onnx fp32" in out and "BAD: artifact 'onnx-fp32'" in out
+    assert "load() refuses it: onnx-fp32 is BAD" in out
+    with pytest.raises(ModelLoadError, match=r"artifact 'onnx-fp32' .* has sha256"):
+        load(bundle)  # auto never runs it
+
+
+def test_inspect_no_verify_never_reads_outside_the_bundle(
+    gemm_bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
+    outside = tmp_path / "secret.onnx"
+    shutil.copy(bundle / "model.fp32.onnx", outside)
+    (bundle / "model.fp32.onnx").unlink()
+    (bundle / "model.fp32.onnx").symlink_to(outside)
+    code, out, err = _inspect(capsys, bundle, "--no-verify")
+    assert code == 1 and "onnx-fp32" in err
+    assert "outside the bundle" in out and "opsets" not in out
+    with pytest.raises(ModelLoadError, match="outside the bundle"):
+        load(bundle, verify=False)

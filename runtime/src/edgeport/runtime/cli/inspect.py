@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from edgeport.runtime.backends.registry import (
     machine_report,
     plan,
 )
-from edgeport.runtime.bundle import verify_artifact
+from edgeport.runtime.bundle import artifact_path, verify_artifact
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.model import resolve_source
@@ -64,6 +66,7 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     report["artifacts"] = [
         _describe_candidate(c, verify, source.summary, source.card) for c in source.candidates
     ]
+    report["bad_artifacts"] = [a["name"] for a in report["artifacts"] if a.get("bad")]
     to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind=None)
     report["auto_choice"] = (
         {
@@ -116,6 +119,12 @@ def _describe_candidate(
         "precision": cand.precision,
         "path": str(cand.path),
     }
+    if art is not None and cand.bundle_dir is not None:
+        try:  # confined to the bundle (links included), verified or not
+            cand = replace(cand, path=artifact_path(cand.bundle_dir, art))
+        except ModelLoadError as exc:
+            info.update(integrity=f"BAD: {exc}", bad=True, backends={})
+            return info
     if art is not None:
         info.update(
             size_bytes=art.size_bytes,
@@ -133,10 +142,15 @@ def _describe_candidate(
                 "hardware_compatibility": art.engine.hardware_compatibility,
             }
         info["integrity"] = _integrity(cand, verify)
+        info["bad"] = info["integrity"].startswith("BAD")
+        if info["bad"]:
+            info["backends"] = {}
+            return info
     elif cand.path.is_file():
         info["size_bytes"] = cand.path.stat().st_size
     if cand.format == "onnx" and cand.path.is_file():
         info.update(_onnx_details(cand, summary, card))
+        info["bad"] = info.get("bad", False) or "problem" in info
     if cand.format == "tensorrt" and cand.path.is_file():
         info["library_verdict"] = _engine_verdict(cand)
     info["backends"] = {
@@ -203,11 +217,15 @@ def _engine_verdict(cand: ModelFile) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    """Exit 0 when every artifact is whole and readable, 1 when any is bad (named)."""
     report = inspect_path(args.path, verify=not args.no_verify)
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    print(format_report(report))
+    else:
+        print(format_report(report))
+    if report["bad_artifacts"]:
+        print(f"error: bad artifacts: {', '.join(report['bad_artifacts'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -221,6 +239,8 @@ def format_report(report: dict[str, Any]) -> str:
         head = f"  {art['name']}: {art['format']} {art['precision'] or 'precision ?'}, {size}"
         if "batch" in art:
             head += f", batch {art['batch']}, parity {art['parity']}, {art['integrity']}"
+        elif "integrity" in art:
+            head += f", {art['integrity']}"
         lines.append(head)
         for io in ("inputs", "outputs"):
             lines += [f"      {io[:-1]} {spec['text']}" for spec in art.get(io, [])]
@@ -244,6 +264,11 @@ def format_report(report: dict[str, Any]) -> str:
         if choice
         else "auto: nothing here can run this model"
     )
+    if choice and choice["target"] in report["bad_artifacts"]:
+        lines.append(
+            f"  ... and load() refuses it: {choice['target']} is BAD (see above); re-export the "
+            "bundle, or ask for another precision"
+        )
     machine = report["machine"]
     lines.append("backends on this machine:")
     for name, reason in machine["backends"].items():
