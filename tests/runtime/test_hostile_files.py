@@ -141,7 +141,7 @@ def _set(path: list[object], value: object) -> object:
         ),
         (_set(["schema_version"], -1), r"schema_version -1 is not one this edgeport reads"),
         (_set(["schema_version"], True), r"schema_version True is not one this edgeport reads"),
-        (_set(["card", "input_size"], [100000, 100000]), r"input_size must be .* 1\.\.16384"),
+        (_set(["card", "input_size"], [100000, 100000]), r"input_size must be .* 1\.\.8192"),
         (_set(["card", "colour"], "red"), r"unknown fields: \$\.card\.colour"),
         (_set(["reference"], {"sha256": ["x"]}), r"got `array` - at `\$\.sha256`"),
     ],

@@ -22,7 +22,7 @@ from edgeport.runtime.specs import TensorSpec
 
 CARD_SCHEMA_VERSION = 2
 MAX_CARD_BYTES = 16 << 20
-MAX_IMAGE_SIDE = 16384  # the largest input height or width a card may declare
+MAX_IMAGE_SIDE = 8192  # the largest input height or width a card may declare
 MAX_CLASSES = 1_000_000
 ONNX_METADATA_KEY = "edgeport.card"
 LAYOUTS = ("NCHW",)

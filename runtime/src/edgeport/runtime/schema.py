@@ -15,6 +15,7 @@ import dataclasses
 import types
 import typing
 from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar, Union
 
 import msgspec
@@ -34,13 +35,14 @@ def parse_json(data: bytes | str, what: str) -> Any:
         raise InputError(f"{what} is nested too deeply to be one") from exc
 
 
-def decode(data: Any, kind: type[T], what: str) -> T:
-    """Builtins (from ``parse_json``) to the dataclass ``kind``, checked strictly."""
-    unknown = _unknown_fields(data, kind, "$")
+def decode(data: Any, kind: type[T], what: str, *, ignore_unknown: bool = False) -> T:
+    """Builtins (from ``parse_json``) to the dataclass ``kind``, checked strictly; fields typed
+    ``Path`` take strings. Unknown fields are refused unless ``ignore_unknown``."""
+    unknown = [] if ignore_unknown else _unknown_fields(data, kind, "$")
     if unknown:
         raise InputError(f"{what} has unknown fields: {', '.join(unknown)}")
     try:
-        return msgspec.convert(data, kind, strict=True)
+        return msgspec.convert(data, kind, strict=True, dec_hook=_paths)
     except msgspec.ValidationError as exc:
         cause = exc.__cause__
         text = str(exc)
@@ -49,6 +51,12 @@ def decode(data: Any, kind: type[T], what: str) -> T:
         raise InputError(f"{what} is invalid: {text}") from exc
     except RecursionError as exc:
         raise InputError(f"{what} is nested too deeply to be one") from exc
+
+
+def _paths(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str) and "\x00" not in value:
+        return Path(value)
+    raise TypeError(f"Expected a path string, got `{type(value).__name__}`")
 
 
 @cache

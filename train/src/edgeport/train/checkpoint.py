@@ -15,8 +15,8 @@ Every file is written atomically, so a run killed midway leaves each file whole 
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,15 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import ModelLoadError
-from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.runtime.errors import InputError, ModelLoadError
+from edgeport.runtime.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    open_regular,
+    read_regular_file,
+)
+from edgeport.runtime.schema import decode, parse_json
 from edgeport.train.models import build_model_from_card, state_dict_mismatch
 
 log = logging.getLogger(__name__)
@@ -110,8 +117,7 @@ def save_checkpoint(
 def read_safetensors(path: str | Path, *, what: str = "weights") -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file; missing or corrupt files raise ``ModelLoadError``."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{what} file not found: {path}")
+    os.close(open_regular(path, what=f"{what} file"))  # exists, regular (no FIFO hang)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -136,16 +142,18 @@ def load_weights_into(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+RUN_FILE_BYTES = 64 << 20
+
+
 def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
     """A JSON object from a run file; ``{}`` for a missing optional file."""
-    if not path.is_file():
-        if required:
-            raise ModelLoadError(f"run file not found: {path}")
+    if not path.exists() and not required:
         return {}
+    raw = read_regular_file(path, what="run file", max_bytes=RUN_FILE_BYTES)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from exc
+        data = parse_json(raw, str(path))
+    except InputError as exc:
+        raise ModelLoadError(f"{exc} (truncated or corrupt?)") from exc
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
@@ -160,7 +168,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         )
     card = ModelCard.load(run_dir / CARD_FILE)
     weights = run_dir / WEIGHTS_FILE
-    if not weights.is_file():
+    if not weights.exists():
         raise ModelLoadError(
             f"weights file not found: {weights}"
             + (
@@ -228,9 +236,27 @@ class TrainingState:
     rng: dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class _StateDocument:
+    """The typed view of ``training_state.json`` (the loop's own scalars pass through)."""
+
+    epoch: int
+    history: list[dict[str, Any]]
+    optimizer_param_groups: list[dict[str, Any]]
+    optimizer_scalars: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epoch < 0 or not all(k.isdigit() for k in self.optimizer_scalars):
+            raise InputError("epoch must be >= 0 and optimizer_scalars keyed by parameter index")
+
+
 def load_training_state(run_dir: Path) -> TrainingState:
     """Read back what ``save_training_state`` wrote, in ``state_dict`` form."""
     document = _read_json(run_dir / STATE_JSON_FILE, required=True)
+    try:
+        decode(document, _StateDocument, str(run_dir / STATE_JSON_FILE), ignore_unknown=True)
+    except InputError as exc:
+        raise ModelLoadError(f"{exc}; the run cannot be resumed") from exc
     tensors = read_safetensors(run_dir / STATE_TENSORS_FILE, what="training state")
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
@@ -238,6 +264,8 @@ def load_training_state(run_dir: Path) -> TrainingState:
     for key, value in tensors.items():
         if key.startswith("optimizer."):
             _, index, name = key.split(".", 2)
+            if not index.isdigit():
+                raise ModelLoadError(f"training state tensor {key!r} has no parameter index")
             per_param.setdefault(int(index), {})[name] = value
     for index, values in document.get("optimizer_scalars", {}).items():
         per_param.setdefault(int(index), {}).update(values)

@@ -10,7 +10,6 @@ uninterrupted one (on CPU, same machine and thread count).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -24,8 +23,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.io import atomic_write_bytes, atomic_write_json
+from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
+from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, read_regular_file
+from edgeport.runtime.schema import decode, parse_json
 from edgeport.runtime.tools.envinfo import package_versions
 from edgeport.train import checkpoint as ckpt
 from edgeport.train import plots
@@ -39,7 +39,7 @@ from edgeport.train.data import (
     imagenet_normalization,
     load_split,
 )
-from edgeport.train.models import build_model, default_input_size
+from edgeport.train.models import build_model, default_input_size, state_dict_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -114,30 +114,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of ``to_dict``; keys that are not fields (``resolved``) are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for key in ("out", "weights", "data_root", "resume"):
-            if values.get(key) is not None:
-                values[key] = Path(values[key])
-        if values.get("input_size") is not None:
-            values["input_size"] = tuple(int(v) for v in values["input_size"])
-        return cls(**values)
+        """The inverse of ``to_dict``, every field type-checked; keys that are not fields
+        (``resolved``, ``versions``) are ignored."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config must be a JSON object, got {type(data).__name__}")
+        try:
+            return decode(data, cls, "training config", ignore_unknown=True)
+        except InputError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 def load_train_config(run_dir: str | Path) -> TrainConfig:
     """The configuration a run was started with (from its ``config.json``)."""
     path = Path(run_dir) / ckpt.CONFIG_FILE
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"cannot resume {run_dir}: {path} not found (is it the --out directory of "
             "`edgeport train`?)"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot resume {run_dir}: {path} is not valid JSON: {exc}") from exc
-    return TrainConfig.from_dict(data)
+        data = parse_json(read_regular_file(path, what="training config"), str(path))
+        return TrainConfig.from_dict(data)
+    except (ConfigError, InputError, ModelLoadError) as exc:
+        raise ConfigError(f"cannot resume {run_dir}: {exc}") from exc
 
 
 @dataclass
@@ -385,8 +384,17 @@ def _start_session(
         run_dir, model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed)
     )
     if state is not None:
+        mismatch = state_dict_mismatch(model.state_dict(), state.model_state)
+        if mismatch:
+            raise ModelLoadError(
+                f"the training state in {run_dir} does not fit the model its config describes: "
+                + "; ".join(mismatch)
+            )
         model.load_state_dict(state.model_state)
-        session.optimizer.load_state_dict(state.optimizer_state)
+        try:
+            session.optimizer.load_state_dict(state.optimizer_state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelLoadError(f"the optimizer state in {run_dir} does not fit: {exc}") from exc
         torch.set_rng_state(state.rng["torch"])
         session.loader_rng.set_state(state.rng["loader"])
         session.history = list(state.scalars.get("history", []))
