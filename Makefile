@@ -7,8 +7,10 @@ STAMP := $(VENV)/.edgeport-installed
 MODELS := .cache/models/.fetched
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo
+FUZZ_EXAMPLES ?= 10000
+FUZZ_STATS ?= .cache/fuzz-stats.json
 
-.PHONY: demo test test-fast lint bench venv models clean
+.PHONY: demo test test-fast lint bench fuzz venv models clean
 
 venv: $(STAMP)
 
@@ -42,6 +44,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy runtime/src/edgeport train/src/edgeport export/src/edgeport
+
+## make fuzz: every untrusted-input reader fuzzed, FUZZ_EXAMPLES cases each (about 10 minutes)
+fuzz: $(STAMP) $(MODELS)
+	EDGEPORT_FUZZ_PROFILE=fuzz EDGEPORT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		EDGEPORT_FUZZ_STATS=$(FUZZ_STATS) $(BIN)/python -m pytest tests/runtime/fuzz -q
+	cat $(FUZZ_STATS)
 
 ## make bench: the CPU benchmark matrix, written to benchmarks/results/<machine>/
 bench: $(STAMP)

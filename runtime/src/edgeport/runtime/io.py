@@ -90,4 +90,7 @@ def read_regular_file(
                 f"{what} {path} has {size:,} bytes, more than the {max_bytes:,} edgeport reads "
                 "for it; it is not a file of this kind, or raise the limit"
             )
-        return handle.read(max_bytes + 1)[:max_bytes]
+        data = handle.read(size)  # the size fstat gave (read(n) allocates n bytes up front)
+        if len(data) != size:
+            raise ModelLoadError(f"{what} {path} changed size while being read; try again")
+        return data
