@@ -93,7 +93,7 @@ def test_failed_and_unchecked_parity_are_passed_over_with_reasons() -> None:
     cands = candidates("fp32", "fp16", "int8", parity={"fp32": False, "fp16": None, "int8": True})
     to_open, passed_over = plan(cands, backend="onnxruntime-cpu", precision=None, device_kind="cpu")
     assert [c.label for _, c in to_open] == ["onnx-int8"]
-    reasons = {a.target: a.reason for a in passed_over}
+    reasons = {a.target: a.why for a in passed_over}
     assert "export parity check failed (max_abs 0.5 > 0.0001)" in reasons["onnx-fp32"]
     assert "precision='fp32' to load it anyway" in reasons["onnx-fp32"]
     assert "parity was not checked" in reasons["onnx-fp16"]
@@ -172,4 +172,4 @@ def test_auto_explains_why_gpu_backends_were_skipped(gemm_bundle_dir: Path) -> N
     with load(gemm_bundle_dir, threads=1) as model:
         cuda = [a for a in model.attempts if a.backend == "onnxruntime-cuda"]
     assert len(cuda) == 1 and cuda[0].status == "skipped"
-    assert cuda[0].reason == machine_report()["onnxruntime-cuda"]
+    assert cuda[0].why == machine_report()["onnxruntime-cuda"]

@@ -238,7 +238,7 @@ def test_auto_falls_back_to_onnx_and_says_why(engine_bundle: Path) -> None:
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
     assert [a.target for a in skipped] == ["tensorrt-fp32"]
     assert NO_GPU is not None
-    assert skipped[0].status == "skipped" and NO_GPU in skipped[0].reason
+    assert skipped[0].status == "skipped" and NO_GPU in skipped[0].why
 
 
 @pytest.mark.tensorrt

@@ -17,10 +17,11 @@ failed or skipped its parity check is only loaded when asked for by name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.bundle import Artifact, EngineInfo
 from edgeport.runtime.errors import ConfigError
 
@@ -85,13 +86,19 @@ class Attempt:
     target: str  # artifact name / file name; "" when the whole backend was passed over
     precision: str | None
     status: str  # "chosen", "skipped" (decided without opening), "failed" (opening failed)
-    reason: str = ""
+    reason: str | Callable[[], str | None] = ""  # a callable is asked only when shown
+
+    @property
+    def why(self) -> str:
+        """The reason, computed now if it was deferred (e.g. to spare an import at load)."""
+        return (self.reason() or "") if callable(self.reason) else self.reason
 
     def __str__(self) -> str:
         what = self.backend
         if self.target:
             what += f" [{self.target}{f', {self.precision}' if self.precision else ''}]"
-        return f"{what}: {self.status}" + (f": {self.reason}" if self.reason else "")
+        why = self.why
+        return f"{what}: {self.status}" + (f": {why}" if why else "")
 
 
 def check_backend_name(backend: str) -> str:
@@ -155,7 +162,13 @@ def steps(
                 f"backend {backend!r} runs on the CPU, but a CUDA device was asked for"
             )
         order = [backend]
-    if backend == "auto" and device_kind != "cpu" and any(c.format == "onnx" for c in candidates):
+    gpu_here = probe_gpus().reason is None
+    if (
+        backend == "auto"
+        and gpu_here
+        and device_kind != "cpu"
+        and any(c.format == "onnx" for c in candidates)
+    ):
         from edgeport.runtime.backends.onnxrt import unavailable_reason
 
         if unavailable_reason("onnxruntime-tensorrt", device_index) is None:
@@ -176,6 +189,11 @@ def steps(
             what = f"{precision} {fmt}" if precision else fmt
             yield Attempt(name, "", precision, "skipped", f"no {what} artifact")
             continue
+        if backend == "auto" and name in GPU_BACKENDS and not gpu_here:
+            # Decided from the driver alone; what else is missing is asked only if shown, so
+            # a CPU-only load imports no GPU library (cold start).
+            yield from _no_gpu_attempts(name, mine, device_index)
+            continue
         if name != "tensorrt":
             reason = backend_unavailable_reason(name, device_index)
             if reason is not None:
@@ -195,6 +213,20 @@ def steps(
                     yield Attempt(name, cand.label, cand.precision, "skipped", reason)
                     continue
             yield name, cand
+
+
+def _no_gpu_attempts(name: str, mine: list[ModelFile], device_index: int) -> Iterator[Attempt]:
+    if name != "tensorrt":
+        yield Attempt(name, "", None, "skipped", lambda: backend_unavailable_reason(name))
+        return
+    for cand in mine:
+        yield Attempt(
+            name,
+            cand.label,
+            cand.precision,
+            "skipped",
+            lambda c=cand: candidate_unavailable_reason(name, c, device_index),  # type: ignore[misc]
+        )
 
 
 def plan(
