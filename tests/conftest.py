@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from _env import cuda_gpu_reason, tensorrt_module_name
 
 # Expensive session fixtures live in their own modules, one per distribution under test.
 pytest_plugins = ["fixtures_train", "fixtures_export"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches edgeport writes (OpenVINO's compiled models, tuning records) go to a temporary
+    directory, never the user's home."""
+    os.environ["EDGEPORT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgeport-cache"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

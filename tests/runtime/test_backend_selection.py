@@ -103,7 +103,10 @@ def test_unchecked_fp32_is_still_taken() -> None:
     to_open, _ = plan(
         candidates("fp32", parity={"fp32": None}), backend="auto", precision=None, device_kind="cpu"
     )
-    assert [c.label for _, c in to_open] == ["onnx-fp32"]
+    assert [(b, c.label) for b, c in to_open] == [
+        ("onnxruntime-cpu", "onnx-fp32"),
+        ("openvino", "onnx-fp32"),
+    ]
 
 
 def test_asking_for_a_precision_ignores_parity() -> None:
@@ -116,7 +119,10 @@ def test_auto_on_cpu_only_plans_cpu() -> None:
     to_open, passed_over = plan(
         candidates("fp32"), backend="auto", precision=None, device_kind="cpu"
     )
-    assert [(b, c.label) for b, c in to_open] == [("onnxruntime-cpu", "onnx-fp32")]
+    assert [(b, c.label) for b, c in to_open] == [
+        ("onnxruntime-cpu", "onnx-fp32"),  # first by rule; openvino only if it cannot open
+        ("openvino", "onnx-fp32"),
+    ]
     assert passed_over == []
 
 

@@ -26,7 +26,8 @@ from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
 from edgeport.runtime.tools.bench_result import CSV_COLUMNS, BenchResult
 from edgeport.runtime.tools.report import bench_markdown, validate_bench_dict
 
-TINY = ["--warmup-s", "0", "--iterations", "5", "--threads", "1"]
+ORT = ("onnxruntime-cpu",)  # one engine per test; test_openvino_rows_beside_onnxruntime has both
+TINY = ["--warmup-s", "0", "--iterations", "5", "--threads", "1", "--backend", ORT[0]]
 QUICK = TimingConfig(warmup_s=0.0, iterations=5)
 TABLE_ROWS = 10
 
@@ -168,16 +169,22 @@ def test_bare_two_input_onnx_with_two_shape_sets(two_input_onnx: Path, tmp_path:
 def test_value_ranges_reach_the_synthetic_inputs(two_input_onnx: Path) -> None:
     """ids beyond the embedding table make Gather fail: the range is what the model was fed."""
     settings = BenchSettings(
-        shapes=({"ids": (2, 3)},), value_ranges={"ids": (50, 60)}, timing=QUICK, baselines=()
+        backends=ORT,
+        shapes=({"ids": (2, 3)},),
+        value_ranges={"ids": (50, 60)},
+        timing=QUICK,
+        baselines=(),
     )
     result = benchmark(two_input_onnx, settings)
     assert result.rows == []
     (skip,) = [s for s in result.skipped if s.backend == "onnxruntime-cpu"]
     assert skip.shapes == {"x": (2, 4), "ids": (2, 3)} and "indices element out of" in skip.reason
     with pytest.raises(ConfigError, match=r"--value-range names unknown inputs \['idz'\]"):
-        benchmark(two_input_onnx, BenchSettings(value_ranges={"idz": (0, 1)}, baselines=()))
+        benchmark(
+            two_input_onnx, BenchSettings(backends=ORT, value_ranges={"idz": (0, 1)}, baselines=())
+        )
     with pytest.raises(ConfigError, match=r"no artifacts of precision \['int8'\]"):
-        benchmark(two_input_onnx, BenchSettings(precisions=("int8",)))
+        benchmark(two_input_onnx, BenchSettings(backends=ORT, precisions=("int8",)))
 
 
 def test_npz_inputs_are_tiled_to_each_batch(two_input_onnx: Path, tmp_path: Path) -> None:
@@ -188,24 +195,30 @@ def test_npz_inputs_are_tiled_to_each_batch(two_input_onnx: Path, tmp_path: Path
         x=rng.standard_normal((3, 4)).astype(np.float32),
         ids=rng.integers(0, TABLE_ROWS, (3, 5)),
     )
-    settings = BenchSettings(inputs=str(npz), batches=(2, 5), timing=QUICK, baselines=())
+    settings = BenchSettings(
+        backends=ORT, inputs=str(npz), batches=(2, 5), timing=QUICK, baselines=()
+    )
     result = benchmark(two_input_onnx, settings)
     assert [dict(r.shapes) for r in result.rows] == [
         {"x": (2, 4), "ids": (2, 5)},
         {"x": (5, 4), "ids": (5, 5)},
     ]
     assert result.config["input_data"] == "inputs.npz (x, ids)"
-    (row,) = benchmark(two_input_onnx, BenchSettings(inputs=str(npz), timing=QUICK)).rows
+    (row,) = benchmark(
+        two_input_onnx, BenchSettings(backends=ORT, inputs=str(npz), timing=QUICK)
+    ).rows
     assert row.batch == 3  # the file's own shapes
     with pytest.raises(ConfigError, match=r"only axis 0 \(samples\) is tiled or cut"):
-        benchmark(two_input_onnx, BenchSettings(inputs=str(npz), shapes=({"ids": (1, 7)},)))
+        benchmark(
+            two_input_onnx, BenchSettings(backends=ORT, inputs=str(npz), shapes=({"ids": (1, 7)},))
+        )
     np.savez(npz, x=np.zeros((3, 4), np.float32))
     with pytest.raises(ConfigError, match=r"has no array for input 'ids'"):
-        benchmark(two_input_onnx, BenchSettings(inputs=str(npz), baselines=()))
+        benchmark(two_input_onnx, BenchSettings(backends=ORT, inputs=str(npz), baselines=()))
 
 
 def test_detector_bundle_parity_per_output(detector_bundle: Path) -> None:
-    settings = BenchSettings(batches=(1, 4), timing=QUICK, threads=1)
+    settings = BenchSettings(backends=ORT, batches=(1, 4), timing=QUICK, threads=1)
     result = benchmark(detector_bundle, settings)
     assert [(r.batch, dict(r.shapes)) for r in result.rows] == [
         (1, {"x": (1, 3, 16, 16)}),
@@ -233,27 +246,29 @@ def test_detector_bundle_parity_per_output(detector_bundle: Path) -> None:
 
 def test_detector_with_synthetic_inputs_at_other_sizes(detector_bundle: Path) -> None:
     shapes = ({"x": (1, 3, 32, 48)},)
-    settings = BenchSettings(shapes=shapes, timing=QUICK, baselines=())
+    settings = BenchSettings(backends=ORT, shapes=shapes, timing=QUICK, baselines=())
     result = benchmark(detector_bundle, settings)
     (row,) = result.rows
     assert dict(row.shapes) == {"x": (1, 3, 32, 48)}
     assert result.config["input_data"].startswith("synthetic")  # shape sets ask for other data
     assert row.parity_passed is True  # parity still runs on the stored reference inputs
     with pytest.raises(ConfigError, match=r"only axis 0 \(samples\) is tiled or cut"):
-        benchmark(detector_bundle, BenchSettings(inputs="reference", shapes=shapes))
+        benchmark(detector_bundle, BenchSettings(backends=ORT, inputs="reference", shapes=shapes))
 
 
 def test_images_are_preprocessed_by_the_card(
     cnn_onnx: Path, digit_images: list[Path], two_input_onnx: Path
 ) -> None:
     folder = digit_images[0].parent
-    settings = BenchSettings(images=(str(folder),), batches=(2,), timing=QUICK, baselines=())
+    settings = BenchSettings(
+        backends=ORT, images=(str(folder),), batches=(2,), timing=QUICK, baselines=()
+    )
     (row,) = benchmark(cnn_onnx, settings).rows
     assert dict(row.shapes) == {"input": (2, 3, 32, 32)}
     with pytest.raises(ConfigError, match="images need a model card"):
-        benchmark(two_input_onnx, BenchSettings(images=(str(folder),)))
+        benchmark(two_input_onnx, BenchSettings(backends=ORT, images=(str(folder),)))
     with pytest.raises(ConfigError, match="image file or folder not found"):
-        benchmark(cnn_onnx, BenchSettings(images=(str(folder / "missing.png"),)))
+        benchmark(cnn_onnx, BenchSettings(backends=ORT, images=(str(folder / "missing.png"),)))
 
 
 def test_paths_that_are_no_model_get_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -280,7 +295,9 @@ def test_a_bare_engine_is_benchmarked_or_says_why_not(tmp_path: Path) -> None:
 
 
 def test_schema_1_results_are_still_read(detector_bundle: Path) -> None:
-    data = benchmark(detector_bundle, BenchSettings(batches=(1,), timing=QUICK)).to_dict()
+    data = benchmark(
+        detector_bundle, BenchSettings(backends=ORT, batches=(1,), timing=QUICK)
+    ).to_dict()
     old = {k: v for k, v in data.items() if k not in ("model", "profiles")}
     old |= {"schema_version": 1, "bundle": {"architecture": "tiny_detector"}}
     old["rows"] = [
@@ -293,3 +310,10 @@ def test_schema_1_results_are_still_read(detector_bundle: Path) -> None:
     assert again.model == {"architecture": "tiny_detector"}
     assert again.rows[0].throughput == data["rows"][0]["samples_per_s"]
     assert dict(again.rows[0].shapes) == {}
+
+
+def test_openvino_rows_beside_onnxruntime(two_input_onnx: Path) -> None:
+    pytest.importorskip("openvino", reason="the openvino backend")
+    settings = BenchSettings(shapes=({"x": (2, 4), "ids": (2, 3)},), timing=QUICK, baselines=())
+    rows = benchmark(two_input_onnx, settings).rows
+    assert {r.backend for r in rows} == {"onnxruntime-cpu", "openvino"}

@@ -29,6 +29,7 @@ from edgeport.runtime.tools.report import validate_bench_dict
 def test_cli_profile_of_a_small_cnn(cnn_onnx: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
     args = ["bench", str(cnn_onnx), "--batch", "2", "--warmup-s", "0", "--iterations", "5"]
+    args += ["--backend", "onnxruntime-cpu"]
     args += ["--profile", "--profile-runs", "8", "--profile-top", "3", "--json", str(out)]
     assert main(args) == 0
     data = json.loads(out.read_text())

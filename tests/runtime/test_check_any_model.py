@@ -165,8 +165,8 @@ def test_two_input_model_checks_on_inputs_from_an_npz(
     inputs = tmp_path / "in.npz"
     inputs.write_bytes(npz_bytes(feeds))
     report = check(files["two_input16"], reference_model=files["two_input"], inputs=inputs)
-    (run,) = report.checked
-    assert run.passed and run.count == 5
+    run = next(c for c in report.checked if c.backend == CPU)
+    assert report.passed and run.passed and run.count == 5
     (fused,) = run.outputs
     assert fused.comparison.shape == (5, 8) and fused.comparison.max_abs > 0
     data = report.to_dict()
@@ -185,12 +185,27 @@ def test_a_file_alone_says_nothing_was_checked_and_why(
 
     if backend_unavailable_reason("onnxruntime-cuda") is None:
         pytest.skip("this machine runs ONNX Runtime CUDA: the file is checked there")
-    code, out, err = run_cli(capsys, "check", files["detector"])
+    code, out, err = run_cli(
+        capsys,
+        "check",
+        files["detector"],
+        "--backend",
+        f"{CPU},onnxruntime-cuda,onnxruntime-tensorrt",
+    )
     assert code == 1
     assert "nothing checked: no backend besides the reference can run detector.onnx" in err
     assert f"detector.onnx on {CPU}: it computes the reference" in out
     assert "detector.onnx on onnxruntime-cuda: " in out
     assert "detector.onnx on onnxruntime-tensorrt: " in out
+
+
+def test_a_file_alone_is_checked_on_openvino_against_onnxruntime(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is the other CPU engine")
+    code, out, _ = run_cli(capsys, "check", files["detector"])
+    assert code == 0
+    assert "| detector.onnx | openvino | passed | `labels` | exact | 0 |" in out
 
 
 def test_settings_that_do_not_apply_are_refused(files: dict[str, Path]) -> None:

@@ -121,12 +121,18 @@ def test_inspect_bundle_json(capsys: pytest.CaptureFixture[str], gemm_bundle_dir
     ]
     assert report["task"] == "classification"
     assert fp32["backends"]["onnxruntime-cpu"] is None
-    assert set(fp32["backends"]) == {"onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"}
+    assert set(fp32["backends"]) == {
+        "onnxruntime-tensorrt",
+        "onnxruntime-cuda",
+        "onnxruntime-cpu",
+        "openvino",
+    }
     assert set(report["machine"]["backends"]) == {
         "tensorrt",
         "onnxruntime-tensorrt",
         "onnxruntime-cuda",
         "onnxruntime-cpu",
+        "openvino",
     }
     if report["machine"]["backends"]["onnxruntime-cuda"] is not None:
         assert report["auto_choice"] == {

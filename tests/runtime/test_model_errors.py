@@ -119,7 +119,7 @@ def test_predict_reports_unreadable_images(model: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"backend": "openvino"}, r"unknown backend 'openvino'; expected 'auto' or one of"),
+        ({"backend": "tflite"}, r"unknown backend 'tflite'; expected 'auto' or one of"),
         ({"precision": "fp8"}, r"unknown precision 'fp8'; expected None or one of"),
         ({"device": "tpu"}, r"device must be None, 'cpu', 'cuda', 'cuda:N'"),
         ({"device": -1}, r"device index must be >= 0, got -1"),

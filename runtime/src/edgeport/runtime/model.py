@@ -57,6 +57,7 @@ from edgeport.runtime.errors import (
 )
 from edgeport.runtime.preprocess import ImageLike, preprocess
 from edgeport.runtime.specs import (
+    DTYPES,
     FeedCheck,
     TensorSpec,
     merge_specs,
@@ -120,6 +121,7 @@ def load(
     cuda_graph: bool = False,
     verify: bool = True,
     check_outputs: bool = True,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Model:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
@@ -130,8 +132,12 @@ def load(
     Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
     (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
+    ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
+    ``cache_dir`` (see each backend's module).
     """
     check_backend_name(backend)
+    if backend_options and backend not in ("auto", "openvino"):
+        raise ConfigError(f"backend_options are taken by openvino only, not by {backend}")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; expected None or one of {PRECISIONS}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -157,7 +163,9 @@ def load(
             continue
         name, cand = step
         try:
-            opened = _open(name, cand, source, device_index, threads, cuda_graph, verify)
+            opened = _open(
+                name, cand, source, device_index, threads, cuda_graph, verify, backend_options
+            )
         except BackendUnavailable as exc:
             attempts.append(Attempt(name, cand.label, cand.precision, "failed", str(exc)))
             log.debug("%s could not open %s: %s", name, cand.label, exc)
@@ -321,6 +329,7 @@ def _open(
     threads: int | None,
     cuda_graph: bool,
     verify: bool,
+    options: Mapping[str, Any] | None = None,
 ) -> Backend:
     path = _verified_path(cand, verify)
     if name == "tensorrt":
@@ -336,6 +345,16 @@ def _open(
 
     summary = source.summary if source.summary is not None else read_onnx_summary(path)
     check_external_data(path, summary, cand.bundle_dir or path.parent)
+    if name == "openvino":
+        from edgeport.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
+
+        file_specs = [
+            TensorSpec(t.name, t.elem_type, t.shape)
+            for t in (*summary.inputs, *summary.outputs)
+            if t.elem_type in DTYPES
+        ]
+        ov_settings = OpenVinoSettings.from_options(threads, options or {})
+        return OpenVinoBackend(path, ov_settings, file_specs)
     profile = None
     if name == "onnxruntime-tensorrt" and cand.artifact is not None:
         profile = tensorrt_profile_options(cand.artifact.inputs)

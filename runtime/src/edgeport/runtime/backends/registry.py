@@ -3,11 +3,13 @@
 Backends are imported only when asked about (as tinygrad finds devices): asking whether
 ``tensorrt`` can run imports ``tensorrt`` and nothing else.
 
-Auto-selection (``backend="auto"``) tries, fastest first: ``tensorrt`` (an engine built for this
-GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``. ``onnxruntime-tensorrt`` is never picked
-automatically, since it builds a TensorRT engine inside the session on every load (minutes);
-ask for it by name. Every candidate that is passed over is recorded as an :class:`Attempt`
-with the reason, which ``Model.explain()`` prints.
+Auto-selection (``backend="auto"``) follows this machine's tuning record when one matches
+(:mod:`edgeport.runtime.tuning`, written by ``edgeport tune``); otherwise it tries, fastest first
+by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``,
+``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when).
+``onnxruntime-tensorrt`` is never picked automatically, since it builds a TensorRT engine inside
+the session on every load (minutes); ask for it by name. Every candidate that is passed over is
+recorded as an :class:`Attempt` with the reason, which ``Model.explain()`` prints.
 
 Precision (``precision=None``) follows :data:`PRECISION_PREFERENCE`, fastest first for each
 backend, and takes the first artifact whose export parity check passed (an fp32 artifact is
@@ -25,15 +27,17 @@ from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.bundle import Artifact, EngineInfo
 from edgeport.runtime.errors import ConfigError
 
-BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
-AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino")
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino")
 GPU_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"})
 FORMAT_OF = {
     "tensorrt": "tensorrt",
     "onnxruntime-tensorrt": "onnx",
     "onnxruntime-cuda": "onnx",
     "onnxruntime-cpu": "onnx",
+    "openvino": "onnx",
 }
+ONNX_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "onnx")
 # Fastest first. On GPUs, TensorRT's int8 and fp16 kernels beat fp32. ONNX Runtime's CUDA
 # provider runs fp16 on tensor cores but has few int8 (QDQ) kernels, so int8 comes last there.
 # On CPUs int8 is only faster for large models (ResNet-18: 17.5 vs 32 ms; the small CNN: 0.18
@@ -43,6 +47,7 @@ PRECISION_PREFERENCE = {
     "onnxruntime-tensorrt": ("int8", "fp16", "fp32"),
     "onnxruntime-cuda": ("fp16", "fp32", "int8"),
     "onnxruntime-cpu": ("fp32", "int8", "fp16"),
+    "openvino": ("fp32", "int8", "fp16"),
 }
 PRECISION_RULE = (
     "precision=None takes, for each backend in order, the first artifact in its preference "
@@ -114,6 +119,10 @@ def backend_unavailable_reason(backend: str, device_index: int = 0) -> str | Non
         from edgeport.runtime.backends.tensorrt import static_unavailable_reason
 
         return static_unavailable_reason(None, device_index)
+    if backend == "openvino":
+        from edgeport.runtime.backends import openvino
+
+        return openvino.unavailable_reason()
     from edgeport.runtime.backends.onnxrt import unavailable_reason
 
     return unavailable_reason(backend, device_index)

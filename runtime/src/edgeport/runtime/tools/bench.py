@@ -88,7 +88,13 @@ from edgeport.runtime.tools.timing import (
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("single-stream", "offline", "both")
-RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+RUNTIME_BACKENDS = (
+    "onnxruntime-cpu",
+    "openvino",
+    "onnxruntime-cuda",
+    "onnxruntime-tensorrt",
+    "tensorrt",
+)
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
 DEFAULT_IMAGE_BATCHES = (1, 8, 32)
 SPEEDUP_TEXT = "PyTorch eager fp32 p50 / row p50, same device and input shapes"

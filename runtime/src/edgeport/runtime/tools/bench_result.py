@@ -126,7 +126,7 @@ ROW_FIELDS: tuple[RowField, ...] = (
     _plain(
         "backend",
         ("string",),
-        "onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt (edgeport); "
+        "onnxruntime-cpu, openvino, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt (edgeport); "
         "torch, torch-compile, torch-cuda-graph (baselines)",
     ),
     _plain("kind", ("string",), '"edgeport" (runtime backend) or "baseline" (PyTorch)'),

@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.registry import (
+    BACKENDS,
     FORMAT_OF,
+    ONNX_BACKENDS,
     ModelFile,
     candidate_unavailable_reason,
     short_reason,
@@ -67,9 +69,9 @@ log = logging.getLogger(__name__)
 CHECK_SCHEMA = "edgeport.check"
 CHECK_SCHEMA_VERSION = 2
 REFERENCES = ("auto", "torch", "stored", "onnxruntime-cpu")
-ONNX_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
-ENGINE_BACKENDS = ("tensorrt",)
-BUNDLE_ONNX_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda")  # the default for bundles
+ENGINE_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "tensorrt")
+# the default for bundles: every ONNX backend but the TensorRT EP (it builds engines for minutes)
+BUNDLE_ONNX_BACKENDS = tuple(b for b in ONNX_BACKENDS if b != "onnxruntime-tensorrt")
 REFERENCE_BACKEND = "onnxruntime-cpu"
 RUN_CHUNK = 64
 DEFAULT_SAMPLES = 4

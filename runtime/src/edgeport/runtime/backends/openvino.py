@@ -1,0 +1,211 @@
+"""The OpenVINO backend: a bundle's ONNX artifacts (fp32, fp16, Q/DQ int8) compiled by OpenVINO's
+CPU plugin.
+
+OpenVINO reads the same ONNX files as ONNX Runtime; on CPUs its int8 kernels are often the
+fastest (ResNet-18 int8 16.7 ms against ONNX Runtime's 20.5 ms on the 2-core AVX2 machine,
+NOTES.md), while its per-call overhead makes small models slower. ``edgeport tune`` measures
+which wins on a machine.
+
+Settings (``load(..., backend_options={...})``): ``hint`` ``latency`` (default) or
+``throughput`` (OpenVINO's PERFORMANCE_HINT), ``streams`` (NUM_STREAMS), ``cache_dir`` (compiled
+models are cached there, so a second start skips compilation; default the user's cache,
+``$EDGEPORT_CACHE_DIR/openvino`` or ``~/.cache/edgeport/openvino``; ``""`` disables it);
+``threads`` comes from ``load``. Infer requests are pooled, one per concurrent caller, so a
+``Model`` is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import queue
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
+from edgeport.runtime.specs import TensorSpec
+
+log = logging.getLogger(__name__)
+
+INSTALL = "pip install 'edgeport-runtime[openvino]'"
+HINTS = ("latency", "throughput")
+_TYPES = {
+    "f32": "float32",
+    "f16": "float16",
+    "bf16": "bfloat16",
+    "f64": "float64",
+    "i8": "int8",
+    "u8": "uint8",
+    "i16": "int16",
+    "i32": "int32",
+    "i64": "int64",
+    "boolean": "bool",
+}
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("EDGEPORT_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    base = Path(root) if root else Path.home() / ".cache"
+    return (base if os.environ.get("EDGEPORT_CACHE_DIR") else base / "edgeport") / "openvino"
+
+
+@dataclass(frozen=True)
+class OpenVinoSettings:
+    """How to compile: threads (None: OpenVINO's default), the performance hint, streams and
+    the compiled-model cache."""
+
+    threads: int | None = None
+    hint: str = "latency"
+    streams: int | None = None
+    cache_dir: Path | None = None
+
+    @classmethod
+    def from_options(cls, threads: int | None, options: Mapping[str, Any]) -> OpenVinoSettings:
+        unknown = sorted(set(options) - {"hint", "streams", "cache_dir"})
+        if unknown:
+            raise ConfigError(
+                f"unknown openvino options {unknown}; it takes hint, streams and cache_dir"
+            )
+        hint = str(options.get("hint", "latency")).lower()
+        if hint not in HINTS:
+            raise ConfigError(f"openvino hint must be one of {HINTS}, got {hint!r}")
+        streams = options.get("streams")
+        if streams is not None and (not str(streams).isdigit() or int(streams) < 1):
+            raise ConfigError(f"openvino streams must be a positive integer, got {streams!r}")
+        cache = options.get("cache_dir", default_cache_dir())
+        return cls(
+            threads=threads,
+            hint=hint,
+            streams=None if streams is None else int(streams),
+            cache_dir=Path(cache) if cache not in ("", None) else None,
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The properties passed to ``compile_model``."""
+        # f32: the graph's own arithmetic. OpenVINO's default on CPUs with bf16 units runs fp32
+        # graphs in bfloat16 (measured: detector outputs off by 0.06, fp32 parity failed).
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": self.hint.upper(),
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        if self.streams is not None:
+            config["NUM_STREAMS"] = self.streams
+        return config
+
+
+def import_openvino() -> ModuleType:
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailable(
+            f"the openvino backend needs OpenVINO, which is not installed: {INSTALL}"
+        )
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable(f"OpenVINO cannot be imported ({exc}): {INSTALL}") from exc
+    return openvino
+
+
+def unavailable_reason() -> str | None:
+    """Why OpenVINO cannot run here (not installed), or None; its CPU plugin runs anywhere."""
+    if importlib.util.find_spec("openvino") is None:
+        return f"OpenVINO is not installed: {INSTALL}"
+    return None
+
+
+class OpenVinoBackend(Backend):
+    """One compiled model on OpenVINO's CPU plugin, with a pool of infer requests."""
+
+    name = "openvino"
+
+    def __init__(
+        self, path: Path, settings: OpenVinoSettings, file_specs: Sequence[TensorSpec] = ()
+    ) -> None:
+        ov = import_openvino()
+        self.path, self.settings = path, settings
+        self._version = ov.get_version()
+        core = ov.Core()
+        if settings.cache_dir is not None:
+            settings.cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(settings.cache_dir)})
+        try:
+            self._compiled: Any = core.compile_model(str(path), "CPU", settings.config())
+        except RuntimeError as exc:
+            raise ModelLoadError(f"OpenVINO cannot compile {path}: {exc}") from exc
+        names = {s.name: s for s in file_specs}
+        self.inputs = tuple(_spec(port, names) for port in self._compiled.inputs)
+        self.outputs = tuple(_spec(port, names) for port in self._compiled.outputs)
+        self._ports = list(self._compiled.outputs)
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        log.debug("compiled %s with OpenVINO %s: %s", path, self._version, settings)
+
+    def infer(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        compiled = self._compiled
+        if compiled is None:
+            raise ModelLoadError(f"the openvino model {self.path} was closed")
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = compiled.create_infer_request()
+        try:
+            result = request.infer(list(arrays))
+            return [np.asarray(result[port]) for port in self._ports]
+        except RuntimeError as exc:
+            shapes = [a.shape for a in arrays]
+            raise InputError(f"openvino failed on inputs of shapes {shapes}: {exc}") from exc
+        finally:
+            self._requests.put(request)
+
+    def close(self) -> None:
+        self._compiled = None
+        while not self._requests.empty():
+            self._requests.get_nowait()
+
+    def describe(self) -> dict[str, Any]:
+        compiled = self._compiled
+        info: dict[str, Any] = {
+            "library": f"openvino {self._version}",
+            "device": "CPU",
+            "hint": self.settings.hint,
+            "inference_precision": "f32 (the graph's own; fp16/int8 artifacts carry theirs)",
+            "cache_dir": str(self.settings.cache_dir) if self.settings.cache_dir else None,
+            "infer_requests": "one per concurrent caller (pooled)",
+        }
+        if compiled is not None:
+            info["threads"] = compiled.get_property("INFERENCE_NUM_THREADS") or "default"
+            info["streams"] = compiled.get_property("NUM_STREAMS")
+        return info
+
+
+def _spec(port: Any, file_specs: Mapping[str, TensorSpec]) -> TensorSpec:
+    """An OpenVINO port as a TensorSpec, named as in the ONNX file (a port can carry several
+    tensor names, e.g. a Cast's output and the graph output it feeds); dynamic dimensions take
+    the file's symbolic names."""
+    names = sorted(port.get_names())
+    name = next((n for n in names if n in file_specs), port.get_any_name())
+    type_name = port.get_element_type().get_type_name()
+    dtype = _TYPES.get(type_name)
+    if dtype is None:
+        raise ModelLoadError(f"openvino: {name!r} has element type {type_name}, not supported")
+    declared = file_specs.get(name)
+    dims: list[int | str | None] = []
+    for axis, dim in enumerate(port.get_partial_shape()):
+        if dim.is_static:
+            dims.append(dim.get_length())
+        elif (
+            declared is not None
+            and axis < declared.rank
+            and not isinstance(declared.shape[axis], int)
+        ):
+            dims.append(declared.shape[axis])
+        else:
+            dims.append(None)
+    return TensorSpec(name, dtype, tuple(dims))
