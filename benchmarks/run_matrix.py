@@ -46,7 +46,7 @@ MAX_INT8_LOSS_POINTS = 1.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from edgeport.runtime.tools.envinfo import cpu_counts, machine_slug
+    from edgeport.runtime.envinfo import cpu_counts, machine_slug
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run for validation")
@@ -221,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
+    from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.tools.envinfo import collect_environment
     from edgeport.runtime.tools.report import write_plot
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]

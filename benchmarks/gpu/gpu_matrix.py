@@ -214,8 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
+    from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json
-    from edgeport.runtime.tools.envinfo import collect_environment
 
     facts = gpu_facts()
     atomic_write_json(args.out / "env.json", {**collect_environment(), "gpu_software": facts})

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeport.runtime.envinfo import collect_environment, cpu_counts, gpu_slug, machine_slug
 from edgeport.runtime.tools.bench_result import (
     CSV_COLUMNS,
     BenchResult,
@@ -19,7 +20,6 @@ from edgeport.runtime.tools.bench_result import (
     Skipped,
     speedups,
 )
-from edgeport.runtime.tools.envinfo import collect_environment, cpu_counts, gpu_slug, machine_slug
 from edgeport.runtime.tools.profile import LayerProfile, LayerTime
 from edgeport.runtime.tools.report import (
     bench_csv,
@@ -208,7 +208,7 @@ def test_runtime_bench_and_check_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import edgeport.runtime.tools.bench, edgeport.runtime.tools.check\n"
-        "import edgeport.runtime.tools.report, edgeport.runtime.tools.envinfo\n"
+        "import edgeport.runtime.tools.report, edgeport.runtime.envinfo\n"
         "import edgeport.runtime.cli.bench, edgeport.runtime.cli.check\n"
         "bad = [m for m in ('torch', 'edgeport.train', 'edgeport.export', 'matplotlib', "
         "'onnxruntime') if m in sys.modules]\n"

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
+from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
 from edgeport.runtime.model import PRECISION_METADATA_KEY
-from edgeport.runtime.tools.envinfo import package_versions
 
 if TYPE_CHECKING:
     import onnx

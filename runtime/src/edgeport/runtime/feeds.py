@@ -1,4 +1,5 @@
-"""Inputs for any model from the command line: shapes, value ranges, synthetic data and .npz files.
+"""Inputs for any model: shapes, value ranges, synthetic data, .npz files, and :class:`InputData`
+(real samples or synthetic data at any shapes) for the tools that time and tune models.
 
 ``--shapes name:1x3x224x224,ids:1x16`` fixes dynamic dimensions (as trtexec's ``--shapes``,
 OpenVINO's ``-data_shape`` and ORT perf_test's ``--data_shape``); at export, ``name:MIN:OPT:MAX``
@@ -9,9 +10,11 @@ range (the model's declared value range, else [0, 1] as Polygraphy's default), r
 
 from __future__ import annotations
 
+import math
 import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from edgeport.runtime.errors import ConfigError, InputError
 from edgeport.runtime.specs import UNBOUNDED, DimRange, TensorSpec, numpy_dtype
 
 DEFAULT_INT_RANGE = (0, 1)
+Feeds = dict[str, np.ndarray]
+Shapes = dict[str, tuple[int, ...]]
 _DIMS_RE = re.compile(r"^\d+(x\d+)*$|^$")  # "1x3x224x224"; "" is a scalar
 
 
@@ -195,3 +200,66 @@ def load_npz(path: str | Path, specs: Sequence[TensorSpec] | None = None) -> dic
             )
         arrays = {name: arrays[name] for name in names}
     return arrays
+
+
+def conform(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+    """``array`` as ``spec``'s dtype: floats are converted between float types (an fp16 model
+    fed float32 data), anything else must already match."""
+    dtype = numpy_dtype(spec.dtype)
+    if array.dtype == dtype:
+        return np.ascontiguousarray(array)
+    if spec.is_float and array.dtype.kind == "f":
+        return np.ascontiguousarray(array.astype(dtype))
+    raise ConfigError(
+        f"input {spec.name!r}: {source} holds {array.dtype}, the model takes {spec.dtype}; "
+        f"save it as {spec.dtype}"
+    )
+
+
+def _take(array: np.ndarray, count: int, name: str, source: str) -> np.ndarray:
+    """The first ``count`` samples along axis 0, the samples repeated when there are fewer."""
+    if len(array) == 0:
+        raise ConfigError(f"input {name!r}: {source} holds no samples (shape {array.shape})")
+    if len(array) < count:
+        array = np.concatenate([array] * math.ceil(count / len(array)))
+    return array[:count]
+
+
+@dataclass(frozen=True)
+class InputData:
+    """Where inputs come from: ``samples`` by input name (samples along axis 0), or synthetic
+    data (``samples`` None) seeded by ``seed`` within ``value_ranges``."""
+
+    source: str
+    samples: Mapping[str, np.ndarray] | None = None
+    value_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def shapes(self) -> Shapes:
+        """The stored samples' shapes: what a workload leaves open defaults to them."""
+        return {k: tuple(v.shape) for k, v in (self.samples or {}).items()}
+
+    def feeds(self, specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> Feeds:
+        """Inputs of exactly ``shapes`` and the dtypes of ``specs``."""
+        if self.samples is None:
+            return synthetic_feeds(specs, shapes, self.value_ranges, self.seed)
+        out = {}
+        for spec in specs:
+            array = self.samples.get(spec.name)
+            want = tuple(shapes[spec.name])
+            if array is None:
+                raise ConfigError(
+                    f"{self.source} has no array for input {spec.name!r} (it has "
+                    f"{sorted(self.samples)})"
+                )
+            if array.shape[1:] != want[1:] or array.ndim != len(want):
+                raise ConfigError(
+                    f"input {spec.name!r}: {self.source} has shape {list(array.shape)}, the row "
+                    f"needs {list(want)}; only axis 0 (samples) is tiled or cut, so give shapes "
+                    "that match the data, or synthetic inputs"
+                )
+            if want:
+                array = _take(array, want[0], spec.name, self.source)
+            out[spec.name] = conform(array, spec, self.source)
+        return out

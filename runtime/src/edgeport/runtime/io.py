@@ -94,3 +94,14 @@ def read_regular_file(
         if len(data) != size:
             raise ModelLoadError(f"{what} {path} changed size while being read; try again")
         return data
+
+
+def cache_dir(name: str) -> Path:
+    """Where edgeport keeps ``name`` (compiled models, tuning records) for this user:
+    ``$EDGEPORT_CACHE_DIR/name``, else ``$XDG_CACHE_HOME/edgeport/name`` or
+    ``~/.cache/edgeport/name``. Nothing is created here."""
+    root = os.environ.get("EDGEPORT_CACHE_DIR")
+    if root:
+        return Path(root) / name
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "edgeport" / name

@@ -23,10 +23,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeport.runtime.card import ModelCard
+from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, read_regular_file
 from edgeport.runtime.schema import decode, parse_json
-from edgeport.runtime.tools.envinfo import package_versions
 from edgeport.train import checkpoint as ckpt
 from edgeport.train import plots
 from edgeport.train.data import (

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import queue
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 
 from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
+from edgeport.runtime.io import cache_dir
 from edgeport.runtime.specs import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ _TYPES = {
     "i64": "int64",
     "boolean": "bool",
 }
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("EDGEPORT_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    base = Path(root) if root else Path.home() / ".cache"
-    return (base if os.environ.get("EDGEPORT_CACHE_DIR") else base / "edgeport") / "openvino"
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class OpenVinoSettings:
         streams = options.get("streams")
         if streams is not None and (not str(streams).isdigit() or int(streams) < 1):
             raise ConfigError(f"openvino streams must be a positive integer, got {streams!r}")
-        cache = options.get("cache_dir", default_cache_dir())
+        cache = options.get("cache_dir", cache_dir("openvino"))
         return cls(
             threads=threads,
             hint=hint,

@@ -46,20 +46,13 @@ from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS, ModelFil
 from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
+from edgeport.runtime.feeds import Feeds, InputData, Shapes, conform
 from edgeport.runtime.io import sha256_file
 from edgeport.runtime.model import ModelSource, resolve_source
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
 from edgeport.runtime.reference import StoredReference, load_reference
 from edgeport.runtime.specs import TensorSpec
-from edgeport.runtime.tools.bench_inputs import (
-    INPUT_KINDS,
-    Feeds,
-    InputData,
-    Shapes,
-    Workload,
-    conform,
-    input_data,
-)
+from edgeport.runtime.tools.bench_inputs import INPUT_KINDS, Workload, input_data
 from edgeport.runtime.tools.bench_result import (
     CUDA_GRAPH,
     BenchResult,
@@ -830,7 +823,7 @@ def benchmark(
     use (fp32, and fp16 on CUDA). ``extra_plans`` adds candidates of the caller's own (e.g. a
     differently instrumented session), measured the same way.
     """
-    from edgeport.runtime.tools.envinfo import collect_environment
+    from edgeport.runtime.envinfo import collect_environment
 
     settings = settings or BenchSettings()
     model = resolve_source(source)

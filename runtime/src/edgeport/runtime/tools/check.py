@@ -840,7 +840,7 @@ def check(
 ) -> CheckReport:
     """Check ``model`` (bundle, .onnx or engine) against its reference (module docstring).
     ``overrides`` set :class:`CheckSettings` fields by name (``check(path, data="digits")``)."""
-    from edgeport.runtime.tools.envinfo import collect_environment
+    from edgeport.runtime.envinfo import collect_environment
 
     settings = make_settings(settings, overrides)
     say = progress or (lambda msg: log.info("%s", msg))
