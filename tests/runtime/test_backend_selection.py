@@ -140,7 +140,7 @@ def test_load_records_the_reasons_in_explain(tmp_path: Path) -> None:
     assert "onnxruntime-cpu [onnx-fp32, fp32]: skipped: its export parity check failed" in text
     assert "onnxruntime-cpu [onnx-fp16, fp16]: chosen" in text
     assert "tensorrt: skipped: no tensorrt artifact" in text
-    assert f"precision rule: {PRECISION_RULE}" in text
+    assert "choice: no tuning record (run `edgeport tune`" in text and PRECISION_RULE in text
     assert "graph_optimization_level: ORT_ENABLE_ALL" in text
     assert "intra_op_threads: 1" in text
     if CPU_ONLY:

@@ -122,6 +122,7 @@ def load(
     verify: bool = True,
     check_outputs: bool = True,
     backend_options: Mapping[str, Any] | None = None,
+    expected_batch: int = 1,
 ) -> Model:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
@@ -133,7 +134,8 @@ def load(
     (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
-    ``cache_dir`` (see each backend's module).
+    ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
+    picks for when this machine's tuning record (``edgeport tune``) holds.
     """
     check_backend_name(backend)
     if backend_options and backend not in ("auto", "openvino"):
@@ -151,12 +153,14 @@ def load(
             f"{source.path}: no {precision} artifact in this {what} (it has {', '.join(have)})"
         )
     attempts: list[Attempt] = []
+    prefer, basis = _tuned_choice(source, backend, precision, threads, expected_batch)
     for step in steps(
         source.candidates,
         backend=backend,
         precision=precision,
         device_kind=device_kind,
         device_index=device_index,
+        prefer=prefer,
     ):
         if isinstance(step, Attempt):
             attempts.append(step)
@@ -177,6 +181,7 @@ def load(
         attempts.append(Attempt(name, cand.label, cand.precision, "chosen", note))
         model = _make_model(opened, name, cand, source, attempts, cuda_graph, threads)
         model.check_outputs = check_outputs
+        model.choice_basis = basis
         log.debug("loaded %s: %s on %s", source.path, cand.label, name)
         return model
     lines = "\n".join(f"  - {a}" for a in attempts) or "  (no candidates)"
@@ -184,6 +189,35 @@ def load(
         f"no backend can run {source.path} here (backend={backend!r}, precision={precision!r}, "
         f"device={device!r}):\n{lines}"
     )
+
+
+def _tuned_choice(
+    source: ModelSource,
+    backend: str,
+    precision: str | None,
+    threads: int | None,
+    batch: int,
+) -> tuple[tuple[str, str] | None, str]:
+    """The (backend, artifact) a tuning record says is fastest here, and what decided it."""
+    if backend != "auto" or precision is not None:
+        return None, f"asked for backend={backend!r}, precision={precision!r}"
+    if source.kind != "bundle":
+        return None, f"{PRECISION_RULE} (a bare file has no tuning record)"
+    from edgeport.runtime.tuning import find_record
+
+    record, why = find_record(source.path, threads)
+    entry = record.winner_for(batch) if record is not None else None
+    if entry is None:
+        return None, f"{why}; {PRECISION_RULE}"
+    best = entry.winner
+    others = ", ".join(
+        f"{t.backend} {t.precision} {t.p50_ms:.3g} ms" for t in entry.timings if t != best
+    )
+    basis = (
+        f"{why}: at batch {entry.batch} the fastest was {best.backend} {best.precision} "
+        f"({best.p50_ms:.3g} ms p50; {others or 'nothing else measured'})"
+    )
+    return (best.backend, best.artifact), basis
 
 
 # -- resolving the path -------------------------------------------------------------------------
@@ -554,6 +588,7 @@ class Model:
         self._run_in_f16 = len(inputs) == 1 and inputs[0].dtype == "float16"
         self._run_out_f16 = len(outputs) == 1 and outputs[0].dtype == "float16"
         self.check_outputs = True  # warn on NaN/Inf outputs (load's check_outputs)
+        self.choice_basis = ""  # what decided the backend: a tuning record, or the rule
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -715,7 +750,7 @@ class Model:
         lines += [f"output {spec.describe()}" for spec in self.outputs]
         lines.append("candidates, in the order considered:")
         lines += [f"  - {a}" for a in self.attempts]
-        lines.append(f"precision rule: {PRECISION_RULE}")
+        lines.append(f"choice: {self.choice_basis or PRECISION_RULE}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

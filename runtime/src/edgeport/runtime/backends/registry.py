@@ -153,10 +153,41 @@ def steps(
     precision: str | None,
     device_kind: str | None,
     device_index: int = 0,
+    prefer: tuple[str, str] | None = None,
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """Everything ``load`` considers, lazily and in order: a (backend, candidate) pair to try
-    opening, or an ``Attempt`` passed over without opening (with the reason)."""
+    opening, or an ``Attempt`` passed over without opening (with the reason). ``prefer``
+    (backend, artifact name), a tuning record's winner, comes first when it can run here."""
     check_backend_name(backend)
+    first = _preferred(candidates, prefer, device_index) if backend == "auto" else None
+    if first is not None:
+        yield first
+    for step in _rule_steps(candidates, backend, precision, device_kind, device_index):
+        if first is None or step != first:
+            yield step
+
+
+def _preferred(
+    candidates: list[ModelFile], prefer: tuple[str, str] | None, device_index: int
+) -> tuple[str, ModelFile] | None:
+    if prefer is None or prefer[0] not in BACKENDS:
+        return None
+    name, label = prefer
+    cand = next((c for c in candidates if c.label == label), None)
+    if cand is None or candidate_unavailable_reason(name, cand, device_index) is not None:
+        return None
+    return name, cand
+
+
+def _rule_steps(
+    candidates: list[ModelFile],
+    backend: str,
+    precision: str | None,
+    device_kind: str | None,
+    device_index: int,
+) -> Iterator[Attempt | tuple[str, ModelFile]]:
+    """The fixed rule: backends in AUTO_ORDER (or the one asked for), precisions in each
+    backend's PRECISION_PREFERENCE, passing over what cannot run or failed parity."""
     if backend == "auto":
         order = [
             b
@@ -212,7 +243,7 @@ def steps(
         mine.sort(key=lambda c: preference.index(c.precision) if c.precision in preference else 99)
         for cand in mine:
             if precision is None and cand.bundle_dir is not None:
-                why = _parity_refusal(cand)
+                why = parity_refusal(cand)
                 if why:
                     yield Attempt(name, cand.label, cand.precision, "skipped", why)
                     continue
@@ -268,7 +299,7 @@ def parity_failed_text(cand: ModelFile) -> str:
     return f"its export parity check failed ({failures})"
 
 
-def _parity_refusal(cand: ModelFile) -> str | None:
+def parity_refusal(cand: ModelFile) -> str | None:
     passed = cand.parity_passed
     if passed is False:
         return f"{parity_failed_text(cand)}; ask for precision={cand.precision!r} to load it anyway"

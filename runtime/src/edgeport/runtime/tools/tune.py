@@ -1,0 +1,171 @@
+"""``edgeport tune``: time every backend x precision of a bundle that may run here and record the
+fastest per batch size (:mod:`edgeport.runtime.tuning`), for ``load(backend="auto")``.
+
+Candidates are what ``auto`` itself would consider: every backend that runs the artifact's
+format on this machine (not ``onnxruntime-tensorrt``, which builds engines for minutes), and an
+artifact only when its export parity check passed (fp32 also when unchecked), so a tuned choice
+is never one the parity gate refused. Each is timed on the bundle's stored reference inputs
+(else seeded synthetic ones) with the benchmarks' timing engine: warm-up, then repeated calls,
+the median (p50) decides.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeport.runtime.backends.registry import (
+    BACKENDS,
+    FORMAT_OF,
+    ModelFile,
+    candidate_unavailable_reason,
+    parity_refusal,
+)
+from edgeport.runtime.bundle import Artifact, Manifest
+from edgeport.runtime.errors import ConfigError, EdgeportError
+from edgeport.runtime.feeds import InputData, resolve_shapes
+from edgeport.runtime.model import load
+from edgeport.runtime.reference import load_reference
+from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_host
+from edgeport.runtime.tuning import (
+    BatchWinner,
+    Timing,
+    TuningRecord,
+    engine_versions,
+    machine_fingerprint,
+    manifest_digest,
+)
+
+log = logging.getLogger(__name__)
+
+SKIPPED_BACKENDS = ("onnxruntime-tensorrt",)
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    batches: tuple[int, ...] = (1, 8)
+    threads: int | None = None
+    timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup_s=0.5, duration_s=2.0))
+    backends: tuple[str, ...] = ()  # () = every one that can run here
+
+    def __post_init__(self) -> None:
+        if not self.batches or min(self.batches) < 1:
+            raise ConfigError(f"batch sizes must be integers >= 1, got {self.batches}")
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise ConfigError(f"unknown backends {unknown}; choose from {list(BACKENDS)}")
+
+
+def candidates(
+    bundle_dir: Path, manifest: Manifest, settings: TuneSettings
+) -> tuple[list[tuple[str, Artifact]], list[str]]:
+    """(backend, artifact) pairs to time, and why the others are left out."""
+    chosen, left_out = [], []
+    backends = settings.backends or tuple(b for b in BACKENDS if b not in SKIPPED_BACKENDS)
+    for art in manifest.artifacts:
+        cand = ModelFile(
+            art.format, art.precision, bundle_dir / art.path, art.name, art, art.engine, bundle_dir
+        )
+        refusal = parity_refusal(cand)
+        for backend in (b for b in backends if FORMAT_OF[b] == art.format):
+            why = refusal or candidate_unavailable_reason(backend, cand)
+            if why:
+                left_out.append(f"{backend} {art.name}: {why}")
+            else:
+                chosen.append((backend, art))
+    return chosen, left_out
+
+
+def _time_one(
+    bundle_dir: Path, backend: str, art: Artifact, data: InputData, settings: TuneSettings
+) -> dict[int, LatencyStats]:
+    stats = {}
+    with load(
+        bundle_dir, backend=backend, precision=art.precision, threads=settings.threads
+    ) as model:
+        if model.artifact is None or model.artifact.name != art.name:
+            raise ConfigError(f"{backend} opened another artifact than {art.name}")
+        for batch in settings.batches:
+            if batch not in model.batch_range:
+                continue
+            first = model.inputs[0]
+            rest = resolve_shapes([first])[first.name][1:]
+            feeds = data.feeds(
+                model.inputs, resolve_shapes(model.inputs, {first.name: (batch, *rest)})
+            )
+            stats[batch] = LatencyStats.from_samples(
+                time_host(functools.partial(model.infer, feeds), settings.timing)
+            )
+    return stats
+
+
+def tune(
+    bundle_dir: str | Path,
+    settings: TuneSettings | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[TuningRecord, list[str]]:
+    """Measure, and return the record (not yet saved) and what was left out and why."""
+    settings = settings or TuneSettings()
+    say = progress or (lambda message: log.info("%s", message))
+    bundle_dir = Path(bundle_dir)
+    manifest = Manifest.load(bundle_dir)
+    pairs, left_out = candidates(bundle_dir, manifest, settings)
+    reference = load_reference(bundle_dir, manifest)
+    data = (
+        InputData("the bundle's reference inputs", reference.inputs)
+        if reference
+        else InputData("synthetic inputs")
+    )
+    measured: dict[int, list[Timing]] = {b: [] for b in settings.batches}
+    for backend, art in pairs:
+        say(f"timing {art.name} on {backend}")
+        try:
+            stats = _time_one(bundle_dir, backend, art, data, settings)
+        except EdgeportError as exc:
+            left_out.append(f"{backend} {art.name}: {exc}")
+            continue
+        for batch, s in stats.items():
+            measured[batch].append(Timing(backend, art.precision, art.name, s.p50, s.p90))
+    return _record(bundle_dir, settings, measured), left_out
+
+
+def _record(
+    bundle_dir: Path, settings: TuneSettings, measured: dict[int, list[Timing]]
+) -> TuningRecord:
+    entries = tuple(
+        BatchWinner(
+            batch,
+            min(timings, key=lambda t: t.p50_ms),
+            tuple(sorted(timings, key=lambda t: t.p50_ms)),
+        )
+        for batch, timings in sorted(measured.items())
+        if timings
+    )
+    if not entries:
+        raise ConfigError(f"nothing in {bundle_dir} could be timed on this machine")
+    return TuningRecord(
+        manifest_sha256=manifest_digest(bundle_dir),
+        machine=machine_fingerprint(),
+        versions=engine_versions(),
+        threads=settings.threads,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        batches=entries,
+    )
+
+
+def summary_lines(record: TuningRecord) -> Sequence[str]:
+    lines = []
+    for entry in record.batches:
+        lines.append(f"batch {entry.batch}:")
+        for t in entry.timings:
+            mark = "  <- auto" if t == entry.winner else ""
+            lines.append(
+                f"  {t.backend:16s} {t.precision:5s} p50 {t.p50_ms:8.3f} ms  "
+                f"p90 {t.p90_ms:8.3f} ms{mark}"
+            )
+    return lines
