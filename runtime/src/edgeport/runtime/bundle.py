@@ -129,11 +129,7 @@ class Artifact:
     @property
     def batch(self) -> BatchRange:
         """The range of the first input's leading (batch) axis."""
-        spec = self.inputs[0]
-        if spec.rank == 0:
-            return BatchRange(1, 1, 1)
-        low, opt, high = spec.dim_range(0)
-        return BatchRange(max(low, 1), max(opt, 1), max(high, 1))
+        return leading_range(self.inputs[0])
 
     @property
     def parity_passed(self) -> bool | None:
@@ -153,6 +149,14 @@ class Artifact:
         if isinstance(data, dict) and "inputs" not in data and "input_name" in data:
             data = _artifact_v1(data)
         return decode(data, cls, "artifact entry")
+
+
+def leading_range(spec: TensorSpec) -> BatchRange:
+    """The range of ``spec``'s leading (batch) axis; 1..1 for a scalar."""
+    if spec.rank == 0:
+        return BatchRange(1, 1, 1)
+    low, opt, high = spec.dim_range(0)
+    return BatchRange(max(low, 1), max(opt, 1), max(high, 1))
 
 
 def _check_parity(name: str, parity: dict[str, Any] | None) -> None:

@@ -44,6 +44,7 @@ from edgeport.runtime.bundle import (
     BatchRange,
     Manifest,
     artifact_path,
+    leading_range,
     resolve_inside,
     verify_artifact,
 )
@@ -621,11 +622,7 @@ class Model:
     @property
     def batch_range(self) -> BatchRange:
         """The range of the first input's leading (batch) axis."""
-        spec = self.inputs[0]
-        if spec.rank == 0:
-            return BatchRange(1, 1, 1)
-        low, opt, high = spec.dim_range(0)
-        return BatchRange(max(low, 1), max(opt, 1), max(high, 1))
+        return leading_range(self.inputs[0])
 
     # -- running --------------------------------------------------------------------------------
 
