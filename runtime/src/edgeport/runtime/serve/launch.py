@@ -59,7 +59,6 @@ def start_cluster(settings: ServeSettings, system_config: dict[str, Any] | None 
         address="local",
         num_cpus=settings.num_cpus,
         include_dashboard=False,
-        _node_ip_address="127.0.0.1",  # a local cluster talks over loopback only
         _metrics_export_port=settings.metrics_port,
         _system_config=system_config,
     )
@@ -75,13 +74,15 @@ def _check_resources(settings: ServeSettings, cluster_cpus: float) -> None:
         )
 
 
-def metrics_url() -> str | None:
-    """The Prometheus endpoint of this node's Ray metrics agent."""
+def metrics_url(local: bool) -> str | None:
+    """The Prometheus endpoint of the first live node's Ray metrics agent (on loopback for a
+    local cluster)."""
     ray = require_ray()
     for node in ray.nodes():
         port = node.get("MetricsExportPort")
         if node.get("Alive") and port:
-            return f"http://{node.get('NodeManagerAddress', '127.0.0.1')}:{port}/metrics"
+            host = "127.0.0.1" if local else node.get("NodeManagerAddress", "127.0.0.1")
+            return f"http://{host}:{port}/metrics"
     return None
 
 
@@ -117,11 +118,10 @@ def serve_models(settings: ServeSettings, system_config: dict[str, Any] | None =
 
         serve.start(http_options={"host": settings.host, "port": settings.port})
         _run_apps(settings)
-    except BaseException:
-        if started:
-            ray.shutdown()
+    except BaseException:  # Ctrl-C or a failure while starting: leave nothing behind
+        stop(Served(settings, settings.url, None, started))
         raise
-    return Served(settings, settings.url, metrics_url(), started)
+    return Served(settings, settings.url, metrics_url(started), started)
 
 
 def stop(served: Served) -> None:
@@ -134,5 +134,7 @@ def stop(served: Served) -> None:
         serve.shutdown()
         ray.shutdown()
         return
+    running = serve.status().applications
     for model in served.settings.models:
-        serve.delete(model.app_name)
+        if model.app_name in running:
+            serve.delete(model.app_name)
