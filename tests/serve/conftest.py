@@ -77,7 +77,9 @@ def model_paths(tmp_path_factory: pytest.TempPathFactory, cnn_card: ModelCard) -
 
 def serve_settings(paths: dict[str, Path]) -> ServeSettings:
     models = (
-        ModelSettings(paths["cnn"], name="cnn", threads=1, max_batch=8, max_body_mb=1.0),
+        ModelSettings(
+            paths["cnn"], name="cnn", threads=1, max_batch=8, max_body_mb=1.0, access_log=False
+        ),
         ModelSettings(paths["gemm"], name="gemm", threads=1, replicas=2, health_check_period_s=1.0),
         ModelSettings(paths["tokens"], name="tokens", threads=1, max_batch=4),
         ModelSettings(

@@ -69,6 +69,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-body-mb", type=float, default=64.0, help="largest request body; above: 413 (64)"
     )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request (saves CPU)"
+    )
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
         max_body_mb=args.max_body_mb,
+        access_log=not args.no_access_log,
     )
     return ServeSettings(
         models=(model,),

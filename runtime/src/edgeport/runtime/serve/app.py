@@ -106,6 +106,7 @@ def model_app(settings: ModelSettings) -> Application:
         "max_queued_requests": settings.max_queued_requests,
         "ray_actor_options": {"num_cpus": settings.cpus},
         "health_check_period_s": settings.health_check_period_s,
+        "logging_config": {"enable_access_log": settings.access_log},
     }
     if settings.autoscaling:
         options["autoscaling_config"] = {

@@ -36,7 +36,7 @@ class ModelSettings:
     concurrent requests are merged (1: no merging); ``batch_wait_ms`` how long the first request
     waits for others. ``max_ongoing_requests`` bounds the requests one replica works on at once
     (default: twice ``max_batch``, at least 8), ``max_queued_requests`` those waiting for a
-    replica (-1: no bound); past both, Serve answers 503.
+    replica (-1: no bound); past both, Serve answers 503. ``access_log``: Serve logs each request.
     """
 
     path: Path
@@ -53,6 +53,7 @@ class ModelSettings:
     max_queued_requests: int = 64
     max_body_mb: float = 64.0
     health_check_period_s: float = 10.0
+    access_log: bool = True  # Serve's log line per request (costs CPU under load)
 
     def __post_init__(self) -> None:
         path = Path(self.path).expanduser().absolute()  # replicas may run in another directory
