@@ -7,13 +7,13 @@
 - ``tokens``: two inputs (int64 ids, bool mask) and three outputs (float32, int64, bool);
 - ``slow``: four 512x512 MatMuls per sample, one request at a time and one queued (overload).
 
-Tests share it and must leave it serving (the replica they kill is replaced).
+Tests share it and must leave it serving (the replica they kill is replaced). It starts with
+the first test that needs it and stops after the last test of this folder.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from edgeport.runtime.serve.launch import Served, serve_models, stop
 from edgeport.runtime.serve.settings import ModelSettings, ServeSettings
 
 SLOW_SIZE = 512
+HERE = Path(__file__).resolve().parent
 
 
 def slow_model() -> object:
@@ -94,19 +95,27 @@ def serve_settings(paths: dict[str, Path]) -> ServeSettings:
     return ServeSettings(models, port=free_port(), num_cpus=8, metrics_port=free_port())
 
 
-@pytest.fixture(scope="session")
-def served(model_paths: dict[str, Path]) -> Iterator[Served]:
-    """The session's cluster and server (about 20-30 s to start on two cores)."""
-    running = serve_models(
-        serve_settings(model_paths), system_config={"metrics_report_interval_ms": 500}
-    )
-    try:
-        yield running
-    finally:
-        stop(running)
+_RUNNING: dict[str, Served] = {}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def served(model_paths: dict[str, Path]) -> Served:
+    """The session's cluster and server, started by the first test that needs it (about 20 s
+    on two cores) and stopped after the last test of this folder, so the rest of the suite
+    does not run beside an idle cluster."""
+    if "server" not in _RUNNING:
+        _RUNNING["server"] = serve_models(
+            serve_settings(model_paths), system_config={"metrics_report_interval_ms": 500}
+        )
+    return _RUNNING["server"]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if "server" in _RUNNING and (nextitem is None or nextitem.path.parent != HERE):
+        stop(_RUNNING.pop("server"))
+
+
+@pytest.fixture
 def client(served: Served) -> object:
     import tritonclient.http as httpclient
 

@@ -35,7 +35,6 @@ def _post_all(url: str, bodies: list[tuple[bytes, dict[str, str]]], threads: int
         return list(pool.map(lambda b: http(url, *b)[0], bodies))
 
 
-@pytest.mark.slow
 def test_overload_is_answered_503_not_queued_forever(served: Served) -> None:
     url = served.model_url("slow") + "/infer"
     started = time.monotonic()
@@ -154,7 +153,6 @@ def test_load_test_client_measures_the_served_model(served: Served) -> None:
     assert "| 40.0 |" in loadtest_markdown(result)
 
 
-@pytest.mark.slow
 def test_bench_url_sweeps_and_writes_json(served: Served, tmp_path: Path) -> None:
     out, md = tmp_path / "load.json", tmp_path / "load.md"
     argv = ["bench", "--url", served.model_url("tokens"), "--qps-sweep", "10:30:20"]

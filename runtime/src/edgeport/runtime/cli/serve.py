@@ -14,8 +14,7 @@ import sys
 import time
 from typing import Any
 
-from edgeport.runtime.backends.registry import BACKENDS
-from edgeport.runtime.bundle import PRECISIONS
+from edgeport.runtime.cli.options import add_load_options
 from edgeport.runtime.serve.settings import ModelSettings, ServeSettings
 
 
@@ -40,9 +39,10 @@ def register(subparsers: Any) -> None:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
-    parser.add_argument("--precision", choices=PRECISIONS, help="default: the fastest passed")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime threads per replica")
+    add_load_options(parser)  # --backend, --precision, --device, --threads (per replica)
+    parser.add_argument(
+        "--gpus-per-replica", type=float, default=0.0, help="GPUs Ray reserves per replica (0)"
+    )
     parser.add_argument("--replicas", type=int, default=1, help="fixed replica count (1)")
     parser.add_argument("--min-replicas", type=int, help="autoscaling: at least this many")
     parser.add_argument("--max-replicas", type=int, help="autoscaling: at most this many")
@@ -89,7 +89,9 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         name=args.name,
         backend=args.backend,
         precision=args.precision,
+        device=args.device,
         threads=args.threads,
+        gpus=args.gpus_per_replica,
         replicas=args.replicas,
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,

@@ -38,6 +38,7 @@ class ModelServer:
             settings.path,
             backend=settings.backend,
             precision=settings.precision,
+            device=settings.device,
             threads=settings.threads,
         )
         self.metrics = ServeMetrics(settings.name)
@@ -104,7 +105,7 @@ def model_app(settings: ModelSettings) -> Application:
         "name": "model",
         "max_ongoing_requests": settings.ongoing,
         "max_queued_requests": settings.max_queued_requests,
-        "ray_actor_options": {"num_cpus": settings.cpus},
+        "ray_actor_options": {"num_cpus": settings.cpus, "num_gpus": settings.gpus},
         "health_check_period_s": settings.health_check_period_s,
         "logging_config": {"enable_access_log": settings.access_log},
     }

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeport.runtime.backends.cuda import parse_device
 from edgeport.runtime.backends.registry import BACKENDS
 from edgeport.runtime.bundle import PRECISIONS
 from edgeport.runtime.errors import ConfigError
@@ -43,7 +44,9 @@ class ModelSettings:
     name: str = ""  # default: the bundle directory's or file's name without suffix
     backend: str = "auto"
     precision: str | None = None
+    device: str | None = None  # as load(): None (any), "cpu", "cuda", "cuda:N"
     threads: int | None = None  # ONNX Runtime threads per replica (and Ray CPUs reserved)
+    gpus: float = 0.0  # GPUs Ray reserves per replica (a fraction shares one)
     replicas: int = 1
     min_replicas: int | None = None
     max_replicas: int | None = None
@@ -74,6 +77,12 @@ class ModelSettings:
             )
         if self.backend != "auto" and self.backend not in BACKENDS:
             problems.append(f"backend must be auto or one of {BACKENDS}, got {self.backend!r}")
+        try:
+            parse_device(self.device)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if isinstance(self.gpus, bool) or not self.gpus >= 0:
+            problems.append(f"gpus must be >= 0, got {self.gpus!r}")
         if self.precision is not None and self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for what in ("threads", "replicas", "min_replicas", "max_replicas", "max_batch"):
