@@ -86,14 +86,22 @@ def test_tritonclient_requests_decode_and_our_responses_parse() -> None:
         assert result.get_response()["id"] == "r1"
 
 
-def test_binary_output_for_all_when_asked_without_outputs() -> None:
+def test_binary_data_output_applies_unless_an_output_says_otherwise() -> None:
+    x = {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.5]}
     request = decode_infer_request(
         json.dumps(
             {
-                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.5]}],
+                "inputs": [x],
+                "outputs": [{"name": "y"}, {"name": "z", "parameters": {"binary_data": False}}],
                 "parameters": {"binary_data_output": True},
             }
         ).encode(),
+        None,
+        ("y", "z"),
+    )
+    assert request.wants_binary("y") and not request.wants_binary("z")
+    request = decode_infer_request(
+        json.dumps({"inputs": [x], "parameters": {"binary_data_output": True}}).encode(),
         None,
         ("y", "z"),
     )

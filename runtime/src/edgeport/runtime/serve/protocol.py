@@ -18,7 +18,7 @@ import math
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -119,17 +119,18 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InferRequest:
-    """A decoded infer request: the inputs by name, the outputs asked for (None: all) and
-    which of them go back as binary data."""
+    """A decoded infer request: the inputs by name, the outputs asked for (None: all), each
+    output's own ``binary_data`` flag where it has one, and ``binary_data_output``."""
 
     feeds: dict[str, np.ndarray]
     outputs: tuple[str, ...] | None = None
-    binary: frozenset[str] = frozenset()
+    binary: Mapping[str, bool] = field(default_factory=dict)
     binary_default: bool = False
     id: str | None = None
 
     def wants_binary(self, name: str) -> bool:
-        return name in self.binary or (self.binary_default and self.outputs is None)
+        """An output's own flag, else the request's ``binary_data_output``."""
+        return self.binary.get(name, self.binary_default)
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -250,10 +251,10 @@ def _decode_input(
 
 def _requested_outputs(
     header: Mapping[str, Any], known: Sequence[str]
-) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+) -> tuple[tuple[str, ...] | None, dict[str, bool]]:
     requested = header.get("outputs")
     if requested is None:
-        return None, frozenset()
+        return None, {}
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise RequestError(f"'outputs' must be a list of objects, got {requested!r}")
     names = tuple(_field(o, "name", str, "an output") for o in requested)
@@ -263,12 +264,11 @@ def _requested_outputs(
             f"'outputs' asks for {list(names)}; this model's outputs are {list(known)} (each "
             "at most once)"
         )
-    binary = frozenset(
-        name
-        for name, output in zip(names, requested, strict=True)
-        if isinstance(output.get("parameters"), dict)
-        and output["parameters"].get("binary_data") is True
-    )
+    binary = {}
+    for name, output in zip(names, requested, strict=True):
+        params = output.get("parameters")
+        if isinstance(params, dict) and isinstance(params.get("binary_data"), bool):
+            binary[name] = params["binary_data"]
     return names, binary
 
 
