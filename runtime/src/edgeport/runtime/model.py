@@ -645,6 +645,13 @@ class Model:
             self._warn_nonfinite(outputs)
         return dict(zip(self._output_names, outputs, strict=True))
 
+    def validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs checked exactly as :meth:`infer` checks them (raising ``InputError``),
+        without running the model: for callers that gather inputs before one call, such as
+        ``edgeport serve``'s dynamic batching."""
+        arrays = self._feeds(feeds)
+        return dict(zip((s.name for s in self.inputs), arrays, strict=True))
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The one output (float32) for the one input: for an image classifier, logits of shape
         (N, classes) for a preprocessed float32 (N, C, H, W) batch."""

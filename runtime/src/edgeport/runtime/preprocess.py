@@ -87,27 +87,34 @@ def _check_pixels(size: tuple[int, int], what: str) -> None:
 
 
 def _read_image_file(path: Path) -> np.ndarray:
-    image_mod = _pil()
     try:
         data = read_regular_file(path, what="image file", max_bytes=MAX_IMAGE_FILE_BYTES)
     except ModelLoadError as exc:
         raise InputError(str(exc)) from exc
+    return decode_image(data, f"image {path}")
+
+
+def decode_image(data: bytes, what: str = "image") -> np.ndarray:
+    """A uint8 HWC array from an encoded image (PNG, JPEG, ...), as :func:`load_image` reads
+    files: the pixel limit is checked from the header before any pixel is decoded. ``what``
+    names the image in errors."""
+    image_mod = _pil()
     try:
         with warnings.catch_warnings():  # the pixel limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", image_mod.DecompressionBombWarning)
             with image_mod.open(io.BytesIO(data)) as img:  # reads the header only
-                _check_pixels(img.size, f"image {path}")
+                _check_pixels(img.size, what)
                 img.load()
                 return _array_image(_pil_pixels(img))
     except image_mod.DecompressionBombError as exc:  # above twice Pillow's own limit
         match = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(match.group(1)):,} pixels" if match else "too many pixels"
         raise InputError(
-            f"image {path} is {pixels}, above the limit of {_limit['pixels']:,}; refusing to "
+            f"{what} is {pixels}, above the limit of {_limit['pixels']:,}; refusing to "
             "decode it (raise the limit with --max-image-pixels)"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for corrupt files
-        raise InputError(f"cannot read image {path}: {exc}") from exc
+        raise InputError(f"cannot read {what}: {exc}") from exc
 
 
 def _pil_pixels(img: Any) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.bundle import PRECISIONS
+from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
 from edgeport.runtime.tools.bench import (
     BASELINES,
@@ -18,6 +19,12 @@ from edgeport.runtime.tools.bench import (
     benchmark,
     parse_batches,
     parse_list,
+)
+from edgeport.runtime.tools.loadtest import (
+    LoadTestSettings,
+    load_test,
+    loadtest_markdown,
+    write_loadtest,
 )
 from edgeport.runtime.tools.profile import ProfileConfig
 from edgeport.runtime.tools.report import bench_markdown, write_bench
@@ -35,7 +42,13 @@ def register(subparsers: Any) -> None:
             "bundle's stored reference, and the speed-up against PyTorch eager."
         ),
     )
-    parser.add_argument("model", type=Path, help="bundle directory, .onnx or .engine/.plan file")
+    parser.add_argument(
+        "model",
+        type=Path,
+        nargs="?",
+        help="bundle directory, .onnx or .engine/.plan file (or --url of a served model)",
+    )
+    _add_load_test(parser)
     _add_selection(parser)
     _add_inputs(parser)
     _add_timing(parser)
@@ -52,6 +65,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--markdown", type=Path, help="write a Markdown report")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency/throughput per row")
     parser.set_defaults(handler=run)
+
+
+def _add_load_test(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "load test of a served model (--url; with --duration-s, --inputs FILE.npz or "
+        "synthetic, --shapes, --value-range, --seed, --json, --markdown)"
+    )
+    group.add_argument(
+        "--url",
+        help="a model served with the Open Inference Protocol: http://HOST:PORT/v2/models/NAME",
+    )
+    group.add_argument("--qps", type=float, help="one point at this QPS (Poisson arrivals)")
+    group.add_argument("--qps-sweep", metavar="A:B:STEP", help="points from A to B QPS by STEP")
+    group.add_argument(
+        "--latency-bound-ms",
+        type=float,
+        help="p99 bound: report the highest QPS under it (alone: search for it)",
+    )
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +182,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        return run_load_test(args)
+    if args.model is None:
+        raise ConfigError("give a MODEL to benchmark, or --url of a served model to load-test")
     result = benchmark(args.model, settings_from_args(args))
     print(bench_markdown(result), end="")
     written = write_bench(
@@ -168,4 +203,46 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def _sweep(text: str) -> tuple[float, float, float]:
+    try:
+        start, stop, step = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--qps-sweep expects A:B:STEP, e.g. 10:100:10, got {text!r}") from None
+    return start, stop, step
+
+
+def load_test_settings(args: argparse.Namespace) -> LoadTestSettings:
+    """The flags of a load test (``--url``) as :class:`LoadTestSettings`."""
+    if args.model is not None:
+        raise ConfigError("give a MODEL to benchmark or --url to load-test, not both")
+    if args.inputs == "reference" or len(args.shapes) > 1:
+        raise ConfigError(
+            "a load test sends one kind of request: --inputs FILE.npz or synthetic, and at most "
+            "one --shapes"
+        )
+    return LoadTestSettings(
+        url=args.url,
+        qps=args.qps,
+        qps_sweep=_sweep(args.qps_sweep) if args.qps_sweep else None,
+        duration_s=args.duration_s,
+        latency_bound_ms=args.latency_bound_ms,
+        inputs=args.inputs,
+        shapes=parse_shapes(args.shapes),
+        value_ranges=parse_value_ranges(args.value_range),
+        seed=args.seed,
+    )
+
+
+def run_load_test(args: argparse.Namespace) -> int:
+    result = load_test(load_test_settings(args))
+    print(loadtest_markdown(result), end="")
+    written = write_loadtest(result, json_path=args.json, markdown_path=args.markdown)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    failed = sum(p.sent - p.ok for p in result.points)
+    if failed:
+        print(f"warning: {failed} requests failed (see errors)", file=sys.stderr)
     return 0

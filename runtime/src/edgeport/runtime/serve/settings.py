@@ -1,0 +1,185 @@
+"""What ``edgeport serve`` serves and how: one :class:`ModelSettings` per model, and the
+:class:`ServeSettings` of the server (cluster, HTTP port, metrics port). Plain dataclasses with
+no Ray in them, checked when made, so a bad flag fails before a cluster starts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeport.runtime.backends.cuda import parse_device
+from edgeport.runtime.backends.registry import BACKENDS
+from edgeport.runtime.bundle import PRECISIONS
+from edgeport.runtime.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MODEL_APP_PREFIX = "edgeport-model-"  # Serve application of model NAME: edgeport-model-NAME
+ROOT_APP = "edgeport"  # the Serve application answering /v2, /v2/health/* and unknown models
+
+
+def _positive(value: float | None, what: str, problems: list[str], *, integer: bool) -> None:
+    if value is None:
+        return
+    bad_type = isinstance(value, bool) or not isinstance(value, int if integer else int | float)
+    if bad_type or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        problems.append(f"{what} must be {kind}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One served model: where it is, how it is loaded, its replicas and its batching.
+
+    ``replicas`` is a fixed count; ``min_replicas``/``max_replicas`` turn on Serve's autoscaling
+    instead. ``max_batch`` is the most samples (axis 0) one ``Model.infer`` call gets when
+    concurrent requests are merged (1: no merging); ``batch_wait_ms`` how long the first request
+    waits for others. ``max_ongoing_requests`` bounds the requests one replica works on at once
+    (default: twice ``max_batch``, at least 8), ``max_queued_requests`` those waiting for a
+    replica (-1: no bound); past both, Serve answers 503. ``access_log``: Serve logs each request.
+    """
+
+    path: Path
+    name: str = ""  # default: the bundle directory's or file's name without suffix
+    backend: str = "auto"
+    precision: str | None = None
+    device: str | None = None  # as load(): None (any), "cpu", "cuda", "cuda:N"
+    threads: int | None = None  # ONNX Runtime threads per replica (and Ray CPUs reserved)
+    gpus: float = 0.0  # GPUs Ray reserves per replica (a fraction shares one)
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    max_batch: int = 8
+    batch_wait_ms: float = 2.0
+    max_ongoing_requests: int | None = None
+    max_queued_requests: int = 64
+    max_body_mb: float = 64.0
+    health_check_period_s: float = 10.0
+    access_log: bool = True  # Serve's log line per request (costs CPU under load)
+
+    def __post_init__(self) -> None:
+        path = Path(self.path).expanduser().absolute()  # replicas may run in another directory
+        object.__setattr__(self, "path", path)
+        if not self.name:
+            model_file = path.suffix.lower() in (".onnx", ".engine", ".plan")
+            object.__setattr__(self, "name", path.stem if model_file else path.name)
+        problems = self._problems()
+        if problems:
+            raise ConfigError(f"invalid serve settings for {self.path}: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if not NAME_RE.match(self.name):
+            problems.append(
+                f"model name {self.name!r} must be 1-64 letters, digits, '_', '.' or '-' (give "
+                "--name)"
+            )
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            problems.append(f"backend must be auto or one of {BACKENDS}, got {self.backend!r}")
+        try:
+            parse_device(self.device)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if isinstance(self.gpus, bool) or not self.gpus >= 0:
+            problems.append(f"gpus must be >= 0, got {self.gpus!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for what in ("threads", "replicas", "min_replicas", "max_replicas", "max_batch"):
+            _positive(getattr(self, what), what, problems, integer=True)
+        _positive(self.max_ongoing_requests, "max_ongoing_requests", problems, integer=True)
+        _positive(self.max_body_mb, "max_body_mb", problems, integer=False)
+        _positive(self.health_check_period_s, "health_check_period_s", problems, integer=False)
+        if isinstance(self.batch_wait_ms, bool) or not self.batch_wait_ms >= 0:
+            problems.append(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
+        if self.max_queued_requests != -1:
+            _positive(
+                self.max_queued_requests, "max_queued_requests (or -1)", problems, integer=True
+            )
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            problems.append("autoscaling needs both min_replicas and max_replicas")
+        elif self.autoscaling and self.min_replicas > self.max_replicas:  # type: ignore[operator]
+            problems.append(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}"
+            )
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch:
+            problems.append(
+                f"max_ongoing_requests {self.max_ongoing_requests} is below max_batch "
+                f"{self.max_batch}: a replica could never gather a full batch"
+            )
+        return problems
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_replicas is not None
+
+    @property
+    def ongoing(self) -> int:
+        """``max_ongoing_requests``, or its default."""
+        return self.max_ongoing_requests or max(8, 2 * self.max_batch)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * (1 << 20))
+
+    @property
+    def cpus(self) -> int:
+        """Ray CPUs reserved per replica: its threads, else 1."""
+        return self.threads or 1
+
+    @property
+    def app_name(self) -> str:
+        return MODEL_APP_PREFIX + self.name
+
+    @property
+    def route(self) -> str:
+        return f"/v2/models/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["max_ongoing_requests"] = self.ongoing
+        return data
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The server: its models, where Ray runs (``ray_address`` None: a new local cluster of
+    ``num_cpus`` CPUs, default all), and the HTTP and Prometheus ports on ``host``."""
+
+    models: tuple[ModelSettings, ...]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    metrics_port: int | None = None  # local cluster only; None: Ray picks one
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.models:
+            problems.append("no model to serve")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            problems.append(f"model names must differ, got {names}")
+        for what in ("port", "metrics_port"):
+            value = getattr(self, what)
+            if value is not None and (isinstance(value, bool) or not 0 < value < 65536):
+                problems.append(f"{what} must be a TCP port (1-65535), got {value!r}")
+        _positive(self.num_cpus, "num_cpus", problems, integer=True)
+        if self.ray_address is not None and (self.num_cpus or self.metrics_port):
+            problems.append(
+                "num_cpus and metrics_port configure a new local cluster; a cluster joined "
+                "with ray_address keeps its own"
+            )
+        if problems:
+            raise ConfigError("invalid serve settings: " + "; ".join(problems))
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["models"] = [m.to_dict() for m in self.models]
+        return data
