@@ -48,7 +48,7 @@ MODELS = {
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from edgeport.runtime.tools.envinfo import cpu_counts, machine_slug
+    from edgeport.runtime.envinfo import cpu_counts, machine_slug
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run for validation")
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
     from edgeport.runtime.serve.launch import Served, start_cluster, stop
     from edgeport.runtime.serve.settings import ModelSettings, ServeSettings
-    from edgeport.runtime.tools.envinfo import collect_environment
+    from edgeport.runtime.envinfo import collect_environment
 
     bounds = {name: float(ms) for name, ms in (b.split(":") for b in args.bounds.split(","))}
     models = [

@@ -679,7 +679,7 @@ CHECK_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("settings", ("object",), "the resolved CheckSettings"),
     ("checks", ("array",), "one Verdict per (artifact or file, backend); below"),
     ("per_layer", ("object",), "--per-layer: per artifact, its per-layer report or {error}"),
-    ("environment", ("object",), "machine, cpu, gpus, threads, packages (tools/envinfo.py)"),
+    ("environment", ("object",), "machine, cpu, gpus, threads, packages (envinfo.py)"),
     ("warnings", ("array",), "run-level warnings (strings)"),
 )
 # Each element of ``checks`` (``compare.Verdict.to_dict()``).

@@ -323,7 +323,7 @@ async def _load_test(settings: LoadTestSettings) -> tuple[dict[str, Any], list[L
 
 def load_test(settings: LoadTestSettings) -> LoadTestResult:
     """Run the load test ``settings`` describe against a running server."""
-    from edgeport.runtime.tools.envinfo import collect_environment
+    from edgeport.runtime.envinfo import collect_environment
 
     metadata, points = asyncio.run(_load_test(settings))
     return LoadTestResult(
