@@ -207,10 +207,10 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
     from edgeport.runtime.serve.launch import Served, start_cluster, stop
     from edgeport.runtime.serve.settings import ModelSettings, ServeSettings
-    from edgeport.runtime.envinfo import collect_environment
 
     bounds = {name: float(ms) for name, ms in (b.split(":") for b in args.bounds.split(","))}
     models = [
