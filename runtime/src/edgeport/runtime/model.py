@@ -138,14 +138,17 @@ def load(
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
     picks for when this machine's tuning record (``edgeport tune``) holds.
     """
-    check_backend_name(backend)
-    if backend_options and backend not in ("auto", "openvino"):
-        raise ConfigError(f"backend_options are taken by openvino only, not by {backend}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; expected None or one of {PRECISIONS}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-    device_kind, device_index = parse_device(device)
+    options = LoadOptions.checked(
+        backend=backend,
+        precision=precision,
+        device=device,
+        threads=threads,
+        cuda_graph=cuda_graph,
+        verify=verify,
+        check_outputs=check_outputs,
+        backend_options=dict(backend_options or {}),
+        expected_batch=expected_batch,
+    )
     source = resolve_source(path)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
@@ -153,14 +156,51 @@ def load(
         raise ConfigError(
             f"{source.path}: no {precision} artifact in this {what} (it has {', '.join(have)})"
         )
+    return _open_first(source, options)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """``load``'s arguments, checked."""
+
+    backend: str
+    precision: str | None
+    device: str | int | None
+    device_kind: str | None
+    device_index: int
+    threads: int | None
+    cuda_graph: bool
+    verify: bool
+    check_outputs: bool
+    backend_options: dict[str, Any]
+    expected_batch: int
+
+    @classmethod
+    def checked(cls, *, device: str | int | None, **values: Any) -> LoadOptions:
+        backend, precision, threads = values["backend"], values["precision"], values["threads"]
+        check_backend_name(backend)
+        if values["backend_options"] and backend not in ("auto", "openvino"):
+            raise ConfigError(f"backend_options are taken by openvino only, not by {backend}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {precision!r}; expected None or one of {PRECISIONS}"
+            )
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        device_kind, device_index = parse_device(device)
+        return cls(device=device, device_kind=device_kind, device_index=device_index, **values)
+
+
+def _open_first(source: ModelSource, options: LoadOptions) -> Model:
+    """Open the first candidate, in the registry's order, that opens; explain the rest."""
     attempts: list[Attempt] = []
-    prefer, basis = _tuned_choice(source, backend, precision, threads, expected_batch)
+    prefer, basis = _tuned_choice(source, options)
     for step in steps(
         source.candidates,
-        backend=backend,
-        precision=precision,
-        device_kind=device_kind,
-        device_index=device_index,
+        backend=options.backend,
+        precision=options.precision,
+        device_kind=options.device_kind,
+        device_index=options.device_index,
         prefer=prefer,
     ):
         if isinstance(step, Attempt):
@@ -168,46 +208,38 @@ def load(
             continue
         name, cand = step
         try:
-            opened = _open(
-                name, cand, source, device_index, threads, cuda_graph, verify, backend_options
-            )
+            opened = _open(name, cand, source, options)
         except BackendUnavailable as exc:
             attempts.append(Attempt(name, cand.label, cand.precision, "failed", str(exc)))
             log.debug("%s could not open %s: %s", name, cand.label, exc)
             continue
         note = ""
-        if precision is not None and cand.parity_passed is False:
+        if options.precision is not None and cand.parity_passed is False:
             note = parity_failed_text(cand)
             log.warning("%s: loading %s although %s", source.path, cand.label, note)
         attempts.append(Attempt(name, cand.label, cand.precision, "chosen", note))
-        model = _make_model(opened, name, cand, source, attempts, cuda_graph, threads)
-        model.check_outputs = check_outputs
+        model = _make_model(opened, name, cand, source, attempts, options)
         model.choice_basis = basis
         log.debug("loaded %s: %s on %s", source.path, cand.label, name)
         return model
     lines = "\n".join(f"  - {a}" for a in attempts) or "  (no candidates)"
     raise BackendUnavailable(
-        f"no backend can run {source.path} here (backend={backend!r}, precision={precision!r}, "
-        f"device={device!r}):\n{lines}"
+        f"no backend can run {source.path} here (backend={options.backend!r}, "
+        f"precision={options.precision!r}, device={options.device!r}):\n{lines}"
     )
 
 
-def _tuned_choice(
-    source: ModelSource,
-    backend: str,
-    precision: str | None,
-    threads: int | None,
-    batch: int,
-) -> tuple[tuple[str, str] | None, str]:
+def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str, str] | None, str]:
     """The (backend, artifact) a tuning record says is fastest here, and what decided it."""
+    backend, precision = options.backend, options.precision
     if backend != "auto" or precision is not None:
         return None, f"asked for backend={backend!r}, precision={precision!r}"
     if source.kind != "bundle":
         return None, f"{PRECISION_RULE} (a bare file has no tuning record)"
     from edgeport.runtime.tuning import find_record
 
-    record, why = find_record(source.path, threads)
-    entry = record.winner_for(batch) if record is not None else None
+    record, why = find_record(source.path, options.threads)
+    entry = record.winner_for(options.expected_batch) if record is not None else None
     if entry is None:
         return None, f"{why}; {PRECISION_RULE}"
     best = entry.winner
@@ -356,17 +388,9 @@ def _verified_path(cand: ModelFile, verify: bool) -> Path:
     return check(cand.bundle_dir, cand.artifact)
 
 
-def _open(
-    name: str,
-    cand: ModelFile,
-    source: ModelSource,
-    device_index: int,
-    threads: int | None,
-    cuda_graph: bool,
-    verify: bool,
-    options: Mapping[str, Any] | None = None,
-) -> Backend:
-    path = _verified_path(cand, verify)
+def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions) -> Backend:
+    path = _verified_path(cand, options.verify)
+    device_index, threads, cuda_graph = options.device_index, options.threads, options.cuda_graph
     if name == "tensorrt":
         from edgeport.runtime.backends.tensorrt import TensorRTBackend
 
@@ -388,7 +412,7 @@ def _open(
             for t in (*summary.inputs, *summary.outputs)
             if t.elem_type in DTYPES
         ]
-        ov_settings = OpenVinoSettings.from_options(threads, options or {})
+        ov_settings = OpenVinoSettings.from_options(threads, options.backend_options)
         return OpenVinoBackend(path, ov_settings, file_specs)
     profile = None
     if name == "onnxruntime-tensorrt" and cand.artifact is not None:
@@ -409,8 +433,7 @@ def _make_model(
     cand: ModelFile,
     source: ModelSource,
     attempts: list[Attempt],
-    cuda_graph: bool,
-    threads: int | None,
+    options: LoadOptions,
 ) -> Model:
     try:
         inputs, outputs = _agree(opened, cand, source.card)
@@ -418,9 +441,9 @@ def _make_model(
         opened.close()
         raise
     notes = []
-    if cuda_graph and name == "onnxruntime-cpu":
+    if options.cuda_graph and name == "onnxruntime-cpu":
         notes.append("cuda_graph=True has no effect on onnxruntime-cpu")
-    if threads is not None and name == "tensorrt":
+    if options.threads is not None and name == "tensorrt":
         notes.append("threads applies to ONNX Runtime only; TensorRT ignores it")
     return Model(
         opened,
@@ -432,6 +455,7 @@ def _make_model(
         outputs=outputs,
         attempts=attempts,
         notes=notes,
+        check_outputs=options.check_outputs,
     )
 
 
@@ -570,6 +594,7 @@ class Model:
         outputs: tuple[TensorSpec, ...],
         attempts: list[Attempt],
         notes: list[str] | None = None,
+        check_outputs: bool = True,
     ) -> None:
         self._backend: Backend | None = backend
         self._backend_name = backend.name
@@ -588,7 +613,7 @@ class Model:
         self._single = self._feeds._checks[0] if len(inputs) == 1 == len(outputs) else None
         self._run_in_f16 = len(inputs) == 1 and inputs[0].dtype == "float16"
         self._run_out_f16 = len(outputs) == 1 and outputs[0].dtype == "float16"
-        self.check_outputs = True  # warn on NaN/Inf outputs (load's check_outputs)
+        self.check_outputs = check_outputs  # warn on NaN/Inf outputs
         self.choice_basis = ""  # what decided the backend: a tuning record, or the rule
 
     # -- properties -----------------------------------------------------------------------------

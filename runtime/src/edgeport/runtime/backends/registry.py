@@ -188,39 +188,11 @@ def _rule_steps(
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """The fixed rule: backends in AUTO_ORDER (or the one asked for), precisions in each
     backend's PRECISION_PREFERENCE, passing over what cannot run or failed parity."""
-    if backend == "auto":
-        order = [
-            b
-            for b in AUTO_ORDER
-            if device_kind is None or (device_kind == "cpu") == (b not in GPU_BACKENDS)
-        ]
-    else:
-        if device_kind == "cpu" and backend in GPU_BACKENDS:
-            raise ConfigError(f"backend {backend!r} runs on a GPU, but device='cpu' was asked for")
-        if device_kind == "cuda" and backend not in GPU_BACKENDS:
-            raise ConfigError(
-                f"backend {backend!r} runs on the CPU, but a CUDA device was asked for"
-            )
-        order = [backend]
     gpu_here = probe_gpus().reason is None
-    if (
-        backend == "auto"
-        and gpu_here
-        and device_kind != "cpu"
-        and any(c.format == "onnx" for c in candidates)
-    ):
-        from edgeport.runtime.backends.onnxrt import unavailable_reason
-
-        if unavailable_reason("onnxruntime-tensorrt", device_index) is None:
-            yield Attempt(
-                "onnxruntime-tensorrt",
-                "",
-                None,
-                "skipped",
-                "not tried automatically: it builds a TensorRT engine when the session "
-                "opens; ask for backend='onnxruntime-tensorrt'",
-            )
-    for name in order:
+    auto = backend == "auto"
+    if auto and gpu_here and device_kind != "cpu" and any(c.format == "onnx" for c in candidates):
+        yield from _trt_ep_note(device_index)
+    for name in _backend_order(backend, device_kind):
         fmt = FORMAT_OF[name]
         mine = [c for c in candidates if c.format == fmt]
         if precision is not None:
@@ -228,30 +200,62 @@ def _rule_steps(
         if not mine:
             what = f"{precision} {fmt}" if precision else fmt
             yield Attempt(name, "", precision, "skipped", f"no {what} artifact")
-            continue
-        if backend == "auto" and name in GPU_BACKENDS and not gpu_here:
+        elif auto and name in GPU_BACKENDS and not gpu_here:
             # Decided from the driver alone; what else is missing is asked only if shown, so
             # a CPU-only load imports no GPU library (cold start).
             yield from _no_gpu_attempts(name, mine, device_index)
-            continue
-        if name != "tensorrt":
-            reason = backend_unavailable_reason(name, device_index)
-            if reason is not None:
-                yield Attempt(name, "", None, "skipped", reason)
-                continue
-        preference = PRECISION_PREFERENCE[name]
-        mine.sort(key=lambda c: preference.index(c.precision) if c.precision in preference else 99)
-        for cand in mine:
-            if precision is None and cand.bundle_dir is not None:
-                why = parity_refusal(cand)
-                if why:
-                    yield Attempt(name, cand.label, cand.precision, "skipped", why)
-                    continue
-            if name == "tensorrt":
-                reason = candidate_unavailable_reason(name, cand, device_index)
-                if reason is not None:
-                    yield Attempt(name, cand.label, cand.precision, "skipped", reason)
-                    continue
+        else:
+            yield from _backend_steps(name, mine, precision, device_index)
+
+
+def _backend_order(backend: str, device_kind: str | None) -> list[str]:
+    if backend == "auto":
+        return [
+            b
+            for b in AUTO_ORDER
+            if device_kind is None or (device_kind == "cpu") == (b not in GPU_BACKENDS)
+        ]
+    if device_kind == "cpu" and backend in GPU_BACKENDS:
+        raise ConfigError(f"backend {backend!r} runs on a GPU, but device='cpu' was asked for")
+    if device_kind == "cuda" and backend not in GPU_BACKENDS:
+        raise ConfigError(f"backend {backend!r} runs on the CPU, but a CUDA device was asked for")
+    return [backend]
+
+
+def _trt_ep_note(device_index: int) -> Iterator[Attempt]:
+    from edgeport.runtime.backends.onnxrt import unavailable_reason
+
+    if unavailable_reason("onnxruntime-tensorrt", device_index) is None:
+        yield Attempt(
+            "onnxruntime-tensorrt",
+            "",
+            None,
+            "skipped",
+            "not tried automatically: it builds a TensorRT engine when the session "
+            "opens; ask for backend='onnxruntime-tensorrt'",
+        )
+
+
+def _backend_steps(
+    name: str, mine: list[ModelFile], precision: str | None, device_index: int
+) -> Iterator[Attempt | tuple[str, ModelFile]]:
+    """One backend's candidates in its precision preference, or why it cannot run them."""
+    if name != "tensorrt":
+        reason = backend_unavailable_reason(name, device_index)
+        if reason is not None:
+            yield Attempt(name, "", None, "skipped", reason)
+            return
+    preference = PRECISION_PREFERENCE[name]
+    mine = sorted(
+        mine, key=lambda c: preference.index(c.precision) if c.precision in preference else 99
+    )
+    for cand in mine:
+        why = parity_refusal(cand) if precision is None and cand.bundle_dir is not None else None
+        if why is None and name == "tensorrt":
+            why = candidate_unavailable_reason(name, cand, device_index)
+        if why:
+            yield Attempt(name, cand.label, cand.precision, "skipped", why)
+        else:
             yield name, cand
 
 
