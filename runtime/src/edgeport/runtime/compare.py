@@ -135,6 +135,26 @@ def _topk_sets_equal(reference: np.ndarray, candidate: np.ndarray, k: int) -> np
     return (ref_top == cand_top).all(axis=1)
 
 
+def _row_cosines(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample's logits (1 where both rows are all zeros)."""
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    dots = (ref * cand).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+    both_zero = (np.abs(ref).sum(axis=1) == 0) & (np.abs(cand).sum(axis=1) == 0)
+    return np.where(both_zero, 1.0, cosine)
+
+
+def _near_ties(
+    ref: np.ndarray, ref_top1: np.ndarray, cand_top1: np.ndarray, tie_atol: float
+) -> np.ndarray:
+    """Top-1 disagreements where the reference's own two logits are within ``tie_atol``."""
+    rows = np.arange(len(ref))
+    safe_cand_top1 = np.where(cand_top1 >= 0, cand_top1, ref_top1)
+    margin = ref[rows, ref_top1] - ref[rows, safe_cand_top1]
+    return (ref_top1 != cand_top1) & (cand_top1 >= 0) & (margin <= tie_atol)
+
+
 def compare_logits(
     reference: np.ndarray,
     candidate: np.ndarray,
@@ -162,20 +182,11 @@ def compare_logits(
     outside = (abs_err > atol) & (abs_err > rtol * np.abs(ref))
     mismatched = int((outside | ~finite).sum())  # NaN compares False: count it here
 
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    dots = (ref * cand).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
-    both_zero = (np.abs(ref).sum(axis=1) == 0) & (np.abs(cand).sum(axis=1) == 0)
-    cosine = np.where(both_zero, 1.0, cosine)
-
+    cosine = _row_cosines(ref, cand)
     ref_top1 = ref.argmax(axis=1)
     cand_top1 = np.where(finite.all(axis=1), np.nan_to_num(cand).argmax(axis=1), -1)
     agree = ref_top1 == cand_top1
-    rows = np.arange(count)
-    safe_cand_top1 = np.where(cand_top1 >= 0, cand_top1, ref_top1)
-    margin = ref[rows, ref_top1] - ref[rows, safe_cand_top1]
-    near_tie = ~agree & (cand_top1 >= 0) & (margin <= tie_atol)
+    near_tie = _near_ties(ref, ref_top1, cand_top1, tie_atol)
 
     k = min(5, classes)
     top5 = _topk_sets_equal(ref, np.nan_to_num(cand, nan=-np.inf), k)

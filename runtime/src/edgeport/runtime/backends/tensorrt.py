@@ -331,6 +331,19 @@ class TensorRTBackend(Backend):
                 raise BackendUnavailable(reason)
         self._logger = _make_logger(trt, self._errors)
         runtime = trt.Runtime(self._logger)
+        validity = self._judge(runtime, data, info)
+        self._cudart = cudart()
+        self.validity = validity
+        try:
+            self._open(runtime, data, cuda_graph)
+        except BaseException:
+            self.close()
+            raise
+
+    def _judge(self, runtime: Any, data: bytes, info: EngineInfo | None) -> Validity:
+        """The library's verdict and the engine's provenance against this GPU; refuse a plan
+        that is malformed or built for another version or GPU."""
+        trt, path = self._trt, self.path
         validity = engine_validity(trt, runtime, data)
         if validity.malformed:
             raise ModelLoadError(
@@ -342,7 +355,7 @@ class TensorRTBackend(Backend):
                 f"{path} was built by another {self.flavour} version than {self.version}: "
                 f"{REBUILD_HINT}"
             )
-        self.device = probe_gpus().device(device_index)
+        self.device = probe_gpus().device(self.device_index)
         if info is not None:
             reason = engine_mismatch(
                 info,
@@ -359,16 +372,10 @@ class TensorRTBackend(Backend):
                 f"{self.device.name} ({self.device.compute_capability}): {validity}; "
                 f"{REBUILD_HINT}"
             )
-        self._cudart = cudart()
-        self.validity = validity
-        try:
-            self._open(runtime, data, cuda_graph)
-        except BaseException:
-            self.close()
-            raise
+        return validity
 
     def _open(self, runtime: Any, data: bytes, cuda_graph: bool) -> None:
-        trt, rt = self._trt, self._cudart
+        rt = self._cudart
         cuda_call(rt.cudaSetDevice(self.device_index), "cudaSetDevice")
         self._engine = engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
@@ -376,38 +383,13 @@ class TensorRTBackend(Backend):
                 f"{self.flavour} {self.version} could not deserialize {self.path}: "
                 f"{self._error_text()}; {REBUILD_HINT}"
             )
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        shape_io = [
-            n
-            for n in names
-            if getattr(engine, "is_shape_inference_io", None) and engine.is_shape_inference_io(n)
-        ]
-        if shape_io:
-            raise ModelLoadError(
-                f"{self.path} has shape-tensor inputs {shape_io}, which edgeport does not feed; "
-                "export the model with those values as constants"
-            )
-        self.inputs = tuple(self._input_spec(n) for n in names if is_input[n])
         self._context = context = engine.create_execution_context()
         if context is None:
             raise BackendUnavailable(
                 f"{self.flavour} could not create an execution context for {self.path} "
                 f"(out of GPU memory?): {self._error_text()}"
             )
-        for spec in self.inputs:  # the largest shapes, to size the output buffers
-            context.set_input_shape(spec.name, tuple(r[2] for r in spec.all_ranges))
-        largest = {n: tuple(context.get_tensor_shape(n)) for n in names if not is_input[n]}
-        dynamic = [n for n, shape in largest.items() if any(d < 0 for d in shape)]
-        if dynamic:
-            raise ModelLoadError(
-                f"{self.path}: outputs {dynamic} have data-dependent shapes, which this runner "
-                "does not allocate; run the ONNX artifact instead"
-            )
-        self.outputs = tuple(
-            TensorSpec(n, tensor_dtype(trt, engine.get_tensor_dtype(n)).name, self._dims(n))
-            for n in largest
-        )
+        largest = self._read_io(engine, context)
         self._inputs = [
             self._allocate(s, math.prod(r[2] for r in s.all_ranges)) for s in self.inputs
         ]
@@ -432,6 +414,38 @@ class TensorRTBackend(Backend):
             [s.describe() for s in self.inputs],
             [s.describe() for s in self.outputs],
         )
+
+    def _read_io(self, engine: Any, context: Any) -> dict[str, tuple[int, ...]]:
+        """Set ``inputs`` and ``outputs`` from the engine; return each output's shape at the
+        profile's largest input shapes (what its buffers are sized for)."""
+        trt = self._trt
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        shape_io = [
+            n
+            for n in names
+            if getattr(engine, "is_shape_inference_io", None) and engine.is_shape_inference_io(n)
+        ]
+        if shape_io:
+            raise ModelLoadError(
+                f"{self.path} has shape-tensor inputs {shape_io}, which edgeport does not feed; "
+                "export the model with those values as constants"
+            )
+        self.inputs = tuple(self._input_spec(n) for n in names if is_input[n])
+        for spec in self.inputs:
+            context.set_input_shape(spec.name, tuple(r[2] for r in spec.all_ranges))
+        largest = {n: tuple(context.get_tensor_shape(n)) for n in names if not is_input[n]}
+        dynamic = [n for n, shape in largest.items() if any(d < 0 for d in shape)]
+        if dynamic:
+            raise ModelLoadError(
+                f"{self.path}: outputs {dynamic} have data-dependent shapes, which this runner "
+                "does not allocate; run the ONNX artifact instead"
+            )
+        self.outputs = tuple(
+            TensorSpec(n, tensor_dtype(trt, engine.get_tensor_dtype(n)).name, self._dims(n))
+            for n in largest
+        )
+        return largest
 
     def _dims(self, name: str) -> tuple[int | None, ...]:
         return tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(name))
