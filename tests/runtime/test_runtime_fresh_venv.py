@@ -101,3 +101,17 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     run_in_venv(edgeport, "run", fp16, "--out", tmp_path / "out.npz")
     with np.load(tmp_path / "out.npz") as out:
         assert out["logits"].shape == (1, 3) and out["logits"].dtype == np.float32
+
+    # batch mode needs the [batch] extra: without Ray, a clear error naming it, nothing written
+    batch_out = tmp_path / "predictions.parquet"
+    done = subprocess.run(
+        [str(edgeport), "predict", str(model_path), str(image), "--out", str(batch_out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "pip install 'edgeport-runtime[batch]'" in done.stderr
+    assert "Traceback" not in done.stderr and not batch_out.exists()
