@@ -183,7 +183,7 @@ def test_settings_refused_before_any_work(
     bare = rt.save(rt.token_model(), tmp_path / "bare.onnx")
     with pytest.raises(ConfigError, match="images need a model card"):
         predict_batch(BatchConfig(bare, (image_tree,), out))
-    with pytest.raises(ConfigError, match="one .npz/.parquet file"):
+    with pytest.raises(ConfigError, match=r"one \.npz/\.parquet file"):
         predict_batch(BatchConfig(bare, (image_tree, tmp_path / "x.npz"), out))
     empty = tmp_path / "empty"
     empty.mkdir()
