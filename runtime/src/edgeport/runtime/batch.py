@@ -134,12 +134,12 @@ def predict_batch(config: BatchConfig) -> BatchResult:
     ray = require_ray()
     source = resolve_source(config.model)
     mode = input_mode(config.inputs, source.card)
-    blocks = _input_blocks(config, source, mode)
+    inputs = _inputs(config, source, mode)
     started_here = _connect(ray, config.ray_address)
     try:
         threads = config.threads or _default_threads(ray, config.workers)
         began = time.perf_counter()
-        dataset = _pipeline(ray, config, blocks, mode, threads)
+        dataset = _pipeline(ray, config, _dataset(ray, inputs, config.batch), mode, threads)
         rows, errors = _write(dataset, config.out, mode)
         seconds = time.perf_counter() - began
     finally:
@@ -174,18 +174,32 @@ def input_mode(inputs: tuple[Path, ...], card: ModelCard | None) -> str:
 # -- inputs: Arrow tables of at most `batch` rows, one Ray block each ---------------------------
 
 
-def _input_blocks(config: BatchConfig, source: ModelSource, mode: str) -> list[Any]:
-    import pyarrow as pa
-
+def _inputs(config: BatchConfig, source: ModelSource, mode: str) -> Any:
+    """The image paths (a list), or the tensor rows (an Arrow table)."""
     if mode == "tensors":
-        table = read_tensor_table(config.inputs[0])
+        inputs = read_tensor_table(config.inputs[0])
+        count = inputs.num_rows
     else:
-        files = image_files(config.inputs, recursive=True)
-        table = pa.table({"path": pa.array([str(p) for p in files], pa.string())})
-    if table.num_rows == 0:
+        inputs = [str(p) for p in image_files(config.inputs, recursive=True)]
+        count = len(inputs)
+    if count == 0:
         raise InputError(f"no inputs to predict in {', '.join(map(str, config.inputs))}")
-    log.info("%d inputs for %s (%s)", table.num_rows, source.path, mode)
-    return [table.slice(start, config.batch) for start in range(0, table.num_rows, config.batch)]
+    log.info("%d inputs for %s (%s)", count, source.path, mode)
+    return inputs
+
+
+def _dataset(ray: Any, inputs: Any, batch: int) -> Any:
+    """The inputs as a Ray dataset in blocks of at most ``batch`` rows, in input order, whose
+    actors raise an edgeport error as itself (settings of this dataset only)."""
+    if isinstance(inputs, list):  # built on the driver: no Ray task reads anything
+        blocks = math.ceil(len(inputs) / batch)
+        dataset = ray.data.from_items([{"path": p} for p in inputs], override_num_blocks=blocks)
+    else:
+        step = range(0, inputs.num_rows, batch)
+        dataset = ray.data.from_arrow([inputs.slice(start, batch) for start in step])
+    dataset.context.execution_options.preserve_order = True
+    dataset.context.raise_original_map_exception = True
+    return dataset
 
 
 def read_tensor_table(path: Path) -> Any:
@@ -268,7 +282,7 @@ def _default_threads(ray: Any, workers: int) -> int:
     return max(1, min(max(node_cpus, default=1), sum(node_cpus) // workers))
 
 
-def _pipeline(ray: Any, config: BatchConfig, blocks: list[Any], mode: str, threads: int) -> Any:
+def _pipeline(ray: Any, config: BatchConfig, source: Any, mode: str, threads: int) -> Any:
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if config.workers * threads > cpus:
         raise ConfigError(
@@ -282,10 +296,7 @@ def _pipeline(ray: Any, config: BatchConfig, blocks: list[Any], mode: str, threa
         "device": "cuda" if gpu else config.device,  # Ray gives each actor its own GPU
         "threads": threads,
     }
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.raise_original_map_exception = True  # an actor's EdgeportError, not a wrapper
-    return ray.data.from_arrow(blocks).map_batches(
+    return source.map_batches(
         Worker,
         fn_constructor_kwargs={
             "model": str(config.model),
