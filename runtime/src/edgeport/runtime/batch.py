@@ -171,7 +171,7 @@ def input_mode(inputs: tuple[Path, ...], card: ModelCard | None) -> str:
     return "classify" if card.task == "classification" and card.class_names else "images"
 
 
-# -- inputs: Arrow tables of at most `batch` rows, one Ray block each ---------------------------
+# -- inputs ------------------------------------------------------------------------------------
 
 
 def _inputs(config: BatchConfig, source: ModelSource, mode: str) -> Any:
@@ -245,11 +245,8 @@ def from_column(column: Any, name: str) -> np.ndarray:
 
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     shape = [len(values)]
-    while (
-        pa.types.is_list(values.type)
-        or pa.types.is_large_list(values.type)
-        or (pa.types.is_fixed_size_list(values.type))
-    ):
+    kinds = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    while any(is_kind(values.type) for is_kind in kinds):
         lengths = pc.list_value_length(values)
         low, high = pc.min(lengths).as_py(), pc.max(lengths).as_py()
         if values.null_count or low != high:
@@ -283,6 +280,8 @@ def _default_threads(ray: Any, workers: int) -> int:
 
 
 def _pipeline(ray: Any, config: BatchConfig, source: Any, mode: str, threads: int) -> Any:
+    """``source`` through a fixed pool of ``config.workers`` model actors (not started yet:
+    Ray Data runs the pipeline as the results are read)."""
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if config.workers * threads > cpus:
         raise ConfigError(
@@ -327,8 +326,9 @@ def _write(dataset: Any, out: Path, mode: str) -> tuple[int, int]:
             rows += batch.num_rows
             if mode != "tensors":
                 errors += int(pc.sum(pc.is_valid(batch.column("error"))).as_py() or 0)
-        if writer is not None:
-            writer.close()
+        if writer is None:  # every input gives a row: Ray lost them
+            raise EdgeportError("Ray Data returned no results; see the Ray logs")
+        writer.close()
     return rows, errors
 
 
@@ -399,11 +399,8 @@ class Worker:
                 f"the inputs have columns {batch.column_names[:-1]}; the model's inputs are "
                 f"{[s.name for s in self.model.inputs]} (missing {missing})"
             )
-        feeds = {
-            s.name: from_column(batch.column(s.name), s.name).astype(numpy_dtype(s.dtype))
-            for s in self.model.inputs
-        }
-        outputs = self.model.infer(feeds)
+        feeds = {s.name: from_column(batch.column(s.name), s.name) for s in self.model.inputs}
+        outputs = self.model.infer(feeds)  # checks every dtype and shape, converting nothing
         return {name: to_column(array) for name, array in outputs.items()}
 
     def _images(self, paths: list[str]) -> dict[str, Any]:
@@ -416,7 +413,7 @@ class Worker:
             try:
                 prepared.append(prepare_image(path, card))
                 errors.append(None)
-            except EdgeportError as exc:
+            except InputError as exc:  # not an image, corrupt, too large: this row's error
                 errors.append(str(exc))
         where = _positions(errors)
         columns = self._classify(prepared) if self.mode == "classify" else self._raw(prepared)
