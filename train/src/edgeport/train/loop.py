@@ -304,13 +304,12 @@ def _check_out_dir(out: Path, overwrite: bool, *, delete: bool = True) -> None:
     interrupted = (out / ckpt.STATE_JSON_FILE).is_file() and not finished
     if not (finished or interrupted):
         return
-    if overwrite and not delete:
-        return
     if overwrite:
-        for name in (
+        names = (
             ckpt.WEIGHTS_FILE, ckpt.CARD_FILE, ckpt.METRICS_FILE, ckpt.CONFIG_FILE,
             ckpt.CURVES_FILE, ckpt.PREDICTIONS_FILE, ckpt.STATE_TENSORS_FILE, ckpt.STATE_JSON_FILE,
-        ):  # fmt: skip
+        )  # fmt: skip
+        for name in names if delete else ():
             (out / name).unlink(missing_ok=True)
         return
     what = "a finished run" if finished else "an interrupted run"
@@ -354,8 +353,7 @@ def train(config: TrainConfig) -> Path:
     """Train (or resume) a model and write its run directory; returns the directory. Under
     torchrun, every rank calls it and rank 0 writes."""
     with distributed.process_group(config.device) as dist:
-        if dist.enabled:
-            distributed.per_rank_batch(config.batch_size, dist.world_size)
+        distributed.per_rank_batch(config.batch_size, dist.world_size)  # before reading data
         run_dir, state = _open_run_dir(config, dist)
         distributed.barrier(dist)  # rank 0 has cleared an --overwrite directory
         if config.threads:
