@@ -382,7 +382,6 @@ class Worker:
 
         if self.failed is not None:
             raise self.failed
-
         key = _KEYS[self.mode]
         if self.mode == "tensors":
             columns = self._tensors(batch)
@@ -393,10 +392,11 @@ class Worker:
         return pa.Table.from_arrays([columns[n] for n in names], schema=self.schema)
 
     def _tensors(self, batch: Any) -> dict[str, Any]:
-        missing = [s.name for s in self.model.inputs if s.name not in batch.column_names]
+        given = [name for name in batch.column_names if name != _KEYS["tensors"]]
+        missing = [s.name for s in self.model.inputs if s.name not in given]
         if missing:
             raise InputError(
-                f"the inputs have columns {batch.column_names[:-1]}; the model's inputs are "
+                f"the inputs have columns {given}; the model's inputs are "
                 f"{[s.name for s in self.model.inputs]} (missing {missing})"
             )
         feeds = {s.name: from_column(batch.column(s.name), s.name) for s in self.model.inputs}
