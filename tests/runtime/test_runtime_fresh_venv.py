@@ -51,9 +51,9 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     python = venv / "bin" / "python"
 
-    def run_in_venv(*argv: object) -> str:
-        """stdout of ``argv`` run in the fresh venv; a non-zero exit fails with its stderr."""
-        done = subprocess.run(
+    def venv_run(*argv: object) -> subprocess.CompletedProcess[str]:
+        """``argv`` run in the fresh venv."""
+        return subprocess.run(
             [str(a) for a in argv],
             capture_output=True,
             text=True,
@@ -61,6 +61,10 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
             cwd=tmp_path,
             timeout=900,
         )
+
+    def run_in_venv(*argv: object) -> str:
+        """stdout of ``argv`` run in the fresh venv; a non-zero exit fails with its stderr."""
+        done = venv_run(*argv)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -101,3 +105,10 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     run_in_venv(edgeport, "run", fp16, "--out", tmp_path / "out.npz")
     with np.load(tmp_path / "out.npz") as out:
         assert out["logits"].shape == (1, 3) and out["logits"].dtype == np.float32
+
+    # batch mode needs the [batch] extra: without Ray, a clear error naming it, nothing written
+    batch_out = tmp_path / "predictions.parquet"
+    done = venv_run(edgeport, "predict", model_path, image, "--out", batch_out)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "pip install 'edgeport-runtime[batch]'" in done.stderr
+    assert "Traceback" not in done.stderr and not batch_out.exists()

@@ -7,8 +7,10 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from edgeport.runtime.errors import ModelLoadError
 
@@ -18,8 +20,11 @@ _READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 MAX_FILE_BYTES = 1 << 30  # what read_regular_file reads at most unless told otherwise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary handle on a new temporary file beside ``path``: when the block ends without an
+    error the file is fsynced and renamed to ``path``, otherwise it is removed (``path`` keeps
+    what it held). For files written piece by piece (``atomic_write_bytes`` writes at once).
 
     The temporary file is created with mode 0666, so the umask gives it the usual permissions of
     a new file (mkstemp's would be 0600), without reading the process-wide umask.
@@ -30,14 +35,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     fd = os.open(tmp, _CREATE_NEW, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

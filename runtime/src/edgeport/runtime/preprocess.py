@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
+from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import read_regular_file
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ MAX_IMAGE_FILE_BYTES = 256 << 20
 _limit = {"pixels": MAX_IMAGE_PIXELS}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def set_max_image_pixels(pixels: int) -> None:
@@ -53,6 +54,28 @@ def set_max_image_pixels(pixels: int) -> None:
     image_mod = _pil()
     if image_mod.MAX_IMAGE_PIXELS is not None and pixels > image_mod.MAX_IMAGE_PIXELS:
         image_mod.MAX_IMAGE_PIXELS = pixels  # Pillow's own bomb check, process-wide
+
+
+def image_files(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+    """Image files (by suffix) of the given files and folders (with ``recursive``, of their
+    sub-folders too), sorted per folder; files named directly are kept whatever their suffix. A
+    missing path or a folder without images raises ``ConfigError``."""
+    out: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            listed = item.rglob("*") if recursive else item.iterdir()
+            found = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                where = " or its sub-folders" if recursive else ""
+                raise ConfigError(
+                    f"{item}{where} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            out += found
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise ConfigError(f"image file or folder not found: {item}")
+    return out
 
 
 def load_image(source: ImageLike) -> np.ndarray:

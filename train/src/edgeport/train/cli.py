@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ _TRAIN_FIELDS = (
     "data_root", "download", "input_size", "in_channels", "normalization", "limit", "device",
     "threads", "overwrite",
 )  # fmt: skip
+_LAUNCH_FLAGS = ("nnodes", "node_rank", "master_addr", "master_port")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -78,7 +80,23 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     add("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     add("--overwrite", action="store_true", default=None, help="replace a finished run in --out")
     add("--no-progress", action="store_true", help="no progress bar")
+    _add_launch_flags(parser.add_argument_group("distributed training (torchrun)").add_argument)
     parser.set_defaults(handler=run_train)
+
+
+def _add_launch_flags(add: Any) -> None:
+    """``edgeport train``'s torchrun flags: the same command runs in every process."""
+    add(
+        "--nproc-per-node",
+        type=int,
+        metavar="N",
+        help="train with N processes on this node (DistributedDataParallel: gloo on CPU, nccl "
+        "on CUDA); --batch-size stays the global batch",
+    )
+    add("--nnodes", type=int, metavar="M", help="nodes in all (default 1)")
+    add("--node-rank", type=int, metavar="R", help="this node's rank, 0..M-1 (default 0)")
+    add("--master-addr", metavar="ADDR", help="address of node 0 (needed with --nnodes > 1)")
+    add("--master-port", type=int, metavar="PORT", help="port on node 0 (default 29500)")
 
 
 def _add_run_flags(add: Any) -> None:
@@ -167,12 +185,41 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return config
 
 
+def launch_config(args: argparse.Namespace) -> Any:
+    """The torchrun settings the flags ask for, or None (one process)."""
+    from edgeport.train.distributed import LaunchConfig
+
+    extra = [f"--{n.replace('_', '-')}" for n in _LAUNCH_FLAGS if getattr(args, n) is not None]
+    if args.nproc_per_node is None:
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} only apply with --nproc-per-node N")
+        return None
+    return LaunchConfig(
+        nproc_per_node=args.nproc_per_node,
+        nnodes=args.nnodes or 1,
+        node_rank=args.node_rank or 0,
+        master_addr=args.master_addr,
+        master_port=args.master_port,
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from edgeport.train import distributed
     from edgeport.train.checkpoint import METRICS_FILE
     from edgeport.train.loop import train
 
     config = config_from_args(args)
+    launch = launch_config(args)
+    if launch is not None and not distributed.launched():  # this process launches the others
+        distributed.per_rank_batch(config.batch_size, launch.world_size)
+        at = args.argv.index(args.command)
+        return distributed.launch(launch, [*args.argv[:at], *args.argv[at + 1 :]])
+    main_rank = distributed.from_env(config.device).is_main
+    if not main_rank:  # rank 0 reports; the others only warn
+        logging.getLogger("edgeport").setLevel(logging.WARNING)
     run_dir = train(config)
+    if not main_rank:
+        return 0
     metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_count']} "

@@ -5,6 +5,10 @@ and cross-entropy, validates after every epoch, and writes a run directory (see
 ``checkpoint``). After every epoch it also saves what resuming needs, so an interrupted run
 continues with ``TrainConfig(resume=RUN_DIR)`` and ends with the same weights as an
 uninterrupted one (on CPU, same machine and thread count).
+
+Under torchrun every process calls ``train`` with the same config (see ``distributed``): the
+model trains in DistributedDataParallel on shards of each global batch, the metrics are summed
+over the ranks, and rank 0 alone writes the run directory while the others wait for it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, read_regular_file
 from edgeport.runtime.schema import decode, parse_json
 from edgeport.train import checkpoint as ckpt
-from edgeport.train import plots
+from edgeport.train import distributed, plots
 from edgeport.train.data import (
     NO_AUGMENTATION,
     Augmentation,
@@ -266,11 +270,20 @@ def _normalized(split: RawSplit, card: ModelCard) -> tuple[torch.Tensor, torch.T
 
 def _score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, float | None]:
     """(cross-entropy loss, accuracy), or (None, None) for an empty split."""
+    return _means(_sums(logits, labels))
+
+
+def _sums(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """[summed cross-entropy, correct, count]: the parts of a score that add up over ranks."""
     if labels.numel() == 0:
-        return None, None
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    accuracy = int((logits.argmax(1) == labels).sum().item()) / labels.numel()
-    return loss, accuracy
+        return [0.0, 0.0, 0.0]
+    loss = nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+    return [loss, float((logits.argmax(1) == labels).sum().item()), float(labels.numel())]
+
+
+def _means(sums: list[float]) -> tuple[float | None, float | None]:
+    loss, correct, count = sums
+    return (loss / count, correct / count) if count else (None, None)
 
 
 def per_class_accuracy(
@@ -284,17 +297,19 @@ def per_class_accuracy(
     return out
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to start over a finished or interrupted run, or delete its files if ``overwrite``."""
+def _check_out_dir(out: Path, overwrite: bool, *, delete: bool = True) -> None:
+    """Refuse to start over a finished or interrupted run, or delete its files if ``overwrite``
+    (and ``delete``: rank 0 deletes, the other ranks only check)."""
     finished = (out / ckpt.METRICS_FILE).is_file()
     interrupted = (out / ckpt.STATE_JSON_FILE).is_file() and not finished
     if not (finished or interrupted):
         return
     if overwrite:
-        for name in (
+        names = (
             ckpt.WEIGHTS_FILE, ckpt.CARD_FILE, ckpt.METRICS_FILE, ckpt.CONFIG_FILE,
             ckpt.CURVES_FILE, ckpt.PREDICTIONS_FILE, ckpt.STATE_TENSORS_FILE, ckpt.STATE_JSON_FILE,
-        ):  # fmt: skip
+        )  # fmt: skip
+        for name in names if delete else ():
             (out / name).unlink(missing_ok=True)
         return
     what = "a finished run" if finished else "an interrupted run"
@@ -328,33 +343,45 @@ class _Session:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     loader_rng: torch.Generator
+    dist: distributed.Dist
+    net: nn.Module | None = None  # what training steps call: the model, or its DDP wrapper
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
 
 
 def train(config: TrainConfig) -> Path:
-    """Train (or resume) a model and write its run directory; returns the directory."""
-    run_dir, state = _open_run_dir(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    resolved = resolve(config)
-    session = _start_session(config, resolved.card, run_dir, state)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_doc = _config_document(config, run_dir, resolved)
-    atomic_write_json(run_dir / ckpt.CONFIG_FILE, config_doc)
-    _fit(config, resolved, session)
-    _finish(config, resolved, session, config_doc)
+    """Train (or resume) a model and write its run directory; returns the directory. Under
+    torchrun, every rank calls it and rank 0 writes."""
+    with distributed.process_group(config.device) as dist:
+        distributed.per_rank_batch(config.batch_size, dist.world_size)  # before reading data
+        run_dir, state = _open_run_dir(config, dist)
+        distributed.barrier(dist)  # rank 0 has cleared an --overwrite directory
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        resolved = resolve(config)
+        session = _start_session(config, resolved.card, run_dir, state, dist)
+        config_doc = _config_document(config, run_dir, resolved, dist)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir / ckpt.CONFIG_FILE, config_doc)
+        _fit(config, resolved, session)
+        if dist.is_main:
+            _finish(config, resolved, session, config_doc)
+        distributed.barrier(dist)  # the others wait for rank 0's files
     return run_dir
 
 
-def _open_run_dir(config: TrainConfig) -> tuple[Path, ckpt.TrainingState | None]:
+def _open_run_dir(
+    config: TrainConfig, dist: distributed.Dist
+) -> tuple[Path, ckpt.TrainingState | None]:
     """The run directory, with its saved training state when resuming (checked against
-    ``config``); a new run's directory must not hold another run unless ``overwrite``."""
+    ``config``; every rank loads it); a new run's directory must not hold another run unless
+    ``overwrite``."""
     if config.resume is None:
         if config.out is None:
             raise ConfigError("TrainConfig.out (--out RUN_DIR) is required when not resuming")
         run_dir = Path(config.out)
-        _check_out_dir(run_dir, config.overwrite)
+        _check_out_dir(run_dir, config.overwrite, delete=dist.is_main)
         return run_dir, None
     run_dir = Path(config.resume)
     _check_resume(config, load_train_config(run_dir))
@@ -367,10 +394,14 @@ def _open_run_dir(config: TrainConfig) -> tuple[Path, ckpt.TrainingState | None]
 
 
 def _start_session(
-    config: TrainConfig, card: ModelCard, run_dir: Path, state: ckpt.TrainingState | None
+    config: TrainConfig,
+    card: ModelCard,
+    run_dir: Path,
+    state: ckpt.TrainingState | None,
+    dist: distributed.Dist,
 ) -> _Session:
     """Seed, build the model and optimizer, and restore ``state`` when resuming."""
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(
         config.model,
         num_classes=card.num_classes,
@@ -379,10 +410,16 @@ def _start_session(
         weights=None if state else config.weights,  # resumed weights come from the state
         freeze_backbone=config.freeze_backbone,
         **config.arch_args,
-    ).to(config.device)
+    ).to(dist.device)
     session = _Session(
-        run_dir, model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed)
+        run_dir,
+        model,
+        _make_optimizer(model, config),
+        torch.Generator().manual_seed(config.seed),
+        dist,
     )
+    if state is None and dist.enabled:
+        torch.manual_seed(config.seed + dist.rank)  # each rank its own augmentations
     if state is not None:
         mismatch = state_dict_mismatch(model.state_dict(), state.model_state)
         if mismatch:
@@ -395,18 +432,43 @@ def _start_session(
             session.optimizer.load_state_dict(state.optimizer_state)
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ModelLoadError(f"the optimizer state in {run_dir} does not fit: {exc}") from exc
-        torch.set_rng_state(state.rng["torch"])
-        session.loader_rng.set_state(state.rng["loader"])
+        _restore_rng(state, session, config.seed)
         session.history = list(state.scalars.get("history", []))
         session.start_epoch = int(state.scalars.get("epoch", 0))
         log.info("resuming %s after epoch %d of %d", run_dir, session.start_epoch, config.epochs)
+    session.net = distributed.wrap(model, dist)
     return session
 
 
-def _config_document(config: TrainConfig, run_dir: Path, resolved: ResolvedRun) -> dict[str, Any]:
+def _rng_key(rank: int) -> str:
+    """The training state's name of a rank's torch RNG state (rank 0's is plain "torch")."""
+    return "torch" if rank == 0 else f"torch.rank{rank}"
+
+
+def _restore_rng(state: ckpt.TrainingState, session: _Session, seed: int) -> None:
+    """This rank's torch RNG state and the loader's generator from ``state``."""
+    dist = session.dist
+    saved_world = int(state.scalars.get("world_size", 1))
+    if saved_world != dist.world_size:
+        log.warning(
+            "%s was trained by %d process(es), resumed by %d: it continues, but will not repeat "
+            "an uninterrupted run exactly", session.run_dir, saved_world, dist.world_size,
+        )  # fmt: skip
+    key = _rng_key(dist.rank)
+    if key in state.rng:
+        torch.set_rng_state(state.rng[key])
+    else:  # a rank the saved run did not have: seeded by the seed, epoch and rank
+        epoch = int(state.scalars.get("epoch", 0))
+        torch.manual_seed(seed + 1000 * epoch + dist.rank)
+    session.loader_rng.set_state(state.rng["loader"])
+
+
+def _config_document(
+    config: TrainConfig, run_dir: Path, resolved: ResolvedRun, dist: distributed.Dist
+) -> dict[str, Any]:
     """``config.json``: the settings as given, the defaults they resolved to, and versions."""
     card = resolved.card
-    return {
+    document = {
         **config.to_dict(),
         "out": str(run_dir),
         "resolved": {
@@ -420,32 +482,59 @@ def _config_document(config: TrainConfig, run_dir: Path, resolved: ResolvedRun) 
         },
         "versions": library_versions(),
     }
+    if dist.enabled:
+        document["distributed"] = {
+            **dist.to_dict(),
+            "per_rank_batch_size": distributed.per_rank_batch(config.batch_size, dist.world_size),
+        }
+    return document
+
+
+def _loader(
+    config: TrainConfig, train_set: TrainingDataset, session: _Session
+) -> torch.utils.data.DataLoader:
+    """Shuffled batches of the training set: under a process group, this rank's share of each
+    global batch from a seeded DistributedSampler (``set_epoch`` each epoch)."""
+    dist = session.dist
+    batch = distributed.per_rank_batch(config.batch_size, dist.world_size)
+    sampler: torch.utils.data.DistributedSampler[Any] | None = None
+    if dist.enabled:
+        sampler = torch.utils.data.DistributedSampler(
+            train_set, dist.world_size, dist.rank, shuffle=True, seed=config.seed
+        )
+    count = len(sampler) if sampler is not None else len(train_set)
+    return torch.utils.data.DataLoader(
+        train_set,
+        batch_size=batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=session.loader_rng,
+        num_workers=0,
+        drop_last=count % batch == 1,  # BatchNorm cannot take a batch of 1
+    )
 
 
 def _fit(config: TrainConfig, resolved: ResolvedRun, session: _Session) -> None:
     """Train the remaining epochs, validating and saving the resumable state after each."""
-    card = resolved.card
+    card, dist = resolved.card, session.dist
     train_set = TrainingDataset(resolved.splits["train"], card, resolved.augmentation)
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=session.loader_rng,
-        num_workers=0,
-        drop_last=len(train_set) % config.batch_size == 1,  # BatchNorm cannot take a batch of 1
-    )
+    loader = _loader(config, train_set, session)
     val_x, val_y = _normalized(resolved.splits["val"], card)
+    val_x, val_y = val_x[dist.rank :: dist.world_size], val_y[dist.rank :: dist.world_size]
     log.info(
         "training %s on %s: %d train / %d val / %d test images, input %s, augmentation %s",
-        config.model, config.data, len(train_set), len(val_y), len(resolved.splits["test"]),
-        "x".join(map(str, card.input_shape)), resolved.augmentation.to_dict(),
+        config.model, config.data, len(train_set), len(resolved.splits["val"]),
+        len(resolved.splits["test"]), "x".join(map(str, card.input_shape)),
+        resolved.augmentation.to_dict(),
     )  # fmt: skip
     for epoch in range(session.start_epoch, config.epochs):
         started = time.perf_counter()
+        if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
+            loader.sampler.set_epoch(epoch)
         train_loss, train_acc = _train_epoch(config, session, loader, epoch)
-        val_loss, val_acc = _score(
-            predict_logits(session.model, val_x, device=config.device), val_y
-        )
+        distributed.broadcast_buffers(session.model, dist)  # every rank validates one model
+        val_logits = predict_logits(session.model, val_x, device=dist.device)
+        val_loss, val_acc = _means(distributed.all_reduce_sum(_sums(val_logits, val_y), dist))
         entry = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -461,30 +550,40 @@ def _fit(config: TrainConfig, resolved: ResolvedRun, session: _Session) -> None:
             epoch + 1, config.epochs, train_loss, train_acc,
             "n/a" if val_acc is None else f"{val_acc:.4f}", entry["seconds"],
         )  # fmt: skip
-        ckpt.save_training_state(
-            session.run_dir,
-            model=session.model,
-            optimizer=session.optimizer,
-            scalars={"epoch": epoch + 1, "history": session.history},
-            rng={"torch": torch.get_rng_state(), "loader": session.loader_rng.get_state()},
-        )
+        _save_state(session, epoch)
+
+
+def _save_state(session: _Session, epoch: int) -> None:
+    """What resuming needs after ``epoch``: rank 0 writes it, with every rank's RNG state."""
+    dist = session.dist
+    states = distributed.all_gather(torch.get_rng_state(), dist)
+    if not dist.is_main:
+        return
+    rng = {_rng_key(rank): state for rank, state in enumerate(states)}
+    ckpt.save_training_state(
+        session.run_dir,
+        model=session.model,
+        optimizer=session.optimizer,
+        scalars={"epoch": epoch + 1, "history": session.history, "world_size": dist.world_size},
+        rng={**rng, "loader": session.loader_rng.get_state()},
+    )
 
 
 def _train_epoch(
     config: TrainConfig, session: _Session, loader: torch.utils.data.DataLoader, epoch: int
 ) -> tuple[float, float]:
-    """One pass over the training data; returns its mean loss and accuracy."""
-    model, optimizer = session.model, session.optimizer
-    model.train()
+    """One pass over the training data; returns its mean loss and accuracy (over all ranks)."""
+    net, optimizer, device = session.net or session.model, session.optimizer, session.dist.device
+    net.train()
     seen, loss_sum, correct = 0, 0.0, 0
     bar = tqdm(
-        loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
-        leave=False, unit="batch",
+        loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch",
+        disable=not (config.progress and session.dist.is_main),
     )  # fmt: skip
     for images, labels in bar:
-        images, labels = images.to(config.device), labels.to(config.device)
+        images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(images)
+        logits = net(images)
         loss = nn.functional.cross_entropy(logits, labels)
         loss.backward()
         optimizer.step()
@@ -493,7 +592,10 @@ def _train_epoch(
         correct += int((logits.argmax(1) == labels).sum().item())
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
     bar.close()
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+    loss_sum, correct_sum, count = distributed.all_reduce_sum(
+        [loss_sum, correct, seen], session.dist
+    )
+    return loss_sum / max(count, 1), correct_sum / max(count, 1)
 
 
 def _finish(

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from edgeport.runtime.reference import StoredReference
 from edgeport.runtime.specs import TensorSpec
 
 INPUT_KINDS = ("auto", "synthetic", "reference")  # or the path of an .npz file
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -50,25 +49,8 @@ class Workload:
 # Inputs
 
 
-def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files (by suffix) of the given files and folders (not recursive), sorted per
-    folder; a missing path or an empty folder raises ``ConfigError``."""
-    out: list[Path] = []
-    for item in map(Path, paths):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ConfigError(f"{item} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            out += found
-        elif item.is_file():
-            out.append(item)
-        else:
-            raise ConfigError(f"image file or folder not found: {item}")
-    return out
-
-
 def _image_data(model: ModelSource, images: Sequence[str | Path]) -> InputData:
-    from edgeport.runtime.preprocess import preprocess
+    from edgeport.runtime.preprocess import image_files, preprocess
 
     card = model.card
     if card is None or not card.is_image_model:
