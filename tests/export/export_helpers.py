@@ -9,6 +9,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from edgeport.export.onnx import ExportedGraph, export_onnx
 from edgeport.runtime.card import ModelCard
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -65,3 +66,22 @@ def leftovers(dest: Path) -> list[str]:
         for p in dest.parent.iterdir()
         if p.name.startswith((f".{dest.name}.partial-", f".{dest.name}.old-"))
     )
+
+
+def export_classifier(model: nn.Module, card: ModelCard, max_batch: int = 32) -> ExportedGraph:
+    """``model`` exported with the classifier's names and a dynamic batch axis."""
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    return export_onnx(
+        model,
+        (torch.zeros(2, *card.input_shape),),
+        input_names=("input",),
+        output_names=("logits",),
+        dynamic_shapes=({0: batch},),
+    )
+
+
+def comparison(parity: dict, output: str | None = None) -> dict:
+    """The comparison record of one output (default: the first) in a stored verdict."""
+    outputs = parity["outputs"]
+    found = outputs[0] if output is None else next(o for o in outputs if o["name"] == output)
+    return found["comparison"]
