@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 import torch
 from torch import nn
 
@@ -33,6 +35,28 @@ def digits_card(size: int = 16, architecture: str = "simple_cnn_bn") -> ModelCar
 def edgeport_command(*args: str) -> list[str]:
     """The installed ``edgeport`` console script with ``args``, to run as a subprocess."""
     return [str(Path(sys.executable).with_name("edgeport")), *args]
+
+
+def export_command(
+    *args: str, cwd: Path | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """``edgeport export ARGS`` run as a subprocess (a user's shell), output captured."""
+    return subprocess.run(
+        edgeport_command("export", *args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``edgeport export ARGS`` in this process: the exit code and stderr."""
+    from edgeport.runtime.cli import main
+
+    code = main(["export", *args])
+    return code, capsys.readouterr().err
 
 
 def session(path: Path) -> ort.InferenceSession:

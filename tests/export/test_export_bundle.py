@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _env import tensorrt_module_name
-from export_helpers import comparison, edgeport_command, leftovers, snapshot
+from export_helpers import comparison, export_command, leftovers, snapshot
 
 from edgeport.runtime import load
 from edgeport.runtime.bundle import BatchRange, Manifest, verify_artifact
@@ -176,13 +175,7 @@ def test_runtime_reproduces_the_recorded_parity(
 def test_cli_exports_fp32_with_a_parity_limit(trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-bundle"
     flags = ["--parity-limit", "40", "--batch", "2:4:16"]
-    proc = subprocess.run(
-        edgeport_command("export", str(trained_run), "--out", str(out), *flags),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    proc = export_command(str(trained_run), "--out", str(out), *flags)
     assert proc.returncode == 0, proc.stderr
     assert "onnx-fp32" in proc.stdout and "passed" in proc.stdout
     manifest = Manifest.load(out)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from export_helpers import leftovers
+from export_helpers import leftovers, run_cli
 
 from edgeport.export.cli import parse_input
 from edgeport.runtime.cli import main
@@ -24,11 +24,6 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the factory loader adds the cwd
     return tmp_path
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["export", *args])
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -62,7 +57,7 @@ def test_bad_forms_are_refused_with_what_to_do(
     user_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
     out = user_dir / "bundle"
-    code, err = run([*flags, "--out", str(out)], capsys)
+    code, err = run_cli([*flags, "--out", str(out)], capsys)
     assert code == 1
     assert message in err, err
     assert "Traceback" not in err
@@ -74,7 +69,7 @@ def test_int8_of_a_torchvision_model_needs_calibration_data(
 ) -> None:
     out = tmp_path / "bundle"
     flags = ["--precision", "int8", "--image-size", "32", "--num-classes", "3"]
-    code, err = run(["torchvision:squeezenet1_0", *flags, "--out", str(out)], capsys)
+    code, err = run_cli(["torchvision:squeezenet1_0", *flags, "--out", str(out)], capsys)
     assert code == 1
     assert "int8 needs calibration data" in err and "--calib-data FILE.npz" in err
     assert not out.exists()
@@ -105,7 +100,9 @@ def test_module_without_inputs_says_how_to_describe_them(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     here = str(Path(__file__).parent)
-    code, err = run(["--module", "export_models:two_input", "--out", str(tmp_path / "b")], capsys)
+    code, err = run_cli(
+        ["--module", "export_models:two_input", "--out", str(tmp_path / "b")], capsys
+    )
     assert code == 1 and here in sys.path  # export_models is importable from the tests
     assert "returns no example inputs: describe each input with --input" in err
 

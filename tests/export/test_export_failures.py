@@ -17,6 +17,7 @@ from export_helpers import (
     digits_card,
     edgeport_command,
     leftovers,
+    run_cli,
     save_run,
     snapshot,
 )
@@ -31,11 +32,6 @@ from edgeport.runtime.errors import (
     ExportError,
     ModelLoadError,
 )
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["export", *args])
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -73,13 +73,10 @@ def export(
 ) -> Manifest:
     """Export the run in ``run_dir`` to a bundle at ``out`` and return its manifest.
 
-    ``settings`` (or its fields as keyword ``options``: ``precisions``, ``tensorrt``,
-    ``batch``, ``opset``, ``calib``, ``parity_limit``, ``allow_parity_failure``, ...) says what
-    to produce; ``data_root`` is where the run's dataset lives when not where it trained.
-    Raises ``ConfigError`` for bad settings, ``ModelLoadError`` for a missing or broken run,
-    ``DatasetError`` for missing data, ``ExportError`` when a step fails and ``ParityError``
-    when an artifact misses its tolerance (unless ``allow_parity_failure``). In every such case
-    ``out`` is left as it was.
+    ``settings`` (or its fields as keyword ``options``: ``precisions``, ``tensorrt``, ``batch``,
+    ``calib``, ``parity_limit``, ...) says what to produce; ``data_root`` is where the run's
+    dataset lives. Raises ``ConfigError``, ``ModelLoadError`` (a broken run), ``DatasetError``,
+    ``ExportError`` or ``ParityError``; ``out`` is then left as it was.
     """
     from edgeport.train.checkpoint import WEIGHTS_FILE, load_checkpoint
 
@@ -101,7 +98,7 @@ def export(
     root = str(data_root) if data_root is not None else checkpoint.data_root
     images, labels = _sample(dataset, card, "test", settings.parity_limit, root)
     calibration, calib_source = None, None
-    if "int8" in settings.precisions:
+    if "int8" in settings.precisions:  # real training images, never noise
         calib_data = settings.calib.dataset or dataset
         calib_images, _ = _sample(calib_data, card, "train", settings.calib.size, root)
         calibration, calib_source = [{INPUT_NAME: calib_images}], f"{calib_data} train"
@@ -115,14 +112,7 @@ def export(
         split="test",
         calibration=calibration,
         calibration_source=calib_source,
-        source={
-            "kind": "run",
-            "run_dir": str(run),
-            "dataset": dataset,
-            "data_root": root,
-            "metrics": {k: v for k, v in checkpoint.metrics.items() if k == "test_accuracy"},
-        },
+        source={"kind": "run", "run_dir": str(run), "dataset": dataset, "data_root": root},
         weights=run / WEIGHTS_FILE,
     )
-    log.info("reference: %d %s test images", len(images), dataset)
     return run_pipeline(job, _run_settings(settings, card), dest)
