@@ -21,7 +21,7 @@ from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.specs import DTYPES
 
 TORCHVISION = "torchvision:"
-# flags that only one form takes (dest -> forms)
+# flags that not every form takes: dest -> the forms that take it
 _FORM_FLAGS = {
     "input": ("module",),
     "output_name": ("module",),
@@ -68,7 +68,9 @@ def register_export(subparsers: Any) -> None:
 
 
 def _output_flags(group: Any) -> None:
-    group.add_argument("--precision", default="fp32", metavar="LIST", help="fp32,fp16,int8")
+    group.add_argument(
+        "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8"
+    )
     group.add_argument(
         "--tensorrt", action="store_true", help="also build a TensorRT engine per precision"
     )
@@ -108,8 +110,8 @@ def _module_flags(group: Any) -> None:
         action="append",
         default=[],
         metavar="NAME:SHAPE[:DTYPE]",
-        help="an input and its example shape, e.g. image:2x3x224x224 or ids:2x16:int64 "
-        "(seeded synthetic values; in forward's order)",
+        help="an input, in forward's argument order, with the shape of its example (seeded "
+        "synthetic values), e.g. image:2x3x224x224 or ids:2x16:int64",
     )
     group.add_argument("--output-name", action="append", default=[], metavar="NAME")
     group.add_argument(
@@ -296,17 +298,18 @@ def _export_module(args: argparse.Namespace, settings: Any) -> Any:
 
     model, example = load_factory(args.module)
     ranges = parse_value_ranges(args.value_range)
-    if args.input:
+    if args.input:  # named as given, passed to forward in the order given
         if example is not None:
             raise ConfigError(f"{args.module} returns example inputs; leave out --input")
-        specs = [parse_input(text) for text in args.input]
-        example = synthetic_feeds(specs, value_ranges=ranges)
+        feeds = synthetic_feeds([parse_input(text) for text in args.input], value_ranges=ranges)
+        example, names = tuple(feeds.values()), tuple(feeds)
     elif example is None:
         raise ConfigError(
             f"{args.module} returns no example inputs: describe each input with --input "
             "NAME:SHAPE[:DTYPE] (e.g. --input image:2x3x224x224 --input ids:2x16:int64)"
         )
-    names = input_names(model, example, None)
+    else:
+        names = input_names(model, example, None)
     return export_module(
         model,
         example,
@@ -315,6 +318,7 @@ def _export_module(args: argparse.Namespace, settings: Any) -> Any:
         calibration=args.calib_data,
         parity_inputs=args.parity_data,
         source={"kind": "module", "factory": args.module},
+        input_names=names,
         output_names=tuple(args.output_name) or None,
         dynamic_shapes=_dynamic(args, names),
         value_ranges=ranges,
