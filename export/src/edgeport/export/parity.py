@@ -172,6 +172,7 @@ def check_artifact(
     kinds: Mapping[str, str],
     *,
     backend: str = "onnxruntime-cpu",
+    class_names: Sequence[str] = (),
 ) -> Verdict:
     """Run ``path`` through ``edgeport.runtime.load`` and judge it against ``reference``."""
     from edgeport.runtime import load

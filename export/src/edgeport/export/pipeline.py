@@ -212,17 +212,31 @@ class _Exporter:
         self, precision: str, rel: str, tools: dict[str, str], *, ship: bool = True
     ) -> None:
         """Gate the ONNX file at ``rel`` and, when shipped, list it in the manifest."""
-        from edgeport.export.parity import check_artifact
-
         name = f"onnx-{precision}"
         self.onnx_paths[precision] = self.root / rel
         start = time.perf_counter()
-        verdict = check_artifact(name, precision, self.root / rel, self.reference, self.kinds)
+        verdict = self.check(name, precision, rel)
         self.timed(f"parity-{name}", start)
         self.gate(verdict)
         if ship:
             source = None if precision == "fp32" else "onnx-fp32"
             self.artifact(name, "onnx", precision, rel, tools, verdict, source=source)
+
+    def check(
+        self, name: str, precision: str, rel: str, backend: str = "onnxruntime-cpu"
+    ) -> Verdict:
+        """The parity verdict on the file at ``rel`` run by ``backend``."""
+        from edgeport.export.parity import check_artifact
+
+        return check_artifact(
+            name,
+            precision,
+            self.root / rel,
+            self.reference,
+            self.kinds,
+            backend=backend,
+            class_names=self.card.class_names,
+        )
 
     def derive(self) -> None:
         """fp16 and int8 from the fp32 graph, each gated."""
@@ -291,7 +305,7 @@ class _Exporter:
     def build_engines(self) -> None:
         """One TensorRT engine per precision, from that precision's ONNX file."""
         from edgeport.export.dims import engine_profiles
-        from edgeport.export.parity import check_artifact, not_run
+        from edgeport.export.parity import not_run
         from edgeport.export.tensorrt import (
             TIMING_CACHE_NAME,
             build_engine,
@@ -319,9 +333,7 @@ class _Exporter:
             reason = engine_runnable_here(self.root / rel, build.info)
             if reason is None:
                 start = time.perf_counter()
-                verdict = check_artifact(
-                    name, precision, self.root / rel, self.reference, self.kinds, backend="tensorrt"
-                )
+                verdict = self.check(name, precision, rel, backend="tensorrt")
                 self.timed(f"parity-{name}", start)
                 self.gate(verdict)
             else:
