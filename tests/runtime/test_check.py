@@ -218,11 +218,11 @@ def test_a_modified_reference_file_is_refused(exported_bundle: Path, tmp_path: P
     bundle = tmp_path / "bundle"
     shutil.copytree(exported_bundle, bundle)
     reference = Manifest.load(bundle).reference
-    for key in ("logits", "weights"):
+    for key in ("outputs", "weights"):
         with (bundle / reference[key]).open("ab") as handle:
             handle.write(b"\0")
     modified = r" has sha256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}: it was modified"
-    with pytest.raises(ModelLoadError, match=r"logits\.npy" + modified):
+    with pytest.raises(ModelLoadError, match=r"outputs\.npz" + modified):
         check(bundle, backends=CPU, reference="stored")
     with pytest.raises(ModelLoadError, match=r"weights\.safetensors" + modified):  # the baseline
         check(bundle, backends=CPU, data="digits", limit=8, artifacts=["onnx-fp32"])
