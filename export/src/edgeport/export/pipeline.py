@@ -71,7 +71,9 @@ class ExportJob:
     weights: Path | None = None
 
 
-def preflight(job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict) -> None:
+def preflight(
+    job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict[str, DimRange]
+) -> None:
     """Refuse what would fail later: int8 without data, engines without TensorRT or ranges."""
     if "int8" in settings.precisions and not job.calibration:
         raise ConfigError(
