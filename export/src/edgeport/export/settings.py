@@ -158,8 +158,9 @@ def normalize_shapes(value: Mapping[str, Any] | None) -> dict[str, str]:
 class ExportSettings:
     """Every setting of an export. Names and dynamic axes default to the module's forward
     parameters and axis 0 of every input (one shared ``batch`` dimension in ``batch``'s
-    range); ``shapes`` gives other dynamic dimensions their (min, opt, max), which TensorRT
-    engines need. ``task``, ``class_names``, ``image`` and ``postprocess`` go into the card."""
+    range); ``shapes`` gives dynamic dimensions their (min, opt, max), which TensorRT engines
+    need (for ``batch`` it overrides ``batch``). ``task``, ``class_names``, ``image`` and
+    ``postprocess`` go into the card."""
 
     precisions: tuple[str, ...] = ("fp32",)
     input_names: tuple[str, ...] | None = None
