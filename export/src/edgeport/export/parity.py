@@ -27,12 +27,9 @@ from edgeport.runtime.specs import TensorSpec
 if TYPE_CHECKING:
     import torch
 
-    from edgeport.runtime.model import Model
-
 log = logging.getLogger(__name__)
 
 TORCH_CHUNK = 32  # samples per PyTorch call while computing the reference
-RUN_CHUNK = 32  # at most this many samples per artifact call (within its batch range)
 
 
 @dataclass(frozen=True)
@@ -147,23 +144,6 @@ def output_kinds(outputs: Sequence[TensorSpec], task: str) -> dict[str, str]:
     }
 
 
-def run_samples(model: Model, inputs: Batch) -> Batch:
-    """The artifact's outputs on every sample, in calls its batch range takes (the last one
-    padded up to the minimum with copies of its last sample, whose outputs are dropped)."""
-    low, high = model.batch_range.min, model.batch_range.max
-    chunk, total = min(RUN_CHUNK, high), count(inputs)
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, total, chunk):
-        part = {n: a[start : start + chunk] for n, a in inputs.items()}
-        n = count(part)
-        if n < low:
-            part = {
-                k: np.concatenate([v, np.repeat(v[-1:], low - n, axis=0)]) for k, v in part.items()
-            }
-        parts.append({k: v[:n] for k, v in model.infer(part).items()})
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-
 def check_artifact(
     name: str,
     precision: str,
@@ -176,12 +156,13 @@ def check_artifact(
 ) -> Verdict:
     """Run ``path`` through ``edgeport.runtime.load`` and judge it against ``reference``."""
     from edgeport.runtime import load
+    from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
 
     start = time.perf_counter()
     log.info("parity: %s on %s (%s)", name, reference.description, backend)
     try:
         with load(path, backend=backend, verify=False) as model:
-            candidate = run_samples(model, reference.inputs)
+            candidate = run_batches(model, [reference.inputs], rechunk=True)
     except EdgeportError as exc:
         raise ExportError(f"{name} could not run on {backend}: {exc}") from exc
     checks = judge(
