@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from export_helpers import digits_card
+from export_helpers import digits_card, export_classifier
 from torch import nn
 
-from edgeport.export.onnx import DEFAULT_OPSET, export_onnx
-from edgeport.runtime.bundle import BatchRange
+from edgeport.export.onnx import DEFAULT_OPSET, save_model, set_metadata
 from edgeport.runtime.card import ModelCard
 from edgeport.train.data import load_eval_arrays
 from edgeport.train.models import build_model
@@ -45,8 +44,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 def fp32_onnx(cnn: tuple[nn.Module, ModelCard], tmp_path_factory: pytest.TempPathFactory) -> Path:
     model, card = cnn
     path = tmp_path_factory.mktemp("onnx") / "model.fp32.onnx"
-    info = export_onnx(model, card, path, batch=BatchRange(1, 8, 32))
-    assert info.opset == DEFAULT_OPSET and info.simplified
+    graph = export_classifier(model, card)
+    assert graph.info.opset == DEFAULT_OPSET and graph.info.simplified
+    set_metadata(graph.model, card, "fp32")
+    save_model(graph.model, path)
     return path
 
 
@@ -61,5 +62,5 @@ def onnx_set(fp32_onnx: Path) -> dict[str, Path]:
     convert_fp16(fp32_onnx, paths["fp16"], card)
     paths["int8"] = fp32_onnx.with_name("model.int8.onnx")
     calib = load_eval_arrays("digits", card, split="train", limit=128).images
-    quantize_int8(fp32_onnx, paths["int8"], card, calib)
+    quantize_int8(fp32_onnx, paths["int8"], card, [{"input": calib}])
     return paths

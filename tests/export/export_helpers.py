@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 import torch
 from torch import nn
 
+from edgeport.export.onnx import ExportedGraph, export_onnx
 from edgeport.runtime.card import ModelCard
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -32,6 +35,28 @@ def digits_card(size: int = 16, architecture: str = "simple_cnn_bn") -> ModelCar
 def edgeport_command(*args: str) -> list[str]:
     """The installed ``edgeport`` console script with ``args``, to run as a subprocess."""
     return [str(Path(sys.executable).with_name("edgeport")), *args]
+
+
+def export_command(
+    *args: str, cwd: Path | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """``edgeport export ARGS`` run as a subprocess (a user's shell), output captured."""
+    return subprocess.run(
+        edgeport_command("export", *args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``edgeport export ARGS`` in this process: the exit code and stderr."""
+    from edgeport.runtime.cli import main
+
+    code = main(["export", *args])
+    return code, capsys.readouterr().err
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -65,3 +90,22 @@ def leftovers(dest: Path) -> list[str]:
         for p in dest.parent.iterdir()
         if p.name.startswith((f".{dest.name}.partial-", f".{dest.name}.old-"))
     )
+
+
+def export_classifier(model: nn.Module, card: ModelCard, max_batch: int = 32) -> ExportedGraph:
+    """``model`` exported with the classifier's names and a dynamic batch axis."""
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    return export_onnx(
+        model,
+        (torch.zeros(2, *card.input_shape),),
+        input_names=("input",),
+        output_names=("logits",),
+        dynamic_shapes=({0: batch},),
+    )
+
+
+def comparison(parity: dict, output: str | None = None) -> dict:
+    """The comparison record of one output (default: the first) in a stored verdict."""
+    outputs = parity["outputs"]
+    found = outputs[0] if output is None else next(o for o in outputs if o["name"] == output)
+    return found["comparison"]

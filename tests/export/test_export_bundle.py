@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _env import tensorrt_module_name
-from export_helpers import edgeport_command, leftovers, snapshot
+from export_helpers import comparison, export_command, leftovers, snapshot
 
 from edgeport.runtime import load
 from edgeport.runtime.bundle import BatchRange, Manifest, verify_artifact
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.compare import TOLERANCES
 from edgeport.runtime.io import sha256_file
+from edgeport.runtime.reference import load_reference
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +55,15 @@ def test_onnx_artifacts_pass_their_gates_with_the_numbers_recorded(manifest: Man
         parity = art.parity
         assert parity is not None and art.parity_passed is True, parity
         assert parity["status"] == "passed" and parity["failures"] == []
-        assert parity["count"] == 359 and parity["dataset"] == "digits"
-        assert parity["tolerance"] == TOLERANCES[art.precision].to_dict()
-        assert parity["backend"] == "onnxruntime-cpu"
-    fp32 = manifest.artifact("onnx-fp32").parity
+        assert parity["count"] == 359 and "digits test" in parity["reference"]
+        assert parity["backend"] == "onnxruntime-cpu" and parity["artifact"] == name
+        (logits,) = parity["outputs"]
+        assert logits["name"] == "logits" and logits["kind"] == "logits"
+        assert logits["tolerance"] == TOLERANCES[(art.precision, "logits")].to_dict()
+    fp32 = comparison(manifest.artifact("onnx-fp32").parity)
     assert fp32["max_abs"] <= 1e-4 and fp32["top1_agreement"] == 1.0
-    assert manifest.artifact("onnx-fp16").parity["top1_agreement"] >= 0.995
-    int8 = manifest.artifact("onnx-int8").parity
+    assert comparison(manifest.artifact("onnx-fp16").parity)["top1_agreement"] >= 0.995
+    int8 = comparison(manifest.artifact("onnx-int8").parity)
     assert int8["accuracy_drop"] <= 0.01
     assert int8["accuracy_reference"] > 0.85  # a trained model: the gate means something
 
@@ -102,11 +105,12 @@ def test_reference_is_stored_and_matches_pytorch(
     ref = manifest.reference
     assert ref is not None and ref["dataset"] == "digits" and ref["split"] == "test"
     assert ref["count"] == 359
-    for key in ("weights", "inputs", "labels", "logits"):
+    assert ref["inputs"] == "reference/inputs.npz" and ref["outputs"] == "reference/outputs.npz"
+    for key in ("weights", "inputs", "outputs", "labels"):
         assert sha256_file(exported_bundle / ref[key]) == ref["sha256"][ref[key]]
-    inputs = np.load(exported_bundle / ref["inputs"])
-    labels = np.load(exported_bundle / ref["labels"])
-    logits = np.load(exported_bundle / ref["logits"])
+    stored = load_reference(exported_bundle, manifest)  # what check and bench read
+    assert stored is not None and stored.labels is not None
+    inputs, logits, labels = stored.inputs["input"], stored.outputs["logits"], stored.labels
     assert inputs.dtype == np.float32 and inputs.shape == (359, 1, 32, 32)
     assert labels.dtype == np.int64 and logits.shape == (359, 10)
     model = load_weights_into(
@@ -116,23 +120,25 @@ def test_reference_is_stored_and_matches_pytorch(
         again = model.eval()(torch.from_numpy(inputs)).numpy()
     assert np.abs(again - logits).max() < 1e-5
     checkpoint = load_checkpoint(trained_run)
-    assert manifest.card == checkpoint.card
+    assert replace(manifest.card, inputs=(), outputs=()) == checkpoint.card
+    assert [s.name for s in manifest.card.inputs] == ["input"]
     accuracy = float((logits.argmax(1) == labels).mean())
     assert accuracy == pytest.approx(checkpoint.metrics["test_accuracy"], abs=1e-6)
+    assert ref["accuracy"] == pytest.approx(accuracy)
 
 
 def test_export_settings_and_versions_are_saved(manifest: Manifest, trained_run: Path) -> None:
     settings = manifest.export
-    assert settings["run_dir"] == str(trained_run.absolute())
+    assert settings["source"]["kind"] == "run" and settings["source"]["dataset"] == "digits"
+    assert settings["source"]["run_dir"] == str(trained_run.absolute())
     assert settings["precisions"] == ["fp32", "fp16", "int8"]
     assert settings["batch"] == "1:8:32" and settings["opset"] == 18
-    assert settings["calibration"] == {
-        "dataset": "digits",
-        "size": 256,
-        "method": "minmax",
-        "split": "train",
-        "count": 256,
-    }
+    assert settings["input_names"] == ["input"] and settings["output_names"] == ["logits"]
+    assert settings["dynamic_shapes"] == {"input": {"0": "batch"}}
+    assert settings["task"] == "classification" and settings["image"]["size"] == [32, 32]
+    assert settings["calib"] == {"dataset": None, "size": 256, "method": "minmax"}
+    assert settings["calibration"] == {"source": "digits train", "count": 256}
+    assert settings["parity"] == {"count": 359, "dataset": "digits", "split": "test"}
     assert settings["failed_parity"] == []
     assert settings["timings"]["total"] > settings["timings"]["onnx-fp32"] > 0
     for tool in ("torch", "onnx", "onnxruntime", "onnxslim", "edgeport-export", "python"):
@@ -144,7 +150,7 @@ def test_onnx_carries_the_card_and_runs_outside_the_bundle(
 ) -> None:
     lone = tmp_path / "model.int8.onnx"
     shutil.copyfile(exported_bundle / "model.int8.onnx", lone)
-    inputs = np.load(exported_bundle / "reference" / "inputs.npy")[:5]
+    inputs = np.load(exported_bundle / "reference" / "inputs.npz")["input"][:5]
     with load(lone, backend="onnxruntime-cpu") as model:
         assert model.card == manifest.card
         assert model.run(inputs).shape == (5, 10)
@@ -154,29 +160,22 @@ def test_onnx_carries_the_card_and_runs_outside_the_bundle(
 def test_runtime_reproduces_the_recorded_parity(
     exported_bundle: Path, manifest: Manifest, precision: str
 ) -> None:
-    ref = manifest.reference
-    inputs = np.load(exported_bundle / ref["inputs"])
-    logits = np.load(exported_bundle / ref["logits"])
-    labels = np.load(exported_bundle / ref["labels"])
+    stored = load_reference(exported_bundle, manifest)
+    assert stored is not None
+    inputs, logits = stored.inputs["input"], stored.outputs["logits"]
     with load(exported_bundle, backend="onnxruntime-cpu", precision=precision) as model:
         out = np.concatenate([model.run(inputs[i : i + 32]) for i in range(0, len(inputs), 32)])
-    tol = TOLERANCES[precision]
-    comparison = tol.compare(logits, out, labels)
-    assert tol.failures(comparison) == []
-    recorded = manifest.artifact(f"onnx-{precision}").parity
-    assert comparison.top1_agreement == pytest.approx(recorded["top1_agreement"])
+    tol = TOLERANCES[(precision, "logits")]
+    again = tol.compare(logits, out, stored.labels)
+    assert tol.failures(again) == []
+    recorded = comparison(manifest.artifact(f"onnx-{precision}").parity)
+    assert again.top1_agreement == pytest.approx(recorded["top1_agreement"])
 
 
 def test_cli_exports_fp32_with_a_parity_limit(trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-bundle"
     flags = ["--parity-limit", "40", "--batch", "2:4:16"]
-    proc = subprocess.run(
-        edgeport_command("export", str(trained_run), "--out", str(out), *flags),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    proc = export_command(str(trained_run), "--out", str(out), *flags)
     assert proc.returncode == 0, proc.stderr
     assert "onnx-fp32" in proc.stdout and "passed" in proc.stdout
     manifest = Manifest.load(out)
@@ -184,6 +183,7 @@ def test_cli_exports_fp32_with_a_parity_limit(trained_run: Path, tmp_path: Path)
     art = manifest.artifact("onnx-fp32")
     assert art.batch == BatchRange(2, 4, 16)
     assert art.parity["count"] == 40 and manifest.reference["count"] == 40
+    assert "max_abs=" in proc.stdout and "top1=100.00%" in proc.stdout
     assert leftovers(out) == []
     card = json.loads((out / "manifest.json").read_text())["card"]
     assert ModelCard.from_dict(card) == manifest.card

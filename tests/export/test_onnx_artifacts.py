@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_helpers import SvdNet, digits_card, session
+from export_helpers import SvdNet, digits_card, export_classifier, session
 from torch import nn
 
 from edgeport.export.onnx import (
@@ -18,15 +18,13 @@ from edgeport.export.onnx import (
     OUTPUT_NAME,
     check_opset,
     convert_fp16,
-    export_onnx,
 )
 from edgeport.export.quantize import (
     EXTRA_OPTIONS,
-    ArrayCalibrationReader,
     CalibrationConfig,
+    CalibrationReader,
     quantize_int8,
 )
-from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.train.data import load_eval_arrays
@@ -92,7 +90,7 @@ def test_int8_is_symmetric_per_channel_qdq_with_float_biases(
     card = digits_card()
     calib = load_eval_arrays("digits", card, split="train", limit=64).images
     dst = tmp_path / "model.int8.onnx"
-    quantize_int8(fp32_onnx, dst, card, calib, method=method)
+    quantize_int8(fp32_onnx, dst, card, [{INPUT_NAME: calib}], method=method)
     model = onnx.load(str(dst))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     ops = [n.op_type for n in model.graph.node]
@@ -124,18 +122,22 @@ def test_int8_options_are_the_tensorrt_form() -> None:
     }
 
 
-def test_calibration_reader_batches_real_images_and_rewinds() -> None:
+def test_calibration_reader_rebatches_named_inputs_and_rewinds() -> None:
     images = load_eval_arrays("digits", digits_card(), split="train", limit=70).images
-    reader = ArrayCalibrationReader(images, batch_size=32)
+    ids = np.arange(70 * 3).reshape(70, 3)
+    batches = [{"input": images[:60], "ids": ids[:60]}, {"input": images[60:], "ids": ids[60:]}]
+    reader = CalibrationReader(batches, batch_size=32)
+    assert reader.samples == 70
     sizes = []
     while (batch := reader.get_next()) is not None:
-        sizes.append(len(batch[INPUT_NAME]))
-    assert sizes == [32, 32, 6]
+        assert sorted(batch) == ["ids", "input"] and len(batch["ids"]) == len(batch["input"])
+        sizes.append(len(batch["input"]))
+    assert sizes == [32, 28, 10]
     reader.rewind()
     first = reader.get_next()
-    assert first is not None and np.array_equal(first[INPUT_NAME], images[:32])
-    with pytest.raises(ExportError, match="non-empty float32 NCHW"):
-        ArrayCalibrationReader(np.zeros((0, 1, 4, 4), np.float32))
+    assert first is not None and np.array_equal(first["ids"], ids[:32])
+    with pytest.raises(ExportError, match="at least one sample"):
+        CalibrationReader([{"input": np.zeros((0, 1, 4, 4), np.float32)}])
 
 
 def test_calibration_config_rejects_bad_values() -> None:
@@ -145,11 +147,9 @@ def test_calibration_config_rejects_bad_values() -> None:
         CalibrationConfig(size=0)
 
 
-def test_unsupported_operator_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "svd.onnx"
+def test_unsupported_operator_is_named() -> None:
     with pytest.raises(ExportError, match=r"operator aten\._linalg_svd has no ONNX translation"):
-        export_onnx(SvdNet(), digits_card(), path, batch=BatchRange(1, 1, 4))
-    assert not path.exists()
+        export_classifier(SvdNet(), digits_card(), max_batch=4)
 
 
 def test_opset_must_be_in_range() -> None:

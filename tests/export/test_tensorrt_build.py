@@ -16,10 +16,14 @@ from edgeport.export.tensorrt import (
     import_tensorrt,
 )
 from edgeport.runtime.backends.tensorrt import check_plan
-from edgeport.runtime.bundle import BatchRange
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, ExportError
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.slow]
+
+
+def batch_profile(low: int, opt: int, high: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """The digits CNN's input [batch, 1, 16, 16] with the batch in low..high."""
+    return {INPUT_NAME: tuple((b, 1, 16, 16) for b in (low, opt, high))}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -30,7 +34,7 @@ def test_engine_builds_for_each_precision(
     cache = tmp_path / "timing.cache"
     engine = tmp_path / f"model.{precision}.engine"
     build = build_engine(
-        onnx_set[precision], engine, batch=BatchRange(1, 4, 16), timing_cache=cache
+        onnx_set[precision], engine, profiles=batch_profile(1, 4, 16), timing_cache=cache
     )
     data = engine.read_bytes()
     assert build.size_bytes == len(data) > 10_000
@@ -54,7 +58,7 @@ def test_engine_builds_for_each_precision(
     again = build_engine(
         onnx_set[precision],
         tmp_path / "again.engine",
-        batch=BatchRange(1, 4, 16),
+        profiles=batch_profile(1, 4, 16),
         timing_cache=cache,
     )
     assert again.size_bytes > 10_000
@@ -76,18 +80,32 @@ def test_parser_errors_are_listed(tmp_path: Path) -> None:
     path = tmp_path / "mystery.onnx"
     onnx.save(model, str(path))
     with pytest.raises(ExportError, match=r"parser rejected mystery\.onnx: .*Mystery"):
-        build_engine(path, tmp_path / "x.engine", batch=BatchRange(1, 1, 1))
+        build_engine(path, tmp_path / "x.engine", profiles=batch_profile(1, 1, 1))
     assert not (tmp_path / "x.engine").exists()
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is not a protobuf")
     with pytest.raises(ExportError, match=r"found no layers in garbage\.onnx"):
-        build_engine(garbage, tmp_path / "y.engine", batch=BatchRange(1, 1, 1))
+        build_engine(garbage, tmp_path / "y.engine", profiles=batch_profile(1, 1, 1))
+
+
+def test_profile_must_fit_the_network(onnx_set: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(
+        ExportError, match=r"has inputs \['input'\], the engine profile gives .*'ids'"
+    ):
+        build_engine(onnx_set["fp32"], tmp_path / "x.engine", profiles={"ids": ((1,), (1,), (1,))})
+    wrong = {INPUT_NAME: tuple((b, 3, 16, 16) for b in (1, 2, 4))}
+    with pytest.raises(ExportError, match=r"profile shape \[1, 3, 16, 16\] does not fit input"):
+        build_engine(onnx_set["fp32"], tmp_path / "x.engine", profiles=wrong)
+    assert not (tmp_path / "x.engine").exists()
 
 
 def test_bad_settings_are_refused(onnx_set: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="workspace must be at least 1 MiB"):
         build_engine(
-            onnx_set["fp32"], tmp_path / "x.engine", batch=BatchRange(), workspace_bytes=10
+            onnx_set["fp32"],
+            tmp_path / "x.engine",
+            profiles=batch_profile(1, 1, 1),
+            workspace_bytes=10,
         )
     with pytest.raises(ConfigError, match="flavour must be one of"):
         import_tensorrt("tensorflow")
@@ -101,7 +119,7 @@ def test_engines_are_gated_only_where_the_runtime_runs_them(
     from edgeport.runtime import load
 
     engine = tmp_path / "e.engine"
-    build = build_engine(onnx_set["fp32"], engine, batch=BatchRange(1, 1, 2))
+    build = build_engine(onnx_set["fp32"], engine, profiles=batch_profile(1, 1, 2))
     reason = engine_runnable_here(engine, build.info)
     if cuda_gpu_reason() is not None:
         assert reason is not None and "GPU" in reason

@@ -13,6 +13,7 @@ import pytest
 
 from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError
+from edgeport.runtime.reference import load_reference
 
 torch = pytest.importorskip("torch")
 
@@ -32,8 +33,9 @@ def test_entry_points_name_the_two_baselines() -> None:
 
 def test_eager_baseline_reproduces_the_stored_reference(exported_bundle: Path) -> None:
     manifest = Manifest.load(exported_bundle)
-    images = np.load(exported_bundle / manifest.reference["inputs"])[:20]
-    logits = np.load(exported_bundle / manifest.reference["logits"])[:20]
+    stored = load_reference(exported_bundle, manifest)
+    assert stored is not None
+    images, logits = stored.inputs["input"][:20], stored.outputs["logits"][:20]
     with _baseline("torch")(exported_bundle, manifest, threads=1) as base:
         out = base.run(images)
         assert out.dtype == np.float32 and out.shape == logits.shape

@@ -9,7 +9,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgeport.runtime.bundle import Manifest
@@ -17,6 +16,7 @@ from edgeport.runtime.cli import main
 from edgeport.runtime.cli.check import attach_per_layer
 from edgeport.runtime.errors import ConfigError, ModelLoadError
 from edgeport.runtime.io import sha256_file
+from edgeport.runtime.reference import load_reference
 from edgeport.runtime.tools.check import CHECK_JSON_FIELDS, CHECK_VERDICT_FIELDS, check
 from edgeport.runtime.tools.per_layer import compare_layers
 
@@ -175,7 +175,9 @@ def test_per_layer_points_at_the_damaged_layer(damaged_bundle) -> None:
 
 def test_per_layer_on_healthy_fp16_finds_no_mismatch(exported_bundle: Path) -> None:
     manifest = Manifest.load(exported_bundle)
-    images = np.load(exported_bundle / manifest.reference["inputs"])[:16]
+    stored = load_reference(exported_bundle, manifest)
+    assert stored is not None
+    images = stored.inputs["input"][:16]
     report = compare_layers(
         exported_bundle / manifest.artifact("onnx-fp32").path,
         exported_bundle / manifest.artifact("onnx-fp16").path,
@@ -216,11 +218,11 @@ def test_a_modified_reference_file_is_refused(exported_bundle: Path, tmp_path: P
     bundle = tmp_path / "bundle"
     shutil.copytree(exported_bundle, bundle)
     reference = Manifest.load(bundle).reference
-    for key in ("logits", "weights"):
+    for key in ("outputs", "weights"):
         with (bundle / reference[key]).open("ab") as handle:
             handle.write(b"\0")
     modified = r" has sha256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}: it was modified"
-    with pytest.raises(ModelLoadError, match=r"logits\.npy" + modified):
+    with pytest.raises(ModelLoadError, match=r"outputs\.npz" + modified):
         check(bundle, backends=CPU, reference="stored")
     with pytest.raises(ModelLoadError, match=r"weights\.safetensors" + modified):  # the baseline
         check(bundle, backends=CPU, data="digits", limit=8, artifacts=["onnx-fp32"])

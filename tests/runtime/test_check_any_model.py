@@ -109,7 +109,7 @@ def test_a_broken_copy_fails_naming_the_output(
     assert code == 1
     assert "error: FAILED: detector.bad.onnx on onnxruntime-cpu (failed)" in err
     (line,) = [x for x in err.splitlines() if "fails its fp32 tolerance" in x]
-    assert "(boxes: elements off by more than 1e-4" in line and "boxes: max abs error" not in line
+    assert "(boxes: elements off by more than 2e-3" in line and "boxes: max abs error" not in line
     assert "boxes: " in line and "scores: " not in line and "labels: " not in line
     assert "| detector.bad.onnx | onnxruntime-cpu | FAILED ✗ | `boxes` |" in out
     assert "| detector.bad.onnx | onnxruntime-cpu | FAILED | `labels` | exact |" in out

@@ -1,11 +1,40 @@
-"""``edgeport export RUN_DIR --out BUNDLE``: the command around ``edgeport.export.export``."""
+"""``edgeport export``: a training run, any nn.Module or a torchvision model to a bundle.
+
+    edgeport export RUN_DIR --out BUNDLE ...
+    edgeport export --module pkg.module:factory --input NAME:SHAPE[:DTYPE] ... --out BUNDLE
+    edgeport export torchvision:NAME --out BUNDLE [--weights FILE.safetensors] ...
+
+The flags map onto ``ExportSettings``; each form then calls its front end (``export``,
+``export_module``). Heavy libraries are imported only when a command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 from typing import Any
 
 from edgeport.export.quantize import CALIBRATION_METHODS, CalibrationConfig
+from edgeport.runtime.card import TASKS
+from edgeport.runtime.errors import ConfigError
+from edgeport.runtime.specs import DTYPES
+
+TORCHVISION = "torchvision:"
+# flags that not every form takes: dest -> the forms that take it
+_FORM_FLAGS = {
+    "input": ("module",),
+    "output_name": ("module",),
+    "dynamic": ("module", "torchvision"),
+    "task": ("module",),
+    "class_names": ("module",),
+    "parity_data": ("module", "torchvision"),
+    "weights": ("torchvision",),
+    "num_classes": ("torchvision",),
+    "image_size": ("torchvision",),
+    "data_root": ("run",),
+    "value_range": ("module", "torchvision"),
+}
 
 
 def _positive(text: str) -> int:
@@ -21,102 +50,313 @@ def _positive(text: str) -> int:
 def register_export(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a training run to a parity-checked bundle (ONNX fp32/fp16/int8, TensorRT)",
+        help="export a training run, any nn.Module or a torchvision model to a bundle",
         description=(
-            "Export RUN_DIR (from `edgeport train`) to a bundle: ONNX fp32/fp16/int8 and, with "
-            "--tensorrt, one TensorRT engine per precision. Every artifact is checked against "
-            "the PyTorch model on held-out test images; one outside its tolerance fails the "
-            "export and leaves BUNDLE as it was."
+            "Export to a bundle: ONNX fp32/fp16/int8 and, with --tensorrt, one TensorRT engine "
+            "per precision. SOURCE is a run directory (from `edgeport train`) or "
+            "torchvision:NAME; --module PKG.MODULE:FACTORY exports the nn.Module a function of "
+            "yours returns. Every artifact is checked against PyTorch; one outside its "
+            "tolerance fails the export and leaves BUNDLE as it was."
         ),
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="training run directory")
+    parser.add_argument("source", nargs="?", metavar="SOURCE", help="RUN_DIR or torchvision:NAME")
     parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        metavar="LIST",
-        help="comma-separated precisions: fp32,fp16,int8 (default: fp32)",
+    _output_flags(parser.add_argument_group("what to produce"))
+    _module_flags(parser.add_argument_group("any nn.Module (--module) and torchvision models"))
+    _data_flags(parser.add_argument_group("parity and calibration data"))
+    parser.set_defaults(handler=run_export)
+
+
+def _output_flags(group: Any) -> None:
+    group.add_argument(
+        "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8"
     )
-    parser.add_argument(
-        "--tensorrt",
-        action="store_true",
-        help="also build a TensorRT engine per precision (tensorrt or tensorrt_rtx)",
+    group.add_argument(
+        "--tensorrt", action="store_true", help="also build a TensorRT engine per precision"
     )
-    parser.add_argument(
+    group.add_argument(
         "--batch",
         default="1:8:32",
         metavar="MIN:OPT:MAX",
-        help="batch sizes the artifacts accept; OPT is what TensorRT tunes for (default 1:8:32)",
+        help="range of the batch axis; OPT is what TensorRT tunes for (default 1:8:32)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    parser.add_argument(
+    group.add_argument(
+        "--shapes",
+        action="append",
+        default=[],
+        metavar="NAME:MIN:OPT:MAX",
+        help="shape range of an input, e.g. ids:1x1:8x64:32x128 (the TensorRT profile; every "
+        "dynamic axis other than the batch needs one for engines)",
+    )
+    group.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    group.add_argument(
+        "--allow-parity-failure",
+        action="store_true",
+        help="keep artifacts that miss their tolerance, marked failed in the manifest",
+    )
+    group.add_argument(
+        "--workspace-mb", type=_positive, default=1024, help="TensorRT workspace limit (MiB)"
+    )
+
+
+def _module_flags(group: Any) -> None:
+    group.add_argument(
+        "--module",
+        metavar="PKG.MODULE:FACTORY",
+        help="a function returning the nn.Module, or (module, example_inputs)",
+    )
+    group.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE[:DTYPE]",
+        help="an input, in forward's argument order, with the shape of its example (seeded "
+        "synthetic values), e.g. image:2x3x224x224 or ids:2x16:int64",
+    )
+    group.add_argument("--output-name", action="append", default=[], metavar="NAME")
+    group.add_argument(
+        "--dynamic",
+        action="append",
+        default=[],
+        metavar="NAME:AXIS=DIM",
+        help="a dynamic axis besides axis 0 (batch), e.g. ids:1=seq",
+    )
+    group.add_argument(
+        "--value-range",
+        action="append",
+        default=[],
+        metavar="NAME:LOW,HIGH",
+        help="values an input holds (synthetic integer examples are drawn from it)",
+    )
+    group.add_argument("--task", choices=TASKS, default="other")
+    group.add_argument("--class-names", metavar="A,B,...|@FILE", help="class names (or a file)")
+    group.add_argument("--weights", type=Path, help="torchvision: a local .safetensors file")
+    group.add_argument("--num-classes", type=_positive, help="torchvision: number of classes")
+    group.add_argument("--image-size", metavar="H[xW]", help="torchvision: input image size")
+
+
+def _data_flags(group: Any) -> None:
+    group.add_argument(
         "--calib-data",
         default=None,
-        metavar="NAME",
-        help="dataset of the int8 calibration images (default: the run's training data)",
+        metavar="NAME|FILE.npz",
+        help="int8 calibration data: a run's dataset NAME (default: its training data), or "
+        "for --module/torchvision an .npz with one array per input (samples first)",
     )
-    parser.add_argument(
-        "--calib-size", type=_positive, default=256, metavar="N", help="calibration images"
+    group.add_argument("--parity-data", metavar="FILE.npz", help="more inputs to check parity on")
+    group.add_argument(
+        "--calib-size", type=_positive, default=256, metavar="N", help="calibration images (runs)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--calib-method",
         choices=CALIBRATION_METHODS,
         default="minmax",
         help="how int8 ranges are chosen (default minmax)",
     )
-    parser.add_argument("--data-root", default=None, help="where cifar10/imagefolder data lives")
-    parser.add_argument(
+    group.add_argument("--data-root", default=None, help="where cifar10/imagefolder data lives")
+    group.add_argument(
         "--parity-limit",
         type=_positive,
         default=None,
         metavar="N",
-        help="check parity on N held-out test images (default: the whole test split)",
+        help="check parity on at most N samples (default: all)",
     )
-    parser.add_argument(
-        "--allow-parity-failure",
-        action="store_true",
-        help="keep artifacts that miss their tolerance, marked failed in the manifest",
+
+
+def _form(args: argparse.Namespace) -> str:
+    """run, module or torchvision; flags of another form are refused."""
+    if args.module and args.source:
+        raise ConfigError("give either SOURCE (a run or torchvision:NAME) or --module, not both")
+    if not args.module and not args.source:
+        raise ConfigError("nothing to export: give RUN_DIR, torchvision:NAME or --module")
+    form = "module" if args.module else "run"
+    if args.source and args.source.startswith(TORCHVISION):
+        form = "torchvision"
+    wrong = [
+        "--" + dest.replace("_", "-")
+        for dest, forms in _FORM_FLAGS.items()
+        if form not in forms and getattr(args, dest) not in (None, [], "other")
+    ]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)} cannot be used when exporting a {form}")
+    npz = str(args.calib_data or "").endswith(".npz")
+    if args.calib_data and npz != (form != "run"):
+        raise ConfigError(
+            f"--calib-data {args.calib_data}: a training run calibrates on a dataset NAME; "
+            "--module and torchvision models on an .npz file with one array per input"
+        )
+    return form
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from edgeport.export.settings import ExportSettings
+
+    return ExportSettings(
+        precisions=args.precision,
+        batch=args.batch,
+        shapes=_shapes(args.shapes),
+        opset=args.opset,
+        calib=CalibrationConfig(
+            dataset=None if str(args.calib_data or "").endswith(".npz") else args.calib_data,
+            size=args.calib_size,
+            method=args.calib_method,
+        ),
+        parity_limit=args.parity_limit,
+        allow_parity_failure=args.allow_parity_failure,
+        tensorrt=args.tensorrt,
+        workspace_bytes=args.workspace_mb << 20,
     )
-    parser.add_argument(
-        "--workspace-mb", type=_positive, default=1024, help="TensorRT workspace limit (MiB)"
-    )
-    parser.set_defaults(handler=run_export)
+
+
+def _shapes(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in (part for text in items for part in text.split(",") if part.strip()):
+        name, sep, rest = item.strip().partition(":")
+        if not sep or not name:
+            raise ConfigError(f"--shapes expects NAME:MIN:OPT:MAX, got {item!r}")
+        out[name] = rest
+    return out
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from edgeport.export.api import export
-    from edgeport.runtime.bundle import BatchRange
+    form = _form(args)
+    settings = _settings(args)
+    if form == "run":
+        from edgeport.export.api import export
 
-    manifest = export(
-        args.run_dir,
-        args.out,
-        precisions=args.precision,
-        tensorrt=args.tensorrt,
-        batch=BatchRange.parse(args.batch),
-        opset=args.opset,
-        calib=CalibrationConfig(
-            dataset=args.calib_data, size=args.calib_size, method=args.calib_method
-        ),
-        data_root=args.data_root,
-        parity_limit=args.parity_limit,
-        allow_parity_failure=args.allow_parity_failure,
-        workspace_bytes=args.workspace_mb << 20,
-    )
-    print(f"bundle: {args.out}")
+        manifest = export(args.source, args.out, settings, data_root=args.data_root)
+    elif form == "module":
+        manifest = _export_module(args, settings)
+    else:
+        manifest = _export_torchvision(args, settings)
+    _print(manifest, args.out)
+    return 0
+
+
+def _print(manifest: Any, out: str) -> None:
+    from edgeport.export.parity import headline
+
+    print(f"bundle: {out}")
     for art in manifest.artifacts:
-        parity = art.parity or {}
-        status = parity.get("status", "unchecked")
-        detail = ""
-        if parity.get("max_abs") is not None:
-            detail = f"max_abs={parity['max_abs']:.2g} top1={parity['top1_agreement']:.2%}" + (
-                f" acc={parity['accuracy_candidate']:.2%}"
-                if parity.get("accuracy_candidate") is not None
-                else ""
-            )
-        elif parity.get("reason"):
-            detail = parity["reason"]
+        status = (art.parity or {}).get("status", "unchecked")
+        detail = headline(art.parity)
         print(f"  {art.name:<16} {art.size_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
     failed = manifest.export.get("failed_parity") or []
     if failed:
         print(f"warning: kept despite failing parity: {', '.join(failed)}")
-    return 0
+
+
+def parse_input(text: str) -> Any:
+    """``NAME:SHAPE[:DTYPE]`` (``ids:2x16:int64``) to a TensorSpec of that fixed shape."""
+    from edgeport.runtime.specs import TensorSpec
+
+    parts = [part.strip() for part in text.split(":")]
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if len(parts) not in (2, 3) or not parts[0] or dtype not in DTYPES:
+        raise ConfigError(
+            f"--input expects NAME:SHAPE[:DTYPE] like image:1x3x224x224 or ids:1x16:int64 "
+            f"(dtypes: {', '.join(DTYPES)}), got {text!r}"
+        )
+    if not parts[1]:
+        raise ConfigError(f"--input {text!r}: an input needs a leading sample axis")
+    if not re.fullmatch(r"\d+(x\d+)*", parts[1]):
+        raise ConfigError(f"--input {text!r}: expected dimensions like 1x3x224x224")
+    return TensorSpec(parts[0], dtype, tuple(int(d) for d in parts[1].split("x")))
+
+
+def _class_names(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise ConfigError(f"--class-names {text}: no such file (one class name per line)")
+        return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _dynamic(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, dict[int, str]] | None:
+    """``--dynamic ids:1=seq`` on top of axis 0 (batch) of every input; None without any."""
+    if not args.dynamic:
+        return None
+    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in names}
+    for item in args.dynamic:
+        name, _, rest = item.partition(":")
+        axis, eq, dim = rest.partition("=")
+        if not eq or not axis.strip().isdigit() or not dim.strip() or name not in axes:
+            raise ConfigError(
+                f"--dynamic expects NAME:AXIS=DIM with NAME one of {list(names)}, e.g. "
+                f"ids:1=seq, got {item!r}"
+            )
+        axes[name][int(axis)] = dim.strip()
+    return axes
+
+
+def _export_module(args: argparse.Namespace, settings: Any) -> Any:
+    from edgeport.export.module import export_module, input_names, load_factory
+    from edgeport.runtime.feeds import parse_value_ranges, synthetic_feeds
+
+    model, example = load_factory(args.module)
+    ranges = parse_value_ranges(args.value_range)
+    if args.input:  # named as given, passed to forward in the order given
+        if example is not None:
+            raise ConfigError(f"{args.module} returns example inputs; leave out --input")
+        feeds = synthetic_feeds([parse_input(text) for text in args.input], value_ranges=ranges)
+        example, names = tuple(feeds.values()), tuple(feeds)
+    elif example is None:
+        raise ConfigError(
+            f"{args.module} returns no example inputs: describe each input with --input "
+            "NAME:SHAPE[:DTYPE] (e.g. --input image:2x3x224x224 --input ids:2x16:int64)"
+        )
+    else:
+        names = input_names(model, example, None)
+    return export_module(
+        model,
+        example,
+        args.out,
+        settings,
+        calibration=args.calib_data,
+        parity_inputs=args.parity_data,
+        source={"kind": "module", "factory": args.module},
+        input_names=names,
+        output_names=tuple(args.output_name) or None,
+        dynamic_shapes=_dynamic(args, names),
+        value_ranges=ranges,
+        task=args.task,
+        class_names=_class_names(args.class_names),
+    )
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--image-size expects H or HxW (positive), got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def _export_torchvision(args: argparse.Namespace, settings: Any) -> Any:
+    from edgeport.export.module import export_module
+    from edgeport.export.torchvision_models import TorchvisionModel, prepare
+    from edgeport.runtime.feeds import parse_value_ranges
+
+    config = TorchvisionModel(
+        name=args.source[len(TORCHVISION) :],
+        num_classes=args.num_classes,
+        weights=args.weights,
+        image_size=_image_size(args.image_size),
+    )
+    prepared = prepare(config)
+    return export_module(
+        prepared.module,
+        prepared.example,
+        args.out,
+        settings,
+        calibration=args.calib_data,
+        parity_inputs=args.parity_data,
+        source=prepared.source,
+        dynamic_shapes=_dynamic(args, tuple(prepared.example)),
+        value_ranges=parse_value_ranges(args.value_range),
+        **prepared.options,
+    )

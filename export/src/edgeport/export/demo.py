@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeport.export.parity import headline
 from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.io import atomic_write_text
 
@@ -183,18 +184,13 @@ def _report(
         "",
         "## Artifacts and their export parity gate",
         "",
-        "| artifact | size | parity | max abs | top-1 agreement | accuracy |",
-        "|---|---|---|---|---|---|",
+        "| artifact | size | parity | numbers |",
+        "|---|---|---|---|",
     ]
     for art in manifest.artifacts:
-        parity = art.parity or {}
         status = {True: "passed", False: "FAILED", None: "not run"}[art.parity_passed]
-        if art.parity_passed is None and parity.get("reason"):
-            status += f" ({parity['reason']})"
         lines.append(
-            f"| {art.name} | {art.size_bytes / 1e6:.2f} MB | {status} | "
-            f"{_num(parity.get('max_abs'), '.2e')} | {_num(parity.get('top1_agreement'), '.2%')} "
-            f"| {_num(parity.get('accuracy_candidate'), '.2%')} |"
+            f"| {art.name} | {art.size_bytes / 1e6:.2f} MB | {status} | {headline(art.parity)} |"
         )
     lines += ["", "## Check", "", check_text.strip(), "", "## Predictions on raw image files", ""]
     lines += ["| image | true | predicted | confidence | backend |", "|---|---|---|---|---|"]
@@ -205,10 +201,6 @@ def _report(
     ]
     lines += ["", "## Latency", "", bench_text.strip(), ""]
     return "\n".join(lines)
-
-
-def _num(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

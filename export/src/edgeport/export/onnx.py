@@ -1,9 +1,11 @@
 """PyTorch to ONNX: the fp32 graph every other artifact starts from, and its fp16 variant.
 
-``export_onnx`` runs ``torch.onnx.export(dynamo=True)`` with a dynamic batch axis, names the
-input ``input`` and the output ``logits``, checks the graph (``onnx.checker`` + shape
-inference), simplifies it with onnxslim and stores the model card in ``metadata_props``.
-``convert_fp16`` turns that graph into fp16 compute with fp32 inputs/outputs.
+``export_onnx`` runs ``torch.onnx.export(dynamo=True)`` on any module with named inputs and
+outputs and the dynamic dimensions asked for, checks the graph (``onnx.checker`` + strict shape
+inference) and simplifies it with onnxslim. ``graph_specs`` reads its inputs and outputs as
+TensorSpecs; ``embedding_ranges`` finds integer inputs that index an embedding table.
+``set_metadata`` stores the model card in ``metadata_props``. ``convert_fp16`` turns the graph
+into fp16 compute with float32 inputs/outputs; integer tensors are left alone.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeport.runtime.bundle import BatchRange
+from edgeport.runtime.backends.onnx_proto import ELEM_TYPES
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
 from edgeport.runtime.model import PRECISION_METADATA_KEY
+from edgeport.runtime.specs import TensorSpec, shape_text
 
 if TYPE_CHECKING:
     import onnx
@@ -31,11 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "input"
+INPUT_NAME = "input"  # a trained classifier's input and output
 OUTPUT_NAME = "logits"
-BATCH_DIM = "batch"
 DEFAULT_OPSET = 18  # what torch.onnx's dynamo exporter, ORT and TensorRT(-RTX) parsers share
 MIN_OPSET, MAX_OPSET = 17, 23
+_INTS = frozenset({"int8", "uint8", "int16", "int32", "int64"})
 _OP_RE = re.compile(r"OpOverload\(op='([^']+)'")
 
 
@@ -83,22 +87,27 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _torch_export(
-    model: torch.nn.Module, example: torch.Tensor, batch: BatchRange, opset: int, name: str
+    model: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    io_names: tuple[Sequence[str], Sequence[str]],
+    dynamic_shapes: tuple[dict[int, Any] | None, ...],
+    opset: int,
+    name: str,
 ) -> onnx.ModelProto:
     import torch
 
-    batch_dim = torch.export.Dim(BATCH_DIM, min=1, max=max(batch.max, 2))
     captured = io.StringIO()
     try:
         # torch.onnx prints its progress to stdout; keep it for the debug log instead
-        with contextlib.redirect_stdout(captured):
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
-                (example,),
+                args,
                 dynamo=True,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch_dim},),
+                input_names=list(io_names[0]),
+                output_names=list(io_names[1]),
+                dynamic_shapes=dynamic_shapes,
                 opset_version=opset,
                 optimize=True,
                 verbose=False,
@@ -158,29 +167,63 @@ def set_metadata(model: onnx.ModelProto, card: ModelCard, precision: str) -> Non
         entry.key, entry.value = key, value
 
 
-def check_io(model: onnx.ModelProto, card: ModelCard, what: str) -> None:
-    """The graph maps float ``input`` ["batch", C, H, W] to float ``logits`` [batch, classes]."""
-    import onnx
-
+def graph_specs(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph's inputs (initializers aside) and outputs as TensorSpecs without ranges."""
     graph = model.graph
-    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
-        raise ExportError(
-            f"{what} must have one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, got "
-            f"inputs {[i.name for i in inputs]} and outputs {[o.name for o in graph.output]}"
+    weights = {t.name for t in graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor = value.type.tensor_type
+        dtype = ELEM_TYPES.get(tensor.elem_type)
+        if dtype is None:
+            raise ExportError(
+                f"graph tensor {value.name!r} has ONNX element type {tensor.elem_type}, which "
+                "edgeport does not run; return float, integer or bool tensors"
+            )
+        dims = tuple(
+            d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+            for d in tensor.shape.dim
         )
-    dims = [d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
-    expected = [BATCH_DIM, *card.input_shape]
-    if dims != expected:
-        raise ExportError(f"{what} input has shape {dims}, expected {expected}")
-    out_dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
-    if len(out_dims) != 2 or out_dims[1] != card.num_classes:
-        raise ExportError(
-            f"{what} output has shape {out_dims}, expected [batch, {card.num_classes}]"
-        )
-    for value in (inputs[0], graph.output[0]):
-        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ExportError(f"{what} {value.name!r} must be float32")
+        return TensorSpec(value.name, dtype, dims)
+
+    inputs = tuple(spec(v) for v in graph.input if v.name not in weights)
+    return inputs, tuple(spec(v) for v in graph.output)
+
+
+def check_same_io(
+    expected: tuple[Sequence[TensorSpec], Sequence[TensorSpec]], model: onnx.ModelProto, what: str
+) -> None:
+    """``model`` has exactly the inputs and outputs (names, dtypes, shapes) of ``expected``."""
+    got = graph_specs(model)
+    for kind, want, have in zip(("inputs", "outputs"), expected, got, strict=True):
+        if [(s.name, s.dtype, s.shape) for s in want] != [(s.name, s.dtype, s.shape) for s in have]:
+            raise ExportError(
+                f"{what} changed the graph's {kind}: expected "
+                + ", ".join(f"{s.name} {s.dtype} {shape_text(s.shape)}" for s in want)
+                + "; got "
+                + ", ".join(f"{s.name} {s.dtype} {shape_text(s.shape)}" for s in have)
+            )
+
+
+def embedding_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """Integer inputs that index a table: ``Gather(initializer [V, D], input)`` -> (0, V - 1).
+
+    An id outside the table would read out of bounds (ONNX Runtime raises, TensorRT does not
+    check), so the card declares the range and every feed is checked against it.
+    """
+    graph = model.graph
+    tables = {t.name: list(t.dims) for t in graph.initializer if len(t.dims) == 2}
+    integer = {v.name for v in graph.input if ELEM_TYPES.get(v.type.tensor_type.elem_type) in _INTS}
+    found: dict[str, tuple[float, float]] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2:
+            continue
+        table, index = node.input[0], node.input[1]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table in tables and index in integer and axis == 0:
+            high = float(tables[table][0] - 1)
+            found[index] = (0.0, min(high, found.get(index, (0.0, high))[1]))
+    return found
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> Path:
@@ -193,51 +236,101 @@ def tool_versions(*names: str) -> dict[str, str]:
     return package_versions(names)
 
 
+@dataclass(frozen=True)
+class ExportedGraph:
+    """The checked (and simplified) fp32 graph and what the manifest says about it."""
+
+    model: onnx.ModelProto
+    info: OnnxInfo
+
+
 def export_onnx(
     model: torch.nn.Module,
-    card: ModelCard,
-    path: str | Path,
+    args: tuple[torch.Tensor, ...],
     *,
-    batch: BatchRange,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_shapes: tuple[dict[int, Any] | None, ...],
     opset: int | None = None,
+    name: str = "the model",
     simplify: bool = True,
-) -> OnnxInfo:
-    """Export ``model`` (put in eval mode, on the CPU) to an fp32 ONNX file at ``path``."""
+) -> ExportedGraph:
+    """Export ``model`` (eval mode, CPU) called on ``args`` to a checked fp32 ONNX graph."""
     import torch
 
     opset = check_opset(opset)
-    name = card.architecture
     model = model.eval().to("cpu")
-    example_batch = min(max(batch.opt, 2), max(batch.max, 2))
-    example = torch.zeros((example_batch, *card.input_shape), dtype=torch.float32)
-    log.info("exporting %s to ONNX (opset %d, batch %s)", name, opset, batch)
+    log.info("exporting %s to ONNX (opset %d)", name, opset)
     with torch.no_grad():
-        proto = _torch_export(model, example, batch, opset, name)
+        proto = _torch_export(model, args, (input_names, output_names), dynamic_shapes, opset, name)
     proto = check_model(proto, f"the exported {name}")
     simplified = False
     if simplify:
         proto, simplified = _simplify(proto, name)
         proto = check_model(proto, f"the simplified {name}")
-    check_io(proto, card, f"the exported {name}")
+    inputs, outputs = graph_specs(proto)
+    got = ([s.name for s in inputs], [s.name for s in outputs])
+    if got != (list(input_names), list(output_names)):
+        raise ExportError(
+            f"the exported {name} has inputs {got[0]} and outputs {got[1]}, expected "
+            f"{list(input_names)} and {list(output_names)}"
+            " (an input the graph does not use is dropped: remove it from the model's inputs)"
+        )
     proto.producer_name = "edgeport-export"
-    set_metadata(proto, card, "fp32")
-    save_model(proto, Path(path))
     tools = tool_versions("torch", "onnx", "onnxscript", "onnxslim")
-    return OnnxInfo(opset=opset, nodes=len(proto.graph.node), simplified=simplified, tools=tools)
+    info = OnnxInfo(opset=opset, nodes=len(proto.graph.node), simplified=simplified, tools=tools)
+    return ExportedGraph(proto, info)
+
+
+def _float_outputs(model: onnx.ModelProto, names: Sequence[str]) -> None:
+    """Make the float32 outputs ``names`` float32 again where the converter left them float16.
+
+    With ``keep_io_types`` the converter still casts the output of a node it keeps in fp32
+    (e.g. the Resize ending a segmentation model) to fp16 when that output is a graph output.
+    Such a final Cast is turned into a cast to float32; any other float16 output gets one.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    for value in graph.output:
+        tensor = value.type.tensor_type
+        if value.name not in names or tensor.elem_type != TensorProto.FLOAT16:
+            continue
+        producer = producers.get(value.name)
+        if producer is not None and producer.op_type == "Cast":
+            for attribute in producer.attribute:
+                if attribute.name == "to":
+                    attribute.i = TensorProto.FLOAT
+        else:
+            half_name = f"{value.name}_float16"
+            for node in graph.node:
+                node.output[:] = [half_name if o == value.name else o for o in node.output]
+                node.input[:] = [half_name if i == value.name else i for i in node.input]
+            graph.node.append(
+                helper.make_node("Cast", [half_name], [value.name], to=TensorProto.FLOAT)
+            )
+        tensor.elem_type = TensorProto.FLOAT
 
 
 def convert_fp16(
     src: str | Path, dst: str | Path, card: ModelCard, *, keep_io_types: bool = True
-) -> dict[str, Any]:
-    """fp32 ONNX to fp16 compute; inputs/outputs stay float32 unless ``keep_io_types=False``.
+) -> dict[str, str]:
+    """fp32 ONNX to fp16 compute; float inputs/outputs stay float32 (``keep_io_types``) and
+    integer tensors are not touched. Returns the tool versions used.
 
-    Returns the tool versions used.
+    The graph's ``value_info`` is dropped first: the dynamo exporter records a type for every
+    intermediate tensor, and for a node the converter keeps in fp32 (Resize, TopK, Range, ...)
+    it inserts a Cast but leaves the stale float32 entry, which breaks the checker ("W has
+    inconsistent type tensor(float16)") and ONNX Runtime. Shape inference rebuilds it after.
     """
     import onnx
     from onnxconverter_common import float16
 
     model = onnx.load(str(src))
+    io_specs = graph_specs(model)
     log.info("converting %s to fp16 (keep_io_types=%s)", Path(src).name, keep_io_types)
+    del model.graph.value_info[:]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -246,9 +339,11 @@ def convert_fp16(
         raise ExportError(f"fp16 conversion of {Path(src).name} failed: {exc}") from exc
     if caught:  # one warning per weight clamped to fp16's range: summarise, don't flood
         log.debug("fp16 conversion clamped %d weights to fp16's range", len(caught))
+    if keep_io_types:
+        _float_outputs(half, [s.name for s in io_specs[1] if s.dtype == "float32"])
     half = check_model(half, "the fp16 model")
     if keep_io_types:
-        check_io(half, card, "the fp16 model")
+        check_same_io(io_specs, half, "fp16 conversion")
     set_metadata(half, card, "fp16")
     save_model(half, Path(dst))
     return tool_versions("onnx", "onnxconverter-common")

@@ -1,122 +1,147 @@
-"""The parity gate: every exported artifact against the PyTorch model on real held-out images.
+"""The parity gate: every exported artifact against the PyTorch model on the reference inputs.
 
-The reference is the PyTorch model in eval mode (fp32, CPU) on the test split; each artifact
-runs through ``edgeport.runtime`` exactly as a device would load it, and
-``edgeport.runtime.compare`` judges it with ``TOLERANCES[precision]``. Engines are checked the
-same way where a GPU can run them; elsewhere their parity is recorded as not run, with why.
+The reference is the PyTorch module in eval mode (fp32, CPU) on the parity inputs (held-out test
+images for a training run; the example, parity and calibration inputs for any other module).
+Each artifact runs through ``edgeport.runtime`` exactly as a device would load it, and
+``edgeport.runtime.compare.judge`` judges every output with the tolerance of its precision and
+kind; the result is a ``Verdict``, stored as ``artifact.parity``. Engines are judged the same way
+where a GPU can run them; elsewhere the verdict is ``not_run``, with why.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeport.runtime.bundle import BatchRange
-from edgeport.runtime.compare import Comparison, Tolerance, compare_logits, tolerance_for
-from edgeport.runtime.errors import ExportError
-from edgeport.runtime.model import run_in_chunks
+from edgeport.export.samples import Batch, count
+from edgeport.runtime.compare import Verdict, judge, output_kind
+from edgeport.runtime.errors import ConfigError, EdgeportError, ExportError
+from edgeport.runtime.specs import TensorSpec
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
+TORCH_CHUNK = 32  # samples per PyTorch call while computing the reference
+
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """Held-out real images, their labels and the PyTorch fp32 eval-mode logits on them."""
+    """Parity inputs by name, the PyTorch fp32 outputs on them, and labels when known."""
 
-    inputs: np.ndarray  # float32 NCHW
-    labels: np.ndarray  # int64
-    logits: np.ndarray  # float32 (N, classes)
-    dataset: str
-    split: str
+    inputs: Batch
+    outputs: Batch
+    labels: np.ndarray | None = None
+    dataset: str | None = None
+    split: str | None = None
 
     @property
     def count(self) -> int:
-        return len(self.inputs)
+        return count(self.inputs)
 
     @property
-    def accuracy(self) -> float:
-        return float((self.logits.argmax(axis=1) == self.labels).mean())
-
-
-@dataclass
-class ParityResult:
-    """The gate's verdict on one artifact."""
-
-    artifact: str
-    precision: str
-    tolerance: Tolerance
-    comparison: Comparison | None = None
-    failures: list[str] = field(default_factory=list)
-    not_run_reason: str | None = None
-    dataset: str | None = None
-    backend: str | None = None
-
-    @property
-    def passed(self) -> bool | None:
-        """True/False when checked, None when it could not run here."""
-        if self.comparison is None:
+    def accuracy(self) -> float | None:
+        """Top-1 accuracy of the first output against the labels (classifiers)."""
+        if self.labels is None:
             return None
-        return not self.failures
+        logits = next(iter(self.outputs.values()))
+        return float((logits.argmax(axis=1) == self.labels).mean())
 
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``artifact.parity``: ``Comparison.to_dict()`` plus the verdict."""
-        data: dict[str, Any] = self.comparison.to_dict() if self.comparison else {}
-        data.update(
-            passed=self.passed,
-            tolerance=self.tolerance.to_dict(),
-            failures=list(self.failures),
-            dataset=self.dataset,
-            count=self.comparison.count if self.comparison else 0,
-            backend=self.backend,
-        )
-        if self.not_run_reason is not None:
-            data.update(status="not_run", reason=self.not_run_reason)
-        else:
-            data["status"] = "passed" if self.passed else "failed"
-        return data
-
-    def message(self) -> str:
-        """``onnx-int8: accuracy dropped ... (n=360, max_abs=...)`` for errors and logs."""
-        if self.not_run_reason is not None:
-            return f"{self.artifact}: parity not run ({self.not_run_reason})"
-        if self.comparison is None:
-            return f"{self.artifact}: parity not checked"
-        if self.failures:
-            return (
-                f"{self.artifact} fails its {self.precision} tolerance "
-                f"({self.tolerance.description}): "
-                + "; ".join(self.failures)
-                + f" [{self.comparison.summary()}]"
-            )
-        return f"{self.artifact} passed: {self.comparison.summary()}"
+    @property
+    def description(self) -> str:
+        where = " ".join(p for p in (self.dataset, self.split) if p) or "the parity inputs"
+        return f"PyTorch fp32 on {self.count} samples of {where}"
 
 
-def make_reference(
-    model: torch.nn.Module, inputs: np.ndarray, labels: np.ndarray, dataset: str, split: str
-) -> ReferenceSet:
-    """The model's fp32 eval-mode logits on the CPU for ``inputs``, with their labels."""
+def flatten_outputs(value: Any, prefix: str = "output") -> list[tuple[str, torch.Tensor]]:
+    """A forward's result (tensor, tuple/list, dict, nested) as (default name, tensor) pairs,
+    in the order torch.onnx flattens them."""
     import torch
 
-    from edgeport.train.loop import predict_logits
+    if isinstance(value, torch.Tensor):
+        return [(prefix, value)]
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+        top = prefix == "output"
+    elif isinstance(value, list | tuple):
+        items = [(str(i), v) for i, v in enumerate(value)]
+        top = False
+    else:
+        raise ConfigError(
+            f"the module returned a {type(value).__name__}; export needs tensors (one, a tuple "
+            "or a dict of them)"
+        )
+    out = []
+    for key, item in items:
+        out += flatten_outputs(item, key if top else f"{prefix}_{key}")
+    return out
 
-    if len(inputs) == 0:
-        raise ExportError(f"no held-out images in {dataset!r} split {split!r} to check parity on")
-    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    logits = predict_logits(model.to("cpu"), torch.from_numpy(inputs)).numpy()
-    return ReferenceSet(
-        inputs=inputs,
-        labels=np.asarray(labels, dtype=np.int64),
-        logits=logits,
-        dataset=dataset,
-        split=split,
-    )
+
+def describe(batch: Mapping[str, np.ndarray]) -> str:
+    """``image float32 [2, 3, 16, 16], ids int64 [2, 7]``"""
+    return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in batch.items())
+
+
+def torch_outputs(module: torch.nn.Module, inputs: Batch, names: Sequence[str] | None) -> Batch:
+    """The module's outputs on ``inputs`` (in chunks), by name; every output must have the
+    sample axis first, as bundles store and check outputs per sample."""
+    import torch
+
+    parts: list[list[tuple[str, torch.Tensor]]] = []
+    total = count(inputs)
+    with torch.inference_mode():
+        for start in range(0, total, TORCH_CHUNK):
+            args = [
+                torch.from_numpy(np.ascontiguousarray(a[start : start + TORCH_CHUNK]))
+                for a in inputs.values()
+            ]
+            try:
+                result = module(*args)
+            except Exception as exc:  # the user's code: say where it failed, keep the cause
+                raise ExportError(
+                    f"the module's forward failed on inputs {describe(inputs)}: "
+                    f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                ) from exc
+            parts.append(flatten_outputs(result))
+    default = [name for name, _ in parts[0]]
+    names = list(names) if names is not None else default
+    if len(names) != len(default):
+        raise ConfigError(
+            f"{len(names)} output names {names} for a module that returns {len(default)} "
+            f"tensors ({default})"
+        )
+    return _join(parts, names, total)
+
+
+def _join(parts: list[list[tuple[str, Any]]], names: list[str], total: int) -> Batch:
+    out: Batch = {}
+    for index, name in enumerate(names):
+        arrays = [part[index][1].detach().cpu().numpy() for part in parts]
+        chunk = min(total, TORCH_CHUNK)
+        if arrays[0].ndim == 0 or arrays[0].shape[0] != chunk:
+            raise ConfigError(
+                f"output {name!r} has shape {list(arrays[0].shape)} for a batch of {chunk}: its "
+                "first axis is not the sample axis. edgeport stores and checks outputs per "
+                "sample; return it with a batch axis (e.g. x.expand(batch, *x.shape))"
+            )
+        out[name] = np.concatenate(arrays)
+    return out
+
+
+def output_kinds(outputs: Sequence[TensorSpec], task: str) -> dict[str, str]:
+    """How each output is judged (``compare.output_kind``)."""
+    classifier = task == "classification"
+    return {
+        spec.name: output_kind(spec, classifier=classifier, index=index)
+        for index, spec in enumerate(outputs)
+    }
 
 
 def check_artifact(
@@ -124,29 +149,66 @@ def check_artifact(
     precision: str,
     path: Path,
     reference: ReferenceSet,
-    batch: BatchRange,
+    kinds: Mapping[str, str],
     *,
     backend: str = "onnxruntime-cpu",
-) -> ParityResult:
+    class_names: Sequence[str] = (),
+) -> Verdict:
     """Run ``path`` through ``edgeport.runtime.load`` and judge it against ``reference``."""
     from edgeport.runtime import load
+    from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
 
-    tolerance = tolerance_for(precision)
-    result = ParityResult(name, precision, tolerance, dataset=reference.dataset, backend=backend)
-    log.info("parity: %s on %d %s images (%s)", name, reference.count, reference.dataset, backend)
-    with load(path, backend=backend, verify=False) as model:
-        candidate = run_in_chunks(model.run, reference.inputs, batch.max, batch.min)
-    result.comparison = compare_logits(
-        reference.logits, candidate, reference.labels, atol=tolerance.atol, rtol=tolerance.rtol
+    start = time.perf_counter()
+    log.info("parity: %s on %s (%s)", name, reference.description, backend)
+    try:
+        with load(path, backend=backend, verify=False) as model:
+            candidate = run_batches(model, [reference.inputs], rechunk=True)
+    except EdgeportError as exc:
+        raise ExportError(f"{name} could not run on {backend}: {exc}") from exc
+    checks = judge(
+        reference.outputs,
+        candidate,
+        precision=precision,
+        kinds=dict(kinds),
+        labels=reference.labels,
     )
-    result.failures = tolerance.failures(result.comparison)
-    log.info("parity: %s", result.message())
-    return result
-
-
-def not_run(name: str, precision: str, reason: str, dataset: str | None) -> ParityResult:
-    result = ParityResult(
-        name, precision, tolerance_for(precision), not_run_reason=reason, dataset=dataset
+    verdict = Verdict(
+        artifact=name,
+        precision=precision,
+        backend=backend,
+        status="failed" if any(c.failures for c in checks) else "passed",
+        outputs=checks,
+        count=reference.count,
+        reference=reference.description,
+        seconds=time.perf_counter() - start,
     )
-    log.info("parity: %s", result.message())
-    return result
+    log.info("parity: %s", verdict.message())
+    return verdict
+
+
+def not_run(name: str, precision: str, backend: str, reason: str) -> Verdict:
+    verdict = Verdict(name, precision, backend, "not_run", reason=reason)
+    log.info("parity: %s", verdict.message())
+    return verdict
+
+
+def headline(parity: Mapping[str, Any] | None) -> str:
+    """The numbers of a stored verdict in one line: per output max abs error and cosine
+    (logits: top-1 agreement and accuracy), or why it was not run."""
+    if not parity:
+        return "unchecked"
+    if parity.get("status") not in ("passed", "failed"):
+        return str(parity.get("reason") or parity.get("status"))
+    outputs = parity.get("outputs") or []
+    parts = []
+    for out in outputs:
+        c = out["comparison"]
+        text = f"max_abs={c['max_abs']:.2g}"
+        if out["kind"] == "logits":
+            text += f" top1={c['top1_agreement']:.2%}"
+            if c.get("accuracy_candidate") is not None:
+                text += f" acc={c['accuracy_candidate']:.2%}"
+        elif c.get("cosine_min") is not None:
+            text += f" cos={c['cosine_min']:.6f}"
+        parts.append(f"{out['name']} {text}" if len(outputs) > 1 else text)
+    return "; ".join(parts)

@@ -1,4 +1,4 @@
-"""fp32 ONNX to int8 Q/DQ ONNX: static post-training quantization calibrated on real images.
+"""fp32 ONNX to int8 Q/DQ ONNX: static post-training quantization calibrated on real data.
 
 The form is the one both ONNX Runtime (CPU) and TensorRT's ONNX parser accept (NOTES.md):
 ``quant_pre_process`` first, then ``quantize_static`` with Q/DQ nodes, symmetric int8
@@ -26,7 +26,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from edgeport.export.onnx import (
-    INPUT_NAME,
-    check_io,
     check_model,
+    check_same_io,
+    graph_specs,
     save_model,
     set_metadata,
     tool_versions,
@@ -58,10 +58,10 @@ EXTRA_OPTIONS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Where int8 calibration images come from and how ranges are chosen.
+    """How many calibration samples and how int8 ranges are chosen.
 
-    ``dataset=None`` means the dataset the model was trained on (from the run's config). The
-    images are always real training images, never noise.
+    ``dataset`` names the dataset of a training run's calibration images (None: the one it was
+    trained on); any other export calibrates on the data it is given. Never on noise.
     """
 
     dataset: str | None = None
@@ -77,47 +77,48 @@ class CalibrationConfig:
             raise ConfigError(f"calibration size must be a positive integer, got {self.size!r}")
 
 
-class ArrayCalibrationReader:
-    """An ORT ``CalibrationDataReader`` over preprocessed images, in batches, with progress.
+class CalibrationReader:
+    """An ORT ``CalibrationDataReader`` over batches of named inputs (any number of inputs),
+    re-split into batches of at most ``batch_size`` samples, with a progress bar.
 
     ORT takes any object with ``get_next`` as one (its ``__subclasshook__``), so this module
     imports onnxruntime only when quantizing and the CLI can import it cheaply.
     """
 
-    def __init__(self, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
-        if images.ndim != 4 or images.dtype != np.float32 or len(images) == 0:
-            raise ExportError(
-                f"calibration images must be a non-empty float32 NCHW array, got "
-                f"{images.dtype} {images.shape}"
-            )
-        self.images = images
+    def __init__(
+        self, batches: Sequence[Mapping[str, np.ndarray]], batch_size: int = CALIBRATION_BATCH
+    ) -> None:
+        if not batches or any(not b or len(next(iter(b.values()))) == 0 for b in batches):
+            raise ExportError("calibration needs at least one sample")
+        self.batches = [dict(b) for b in batches]
         self.batch_size = batch_size
-        self._batches: Iterator[dict[str, np.ndarray]] | None = None
-        self._progress: Any = None
+        self._iter: Iterator[dict[str, np.ndarray]] | None = None
 
-    def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+    @property
+    def samples(self) -> int:
+        return sum(len(next(iter(b.values()))) for b in self.batches)
 
     def _iterate(self) -> Iterator[dict[str, np.ndarray]]:
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(self.images), desc="int8 calibration", unit="img", leave=False) as bar:
-            for start in range(0, len(self.images), self.batch_size):
-                chunk = np.ascontiguousarray(self.images[start : start + self.batch_size])
-                yield {INPUT_NAME: chunk}
-                bar.update(len(chunk))
+        with tqdm(total=self.samples, desc="int8 calibration", unit="sample", leave=False) as bar:
+            for batch in self.batches:
+                size = len(next(iter(batch.values())))
+                for start in range(0, size, self.batch_size):
+                    chunk = {
+                        name: np.ascontiguousarray(array[start : start + self.batch_size])
+                        for name, array in batch.items()
+                    }
+                    yield chunk
+                    bar.update(len(next(iter(chunk.values()))))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._batches is None:
-            self._batches = self._iterate()
-        return next(self._batches, None)
+        if self._iter is None:
+            self._iter = self._iterate()
+        return next(self._iter, None)
 
     def rewind(self) -> None:
-        self._batches = None
-
-    def set_range(self, start_index: int, end_index: int) -> None:  # ORT's optional API
-        self.images = self.images[start_index:end_index]
-        self.rewind()
+        self._iter = None
 
 
 def _method(name: str) -> Any:
@@ -134,45 +135,24 @@ def quantize_int8(
     src: str | Path,
     dst: str | Path,
     card: ModelCard,
-    calibration_images: np.ndarray,
+    calibration: Sequence[Mapping[str, np.ndarray]],
     *,
     method: str = "minmax",
     reduce_range: bool = REDUCE_RANGE,
 ) -> dict[str, str]:
-    """Quantize the fp32 ONNX ``src`` to an int8 Q/DQ ONNX ``dst``; returns tool versions."""
+    """Quantize the fp32 ONNX ``src`` to an int8 Q/DQ ONNX ``dst``, calibrated on the batches
+    of named inputs ``calibration``; returns the tool versions used."""
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     CalibrationConfig(method=method)  # validates the method name
-    reader = ArrayCalibrationReader(calibration_images)
-    log.info("int8 calibration (%s) on %d real training images", method, len(calibration_images))
-    chatter = io.StringIO()
+    reader = CalibrationReader(calibration)
+    io_specs = graph_specs(onnx.load(str(src), load_external_data=False))
+    log.info("int8 calibration (%s) on %d samples", method, reader.samples)
     with tempfile.TemporaryDirectory(prefix="edgeport-int8-", dir=Path(dst).parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "quantized.onnx"
-        try:
-            # ORT prints calibration chatter to stdout; keep it for the debug log
-            with contextlib.redirect_stdout(chatter):
-                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-                quantize_static(
-                    str(prepared),
-                    str(quantized),
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    reduce_range=reduce_range,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=_method(method),
-                    extra_options=dict(EXTRA_OPTIONS),
-                )
-        except (RuntimeError, ValueError, KeyError, onnx.checker.ValidationError) as exc:
-            raise ExportError(f"int8 quantization of {Path(src).name} failed: {exc}") from exc
-        finally:
-            if chatter.getvalue().strip():
-                log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
+        _quantize_static(Path(src), Path(tmp), quantized, reader, method, reduce_range)
         model = check_model(onnx.load(str(quantized)), "the int8 model")
-    check_io(model, card, "the int8 model")
+    check_same_io(io_specs, model, "int8 quantization")
     counts = _qdq_counts(model)
     if counts["QuantizeLinear"] == 0:
         raise ExportError(
@@ -189,6 +169,38 @@ def quantize_int8(
     set_metadata(model, card, "int8")
     save_model(model, Path(dst))
     return tool_versions("onnx", "onnxruntime")
+
+
+def _quantize_static(
+    src: Path, tmp: Path, dst: Path, reader: CalibrationReader, method: str, reduce_range: bool
+) -> None:
+    """ORT's ``quant_pre_process`` then ``quantize_static`` with the settings above."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    prepared = tmp / "prepared.onnx"
+    chatter = io.StringIO()
+    try:
+        # ORT prints calibration chatter to stdout; keep it for the debug log
+        with contextlib.redirect_stdout(chatter):
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=_method(method),
+                extra_options=dict(EXTRA_OPTIONS),
+            )
+    except (RuntimeError, ValueError, KeyError, onnx.checker.ValidationError) as exc:
+        raise ExportError(f"int8 quantization of {src.name} failed: {exc}") from exc
+    finally:
+        if chatter.getvalue().strip():
+            log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
 
 
 def _qdq_counts(model: Any) -> dict[str, int]:

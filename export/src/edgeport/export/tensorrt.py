@@ -2,23 +2,23 @@
 
 The network is strongly typed where the library offers it: precision comes from the ONNX file
 (fp16 tensors, or Q/DQ nodes for int8), never from builder flags, which TensorRT 11 removed.
-One optimization profile spans the requested batch range; with full TensorRT a timing cache is
-loaded from and saved to the bundle so rebuilds are faster (TensorRT-RTX ignores timing caches
-since 1.2 and tunes at run time, so none is kept for it); the workspace is capped. The engine
-file is the raw serialized plan, loadable by ``trtexec`` and any TensorRT runtime of the same
-flavour.
+One optimization profile gives every input its (min, opt, max) shape; with full TensorRT a
+timing cache is loaded from and saved to the bundle so rebuilds are faster (TensorRT-RTX
+ignores timing caches since 1.2 and tunes at run time, so none is kept for it); the workspace
+is capped. The engine file is the raw serialized plan, loadable by ``trtexec`` and any
+TensorRT runtime of the same flavour.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgeport.export.onnx import INPUT_NAME
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.backends.tensorrt import (
     check_plan,
@@ -26,7 +26,7 @@ from edgeport.runtime.backends.tensorrt import (
     static_unavailable_reason,
 )
 from edgeport.runtime.backends.tensorrt import import_tensorrt as runtime_import_tensorrt
-from edgeport.runtime.bundle import BatchRange, EngineInfo
+from edgeport.runtime.bundle import EngineInfo
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
 
@@ -169,17 +169,47 @@ def _parse(trt: ModuleType, builder: Any, onnx_path: Path, logger: Any) -> tuple
     return network, parser
 
 
+Profile = Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+def _add_profile(builder: Any, config: Any, network: Any, profiles: Profile, name: str) -> None:
+    """One optimization profile: each network input's (min, opt, max) shapes from
+    ``profiles``; every input must have one, of the input's rank, agreeing on fixed axes."""
+    inputs = {
+        network.get_input(i).name: tuple(network.get_input(i).shape)
+        for i in range(network.num_inputs)
+    }
+    if sorted(inputs) != sorted(profiles):
+        raise ExportError(
+            f"{name} has inputs {sorted(inputs)}, the engine profile gives shapes for "
+            f"{sorted(profiles)}"
+        )
+    profile = builder.create_optimization_profile()
+    for input_name, dims in inputs.items():
+        shapes = profiles[input_name]
+        for shape in shapes:
+            fixed_ok = all(d < 0 or d == s for d, s in zip(dims, shape, strict=False))
+            if len(shape) != len(dims) or not fixed_ok:
+                raise ExportError(
+                    f"{name}: profile shape {list(shape)} does not fit input {input_name!r} "
+                    f"{list(dims)} (-1 = dynamic)"
+                )
+        profile.set_shape(input_name, *shapes)
+    config.add_optimization_profile(profile)
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
     *,
-    batch: BatchRange,
+    profiles: Profile,
     timing_cache: str | Path | None = None,
     workspace_bytes: int = DEFAULT_WORKSPACE,
     flavour: str | None = None,
     label: str | None = None,
 ) -> EngineBuild:
-    """Build a plan from ``onnx_path`` for ``batch`` and write it to ``engine_path``.
+    """Build a plan from ``onnx_path`` with one optimization profile (``profiles``: input name
+    -> (min, opt, max) shapes) and write it to ``engine_path``.
 
     ``timing_cache`` is read if it exists and written back (merged) after the build; with
     TensorRT-RTX, whose builder ignores timing caches, it is left alone and not recorded.
@@ -192,19 +222,9 @@ def build_engine(
     logger = _make_logger(trt)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, onnx_path, logger)
-    if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME:
-        names = [network.get_input(i).name for i in range(network.num_inputs)]
-        raise ExportError(f"{onnx_path.name} must have one input {INPUT_NAME!r}, got {names}")
-    shape = tuple(network.get_input(0).shape)
-    chw = shape[1:]
-    if len(shape) != 4 or any(d < 1 for d in chw):
-        raise ExportError(f"{onnx_path.name} input must be [batch, C, H, W], got {shape}")
-
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (batch.min, *chw), (batch.opt, *chw), (batch.max, *chw))
-    config.add_optimization_profile(profile)
+    _add_profile(builder, config, network, profiles, onnx_path.name)
     monitor = _progress_monitor(trt, label)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -215,7 +235,7 @@ def build_engine(
     if cache_path is not None:
         _attach_timing_cache(config, cache_path)
 
-    log.info("building %s engine %s (batch %s)", flavour_of(trt), label, batch)
+    log.info("building %s engine %s (profile %s)", flavour_of(trt), label, dict(profiles))
     start = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start

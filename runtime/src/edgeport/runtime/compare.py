@@ -338,23 +338,33 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
             max_accuracy_drop=0.01,
             description="accuracy drop <= 1 percentage point",
         ),
+        # atol 2e-3, not 1e-4: fp32 kernels that sum in another order differ by a share of the
+        # output's scale. Measured on ssdlite320 (BN-recalibrated random weights) ONNX Runtime
+        # CPU vs PyTorch: cls_logits (rms 2.4, |max| 27) max abs error 8.2e-4 on 8 real
+        # 320x320 images, 3.0e-3 on 8 random-pixel images (rms 9.7), where 0.65% of elements
+        # exceed 1e-4 / 0.1% but 7 of 2.35M exceed 2e-3; bbox_regression 2.7e-4 / 1.0e-3.
+        # Cosine >= 0.99999 still bounds the error's RMS at 0.45% of the signal's.
         Tolerance(
             precision="fp32",
             kind="tensor",
-            atol=1e-4,
+            atol=2e-3,
             rtol=1e-3,
             max_mismatch_fraction=1e-4,
             min_cosine=0.99999,
-            description="elements off by more than 1e-4 and 0.1% at most 0.01%; cosine >= 0.99999",
+            description="elements off by more than 2e-3 and 0.1% at most 0.01%; cosine >= 0.99999",
         ),
+        # atol 5e-2, not 1e-2: fp16 rounding scales with the activations. Measured on
+        # fcn_resnet50 (seeded weights, 4 images of 520x520; `out` rms 17, |max| 53): max abs
+        # error 0.059, median 0.010, cosine 1.000000, yet 4.3% of elements exceed 1e-2 / 1%
+        # (those near zero); 2e-6 of them exceed 5e-2.
         Tolerance(
             precision="fp16",
             kind="tensor",
-            atol=1e-2,
+            atol=5e-2,
             rtol=1e-2,
             max_mismatch_fraction=0.01,
             min_cosine=0.999,
-            description="elements off by more than 1e-2 and 1% at most 1%; cosine >= 0.999",
+            description="elements off by more than 5e-2 and 1% at most 1%; cosine >= 0.999",
         ),
         Tolerance(
             precision="int8",

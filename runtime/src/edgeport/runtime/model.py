@@ -65,6 +65,7 @@ from edgeport.runtime.specs import (
     nonfinite_outputs,
     range_text,
 )
+from edgeport.runtime.tasks import Detections, detections, label_maps, prepare_images
 
 log = logging.getLogger(__name__)
 
@@ -811,3 +812,29 @@ class Model:
         state = "closed" if self.closed else "open"
         target = self.artifact.name if self.artifact else self.path.name
         return f"<Model {target} on {self.backend} ({self.precision}), {state}>"
+
+    # -- task helpers (numpy post-processing, :mod:`edgeport.runtime.tasks`) -------------------
+
+    def detect(
+        self,
+        images: ImageLike | Sequence[ImageLike] | Iterable[ImageLike],
+        *,
+        score_threshold: float | None = None,
+    ) -> list[Detections]:
+        """Objects in raw images (paths, PIL images, uint8 HWC arrays): per image boxes in its
+        own pixels, scores, labels and class names, with the card's SSD post-processing
+        (``score_threshold`` replaces its score threshold)."""
+        card = self._image_card("detect")
+        batch, sizes = prepare_images(images, card)
+        outputs = dict(zip(self._output_names, self.run_images(batch), strict=True))
+        return detections(outputs, card, sizes, score_threshold)
+
+    def segment(
+        self, images: ImageLike | Sequence[ImageLike] | Iterable[ImageLike]
+    ) -> list[np.ndarray]:
+        """Per raw image an int64 [H, W] map of class indices (``card.class_names``) at the
+        image's own size."""
+        card = self._image_card("segment")
+        batch, sizes = prepare_images(images, card)
+        outputs = dict(zip(self._output_names, self.run_images(batch), strict=True))
+        return label_maps(outputs, card, sizes)

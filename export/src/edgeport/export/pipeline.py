@@ -1,0 +1,412 @@
+"""The one export pipeline behind every front end (a training run, any module, torchvision).
+
+Steps: validate (nothing is written for a bad setting) -> PyTorch reference outputs on the
+parity inputs -> in a staging directory: the stored reference, ONNX fp32 (its inputs and
+outputs become the card's TensorSpecs) gated against PyTorch, fp16 and int8 derived and gated,
+TensorRT engines built with one profile per input (gated where a GPU can run them) -> the
+manifest -> swap the staging directory into place. Any failure before the swap leaves the
+destination as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeport.export.bundle_writer import BundleWriter
+from edgeport.export.dims import (
+    Axes,
+    check_example,
+    dim_ranges,
+    dynamic_axes,
+    input_ranges,
+    tracing_example,
+)
+from edgeport.export.onnx import tool_versions
+from edgeport.export.parity import ReferenceSet
+from edgeport.export.samples import Batch, count
+from edgeport.export.settings import ExportSettings
+from edgeport.runtime.bundle import Artifact, EngineInfo, Manifest
+from edgeport.runtime.card import ModelCard
+from edgeport.runtime.compare import Verdict
+from edgeport.runtime.errors import ConfigError, ParityError
+from edgeport.runtime.io import atomic_write_bytes, sha256_file
+from edgeport.runtime.reference import REFERENCE_DIR, npy_bytes, npz_bytes
+from edgeport.runtime.specs import DimRange, TensorSpec
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".work"  # staging-only files, removed before the bundle is committed
+
+
+@dataclass
+class ExportJob:
+    """What one export works on besides its settings: the module, its example inputs (traced
+    by torch.export, in input order), the parity inputs (with labels for a classifier), the
+    card without inputs/outputs (the pipeline adds them), calibration batches, where it all
+    came from (``manifest.export["source"]``) and, for a training run, its weights file."""
+
+    module: torch.nn.Module
+    example: Batch
+    parity: Batch
+    card: ModelCard
+    labels: np.ndarray | None = None
+    dataset: str | None = None
+    split: str | None = None
+    calibration: list[Batch] | None = None
+    calibration_source: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    weights: Path | None = None
+
+
+def preflight(
+    job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict[str, DimRange]
+) -> None:
+    """Refuse what would fail later: int8 without data, engines without TensorRT or ranges."""
+    if "int8" in settings.precisions and not job.calibration:
+        raise ConfigError(
+            "int8 needs calibration data: pass calibration= (an .npz path with one array per "
+            "input, or an iterable of input dicts; CLI: --calib-data FILE.npz). Random data "
+            "would calibrate ranges the real inputs do not have"
+        )
+    if not settings.tensorrt:
+        return
+    from edgeport.export.tensorrt import import_tensorrt
+
+    import_tensorrt(settings.tensorrt_flavour)  # fail now, not after the ONNX work
+    unbounded = sorted(
+        {(n, a, d) for n, dims in axes.items() for a, d in dims.items() if d not in ranges}
+    )
+    if unbounded:
+        name, axis, dim = unbounded[0]
+        raise ConfigError(
+            f"a TensorRT engine needs a range for every dynamic dimension; {dim!r} (input "
+            f"{name!r} axis {axis}) has none: pass --shapes {name}:MIN:OPT:MAX or "
+            f"shapes={{{name!r}: (min_shape, opt_shape, max_shape)}}"
+        )
+
+
+def run_pipeline(job: ExportJob, settings: ExportSettings, out: str | Path) -> Manifest:
+    """Export ``job`` with ``settings`` to a bundle at ``out``; returns its manifest."""
+    from edgeport.export.parity import torch_outputs
+
+    started = time.perf_counter()
+    writer = BundleWriter(out)
+    writer.check_destination()
+    axes = dynamic_axes(settings, job.example)
+    ranges = dim_ranges(settings, axes, job.example)
+    trace = tracing_example(job.example, axes)
+    check_example(trace, axes, ranges)
+    preflight(job, settings, axes, ranges)
+    outputs = torch_outputs(job.module.eval().to("cpu"), job.parity, settings.output_names)
+    reference = ReferenceSet(job.parity, outputs, job.labels, job.dataset, job.split)
+    settings = replace(
+        settings, input_names=tuple(job.example), output_names=tuple(outputs), dynamic_shapes=axes
+    )
+    with writer:
+        ex = _Exporter(job, settings, reference, writer.root, ranges)
+        ex.timings["reference"] = round(time.perf_counter() - started, 3)
+        ex.reference_meta = write_reference(writer.root, reference, job)
+        ex.export_fp32(trace)
+        ex.derive()
+        if settings.tensorrt:
+            ex.build_engines()
+        shutil.rmtree(writer.root / WORK_DIR, ignore_errors=True)
+        manifest = ex.manifest(started)
+        manifest.save(writer.root)
+        writer.commit()
+    log.info(
+        "exported %s in %.1f s: %s",
+        writer.dest,
+        time.perf_counter() - started,
+        ", ".join(a.name for a in manifest.artifacts),
+    )
+    return manifest
+
+
+class _Exporter:
+    """One export's state: settings, staging root, card, artifacts so far, timings."""
+
+    def __init__(
+        self,
+        job: ExportJob,
+        settings: ExportSettings,
+        reference: ReferenceSet,
+        root: Path,
+        ranges: dict[str, DimRange],
+    ) -> None:
+        self.job, self.s, self.reference, self.root = job, settings, reference, root
+        self.ranges = ranges
+        self.card = job.card
+        self.kinds: dict[str, str] = {}
+        self.artifacts: list[Artifact] = []
+        self.onnx_paths: dict[str, Path] = {}
+        self.timings: dict[str, float] = {}
+        self.failed: list[str] = []
+        self.engine_versions: dict[str, str] = {}
+        self.reference_meta: dict[str, Any] = {}
+
+    def timed(self, key: str, start: float) -> None:
+        self.timings[key] = round(time.perf_counter() - start, 3)
+
+    def export_fp32(self, trace: Batch) -> None:
+        import torch
+
+        from edgeport.export.dims import torch_dynamic_shapes
+        from edgeport.export.onnx import export_onnx, save_model, set_metadata
+
+        start = time.perf_counter()
+        names = self.s.input_names or ()
+        graph = export_onnx(
+            self.job.module,
+            tuple(torch.from_numpy(np.ascontiguousarray(trace[n])) for n in names),
+            input_names=names,
+            output_names=self.s.output_names or (),
+            dynamic_shapes=torch_dynamic_shapes(self.s.dynamic_shapes or {}, self.ranges, names),
+            opset=self.s.opset,
+            name=self.card.architecture,
+        )
+        self.card = self._card(graph.model)
+        set_metadata(graph.model, self.card, "fp32")
+        ship = "fp32" in self.s.precisions
+        rel = "model.fp32.onnx" if ship else f"{WORK_DIR}/model.fp32.onnx"
+        save_model(graph.model, self.root / rel)
+        self.timed("onnx-fp32", start)
+        tools = {**graph.info.tools, "opset": str(graph.info.opset)}
+        self.add_onnx("fp32", rel, tools, ship=ship)
+
+    def _card(self, model: onnx.ModelProto) -> ModelCard:
+        """The card with the graph's inputs (ranges, value ranges) and outputs."""
+        from edgeport.export.onnx import embedding_ranges, graph_specs
+        from edgeport.export.parity import output_kinds
+
+        inputs, outputs = graph_specs(model)
+        values = {**embedding_ranges(model), **self.s.value_ranges}
+        unknown = sorted(set(self.s.value_ranges) - {s.name for s in inputs})
+        if unknown:
+            raise ConfigError(f"value_ranges names unknown inputs {unknown}")
+        inputs = tuple(
+            TensorSpec(
+                s.name,
+                s.dtype,
+                s.shape,
+                input_ranges(s, self.ranges, self.job.example[s.name]),
+                values.get(s.name),
+            )
+            for s in inputs
+        )
+        self.kinds = output_kinds(outputs, self.card.task)
+        return replace(self.card, inputs=inputs, outputs=outputs)
+
+    def add_onnx(
+        self, precision: str, rel: str, tools: dict[str, str], *, ship: bool = True
+    ) -> None:
+        """Gate the ONNX file at ``rel`` and, when shipped, list it in the manifest."""
+        name = f"onnx-{precision}"
+        self.onnx_paths[precision] = self.root / rel
+        start = time.perf_counter()
+        verdict = self.check(name, precision, rel)
+        self.timed(f"parity-{name}", start)
+        self.gate(verdict)
+        if ship:
+            source = None if precision == "fp32" else "onnx-fp32"
+            self.artifact(name, "onnx", precision, rel, tools, verdict, source=source)
+
+    def check(
+        self, name: str, precision: str, rel: str, backend: str = "onnxruntime-cpu"
+    ) -> Verdict:
+        """The parity verdict on the file at ``rel`` run by ``backend``."""
+        from edgeport.export.parity import check_artifact
+
+        return check_artifact(
+            name,
+            precision,
+            self.root / rel,
+            self.reference,
+            self.kinds,
+            backend=backend,
+            class_names=self.card.class_names,
+        )
+
+    def derive(self) -> None:
+        """fp16 and int8 from the fp32 graph, each gated."""
+        from edgeport.export.onnx import convert_fp16
+        from edgeport.export.quantize import quantize_int8
+
+        if "fp16" in self.s.precisions:
+            start = time.perf_counter()
+            tools = convert_fp16(self.onnx_paths["fp32"], self.root / "model.fp16.onnx", self.card)
+            self.timed("onnx-fp16", start)
+            self.add_onnx("fp16", "model.fp16.onnx", tools)
+        if "int8" in self.s.precisions:
+            start = time.perf_counter()
+            tools = quantize_int8(
+                self.onnx_paths["fp32"],
+                self.root / "model.int8.onnx",
+                self.card,
+                self.job.calibration or [],
+                method=self.s.calib.method,
+            )
+            self.timed("onnx-int8", start)
+            self.add_onnx("int8", "model.int8.onnx", tools)
+
+    def gate(self, verdict: Verdict) -> None:
+        """Raise ``ParityError`` for a failed artifact unless failures are allowed."""
+        if verdict.status != "failed":
+            return
+        if not self.s.allow_parity_failure:
+            raise ParityError(
+                verdict.message()
+                + ". The bundle was not written; pass --allow-parity-failure to keep the "
+                "artifact marked as failed"
+            )
+        log.warning("keeping %s (--allow-parity-failure)", verdict.message())
+        self.failed.append(verdict.artifact)
+
+    def artifact(
+        self,
+        name: str,
+        fmt: str,
+        precision: str,
+        rel: str,
+        tools: dict[str, str],
+        verdict: Verdict,
+        engine: EngineInfo | None = None,
+        source: str | None = None,
+    ) -> None:
+        path = self.root / rel
+        self.artifacts.append(
+            Artifact(
+                name=name,
+                format=fmt,
+                precision=precision,
+                path=rel,
+                sha256=sha256_file(path),
+                size_bytes=path.stat().st_size,
+                inputs=self.card.inputs,
+                outputs=self.card.outputs,
+                tools=tools,
+                parity=verdict.to_dict(),
+                engine=engine,
+                source=source,
+            )
+        )
+
+    def build_engines(self) -> None:
+        """One TensorRT engine per precision, from that precision's ONNX file."""
+        from edgeport.export.dims import engine_profiles
+        from edgeport.export.parity import not_run
+        from edgeport.export.tensorrt import (
+            TIMING_CACHE_NAME,
+            build_engine,
+            engine_runnable_here,
+            flavour_of,
+            import_tensorrt,
+        )
+
+        trt = import_tensorrt(self.s.tensorrt_flavour)
+        flavour = flavour_of(trt)
+        profiles = engine_profiles(self.card.inputs)
+        for precision in self.s.precisions:
+            name, rel = f"tensorrt-{precision}", f"model.{precision}.{flavour}.engine"
+            start = time.perf_counter()
+            build = build_engine(
+                self.onnx_paths[precision],
+                self.root / rel,
+                profiles=profiles,
+                timing_cache=self.root / TIMING_CACHE_NAME,
+                workspace_bytes=self.s.workspace_bytes,
+                flavour=flavour,
+                label=name,
+            )
+            self.timed(name, start)
+            reason = engine_runnable_here(self.root / rel, build.info)
+            if reason is None:
+                start = time.perf_counter()
+                verdict = self.check(name, precision, rel, backend="tensorrt")
+                self.timed(f"parity-{name}", start)
+                self.gate(verdict)
+            else:
+                verdict = not_run(name, precision, "tensorrt", reason)
+            tools = {flavour: build.info.version}
+            source = f"onnx-{precision}"
+            self.artifact(name, "tensorrt", precision, rel, tools, verdict, build.info, source)
+        self.engine_versions = {flavour: str(trt.__version__)}
+
+    def manifest(self, started: float) -> Manifest:
+        self.timings["total"] = round(time.perf_counter() - started, 3)
+        job = self.job
+        export = {
+            **self.s.to_dict(),
+            "source": job.source,
+            "parity": {"count": self.reference.count, "dataset": job.dataset, "split": job.split},
+            "failed_parity": self.failed,
+            "timings": self.timings,
+        }
+        if job.calibration and "int8" in self.s.precisions:
+            calibrated = sum(count(b) for b in job.calibration)
+            export["calibration"] = {"source": job.calibration_source, "count": calibrated}
+        return Manifest(
+            card=self.card,
+            artifacts=tuple(self.artifacts),
+            export=export,
+            reference=self.reference_meta,
+            versions=_versions(self.engine_versions),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+
+
+def write_reference(root: Path, reference: ReferenceSet, job: ExportJob) -> dict[str, Any]:
+    """``reference/inputs.npz`` and ``outputs.npz`` (arrays by name, sample axis first), the
+    labels of a classifier and a training run's weights; returns ``manifest.reference``."""
+    (root / REFERENCE_DIR).mkdir()
+    files = {"inputs": f"{REFERENCE_DIR}/inputs.npz", "outputs": f"{REFERENCE_DIR}/outputs.npz"}
+    atomic_write_bytes(root / files["inputs"], npz_bytes(reference.inputs))
+    atomic_write_bytes(root / files["outputs"], npz_bytes(reference.outputs))
+    meta: dict[str, Any] = {}
+    if reference.labels is not None and job.card.task == "classification":
+        files["labels"] = f"{REFERENCE_DIR}/labels.npy"
+        atomic_write_bytes(root / files["labels"], npy_bytes(reference.labels))
+        meta["accuracy"] = reference.accuracy
+    if job.weights is not None:
+        files["weights"] = f"{REFERENCE_DIR}/weights.safetensors"
+        shutil.copyfile(job.weights, root / files["weights"])
+    return {
+        **files,
+        "sha256": {rel: sha256_file(root / rel) for rel in files.values()},
+        "dataset": reference.dataset,
+        "split": reference.split,
+        "count": reference.count,
+        **meta,
+    }
+
+
+def _versions(extra: dict[str, str]) -> dict[str, str]:
+    versions = tool_versions(
+        "edgeport-export",
+        "edgeport-runtime",
+        "edgeport-train",
+        "torch",
+        "torchvision",
+        "onnx",
+        "onnxscript",
+        "onnxslim",
+        "onnxconverter-common",
+        "onnxruntime",
+        "numpy",
+    )
+    versions.update(extra)
+    versions["python"] = platform.python_version()
+    return versions
