@@ -224,9 +224,14 @@ def test_cli_exports_a_factory_with_inputs_described_by_flags(
         "--calib-data", str(two_input_calibration),
     ]  # fmt: skip
     # run where export_models.py is, as a user runs it next to their model code
-    proc = export_command(*flags, "--out", str(out), cwd=Path(__file__).parent)
+    repo = tmp_path / "triton"
+    proc = export_command(
+        *flags, "--out", str(out), "--triton-repo", str(repo), cwd=Path(__file__).parent
+    )
     assert proc.returncode == 0, proc.stderr
     assert "onnx-int8" in proc.stdout and "scores max_abs=" in proc.stdout
+    assert sorted(p.name for p in repo.iterdir()) == ["bundle-onnx-fp32", "bundle-onnx-int8"]
+    _assert_triton_config(repo / "bundle-onnx-int8", inputs=["image", "ids"])
     manifest = Manifest.load(out)
     assert [a.name for a in manifest.artifacts] == ["onnx-fp32", "onnx-int8"]
     ids = manifest.card.inputs[1]
@@ -234,3 +239,13 @@ def test_cli_exports_a_factory_with_inputs_described_by_flags(
     assert manifest.export["source"] == {"kind": "module", "factory": "export_models:two_input"}
     stored = json.loads((out / "manifest.json").read_text())["reference"]
     assert stored["count"] == 2 + CALIBRATION_SAMPLES
+
+
+def _assert_triton_config(model_dir: Path, inputs: list[str]) -> None:
+    """The config parses with Triton's own protobuf and names the model's inputs."""
+    from google.protobuf import text_format
+
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), pb2.ModelConfig())
+    assert config.name == model_dir.name and [i.name for i in config.input] == inputs
+    assert (model_dir / "1" / "model.onnx").is_file()

@@ -11,6 +11,9 @@ then swapped into place:
 
 A failed or killed export leaves the destination untouched. Staging directories of exports
 that were killed (their process is gone) are removed by the next export to the same parent.
+Exports to one destination are serialised by an exclusive lock (``fcntl.flock`` on
+``.<name>.lock`` beside it): a second export waits for the first (up to ``lock_timeout_s``),
+then writes; it never races the first's rename.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -34,6 +38,7 @@ from edgeport.runtime.errors import ConfigError, ExportError
 log = logging.getLogger(__name__)
 
 OWNER_SUFFIX = ".owner"  # beside each staging dir: "host pid" of the export writing it
+LOCK_TIMEOUT_S = 600.0
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -132,10 +137,12 @@ class BundleWriter:
     existing bundle; anything else is refused so a typo cannot delete a user's directory.
     """
 
-    def __init__(self, dest: str | Path) -> None:
+    def __init__(self, dest: str | Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.dest = Path(dest).absolute()
         self.root: Path = Path()
         self.committed = False
+        self.lock_timeout_s = lock_timeout_s
+        self._lock_fd: int | None = None
 
     @property
     def _owner(self) -> Path:
@@ -143,6 +150,9 @@ class BundleWriter:
 
     def check_destination(self) -> None:
         dest = self.dest
+        blocked = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise ConfigError(f"--out {dest}: {blocked} is a file, not a directory")
         if dest.exists() and not dest.is_dir():
             raise ConfigError(f"--out {dest} exists and is a file; name a directory for the bundle")
         if dest.is_dir() and not _is_bundle_or_empty(dest):
@@ -154,6 +164,7 @@ class BundleWriter:
     def __enter__(self) -> BundleWriter:
         self.check_destination()
         self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
         recover(self.dest)
         # mkdir (not mkdtemp's 0700) so the umask gives the bundle a normal directory's mode
         self.root = self.dest.parent / f"{_staging_prefix(self.dest)}{secrets.token_hex(4)}"
@@ -171,6 +182,40 @@ class BundleWriter:
         if not self.committed and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
         self._owner.unlink(missing_ok=True)
+        self._unlock()
+
+    def _lock(self) -> None:
+        """Hold ``.<name>.lock`` exclusively, waiting up to ``lock_timeout_s`` for another
+        export to the same destination to finish."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; exports there are not serialised
+            return
+        path = self.dest.parent / f".{self.dest.name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + self.lock_timeout_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise ConfigError(
+                        f"another export is writing {self.dest} (lock {path} held for more than "
+                        f"{self.lock_timeout_s:g} s); wait for it or choose another --out"
+                    ) from None
+                if not waiting:
+                    log.warning("waiting for another export to %s to finish", self.dest)
+                    waiting = True
+                time.sleep(0.2)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def commit(self) -> Path:
         """Swap the staged bundle into ``dest``; the old bundle (if any) is deleted after."""

@@ -97,6 +97,15 @@ def _output_flags(group: Any) -> None:
     group.add_argument(
         "--workspace-mb", type=_positive, default=1024, help="TensorRT workspace limit (MiB)"
     )
+    group.add_argument(
+        "--triton-repo",
+        type=Path,
+        metavar="DIR",
+        help="also write a Triton model repository: one model per artifact that passed parity",
+    )
+    group.add_argument(
+        "--triton-instances", type=_positive, default=1, help="instances per Triton model (1)"
+    )
 
 
 def _module_flags(group: Any) -> None:
@@ -230,6 +239,13 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         manifest = _export_torchvision(args, settings)
     _print(manifest, args.out)
+    if args.triton_repo is not None:
+        from edgeport.export.triton import TritonSettings, write_repository
+
+        for model_dir in write_repository(
+            args.out, args.triton_repo, TritonSettings(instances=args.triton_instances)
+        ):
+            print(f"triton: {model_dir}")
     return 0
 
 
