@@ -99,67 +99,41 @@ def time_calls(fn: Callable[[], object], calls: int) -> list[float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", type=Path, help="ONNX file (default: build the small CNN)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both (1)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--calls", type=int, default=200, help="timed calls per round and side")
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--out", type=Path, help="also write the result as JSON here")
-    args = parser.parse_args(argv)
+def interleaved(
+    sides: dict[str, Callable[[], object]], rounds: int, calls: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every call's time per side, and each side's per-round median over the bare side's;
+    rounds rotate which side goes first."""
+    for fn in sides.values():
+        time_calls(fn, warmup)
+    samples: dict[str, list[float]] = {key: [] for key in sides}
+    paired: dict[str, list[float]] = {key: [] for key in sides if key != "bare"}
+    keys = list(sides)
+    for round_index in range(rounds):
+        shift = round_index % len(keys)
+        medians = {}
+        for key in keys[shift:] + keys[:shift]:
+            times = time_calls(sides[key], calls)
+            samples[key] += times
+            medians[key] = statistics.median(times)
+        for key in paired:
+            paired[key].append(medians[key] / medians["bare"])
+    return samples, paired
 
+
+def summarize(
+    args: argparse.Namespace,
+    samples: dict[str, list[float]],
+    paired: dict[str, list[float]],
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
+) -> dict[str, Any]:
     import onnxruntime as ort
-
-    from edgeport.runtime import load
-    from edgeport.runtime.io import atomic_write_json
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.onnx or build_small_cnn(Path(tmp) / "simple_cnn_bn.onnx")
-        session = bare_session(path, args.threads)
-        model = load(path, backend="onnxruntime-cpu", threads=args.threads)
-        (model_input,) = session.get_inputs()
-        name = model_input.name
-        shape = [args.batch, *model_input.shape[1:]]
-        batch = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-
-        def bare() -> np.ndarray:
-            return session.run(None, {name: batch})[0]
-
-        def run() -> np.ndarray:
-            return model.run(batch)
-
-        def infer() -> np.ndarray:
-            return model.infer({name: batch})[output]
-
-        output = model.output_name
-        if not (np.array_equal(bare(), run()) and np.array_equal(bare(), infer())):
-            print("error: Model.run/infer and the bare session disagree", file=sys.stderr)
-            return 1
-        load_before = os.getloadavg()
-        sides = {"bare": bare, "run": run, "infer": infer}
-        for fn in sides.values():
-            time_calls(fn, args.warmup)
-        samples: dict[str, list[float]] = {key: [] for key in sides}
-        paired: dict[str, list[float]] = {"run": [], "infer": []}
-        keys = list(sides)
-        for round_index in range(args.rounds):
-            shift = round_index % len(keys)
-            medians = {}
-            for key in keys[shift:] + keys[:shift]:
-                times = time_calls(sides[key], args.calls)
-                samples[key] += times
-                medians[key] = statistics.median(times)
-            for key in paired:
-                paired[key].append(medians[key] / medians["bare"])
-        load_after = os.getloadavg()
-        model.close()
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q))
 
-    result = {
+    bare = statistics.median(samples["bare"])
+    return {
         "model": str(args.onnx or "simple_cnn_bn (built, 3x32x32, 10 classes)"),
         "batch": args.batch,
         "threads": args.threads,
@@ -167,14 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         "calls_per_round": args.calls,
         **{f"{key}_median_us": statistics.median(v) for key, v in samples.items()},
         **{f"{key}_p90_us": pct(v, 90) for key, v in samples.items()},
-        **{
-            f"{key}_ratio_of_medians": statistics.median(samples[key])
-            / statistics.median(samples["bare"])
-            for key in paired
-        },
+        **{f"{key}_ratio_of_medians": statistics.median(samples[key]) / bare for key in paired},
         **{f"{key}_paired_ratio_median": statistics.median(v) for key, v in paired.items()},
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
+        "loadavg_before": loads[0],
+        "loadavg_after": loads[1],
         "machine": {
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -183,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             "numpy": np.__version__,
         },
     }
+
+
+def report_lines(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines = [
         f"{label:27s} median {result[key + '_median_us']:.1f} us "
         f"(p90 {result[key + '_p90_us']:.1f})"
@@ -195,13 +168,52 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         f"ratio Model.{key} / bare: {result[f'{key}_ratio_of_medians']:.3f} (medians), "
         f"{result[f'{key}_paired_ratio_median']:.3f} (median of per-round ratios); bar: <= 1.05"
-        for key in paired
+        for key in ("run", "infer")
     ]
+    before, after = result["loadavg_before"][0], result["loadavg_after"][0]
     lines.append(
         f"batch {args.batch}, {args.threads} thread(s), {args.rounds} rounds x {args.calls} calls "
-        f"each side; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+        f"each side; load average {before:.2f} before, {after:.2f} after"
     )
-    print("\n".join(lines))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", type=Path, help="ONNX file (default: build the small CNN)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both (1)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--calls", type=int, default=200, help="timed calls per round and side")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--out", type=Path, help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+
+    from edgeport.runtime import load
+    from edgeport.runtime.io import atomic_write_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.onnx or build_small_cnn(Path(tmp) / "simple_cnn_bn.onnx")
+        session = bare_session(path, args.threads)
+        with load(path, backend="onnxruntime-cpu", threads=args.threads) as model:
+            (model_input,) = session.get_inputs()
+            name, output = model_input.name, model.output_name
+            shape = [args.batch, *model_input.shape[1:]]
+            batch = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+            sides: dict[str, Callable[[], Any]] = {
+                "bare": lambda: session.run(None, {name: batch})[0],
+                "run": lambda: model.run(batch),
+                "infer": lambda: model.infer({name: batch})[output],
+            }
+            outputs = [fn() for fn in sides.values()]
+            if not all(np.array_equal(outputs[0], out) for out in outputs[1:]):
+                print("error: Model.run/infer and the bare session disagree", file=sys.stderr)
+                return 1
+            load_before = os.getloadavg()
+            samples, paired = interleaved(sides, args.rounds, args.calls, args.warmup)
+            loads = (load_before, os.getloadavg())
+    result = summarize(args, samples, paired, loads)
+    print("\n".join(report_lines(result, args)))
     if args.out:
         atomic_write_json(args.out, result)
     return 0

@@ -46,18 +46,43 @@ def _done(start: float) -> float:
 
 def run_demo(config: DemoConfig) -> tuple[Path, bool]:
     """Run every step into ``config.out``; returns the report's path and whether all passed."""
-    from edgeport.export.api import export
-    from edgeport.runtime.backends.tensorrt import installed_flavours
-    from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
     from edgeport.runtime.tools.check import check
-    from edgeport.runtime.tools.report import bench_markdown, check_markdown, write_bench
-    from edgeport.train.evaluate import evaluate
-    from edgeport.train.loop import TrainConfig, train
+    from edgeport.runtime.tools.report import bench_markdown, check_markdown
 
     out = config.out
     run_dir, bundle_dir = out / "run", out / "bundle"
     timings: dict[str, float] = {}
-    engines = bool(installed_flavours()) if config.tensorrt is None else config.tensorrt
+    evaluation = _train_and_evaluate(config, run_dir, timings)
+    manifest = _export(config, run_dir, bundle_dir, timings)
+
+    start = _step("4/6 check every artifact against PyTorch")
+    check_report = check(bundle_dir, data=DEMO_DATA, threads=config.threads)
+    print(f"   {check_report.verdict}")
+    timings["check"] = _done(start)
+
+    start = _step(f"5/6 predict {config.predict_images} raw test images with the bundle")
+    predictions = _predict_files(bundle_dir, manifest, out, config)
+    correct = sum(row["true"] == row["predicted"] for row in predictions)
+    print(f"   {correct}/{len(predictions)} correct")
+    timings["predict"] = _done(start)
+
+    bench = _bench(config, bundle_dir, timings)
+    report = _report(
+        config=config,
+        metrics=evaluation.to_dict(),
+        manifest=manifest,
+        check_text=check_markdown(check_report.to_dict(), level=3),
+        predictions=predictions,
+        bench_text=bench_markdown(bench, level=3),
+        timings=timings,
+    )
+    path = atomic_write_text(out / "REPORT.md", report)
+    return path, check_report.passed
+
+
+def _train_and_evaluate(config: DemoConfig, run_dir: Path, timings: dict[str, float]) -> Any:
+    from edgeport.train.evaluate import evaluate
+    from edgeport.train.loop import TrainConfig, train
 
     start = _step(f"1/6 train {DEMO_MODEL} on {DEMO_DATA} for {config.epochs} epochs")
     train(
@@ -71,29 +96,32 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
         )
     )
     timings["train"] = _done(start)
-
     start = _step("2/6 evaluate on the held-out test split")
     evaluation = evaluate(run_dir)
     print(f"   test accuracy {evaluation.accuracy:.2%} on {evaluation.count} images")
     timings["evaluate"] = _done(start)
+    return evaluation
 
+
+def _export(
+    config: DemoConfig, run_dir: Path, bundle_dir: Path, timings: dict[str, float]
+) -> Manifest:
+    from edgeport.export.api import export
+    from edgeport.runtime.backends.tensorrt import installed_flavours
+
+    engines = bool(installed_flavours()) if config.tensorrt is None else config.tensorrt
     what = ", ".join(config.precisions) + (" + TensorRT engines" if engines else "")
     start = _step(f"3/6 export {what}")
     manifest = export(run_dir, bundle_dir, precisions=config.precisions, tensorrt=engines)
     for artifact in manifest.artifacts:
         print(f"   {artifact.name:<16} {artifact.size_bytes / 1e6:6.2f} MB  {artifact.path}")
     timings["export"] = _done(start)
+    return manifest
 
-    start = _step("4/6 check every artifact against PyTorch")
-    check_report = check(bundle_dir, data=DEMO_DATA, threads=config.threads)
-    print(f"   {check_report.verdict}")
-    timings["check"] = _done(start)
 
-    start = _step(f"5/6 predict {config.predict_images} raw test images with the bundle")
-    predictions = _predict_files(bundle_dir, manifest, out, config)
-    correct = sum(row["true"] == row["predicted"] for row in predictions)
-    print(f"   {correct}/{len(predictions)} correct")
-    timings["predict"] = _done(start)
+def _bench(config: DemoConfig, bundle_dir: Path, timings: dict[str, float]) -> Any:
+    from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
+    from edgeport.runtime.tools.report import write_bench
 
     start = _step("6/6 benchmark against PyTorch eager")
     bench = benchmark(
@@ -104,6 +132,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
             threads=config.threads,
         ),
     )
+    out = config.out
     write_bench(
         bench,
         json_path=out / "bench.json",
@@ -111,18 +140,7 @@ def run_demo(config: DemoConfig) -> tuple[Path, bool]:
         plot_path=out / "bench.png",
     )
     timings["bench"] = _done(start)
-
-    report = _report(
-        config=config,
-        metrics=evaluation.to_dict(),
-        manifest=manifest,
-        check_text=check_markdown(check_report.to_dict(), level=3),
-        predictions=predictions,
-        bench_text=bench_markdown(bench, level=3),
-        timings=timings,
-    )
-    path = atomic_write_text(out / "REPORT.md", report)
-    return path, check_report.passed
+    return bench
 
 
 def _predict_files(

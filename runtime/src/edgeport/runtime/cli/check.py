@@ -45,6 +45,15 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("model", type=Path, metavar="MODEL", help="bundle, .onnx or .engine")
+    _reference_flags(parser)
+    _run_flags(parser)
+    parser.add_argument("--json", type=Path, help="write the full report as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the report as Markdown")
+    parser.set_defaults(handler=run)
+
+
+def _reference_flags(parser: argparse.ArgumentParser) -> None:
+    """What the model is judged against."""
     parser.add_argument(
         "--reference",
         choices=REFERENCES,
@@ -67,6 +76,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--data-root", type=Path, help="where the dataset lives")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--limit", type=int, help="bundles: use at most N samples")
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    """What runs, on what inputs, and the per-layer diagnosis."""
     parser.add_argument(
         "--artifact", action="append", help="check only this artifact (repeatable), e.g. onnx-int8"
     )
@@ -102,9 +115,6 @@ def register(subparsers: Any) -> None:
         default=PER_LAYER_SAMPLES,
         help=f"samples used by --per-layer (default {PER_LAYER_SAMPLES})",
     )
-    parser.add_argument("--json", type=Path, help="write the full report as JSON")
-    parser.add_argument("--markdown", type=Path, help="write the report as Markdown")
-    parser.set_defaults(handler=run)
 
 
 def settings_from(args: argparse.Namespace) -> CheckSettings:
