@@ -28,9 +28,10 @@ pq = pytest.importorskip("pyarrow.parquet")
 pa = pytest.importorskip("pyarrow")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    """A local two-CPU Ray cluster for the whole session, shut down afterwards."""
+    """A local two-CPU Ray cluster for this module, shut down after it (so that the serve tests
+    start their own cluster with the CPUs they ask for)."""
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
