@@ -12,8 +12,8 @@ from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
 from edgeport.runtime.tools.bench import (
     BASELINES,
-    RUNTIME_BACKENDS,
     SCENARIOS,
+    SELECTABLE_BACKENDS,
     BenchSettings,
     TimingConfig,
     benchmark,
@@ -87,7 +87,9 @@ def _add_load_test(parser: argparse.ArgumentParser) -> None:
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backend", help=f"comma-separated, from {', '.join(RUNTIME_BACKENDS)} (default: all)"
+        "--backend",
+        help=f"comma-separated, from {', '.join(SELECTABLE_BACKENDS)} (default: all; auto is "
+        'the model as load(backend="auto") opens it, per batch size)',
     )
     parser.add_argument(
         "--precision", help=f"comma-separated, from {', '.join(PRECISIONS)} (default: all)"
@@ -161,7 +163,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     if args.profile:
         profile = ProfileConfig(runs=args.profile_runs, top=args.profile_top)
     return BenchSettings(
-        backends=parse_list(args.backend, RUNTIME_BACKENDS, "backends") or (),
+        backends=parse_list(args.backend, SELECTABLE_BACKENDS, "backends") or (),
         precisions=parse_list(args.precision, PRECISIONS, "precisions") or (),
         batches=parse_batches(args.batch) if args.batch else (),
         shapes=tuple(parse_shapes(text) for text in args.shapes),
