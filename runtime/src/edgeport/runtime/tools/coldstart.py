@@ -41,7 +41,8 @@ import numpy as np
 
 from edgeport.runtime.errors import ConfigError, InputError
 from edgeport.runtime.feeds import resolve_shapes, synthetic_feeds
-from edgeport.runtime.io import atomic_write_json, atomic_write_text
+from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.runtime.reference import npz_bytes
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,11 @@ class Process:
     subject: str
     state: str
     total_s: float
+    cpu_s: float | None = None  # user + system CPU of the whole process, all its threads
     parts: dict[str, float] = field(default_factory=dict)
     rss_after_load_mib: float | None = None
     peak_rss_mib: float | None = None
-    chosen: tuple[str, str, str | None] | None = None
+    chosen: tuple[str, ...] | None = None
     error: str | None = None
 
 
@@ -167,17 +169,23 @@ class ColdStartRow:
     total_s: float
     total_min_s: float
     total_max_s: float
+    cpu_s: float | None
     parts: dict[str, float]
     rss_after_load_mib: float | None
     peak_rss_mib: float | None
-    chosen: tuple[str, str, str | None] | None
+    chosen: tuple[str, ...] | None
     vs_bare_onnxruntime: float | None = None
+    vs_bare_engine: float | None = None  # against the bare library of the engine it ran on
     failed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["chosen"] = list(self.chosen) if self.chosen else None
-        return data
+    @property
+    def engine(self) -> str | None:
+        """The engine that ran: the subject's, or the one auto chose."""
+        if self.subject == AUTO:
+            return self.chosen[0] if self.chosen else None
+        return {BARE_ORT: "onnxruntime-cpu", BARE_OPENVINO: "openvino"}.get(
+            self.subject, self.subject
+        )
 
 
 @dataclass
@@ -215,11 +223,8 @@ class ColdStartResult:
                 "cold": self.goal("cold"),
                 "warm": self.goal("warm"),
             },
-            "rows": [r.to_dict() for r in self.rows],
-            "processes": [
-                {**asdict(p), "chosen": list(p.chosen) if p.chosen else None}
-                for p in self.processes
-            ],
+            "rows": [asdict(r) for r in self.rows],
+            "processes": [asdict(p) for p in self.processes],
             "environment": self.environment,
             "notes": list(self.notes),
         }
@@ -251,7 +256,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
 
     with load(source, precision=settings.precision, threads=settings.threads) as model:
         file = artifact_path(source, model.artifact) if model.artifact else model.path
-        if source.is_dir() and model.artifact is None or file.suffix.lower() != ".onnx":
+        if file.suffix.lower() != ".onnx":
             raise InputError(
                 f"cold start compares edgeport with bare ONNX Runtime and OpenVINO on one ONNX "
                 f"file; {source} opens {file.name} ({model.backend}): give --precision of "
@@ -259,7 +264,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
             )
         feeds = synthetic_feeds(model.inputs, _one_sample(model.inputs))
         precision = model.precision
-    np.savez(inputs, **feeds)
+    atomic_write_bytes(inputs, npz_bytes(feeds))
     record = None
     if source.is_dir() and settings.precision is None:
         found, _ = find_record(source, settings.threads)
@@ -277,7 +282,9 @@ def _one_sample(specs: Sequence[Any]) -> dict[str, tuple[int, ...]]:
     return resolve_shapes(specs, {first.name: shapes[first.name]})
 
 
-def child_code(subject: str, target: _Target, threads: int | None, cache: Path, inputs: Path) -> str:
+def child_code(
+    subject: str, target: _Target, threads: int | None, cache: Path, inputs: Path
+) -> str:
     """The Python source a child process runs for ``subject``."""
     rss = _RSS.format(inputs=str(inputs))
     if subject == BARE_ORT:
@@ -332,28 +339,37 @@ def _parse(stdout: str) -> dict[str, Any]:
     return found
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (they run one by one)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_process(
     subject: str, state: str, code: str, cache: Path, settings: ColdStartSettings
 ) -> Process:
     """Spawn one child on ``cache`` as its EDGEPORT_CACHE_DIR and time it from spawn to exit."""
     env = {**os.environ, "EDGEPORT_CACHE_DIR": str(cache)}
-    start = time.monotonic()
-    try:
-        done = subprocess.run(
-            [settings.python, "-c", code],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=settings.timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return Process(subject, state, settings.timeout_s, error="timed out")
-    end = time.monotonic()
-    found = _parse(done.stdout)
-    if done.returncode != 0 or "t5" not in found:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return Process(subject, state, end - start, error=f"exit {done.returncode}: {tail}")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        cpu_before = _children_cpu()
+        start = time.monotonic()
+        child = subprocess.Popen([settings.python, "-c", code], env=env, stdout=out, stderr=err)
+        try:
+            child.wait(settings.timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            return Process(subject, state, settings.timeout_s, error="timed out")
+        end = time.monotonic()
+        cpu = _children_cpu() - cpu_before
+        out.seek(0)
+        err.seek(0)
+        found, stderr = _parse(out.read()), err.read()
+    if child.returncode != 0 or "t5" not in found:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        return Process(subject, state, end - start, error=f"exit {child.returncode}: {tail}")
     stamps = [start, *(found[k] for k in ("t0", "t1", "t2", "t4", "t5"))]  # t2-t4: RSS, inputs
     parts = dict(zip(PARTS[:-1], np.diff(stamps).tolist(), strict=True))
     parts["exit_s"] = end - found["t5"]
@@ -363,10 +379,11 @@ def run_process(
         subject,
         state,
         end - start,
+        cpu,
         parts,
         found["rss_load"] * mib,
         found["rss_peak"] * mib,
-        tuple(chosen) if chosen else None,  # type: ignore[arg-type]
+        tuple(map(str, chosen)) if chosen else None,
     )
 
 
@@ -384,6 +401,7 @@ def _median_row(subject: str, state: str, procs: Sequence[Process]) -> ColdStart
     if not ok:
         return None
     totals = [p.total_s for p in ok]
+    cpu = [p.cpu_s for p in ok if p.cpu_s is not None]
     rss = [p.rss_after_load_mib for p in ok if p.rss_after_load_mib is not None]
     peak = [p.peak_rss_mib for p in ok if p.peak_rss_mib is not None]
     return ColdStartRow(
@@ -393,6 +411,7 @@ def _median_row(subject: str, state: str, procs: Sequence[Process]) -> ColdStart
         total_s=statistics.median(totals),
         total_min_s=min(totals),
         total_max_s=max(totals),
+        cpu_s=statistics.median(cpu) if cpu else None,
         parts={k: statistics.median(p.parts[k] for p in ok) for k in PARTS},
         rss_after_load_mib=statistics.median(rss) if rss else None,
         peak_rss_mib=statistics.median(peak) if peak else None,
@@ -402,20 +421,43 @@ def _median_row(subject: str, state: str, procs: Sequence[Process]) -> ColdStart
 
 
 def _rows(subjects: Sequence[str], procs: Sequence[Process]) -> list[ColdStartRow]:
-    """The median rows, state by state, each with its ratio to bare ONNX Runtime's total."""
+    """The median rows, state by state, each with its ratio to bare ONNX Runtime's total and
+    to the bare library of the engine it ran on."""
     rows = []
     for state in STATES:
-        medians = {
-            s: _median_row(s, state, [p for p in procs if (p.subject, p.state) == (s, state)])
+        found = [
+            _median_row(s, state, [p for p in procs if (p.subject, p.state) == (s, state)])
             for s in subjects
-        }
-        bare = medians.get(BARE_ORT)
-        for row in medians.values():
-            if row is not None and bare is not None:
-                row = replace(row, vs_bare_onnxruntime=row.total_s / bare.total_s)
-            if row is not None:
-                rows.append(row)
+        ]
+        medians = [r for r in found if r is not None]
+        bare = {r.engine: r.total_s for r in medians if r.subject in (BARE_ORT, BARE_OPENVINO)}
+        for row in medians:
+            ort, engine = bare.get("onnxruntime-cpu"), bare.get(row.engine)
+            rows.append(
+                replace(
+                    row,
+                    vs_bare_onnxruntime=row.total_s / ort if ort else None,
+                    vs_bare_engine=row.total_s / engine if engine else None,
+                )
+            )
     return rows
+
+
+def _bytecode_notes() -> list[str]:
+    """Say so when edgeport's modules have no compiled bytecode: then every process compiles
+    them from source (PYTHONDONTWRITEBYTECODE, a read-only checkout), which an installed wheel
+    never does."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("edgeport.runtime.model")
+    if spec is None or spec.cached is None or Path(spec.cached).is_file():
+        return []
+    where = Path(spec.origin or "").parent.parent
+    return [
+        f"edgeport's modules in {where} have no compiled bytecode (__pycache__), so every "
+        "process compiled them from source, as an installed wheel never does: run "
+        f"`python -m compileall -q {where}` first for the numbers of an install"
+    ]
 
 
 def cold_start(
@@ -442,7 +484,7 @@ def cold_start(
                 for state in STATES:
                     say(f"cold start {i + 1}/{settings.runs}: {subject} ({state})")
                     procs.append(run_process(subject, state, code, cache, settings))
-    notes = [f"not run: {why}" for why in left_out]
+    notes = [f"not run: {why}" for why in left_out] + _bytecode_notes()
     notes += [f"{p.subject} ({p.state}) failed: {p.error}" for p in procs if p.error]
     return ColdStartResult(
         model=str(source),
@@ -465,6 +507,10 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -484,20 +530,20 @@ def coldstart_markdown(result: ColdStartResult, *, level: int = 2) -> str:
         f"({cpu.get('usable', '?')} usable); load average {env.get('load_average')}. "
         f"Created {result.created}.",
         "",
-        "| subject | state | runs | total s (min-max) | start-up | import | load | inputs | "
-        "first result | exit | RSS after load MiB | peak RSS MiB | vs bare ORT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| subject | state | runs | total s (min-max) | CPU s | start-up | import | load | "
+        "inputs | first result | exit | RSS after load MiB | peak RSS MiB | vs bare ORT | "
+        "vs bare engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.rows:
         name = r.subject
         if r.subject == AUTO and r.chosen:
             name = f"auto ({r.chosen[0]} {r.chosen[1]})"
-        ratio = "-" if r.vs_bare_onnxruntime is None else f"{r.vs_bare_onnxruntime:.2f}x"
         parts = " | ".join(_s(r.parts[k]) for k in PARTS)
         lines.append(
             f"| {name} | {r.state} | {r.runs} | {_s(r.total_s)} ({_s(r.total_min_s)}-"
-            f"{_s(r.total_max_s)}) | {parts} | {_mib(r.rss_after_load_mib)} | "
-            f"{_mib(r.peak_rss_mib)} | {ratio} |"
+            f"{_s(r.total_max_s)}) | {_s(r.cpu_s)} | {parts} | {_mib(r.rss_after_load_mib)} | "
+            f"{_mib(r.peak_rss_mib)} | {_x(r.vs_bare_onnxruntime)} | {_x(r.vs_bare_engine)} |"
         )
     for state in STATES:
         ratio = result.goal(state)
