@@ -94,7 +94,8 @@ t1 = time.monotonic()
 model = ep.load({path!r}, backend={backend!r}, precision={precision!r}, threads={threads!r})
 t2 = time.monotonic()
 {rss}out = model.infer(feeds)
-chosen = [model.backend, model.precision, model.artifact.name if model.artifact else None]
+target = model.artifact.name if model.artifact else model.path.name
+chosen = [model.backend, model.precision, target]
 """
 _BARE_ORT = """\
 import onnxruntime as ort
