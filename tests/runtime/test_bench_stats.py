@@ -214,6 +214,7 @@ def test_scenario_summaries() -> None:
     offline = result.offline()
     assert offline[0] == {
         "backend": "onnxruntime-cpu",
+        "chosen_backend": None,
         "precision": "fp32",
         "device": "cpu",
         "cuda_graph": False,

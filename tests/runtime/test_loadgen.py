@@ -78,7 +78,7 @@ def test_quick_run_is_judged_invalid_with_loadgens_reasons(
     assert summary.valid is False
     assert summary.constraints["Min duration satisfied"] is False
     assert "Min duration satisfied: NO" in summary.reasons
-    assert result.test_settings["min_duration_ms"] == 2000  # asked for, then cut at 1 s
+    assert result.test_settings["min_duration_ms"] in (2000, 10_000)  # more than it runs
     assert result.test_settings["max_duration_ms"] == 1000
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
         assert (tmp_path / "loadgen" / name).is_file()

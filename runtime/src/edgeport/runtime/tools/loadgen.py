@@ -16,7 +16,7 @@ judges the run; edgeport only answers them:
   90th and MultiStream's 99th percentile with 8 samples per query, Server's 99th percentile
   within its target latency, and their minimum query counts), PerformanceOnly. The expected
   latency or QPS that sizes the run comes from a short timing of the model first.
-  ``quick`` asks for twice ``QUICK_DURATION_MS`` and stops after one (``max_duration_ms``;
+  ``quick`` asks for more than ``QUICK_DURATION_MS`` and stops after it (``max_duration_ms``;
   Offline's one query is sized to last about as long), so LoadGen itself says INVALID and
   why: the reasons are read from its summary.
 
@@ -54,6 +54,7 @@ SCENARIOS = {
     "server": "Server",
 }
 QUICK_DURATION_MS = 1000
+OFFLINE_QUICK_FACTOR = 10
 MLPERF_MIN_DURATION_S = 600  # every scenario, in the mlperf.conf LoadGen 5 and 6 carry
 SYNTHETIC_SAMPLES = 64
 MLPERF_MODEL = "edgeport"  # a name no mlperf.conf entry names: only its "*" rules apply
@@ -350,11 +351,14 @@ def mlperf_settings(
         # LoadGen pre-generates min duration x rate queries (600 s of a fast model fill
         # gigabytes), so quick asks for twice QUICK_DURATION_MS and stops after one: LoadGen
         # itself then says why the run is INVALID. Offline is one query of expected QPS x min
-        # duration x 1.1 samples (never cut short): sized to last about half a second at the
-        # estimated rate, so that even a system slower than its estimate stays under 2 s.
+        # duration x 1.1 samples, never cut short: it asks for OFFLINE_QUICK_FACTOR times as
+        # long and sizes the query to last about QUICK_DURATION_MS at the estimated rate, so
+        # that a system many times slower than its estimate still stops short of the minimum.
         ts.min_duration_ms = 2 * QUICK_DURATION_MS
         ts.max_duration_ms = QUICK_DURATION_MS
-        ts.offline_expected_qps /= 4
+        if scenario == "Offline":
+            ts.min_duration_ms = OFFLINE_QUICK_FACTOR * QUICK_DURATION_MS
+            ts.offline_expected_qps /= OFFLINE_QUICK_FACTOR
     return ts
 
 
