@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml train/pyproject.toml export/pypr
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet \
-		-e "./runtime[cpu,openvino,serve,batch]" -e ./train -e "./export[tensorrt-rtx]" --group dev
+		-e "./runtime[cpu,openvino,serve,batch,loadgen]" -e ./train -e "./export[tensorrt-rtx]" --group dev
 	touch $(STAMP)
 
 ## make demo: train on the embedded digits, export, check, predict and benchmark

@@ -33,6 +33,7 @@ class MatrixModel:
     lr: float = 1e-3
     limit: int | None = None  # training images (None: all 1295 of the training split)
     quick_limit: int | None = None  # training images in --quick runs
+    model: str | None = None  # what `edgeport train --model` builds (default: name)
 
     @property
     def shape(self) -> str:
@@ -48,6 +49,18 @@ STANDARD_MODELS: dict[str, MatrixModel] = {
     # about 8 minutes.
     "resnet18": MatrixModel(
         "resnet18", (224, 224), epochs=2, quick_epochs=1, batch_size=32, lr=2e-3, quick_limit=320
+    ),
+    # torchvision's MobileNetV3-Small through the training path (so the bundle has reference
+    # weights for the PyTorch baselines and int8 calibrates on the training data).
+    "mobilenet_v3_small": MatrixModel(
+        "mobilenet_v3_small",
+        (224, 224),
+        epochs=1,
+        quick_epochs=1,
+        batch_size=32,
+        lr=2e-3,
+        quick_limit=320,
+        model="torchvision:mobilenet_v3_small",
     ),
 }
 
@@ -81,7 +94,7 @@ def train_model(
         log.info("reusing the trained run %s", run_dir)
         return run_dir
     config = TrainConfig(
-        model=spec.name,
+        model=spec.model or spec.name,
         data="digits",
         out=run_dir,
         epochs=epochs or (spec.quick_epochs if quick else spec.epochs),
@@ -148,3 +161,87 @@ def int8_accuracy_lost(check_report: dict[str, Any], backend: str) -> float | No
             drop = c["outputs"][0]["comparison"].get("accuracy_drop")
             return None if drop is None else 100.0 * drop
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# Peers and the machine's peak
+
+
+BARE_ORT = "bare-onnxruntime"
+
+
+def bare_ort_plan(bundle: Path, precision: str, threads: int | None) -> Any:
+    """A plain ``onnxruntime.InferenceSession`` on the bundle's ONNX artifact of ``precision``
+    (ORT's default options, ``threads`` intra-op threads), timed like every other row."""
+    from edgeport.runtime.bundle import Manifest
+    from edgeport.runtime.tools.bench import Plan, Timed
+
+    arts = Manifest.load(bundle).artifacts
+    art = next(a for a in arts if a.format == "onnx" and a.precision == precision)
+
+    def open_session() -> Timed:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        session = ort.InferenceSession(
+            str(bundle / art.path), options, providers=["CPUExecutionProvider"]
+        )
+        names = [o.name for o in session.get_outputs()]
+        return Timed(
+            backend=BARE_ORT,
+            kind="baseline",
+            precision=precision,
+            device="cpu",
+            inputs=art.inputs,
+            outputs=art.outputs,
+            run=lambda feeds: dict(zip(names, session.run(None, dict(feeds)), strict=True)),
+            close=lambda: None,
+            artifact=art.name,
+            max_batch=art.batch.max,
+        )
+
+    return Plan(BARE_ORT, precision, "cpu", open_session, art.name)
+
+
+def cpu_ghz() -> tuple[float | None, str]:
+    """The CPU's clock in GHz and where it was read: lscpu's "CPU max MHz", else the highest
+    "cpu MHz" of /proc/cpuinfo (the current clock)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("lscpu"):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("CPU max MHz:"):
+                return float(line.split(":", 1)[1]) / 1000, "lscpu CPU max MHz"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        mhz = [
+            float(line.split(":", 1)[1])
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("cpu MHz")
+        ]
+        if mhz:
+            return max(mhz) / 1000, "/proc/cpuinfo cpu MHz (current clock)"
+    return None, "unknown"
+
+
+def fp32_fma_peak(cores: int) -> dict[str, Any]:
+    """This CPU's fp32 peak: cores x 2 FMA units x lanes (8 with AVX2, 16 with AVX-512) x 2 flop
+    x GHz, in GFLOP/s."""
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
+    lanes = 16 if " avx512f" in flags else 8
+    ghz, source = cpu_ghz()
+    peak = cores * 2 * lanes * 2 * ghz if ghz else None
+    return {
+        "cores": cores,
+        "fma_units": 2,
+        "fp32_lanes": lanes,
+        "ghz": ghz,
+        "clock_source": source,
+        "gflops": peak,
+    }

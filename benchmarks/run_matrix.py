@@ -1,13 +1,25 @@
-"""The standard CPU benchmark matrix (``make bench``).
+"""The standard CPU benchmark matrix (``make bench``), all in one run.
 
-simple_cnn_bn at 3x32x32 and resnet18 at 3x224x224, trained on the embedded digits (resized,
-3 channels), exported to ONNX fp32/fp16/int8, checked against PyTorch, and benchmarked at batch
-1, 8 and 32 on ONNX Runtime CPU against PyTorch eager and torch.compile, all in one run.
-Writes JSON, CSV, Markdown and a plot to ``benchmarks/results/<machine>/`` and prints the
-issue's "must show" ratios, measured side by side.
+simple_cnn_bn (3x32x32), resnet18 and torchvision's mobilenet_v3_small (3x224x224) are trained on
+the embedded digits (resized, 3 channels), exported to ONNX fp32 and int8, checked against
+PyTorch and tuned (``edgeport tune``), then measured side by side:
 
-    python benchmarks/run_matrix.py               # the real run (about 10 minutes on 2 cores)
-    python benchmarks/run_matrix.py --quick       # a short validation run into runs/
+- latency at batch 1 and 8: PyTorch eager, torch.compile, bare ONNX Runtime (a plain
+  ``InferenceSession`` on the same file, same threads), edgeport's onnxruntime-cpu and openvino
+  backends, and edgeport ``auto`` (after the tune), with auto's p50 over the best peer's per
+  model and batch (goal <= 1.03);
+- ResNet-18 fp32 batch 1 as a share of this CPU's fp32 FMA peak (3.6 GFLOP per image);
+- cold start per backend and auto (whole processes, cold and warm caches, memory) against bare
+  ONNX Runtime and bare OpenVINO;
+- MLPerf LoadGen SingleStream and Offline for resnet18 int8 (``--loadgen full``: MLPerf's
+  600 s minimum each; ``quick``, the default: about a second each, INVALID by MLPerf's rules;
+  ``off``).
+
+Writes JSON, CSV, Markdown and a plot to ``benchmarks/results/<machine>/`` and prints the ratios.
+
+    python benchmarks/run_matrix.py                 # the real run (LoadGen quick)
+    python benchmarks/run_matrix.py --loadgen full  # with MLPerf's durations (+20 minutes)
+    python benchmarks/run_matrix.py --quick         # a short validation run into runs/
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +36,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from matrix_lib import (
+    BARE_ORT,
     REPO,
     STANDARD_MODELS,
+    bare_ort_plan,
     export_bundle,
+    fp32_fma_peak,
     int8_accuracy_lost,
     test_accuracy,
     timed,
@@ -35,7 +51,11 @@ from matrix_lib import (
 log = logging.getLogger("edgeport.benchmarks")
 
 BACKEND = "onnxruntime-cpu"
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "onnxruntime-cpu", "openvino")
+PRECISIONS = ("fp32", "int8")
+PEERS = ("torch", "torch-compile", BARE_ORT, "openvino")  # what auto must keep up with
+AUTO_GOAL = 1.03  # auto's p50 / the best peer's, per model and batch
+RESNET18_GFLOP = 3.6  # per 3x224x224 image (NOTES.md)
 # Must show (issue 5): measured side by side in one run on the 2-core CPU; printed, not asserted.
 TARGETS = (
     ("simple_cnn_bn", "fp32", 4.0, "ONNX Runtime fp32 vs PyTorch eager, batch 1"),
@@ -43,6 +63,8 @@ TARGETS = (
     ("resnet18", "int8", 3.0, "ONNX Runtime int8 vs PyTorch eager, batch 1"),
 )
 MAX_INT8_LOSS_POINTS = 1.0
+LOADGEN_MODEL = "resnet18"
+LOADGEN_SCENARIOS = ("single-stream", "offline")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run for validation")
     parser.add_argument("--models", default=",".join(STANDARD_MODELS), help="comma-separated")
-    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--batches", default="1,8")
     parser.add_argument("--baselines", default="torch,torch-compile")
     parser.add_argument("--warmup-s", type=float, help="default 1 (quick: 0.2)")
     parser.add_argument("--duration-s", type=float, help="default 3 (quick: 0.5)")
@@ -59,9 +81,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=cpu_counts()["usable"],
-        help="threads for ONNX Runtime and PyTorch (default: the usable CPUs)",
+        help="threads for every engine and PyTorch (default: the usable CPUs)",
     )
     parser.add_argument("--epochs", type=int, help="override every model's training epochs")
+    parser.add_argument("--cold-runs", type=int, help="processes per cold-start row (5; quick 2)")
+    parser.add_argument(
+        "--loadgen",
+        choices=("full", "quick", "off"),
+        default="quick",
+        help="MLPerf LoadGen for resnet18 int8: full (600 s per scenario), quick (default: "
+        "about a second, INVALID), off",
+    )
     parser.add_argument("--work", type=Path, help="runs and bundles (default runs/bench-matrix)")
     parser.add_argument(
         "--out",
@@ -75,6 +105,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.duration_s = (
         args.duration_s if args.duration_s is not None else (0.5 if args.quick else 3.0)
     )
+    args.cold_runs = args.cold_runs or (2 if args.quick else 5)
     args.work = args.work or REPO / "runs" / ("bench-quick" if args.quick else "bench-matrix")
     if args.out is None:
         base = REPO / "runs" / "bench-quick" if args.quick else REPO / "benchmarks" / "results"
@@ -82,16 +113,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# --------------------------------------------------------------------------------------------
+# One model
+
+
+def _tune(bundle: Path, args: argparse.Namespace) -> Any:
+    """``edgeport tune`` on the bundle at the benchmarked batch sizes; the record goes to this
+    run's cache, where auto (in the bench and the cold-start processes) finds it."""
+    from edgeport.runtime.tools.bench import parse_batches
+    from edgeport.runtime.tools.timing import TimingConfig
+    from edgeport.runtime.tools.tune import TuneSettings, summary_lines, tune
+    from edgeport.runtime.tuning import save_record
+
+    settings = TuneSettings(
+        batches=parse_batches(args.batches),
+        threads=args.threads,
+        timing=TimingConfig(warmup_s=args.warmup_s / 2, duration_s=args.duration_s / 2),
+    )
+    with timed(f"tuning {bundle.parent.name}"):
+        record, _ = tune(bundle, settings)
+    save_record(record, bundle)
+    for line in summary_lines(record):
+        log.info("%s", line)
+    return record
+
+
+def _bench(bundle: Path, args: argparse.Namespace) -> Any:
+    from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark, parse_batches
+    from edgeport.runtime.tools.bench import parse_list as names
+
+    settings = BenchSettings(
+        backends=BACKENDS,
+        precisions=PRECISIONS,
+        batches=parse_batches(args.batches),
+        timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+        threads=args.threads,
+        baselines=names(args.baselines, ("torch", "torch-compile"), "baselines") or (),
+    )
+    bare = [bare_ort_plan(bundle, p, args.threads) for p in PRECISIONS]
+    with timed(f"benchmarking {bundle.parent.name}"):
+        return benchmark(bundle, settings, extra_plans=bare)
+
+
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.tools.bench import (
-        BenchSettings,
-        TimingConfig,
-        benchmark,
-        parse_batches,
-        parse_list,
-    )
     from edgeport.runtime.tools.check import check
+    from edgeport.runtime.tools.coldstart import ColdStartSettings, cold_start, write_coldstart
     from edgeport.runtime.tools.report import bench_markdown, check_markdown, write_bench
 
     spec = STANDARD_MODELS[name]
@@ -108,23 +175,57 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     with timed(f"checking {name}"):
         report = check(bundle, backends=(BACKEND,), threads=args.threads).to_dict()
-    with timed(f"benchmarking {name}"):
-        settings = BenchSettings(
-            backends=(BACKEND,),
-            precisions=PRECISIONS,
-            batches=parse_batches(args.batches),
-            timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
-            threads=args.threads,
-            baselines=parse_list(args.baselines, ("torch", "torch-compile"), "baselines") or (),
-        )
-        result = benchmark(bundle, settings)
+    record = _tune(bundle, args)
+    result = _bench(bundle, args)
+    with timed(f"cold start of {name} ({args.cold_runs} runs)"):
+        cold = cold_start(bundle, ColdStartSettings(runs=args.cold_runs, threads=args.threads))
     out = args.out
     write_bench(result, json_path=out / f"{name}.json", csv_path=out / f"{name}.csv")
+    write_coldstart(cold, json_path=out / f"{name}.coldstart.json")
     atomic_write_json(out / f"{name}.check.json", report)
     md = bench_markdown(result, title=f"{name} {spec.shape}", level=3)
     md += "\n" + check_markdown(report, level=4)
     atomic_write_text(out / f"{name}.md", md)
-    return {"spec": spec, "run_dir": run_dir, "result": result, "check": report}
+    return {
+        "spec": spec,
+        "run_dir": run_dir,
+        "bundle": bundle,
+        "result": result,
+        "check": report,
+        "tuning": record,
+        "cold": cold,
+    }
+
+
+def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Any]:
+    """LoadGen SingleStream and Offline on resnet18 int8, on the backend the tune found
+    fastest for int8 at batch 1."""
+    from edgeport.runtime.tools.loadgen import LoadGenSettings, write_loadgen
+    from edgeport.runtime.tools.loadgen import run_loadgen as loadgen
+
+    if args.loadgen == "off" or LOADGEN_MODEL not in models:
+        return []
+    m = models[LOADGEN_MODEL]
+    timings = m["tuning"].winner_for(1).timings
+    backend = next((t.backend for t in timings if t.precision == "int8"), "auto")
+    results = []
+    for scenario in LOADGEN_SCENARIOS:
+        settings = LoadGenSettings(
+            scenario=scenario,
+            quick=args.loadgen == "quick",
+            backend=backend,
+            precision="int8",
+            threads=args.threads,
+        )
+        with timed(f"LoadGen {scenario} on {LOADGEN_MODEL} int8 ({backend}, {args.loadgen})"):
+            result = loadgen(m["bundle"], settings, args.out / "loadgen" / scenario)
+        write_loadgen(result, json_path=args.out / f"{LOADGEN_MODEL}.loadgen-{scenario}.json")
+        results.append(result)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# What the matrix shows
 
 
 def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,7 +257,132 @@ def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return lines
 
 
-def summary_markdown(models: dict[str, dict[str, Any]], shown: list[dict[str, Any]]) -> str:
+def auto_vs_peers(name: str, result: Any) -> list[dict[str, Any]]:
+    """Per batch size: auto's p50 over the fastest peer's (PyTorch eager or compiled, bare ONNX
+    Runtime, OpenVINO; an int8 peer only when its parity passed)."""
+    cells = []
+    for batch in sorted({r.batch for r in result.rows}):
+        auto = next((r for r in result.rows if r.backend == "auto" and r.batch == batch), None)
+        peers = [
+            r
+            for r in result.rows
+            if r.backend in PEERS and r.batch == batch and r.parity_passed is not False
+        ]
+        if auto is None or not peers:
+            continue
+        best = min(peers, key=lambda r: r.latency.p50)
+        ratio = auto.latency.p50 / best.latency.p50
+        cells.append(
+            {
+                "model": name,
+                "batch": batch,
+                "auto": auto.label,
+                "auto_p50_ms": auto.latency.p50,
+                "best_peer": best.label,
+                "best_peer_p50_ms": best.latency.p50,
+                "ratio": ratio,
+                "met": ratio <= AUTO_GOAL,
+            }
+        )
+    return cells
+
+
+def fma_share(models: dict[str, dict[str, Any]], threads: int) -> dict[str, Any] | None:
+    """The fastest fp32 row of resnet18 at batch 1 as a share of this CPU's fp32 FMA peak."""
+    if "resnet18" not in models:
+        return None
+    rows = [
+        r
+        for r in models["resnet18"]["result"].rows
+        if r.batch == 1 and r.precision == "fp32" and r.backend != "auto"
+    ]
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: r.latency.p50)
+    peak = fp32_fma_peak(threads)
+    achieved = RESNET18_GFLOP / (best.latency.p50 / 1000)
+    return {
+        **peak,
+        "row": best.label,
+        "p50_ms": best.latency.p50,
+        "achieved_gflops": achieved,
+        "share": achieved / peak["gflops"] if peak["gflops"] else None,
+    }
+
+
+def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
+    from edgeport.runtime.tools.report import fmt_ms
+
+    columns = [
+        ("eager fp32", "torch", "fp32"),
+        ("compile fp32", "torch-compile", "fp32"),
+        ("bare ORT fp32", BARE_ORT, "fp32"),
+        ("bare ORT int8", BARE_ORT, "int8"),
+        ("edgeport ORT fp32", "onnxruntime-cpu", "fp32"),
+        ("edgeport ORT int8", "onnxruntime-cpu", "int8"),
+        ("OpenVINO fp32", "openvino", "fp32"),
+        ("OpenVINO int8", "openvino", "int8"),
+    ]
+    lines = [
+        "| model | batch | " + " | ".join(c[0] for c in columns) + " | auto (its choice) |",
+        "|---|---|" + "---|" * (len(columns) + 1),
+    ]
+    for name, m in models.items():
+        result = m["result"]
+        for batch in sorted({r.batch for r in result.rows}):
+            cells = []
+            for _, backend, precision in columns:
+                row = result.find(backend, precision, batch)
+                cells.append(fmt_ms(row.latency.p50) if row else "-")
+            auto = next((r for r in result.rows if r.backend == "auto" and r.batch == batch), None)
+            cells.append(f"{fmt_ms(auto.latency.p50)} ({auto.label})" if auto else "-")
+            lines.append(f"| {name} | {batch} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cold_lines(models: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| model | state | what | total s | import s | load s | first result s | "
+        "RSS after load MiB | vs bare ORT | vs bare engine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in models.items():
+        for r in m["cold"].rows:
+            what = f"auto ({r.chosen[0]} {r.chosen[1]})" if r.subject == "auto" else r.subject
+            ratio = "-" if r.vs_bare_onnxruntime is None else f"{r.vs_bare_onnxruntime:.2f}x"
+            engine = "-" if r.vs_bare_engine is None else f"{r.vs_bare_engine:.2f}x"
+            rss = "-" if r.rss_after_load_mib is None else f"{r.rss_after_load_mib:.0f}"
+            lines.append(
+                f"| {name} | {r.state} | {what} | {r.total_s:.3f} | {r.parts['import_s']:.3f} | "
+                f"{r.parts['load_s']:.3f} | {r.parts['first_result_s']:.3f} | {rss} | {ratio} | "
+                f"{engine} |"
+            )
+    return lines
+
+
+def _loadgen_lines(loadgen: Sequence[Any], mode: str) -> list[str]:
+    if not loadgen:
+        return [f"Not run (`--loadgen {mode}`)."]
+    lines = ["| scenario | backend | metric | value | result | why |", "|---|---|---|---|---|---|"]
+    for r in loadgen:
+        s = r.summary
+        value = "-" if s.value is None else f"{s.value:.4g} {s.unit}"
+        why = "; ".join(s.reasons[:2]) or "-"
+        lines.append(
+            f"| {r.settings.scenario} | {r.model['backend']} {r.model['precision']} | "
+            f"{s.metric} | {value} | {'VALID' if s.valid else 'INVALID'} | {why} |"
+        )
+    return lines
+
+
+def summary_markdown(
+    models: dict[str, dict[str, Any]],
+    shown: list[dict[str, Any]],
+    cells: list[dict[str, Any]],
+    peak: dict[str, Any] | None,
+    loadgen: Sequence[Any],
+    args: argparse.Namespace,
+) -> str:
     from edgeport.runtime.tools.report import fmt_ms, fmt_pct
 
     first = next(iter(models.values()))["result"]
@@ -168,7 +394,8 @@ def summary_markdown(models: dict[str, dict[str, Any]], shown: list[dict[str, An
         f"Measured {first.created} with `python benchmarks/run_matrix.py` in one run; threads "
         f"{first.config.get('threads')}, warm-up {first.config['warmup_s']} s, "
         f"{first.config['duration_s']} s per row; load average before the run "
-        f"{env.get('load_average')}. Speed-up = PyTorch eager fp32 p50 / row p50.",
+        f"{env.get('load_average')}. Speed-up = PyTorch eager fp32 p50 / row p50. auto = "
+        '`load(backend="auto", expected_batch=batch)` after `edgeport tune` on the bundle.',
         "",
         "## Must show",
         "",
@@ -188,31 +415,52 @@ def summary_markdown(models: dict[str, dict[str, Any]], shown: list[dict[str, An
         )
     lines += [
         "",
-        "## Batch 1 latency (p50) and accuracy",
+        f"## edgeport auto against the best peer (goal <= {AUTO_GOAL})",
         "",
-        "| model | trained accuracy | backend | precision | p50 ms | speed-up vs eager | "
-        "check accuracy | check |",
+        "Peers: PyTorch eager and torch.compile (fp32), bare ONNX Runtime and OpenVINO (fp32 "
+        "and int8 whose parity passed); p50 latency.",
+        "",
+        "| model | batch | auto | auto p50 ms | best peer | peer p50 ms | ratio | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in models.items():
-        checks = {(c["artifact"], c["backend"]): c for c in m["check"]["checks"]}
-        trained = fmt_pct(test_accuracy(m["run_dir"]))
-        for row in sorted(m["result"].rows, key=lambda r: (r.kind != "baseline", r.backend)):
-            if row.batch != 1:
-                continue
-            c = checks.get((row.artifact, row.backend)) if row.artifact else None
-            acc = (c.get("comparison") or {}).get("accuracy_candidate") if c else None
-            lines.append(
-                f"| {name} | {trained} | {row.backend} | "
-                f"{row.precision} | {fmt_ms(row.latency.p50)} | "
-                f"{row.speedup_vs_eager:.2f}x | {fmt_pct(acc)} | "
-                f"{c['status'] if c else '-'} |"
-                if row.speedup_vs_eager is not None
-                else f"| {name} | - | {row.backend} | {row.precision} | "
-                f"{fmt_ms(row.latency.p50)} | - | - | - |"
-            )
-    lines += ["", "Per-model tables: " + ", ".join(f"[{n}]({n}.md)" for n in models) + "."]
-    lines += ["", "![latency and throughput](latency.png)", ""]
+    lines += [
+        f"| {c['model']} | {c['batch']} | {c['auto']} | {fmt_ms(c['auto_p50_ms'])} | "
+        f"{c['best_peer']} | {fmt_ms(c['best_peer_p50_ms'])} | {c['ratio']:.3f} | "
+        f"{'yes' if c['met'] else '**no**'} |"
+        for c in cells
+    ]
+    lines += ["", "## Latency p50 (ms)", "", *_latency_grid(models)]
+    if peak is not None:
+        share = fmt_pct(peak["share"], 1) if peak["share"] is not None else "-"
+        lines += [
+            "",
+            "## ResNet-18 fp32, batch 1, against the FMA peak",
+            "",
+            f"{peak['row']}: {fmt_ms(peak['p50_ms'])} ms = {peak['achieved_gflops']:.1f} "
+            f"GFLOP/s ({RESNET18_GFLOP} GFLOP per image) = **{share}** of this CPU's fp32 peak "
+            f"{peak['gflops'] or 0:.1f} GFLOP/s ({peak['cores']} cores x 2 FMA units x "
+            f"{peak['fp32_lanes']} fp32 lanes x 2 flop x {peak['ghz'] or 0:.2f} GHz, "
+            f"{peak['clock_source']}).",
+        ]
+    lines += [
+        "",
+        "## Cold start (whole processes; median; memory)",
+        "",
+        "Each row is a fresh `python -c` process: import, load, one sample, exit. cold = an "
+        "empty edgeport cache (OpenVINO compiles), warm = the next process on it. Per model: "
+        "[model].coldstart.json.",
+        "",
+        *_cold_lines(models),
+        "",
+        f"## MLPerf LoadGen ({LOADGEN_MODEL} int8, `--loadgen {args.loadgen}`)",
+        "",
+        *_loadgen_lines(loadgen, args.loadgen),
+        "",
+        "Per-model tables: " + ", ".join(f"[{n}]({n}.md)" for n in models) + ".",
+        "",
+        "![latency and throughput](latency.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -221,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
+    # tuning records and compiled models of this run stay in its work folder
+    os.environ["EDGEPORT_CACHE_DIR"] = str(args.work / "cache")
     from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
     from edgeport.runtime.tools.report import write_plot
@@ -233,15 +483,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log.info("results go to %s; environment: %s", args.out, collect_environment()["cpu"])
     models = {name: run_model(name, args) for name in names}
+    loadgen = run_loadgen(models, args)
     shown = must_show(models)
+    cells = [c for name, m in models.items() for c in auto_vs_peers(name, m["result"])]
+    peak = fma_share(models, args.threads)
     write_plot([m["result"] for m in models.values()], args.out / "latency.png")
-    atomic_write_text(args.out / "README.md", summary_markdown(models, shown))
+    atomic_write_text(
+        args.out / "README.md", summary_markdown(models, shown, cells, peak, loadgen, args)
+    )
     atomic_write_json(
         args.out / "matrix.json",
         {
             "schema": "edgeport.bench-matrix",
-            "schema_version": 1,
+            "schema_version": 2,
             "must_show": shown,
+            "auto_vs_best_peer": cells,
+            "resnet18_fp32_fma_peak": peak,
+            "cold_start_goal": {
+                n: {"cold": m["cold"].goal("cold"), "warm": m["cold"].goal("warm")}
+                for n, m in models.items()
+            },
+            "loadgen": [r.to_dict() for r in loadgen],
             "trained_accuracy": {n: test_accuracy(m["run_dir"]) for n, m in models.items()},
             "int8_accuracy_lost_points": {
                 n: int8_accuracy_lost(m["check"], BACKEND) for n, m in models.items()
@@ -250,16 +512,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             "environment": next(iter(models.values()))["result"].environment,
         },
     )
+    _print_summary(args, shown, cells, peak, models, loadgen)
+    return 0
+
+
+def _print_summary(
+    args: argparse.Namespace,
+    shown: list[dict[str, Any]],
+    cells: list[dict[str, Any]],
+    peak: dict[str, Any] | None,
+    models: dict[str, dict[str, Any]],
+    loadgen: Sequence[Any],
+) -> None:
     print()
     print(f"Must show ({args.out}):")
     for s in shown:
         value = "n/a" if s.get("ratio") is None else f"{s['ratio']:.2f}"
         print(
-            f"  {s['model']:<14} {s['what']:<48} {value:>7}  target {s['target']}  "
+            f"  {s['model']:<18} {s['what']:<48} {value:>7}  target {s['target']}  "
             f"{'MET' if s['met'] else 'NOT MET'}"
         )
+    print(f"auto / best peer (goal <= {AUTO_GOAL}):")
+    for c in cells:
+        print(
+            f"  {c['model']:<18} batch {c['batch']:<3} {c['auto']:<28} vs {c['best_peer']:<28} "
+            f"{c['ratio']:.3f}  {'MET' if c['met'] else 'NOT MET'}"
+        )
+    if peak is not None and peak["share"] is not None:
+        print(f"resnet18 fp32 batch 1 ({peak['row']}): {peak['share']:.1%} of the fp32 FMA peak")
+    for name, m in models.items():
+        cold, warm = m["cold"].goal("cold"), m["cold"].goal("warm")
+        if cold is not None and warm is not None:
+            print(
+                f"cold start {name}: auto / bare ONNX Runtime = {cold:.2f}x cold, "
+                f"{warm:.2f}x warm (goal <= 1.3)"
+            )
+    for r in loadgen:
+        verdict = "VALID" if r.summary.valid else "INVALID"
+        print(f"LoadGen {r.settings.scenario}: {r.summary.metric} {r.summary.value} ({verdict})")
     print(json.dumps({s["model"] + " " + s["what"]: s.get("ratio") for s in shown}))
-    return 0
 
 
 if __name__ == "__main__":

@@ -72,6 +72,10 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
             "0.02",
             "--duration-s",
             "0.05",
+            "--cold-runs",
+            "1",
+            "--loadgen",
+            "off",
             "--work",
             str(tmp_path / "work"),
             "--out",
@@ -88,18 +92,25 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     bench = json.loads((out / "simple_cnn_bn.json").read_text())
     assert validate_bench_dict(bench) == []
-    assert {(r["backend"], r["precision"]) for r in bench["rows"]} == {
-        ("torch", "fp32"),
-        ("onnxruntime-cpu", "fp32"),
-        ("onnxruntime-cpu", "fp16"),
-        ("onnxruntime-cpu", "int8"),
+    pairs = {(r["backend"], r["precision"]) for r in bench["rows"] if r["backend"] != "auto"}
+    assert pairs == {("torch", "fp32")} | {
+        (backend, precision)
+        for backend in ("bare-onnxruntime", "onnxruntime-cpu", "openvino")
+        for precision in ("fp32", "int8")
     }
+    assert {r["batch"] for r in bench["rows"] if r["backend"] == "auto"} == {1, 8}
     matrix = json.loads((out / "matrix.json").read_text())
     (first, *_) = matrix["must_show"]
     assert first["model"] == "simple_cnn_bn" and first["ratio"] > 0
+    assert [c["batch"] for c in matrix["auto_vs_best_peer"]] == [1, 8]
+    assert all(c["ratio"] > 0 for c in matrix["auto_vs_best_peer"])
+    cold = json.loads((out / "simple_cnn_bn.coldstart.json").read_text())
+    assert {r["subject"] for r in cold["rows"]} >= {"auto", "bare-onnxruntime"}
     check = json.loads((out / "simple_cnn_bn.check.json").read_text())
-    assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-fp16", "onnx-int8"}
-    assert "## Must show" in (out / "README.md").read_text()
+    assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-int8"}
+    readme = (out / "README.md").read_text()
+    for heading in ("## Must show", "## edgeport auto against the best peer", "## Cold start"):
+        assert heading in readme
 
 
 @pytest.mark.slow

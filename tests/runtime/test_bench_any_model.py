@@ -316,4 +316,4 @@ def test_openvino_rows_beside_onnxruntime(two_input_onnx: Path) -> None:
     pytest.importorskip("openvino", reason="the openvino backend")
     settings = BenchSettings(shapes=({"x": (2, 4), "ids": (2, 3)},), timing=QUICK, baselines=())
     rows = benchmark(two_input_onnx, settings).rows
-    assert {r.backend for r in rows} == {"onnxruntime-cpu", "openvino"}
+    assert {r.backend for r in rows} == {"onnxruntime-cpu", "openvino", "auto"}  # all, and auto

@@ -214,6 +214,7 @@ def test_scenario_summaries() -> None:
     offline = result.offline()
     assert offline[0] == {
         "backend": "onnxruntime-cpu",
+        "chosen_backend": None,
         "precision": "fp32",
         "device": "cpu",
         "cuda_graph": False,
@@ -236,7 +237,7 @@ def test_result_round_trips_through_dict() -> None:
         created="2026-01-01T00:00:00+00:00",
     )
     data = result.to_dict()
-    assert data["schema"] == "edgeport.bench" and data["schema_version"] == 2
+    assert data["schema"] == "edgeport.bench" and data["schema_version"] == 3
     again = BenchResult.from_dict(data)
     assert again.rows == result.rows
     with pytest.raises(InputError, match="not an edgeport benchmark"):

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("edgeport-runtime")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import (
     BackendUnavailable,
@@ -37,3 +30,13 @@ __all__ = [
     "__version__",
     "load",
 ]
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read when asked: importing importlib.metadata at start-up would cost
+    every process that loads a model tens of milliseconds."""
+    if name == "__version__":
+        from edgeport.runtime.envinfo import package_version
+
+        return package_version("edgeport-runtime") or "0.0.0+unknown"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

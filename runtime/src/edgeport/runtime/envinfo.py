@@ -1,8 +1,9 @@
 """The environment a number was measured in: CPU, cores, threads, GPU, driver, versions, bundle.
 
 Saved beside every benchmark and check result, so a number never travels without its machine.
-Nothing here imports a heavy library: versions come from package metadata, the GPUs from
-``nvidia-smi`` when it is on the PATH, the CUDA driver version from the driver itself.
+Nothing here imports a heavy library: versions come from the names of the installed
+distributions' metadata folders, the GPUs from ``nvidia-smi`` when it is on the PATH, the CUDA
+driver version from the driver itself.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ import logging
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +61,7 @@ def cpu_model() -> str:
             name = line.split(":", 1)[1].strip()
             if name:
                 return re.sub(r"\s+", " ", name)
-    if sys.platform == "darwin" and shutil.which("sysctl"):
+    if sys.platform == "darwin":
         out = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
         if out:
             return out.strip()
@@ -103,6 +101,8 @@ def gpu_slug(gpu_name: str) -> str:
 
 
 def _run(cmd: list[str]) -> str | None:
+    import subprocess  # only to ask tools (nvidia-smi, sysctl): not at every start
+
     try:
         result = subprocess.run(
             cmd, capture_output=True, text=True, check=False, timeout=_SMI_TIMEOUT_S
@@ -115,6 +115,8 @@ def _run(cmd: list[str]) -> str | None:
 
 def gpus() -> list[dict[str, str]]:
     """Name, driver, memory and compute capability of each NVIDIA GPU ``nvidia-smi`` sees."""
+    import shutil
+
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
@@ -143,14 +145,52 @@ def cuda_driver_version() -> str | None:
     return probe_gpus().driver_version
 
 
-def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    found = {}
-    for name in names:
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+@cache
+def _installed() -> dict[str, str | None]:
+    """{normalized distribution name: version} from the ``.dist-info``/``.egg-info`` folders on
+    ``sys.path``, the first one of a name winning (as in importlib.metadata)."""
+    found: dict[str, str | None] = {}
+    for entry in sys.path:
         try:
-            found[name] = version(name)
-        except PackageNotFoundError:
+            names = [path.name for path in Path(entry or ".").iterdir()]
+        except OSError:
             continue
+        for item in names:
+            stem, _, suffix = item.rpartition(".")
+            if suffix in ("dist-info", "egg-info"):
+                dist, _, rest = stem.partition("-")
+                found.setdefault(_normalized(dist), rest.split("-")[0] or None)
     return found
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None when it is not installed.
+
+    Read from the name of its metadata folder: importing ``importlib.metadata`` costs tens of
+    milliseconds of a process's start, which ``load(backend="auto")`` (the tuning record's
+    versions) must not pay. A folder that names no version (an old ``.egg-info``) is asked
+    through importlib.metadata."""
+    key = _normalized(name)
+    if key not in _installed():
+        return None
+    found = _installed()[key]
+    if found:
+        return found
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """{name: version} of the distributions in ``names`` that are installed."""
+    return {name: v for name in names if (v := package_version(name)) is not None}
 
 
 def load_average() -> list[float] | None:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import platform
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.envinfo import cpu_counts, cpu_model
+from edgeport.runtime.envinfo import cpu_counts, cpu_model, package_versions
 from edgeport.runtime.errors import EdgeportError, InputError
 from edgeport.runtime.io import atomic_write_json, cache_dir, read_regular_file, sha256_file
 from edgeport.runtime.schema import decode, parse_json
@@ -88,13 +87,7 @@ def machine_fingerprint() -> dict[str, Any]:
 
 
 def engine_versions() -> dict[str, str]:
-    found = {}
-    for name in ENGINE_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
+    return package_versions(ENGINE_PACKAGES)
 
 
 def cache_path(manifest_sha256: str) -> Path:

@@ -9,7 +9,6 @@ from either of its module paths (``cuda.bindings.runtime`` from 12.6 on, ``cuda.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -50,17 +49,24 @@ class GpuProbe:
 
 
 def _driver_library() -> ctypes.CDLL:
-    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
-    found = ctypes.util.find_library("cuda")
-    if found:
-        names.append(found)
+    """libcuda by the names the driver installs; ``find_library`` only elsewhere: on Linux it
+    searches what ``dlopen`` already searched, by running ``ldconfig``, ``gcc`` and ``ld``
+    (tens of milliseconds of every start on a machine without a GPU)."""
+    if sys.platform == "win32":
+        names = ["nvcuda.dll"]
+    elif sys.platform.startswith("linux"):
+        names = ["libcuda.so.1", "libcuda.so"]
+    else:
+        from ctypes.util import find_library
+
+        names = [name for name in [find_library("cuda")] if name]
     errors = []
     for name in names:
         try:
             return ctypes.CDLL(name)
         except OSError as exc:
             errors.append(str(exc))
-    raise OSError("; ".join(errors))
+    raise OSError("; ".join(errors) or "no CUDA driver library on this platform")
 
 
 @cache

@@ -12,13 +12,28 @@ from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
 from edgeport.runtime.tools.bench import (
     BASELINES,
-    RUNTIME_BACKENDS,
     SCENARIOS,
+    SELECTABLE_BACKENDS,
     BenchSettings,
     TimingConfig,
     benchmark,
     parse_batches,
     parse_list,
+)
+from edgeport.runtime.tools.coldstart import (
+    ColdStartSettings,
+    cold_start,
+    coldstart_markdown,
+    write_coldstart,
+)
+from edgeport.runtime.tools.loadgen import (
+    SCENARIOS as LOADGEN_SCENARIOS,
+)
+from edgeport.runtime.tools.loadgen import (
+    LoadGenSettings,
+    loadgen_markdown,
+    run_loadgen,
+    write_loadgen,
 )
 from edgeport.runtime.tools.loadtest import (
     LoadTestSettings,
@@ -49,6 +64,8 @@ def register(subparsers: Any) -> None:
         help="bundle directory, .onnx or .engine/.plan file (or --url of a served model)",
     )
     _add_load_test(parser)
+    _add_cold_start(parser)
+    _add_loadgen(parser)
     _add_selection(parser)
     _add_inputs(parser)
     _add_timing(parser)
@@ -85,9 +102,47 @@ def _add_load_test(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cold_start(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "cold start (--cold-start; with --backend, --precision, --threads, --json, --markdown)"
+    )
+    group.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="time whole fresh processes (start, import, load, first result, exit) and their "
+        "memory per backend and auto, cold and warm caches, against bare ONNX Runtime and "
+        "OpenVINO on the same file",
+    )
+    group.add_argument(
+        "--cold-runs", type=int, default=5, help="processes per row (median; default 5)"
+    )
+
+
+def _add_loadgen(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "MLPerf LoadGen (--loadgen; with --backend, --precision, --threads, --batch, --inputs, "
+        "--seed, --latency-bound-ms (Server's target latency), --json, --markdown; LoadGen's "
+        "logs go to a loadgen/SCENARIO folder beside the JSON or Markdown, else ./loadgen)"
+    )
+    group.add_argument(
+        "--loadgen",
+        choices=tuple(LOADGEN_SCENARIOS),
+        help="run the model under MLPerf's LoadGen in this scenario (MLPerf's durations: "
+        "600 s minimum)",
+    )
+    group.add_argument(
+        "--quick", action="store_true", help="stop LoadGen after about a second (INVALID)"
+    )
+    group.add_argument(
+        "--target-qps", type=float, help="Server's scheduled QPS, Offline's expected QPS"
+    )
+
+
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backend", help=f"comma-separated, from {', '.join(RUNTIME_BACKENDS)} (default: all)"
+        "--backend",
+        help=f"comma-separated, from {', '.join(SELECTABLE_BACKENDS)} (default: all; auto is "
+        'the model as load(backend="auto") opens it, per batch size)',
     )
     parser.add_argument(
         "--precision", help=f"comma-separated, from {', '.join(PRECISIONS)} (default: all)"
@@ -161,7 +216,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     if args.profile:
         profile = ProfileConfig(runs=args.profile_runs, top=args.profile_top)
     return BenchSettings(
-        backends=parse_list(args.backend, RUNTIME_BACKENDS, "backends") or (),
+        backends=parse_list(args.backend, SELECTABLE_BACKENDS, "backends") or (),
         precisions=parse_list(args.precision, PRECISIONS, "precisions") or (),
         batches=parse_batches(args.batch) if args.batch else (),
         shapes=tuple(parse_shapes(text) for text in args.shapes),
@@ -184,6 +239,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 def run(args: argparse.Namespace) -> int:
     if args.url is not None:
         return run_load_test(args)
+    if args.model is not None and args.cold_start:
+        return run_cold_start(args)
+    if args.model is not None and args.loadgen:
+        return run_loadgen_command(args)
     if args.model is None:
         raise ConfigError("give a MODEL to benchmark, or --url of a served model to load-test")
     result = benchmark(args.model, settings_from_args(args))
@@ -245,4 +304,63 @@ def run_load_test(args: argparse.Namespace) -> int:
     failed = sum(p.sent - p.ok for p in result.points)
     if failed:
         print(f"warning: {failed} requests failed (see errors)", file=sys.stderr)
+    return 0
+
+
+def _one_backend(args: argparse.Namespace) -> str:
+    names = parse_list(args.backend, SELECTABLE_BACKENDS, "backends") or ("auto",)
+    if len(names) > 1:
+        raise ConfigError(f"--loadgen runs one backend, got {', '.join(names)}")
+    return names[0]
+
+
+def _one_precision(args: argparse.Namespace) -> str | None:
+    names = parse_list(args.precision, PRECISIONS, "precisions") or (None,)
+    if len(names) > 1:
+        raise ConfigError(f"give one --precision here, got {', '.join(map(str, names))}")
+    return names[0]
+
+
+def run_cold_start(args: argparse.Namespace) -> int:
+    from edgeport.runtime.tools.coldstart import SUBJECTS
+
+    settings = ColdStartSettings(
+        runs=args.cold_runs,
+        subjects=parse_list(args.backend, SUBJECTS, "cold-start subjects") or (),
+        threads=args.threads,
+        precision=_one_precision(args),
+    )
+    result = cold_start(args.model, settings, progress=lambda m: print(m, file=sys.stderr))
+    print(coldstart_markdown(result), end="")
+    for path in write_coldstart(result, json_path=args.json, markdown_path=args.markdown):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if result.rows else 1
+
+
+def loadgen_log_dir(args: argparse.Namespace) -> Path:
+    """LoadGen's logs: ``loadgen/SCENARIO`` beside the JSON (or Markdown), else in ./loadgen."""
+    beside = args.json or args.markdown
+    base = beside.parent if beside is not None else Path()
+    return base / "loadgen" / args.loadgen
+
+
+def run_loadgen_command(args: argparse.Namespace) -> int:
+    settings = LoadGenSettings(
+        scenario=args.loadgen,
+        quick=args.quick,
+        backend=_one_backend(args),
+        precision=_one_precision(args),
+        threads=args.threads,
+        batch=max(parse_batches(args.batch)) if args.batch else 8,
+        target_qps=args.target_qps,
+        target_latency_ms=args.latency_bound_ms,
+        inputs=args.inputs,
+        seed=args.seed,
+    )
+    result = run_loadgen(
+        args.model, settings, loadgen_log_dir(args), progress=lambda m: print(m, file=sys.stderr)
+    )
+    print(loadgen_markdown(result), end="")
+    for path in write_loadgen(result, json_path=args.json, markdown_path=args.markdown):
+        print(f"wrote {path}", file=sys.stderr)
     return 0

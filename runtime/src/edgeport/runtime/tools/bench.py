@@ -59,6 +59,7 @@ from edgeport.runtime.tools.bench_result import (
     BenchRow,
     ProfiledRow,
     Skipped,
+    auto_label,
     candidate_label,
     shapes_text,
     speedups,
@@ -88,6 +89,8 @@ RUNTIME_BACKENDS = (
     "onnxruntime-tensorrt",
     "tensorrt",
 )
+AUTO = "auto"  # the model as load(backend="auto", expected_batch=batch) opens it
+SELECTABLE_BACKENDS = (AUTO, *RUNTIME_BACKENDS)
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
 DEFAULT_IMAGE_BATCHES = (1, 8, 32)
 SPEEDUP_TEXT = "PyTorch eager fp32 p50 / row p50, same device and input shapes"
@@ -130,7 +133,8 @@ def parse_list(
 @dataclass(frozen=True)
 class BenchSettings:
     """What to benchmark and how. Empty ``backends``/``precisions`` = every one the model has
-    and this machine can run. ``batches`` and ``shapes`` (shape sets, one row each) combine:
+    and this machine can run, and ``auto`` (the model as ``load(backend="auto")`` opens it,
+    per batch size). ``batches`` and ``shapes`` (shape sets, one row each) combine:
     each shape set at each batch size; neither = batch 1, 8, 32 for an image model with a card,
     else the model's own shapes (dynamic dimensions at their opt value, 1 when unbounded).
     ``inputs``: "auto" (the bundle's reference inputs when it stores them and no shape sets or
@@ -165,7 +169,7 @@ class BenchSettings:
         problems = [
             f"unknown {what} {bad}; choose from {list(allowed)}"
             for what, values, allowed in (
-                ("backends", self.backends, RUNTIME_BACKENDS),
+                ("backends", self.backends, SELECTABLE_BACKENDS),
                 ("precisions", self.precisions, PRECISIONS),
                 ("baselines", self.baselines, BASELINES),
                 ("compile precisions", self.compile_precisions, ("fp32", "fp16")),
@@ -240,9 +244,13 @@ class Timed:
     max_batch: int | None = None
     min_batch: int = 1
     profile: Callable[[list[np.ndarray], ProfileConfig], LayerProfile] | None = None
+    chosen: str | None = None  # the auto row: the backend auto chose
+    choice_basis: str | None = None  # the auto row: what decided (Model.choice_basis)
 
     @property
     def label(self) -> str:
+        if self.chosen is not None:
+            return auto_label(self.chosen, self.precision)
         return f"{candidate_label(self.backend, self.cuda_graph, self.precision)} ({self.device})"
 
 
@@ -261,7 +269,8 @@ class Plan:
     """Something to measure, opened only when its turn comes and closed right after.
 
     ``open()`` returns a :class:`Timed`; a plan with ``fixed_shapes`` (a captured CUDA graph)
-    is opened once per workload, others once for all of them.
+    is opened once per workload, others once for all of them; a plan with ``batch`` (auto,
+    which chooses per batch size) measures only the workloads of that batch size.
     """
 
     backend: str
@@ -270,6 +279,7 @@ class Plan:
     open: Callable[[], Timed]
     artifact: str | None = None
     fixed_shapes: bool = False
+    batch: int | None = None
 
 
 def measure(
@@ -466,7 +476,7 @@ def _runtime_plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Pl
     plans: list[Plan] = []
     skipped: list[Skipped] = []
     verified: set[str] = set()
-    for backend in settings.backends or RUNTIME_BACKENDS:
+    for backend in [b for b in settings.backends or RUNTIME_BACKENDS if b != AUTO]:
         device = _device_of(backend)
         files = [c for c in model.candidates if c.format == FORMAT_OF[backend]]
         if not files and settings.backends:
@@ -588,12 +598,51 @@ def _baseline_plans(
     return plans, skipped
 
 
-def _plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Plan], list[Skipped]]:
-    """Baselines first (on every device the runtime plans use), then the runtime's backends."""
+def _open_auto(model: ModelSource, batch: int, threads: int | None) -> Timed:
+    """The model as ``load(backend="auto", expected_batch=batch)`` opens it: a tuning record's
+    winner when one holds here, else the fixed rule; labelled with what it chose."""
+    from edgeport.runtime.model import load
+
+    opened = load(model.path, threads=threads, expected_batch=batch)
+    return Timed(
+        backend=AUTO,
+        kind="edgeport",
+        precision=opened.precision,
+        device=_device_of(opened.backend),
+        inputs=opened.inputs,
+        outputs=opened.outputs,
+        run=opened.infer,
+        close=opened.close,
+        artifact=opened.artifact.name if opened.artifact else opened.path.name,
+        max_batch=opened.batch_range.max,
+        min_batch=opened.batch_range.min,
+        chosen=opened.backend,
+        choice_basis=opened.choice_basis,
+    )
+
+
+def _auto_plans(
+    model: ModelSource, settings: BenchSettings, workloads: Sequence[Workload]
+) -> list[Plan]:
+    """One auto plan per batch size (auto may choose differently for each)."""
+    if settings.backends and AUTO not in settings.backends:
+        return []
+    batches = dict.fromkeys(w.batch or 1 for w in workloads)
+    return [
+        Plan(AUTO, AUTO, "cpu", partial(_open_auto, model, b, settings.threads), batch=b)
+        for b in batches
+    ]
+
+
+def _plans(
+    model: ModelSource, settings: BenchSettings, workloads: Sequence[Workload]
+) -> tuple[list[Plan], list[Skipped]]:
+    """Baselines first (on every device the runtime plans use), then the runtime's backends,
+    then auto's choice."""
     plans, skipped = _runtime_plans(model, settings)
     devices = sorted({p.device for p in plans if p.device == "cpu" or probe_gpus().reason is None})
     base_plans, base_skipped = _baseline_plans(model, settings, devices)
-    return base_plans + plans, skipped + base_skipped
+    return base_plans + plans + _auto_plans(model, settings, workloads), skipped + base_skipped
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,6 +667,8 @@ class _BenchRun:
 
     def plan(self, plan: Plan, workloads: Sequence[Workload]) -> None:
         """Open the plan (once, or once per workload), check parity once, time each workload."""
+        if plan.batch is not None:
+            workloads = [w for w in workloads if (w.batch or 1) == plan.batch]
         groups = [[w] for w in workloads] if plan.fixed_shapes else [list(workloads)]
         for group in groups:
             cand = self._open(plan, group)
@@ -714,6 +765,8 @@ class _BenchRun:
             parity_max_abs=parity.get("max_abs"),
             parity_passed=parity.get("passed"),
             warnings=self._variation(cand, shapes, stats),
+            chosen_backend=cand.chosen,
+            choice_basis=cand.choice_basis,
         )
         self.rows.append(row)
         if self.settings.profile is not None and cand.profile is not None:
@@ -837,7 +890,7 @@ def benchmark(
         seed=settings.seed,
     )
     workloads = _workloads(model, settings)
-    plans, skipped = _plans(model, settings)
+    plans, skipped = _plans(model, settings, workloads)
     classifier = model.card is not None and model.card.task == "classification"
     say = progress or (lambda msg: log.info("%s", msg))
     run = _BenchRun(settings, data, reference if settings.parity else None, classifier, say)

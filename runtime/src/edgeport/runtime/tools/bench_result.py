@@ -3,8 +3,10 @@ versioned JSON they are written as.
 
 One field table (:data:`ROW_FIELDS`) describes a row: ``BenchRow.to_dict``/``from_dict``, the
 CSV columns and the schema documentation (``tools/report.py``, ``benchmarks/README.md``) all
-read it. Schema 2 (this one) benchmarks any model: rows carry their input ``shapes`` and
-throughput in samples per second; schema-1 results (bundles only) are still read.
+read it. Schema 3 (this one) adds the ``auto`` row (the model as ``load(backend="auto")`` opens
+it, with ``chosen_backend`` and ``choice_basis``); schema 2 benchmarks any model: rows carry
+their input ``shapes`` and throughput in samples per second; schema-2 and schema-1 results
+(bundles only) are still read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from edgeport.runtime.tools.profile import LayerProfile
 from edgeport.runtime.tools.timing import LatencyStats
 
 RESULT_SCHEMA = "edgeport.bench"
-RESULT_SCHEMA_VERSION = 2
+RESULT_SCHEMA_VERSION = 3
 CUDA_GRAPH = "torch-cuda-graph"
 
 
@@ -29,6 +31,11 @@ def candidate_label(backend: str, cuda_graph: bool, precision: str) -> str:
     precision."""
     graph = "+graph" if cuda_graph and backend != CUDA_GRAPH else ""
     return f"{backend}{graph} {precision}"
+
+
+def auto_label(chosen: str, precision: str) -> str:
+    """``auto (openvino int8)``: edgeport's automatic choice and what it chose."""
+    return f"auto ({chosen} {precision})"
 
 
 def shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
@@ -61,9 +68,13 @@ class BenchRow:
     parity_max_abs: float | None = None
     parity_passed: bool | None = None
     warnings: tuple[str, ...] = ()
+    chosen_backend: str | None = None  # the auto row: the backend auto chose
+    choice_basis: str | None = None  # the auto row: what decided
 
     @property
     def label(self) -> str:
+        if self.chosen_backend is not None:
+            return auto_label(self.chosen_backend, self.precision)
         return candidate_label(self.backend, self.cuda_graph, self.precision)
 
     @property
@@ -127,7 +138,20 @@ ROW_FIELDS: tuple[RowField, ...] = (
         "backend",
         ("string",),
         "onnxruntime-cpu, openvino, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt (edgeport); "
+        'auto (edgeport\'s own choice: load(backend="auto", expected_batch=batch)); '
         "torch, torch-compile, torch-cuda-graph (baselines)",
+    ),
+    _plain(
+        "chosen_backend",
+        ("string", "null"),
+        "the auto row: the backend auto chose here (its artifact and precision are the row's); "
+        "null for other rows",
+    ),
+    _plain(
+        "choice_basis",
+        ("string", "null"),
+        "the auto row: what decided (a tuning record that holds here, with its numbers, or "
+        "the fixed rule: Model.choice_basis); null for other rows",
     ),
     _plain("kind", ("string",), '"edgeport" (runtime backend) or "baseline" (PyTorch)'),
     _plain("precision", ("string",), "fp32, fp16 or int8 (unknown for a bare engine)"),
@@ -300,7 +324,8 @@ class BenchResult:
         highest first."""
         best: dict[tuple[Any, ...], BenchRow] = {}
         for r in self.rows:
-            key = (r.backend, r.precision, r.device, r.cuda_graph, r.signature)
+            precision = None if r.chosen_backend else r.precision  # auto chooses per batch
+            key = (r.backend, precision, r.device, r.cuda_graph, r.signature)
             if key not in best or r.throughput > best[key].throughput:
                 best[key] = r
         out = [
@@ -360,7 +385,7 @@ class BenchResult:
                 f"(<= {RESULT_SCHEMA_VERSION})"
             )
         if version == 1:
-            data = _upgrade_v1(data)
+            data = _upgrade_v1(data)  # a v2 row reads as is: it has no auto fields
         return cls(
             rows=[BenchRow.from_dict(r) for r in data["rows"]],
             skipped=[Skipped(**s) for s in data.get("skipped", [])],
@@ -378,6 +403,7 @@ def _candidate(r: BenchRow) -> dict[str, Any]:
     """The keys that name a row's candidate and shapes in the scenario summaries."""
     return {
         "backend": r.backend,
+        "chosen_backend": r.chosen_backend,
         "precision": r.precision,
         "device": r.device,
         "cuda_graph": r.cuda_graph,

@@ -3,7 +3,7 @@
 Every file is written atomically. matplotlib is not a runtime dependency: :func:`write_plot`
 imports it only when called and raises ``BackendUnavailable`` when it is missing.
 
-The benchmark JSON (``schema: "edgeport.bench"``, ``schema_version: 2``) is described field by
+The benchmark JSON (``schema: "edgeport.bench"``, ``schema_version: 3``) is described field by
 field in ``BENCH_JSON_FIELDS`` below and, for each row, in the bench's own field table
 (``bench_result.ROW_FIELDS``, which also makes the CSV columns); :func:`validate_bench_dict`
 checks a loaded document against them (the README's tables are generated from the same lists).
@@ -29,6 +29,7 @@ from edgeport.runtime.tools.bench_result import (
     BenchResult,
     BenchRow,
     ProfiledRow,
+    auto_label,
     csv_cells,
     shapes_text,
 )
@@ -36,7 +37,11 @@ from edgeport.runtime.tools.bench_result import (
 # (field, JSON type(s), meaning): the documented schema of a benchmark result.
 BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("schema", ("string",), 'always "edgeport.bench"'),
-    ("schema_version", ("integer",), "2; bumped on any incompatible change (1: bundles only)"),
+    (
+        "schema_version",
+        ("integer",),
+        "3; bumped on any incompatible change (3: the auto row; 2: any model; 1: bundles only)",
+    ),
     ("created", ("string",), "UTC time the run ended, ISO 8601"),
     (
         "model",
@@ -86,10 +91,10 @@ BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "summary",
         ("object",),
-        "single_stream: [{backend, precision, device, cuda_graph, shapes, p90_ms, "
-        "speedup_vs_eager}] at batch 1, fastest first; offline: [{backend, precision, device, "
-        "cuda_graph, shapes, batch, samples_per_s}], peak per candidate and shapes besides the "
-        "batch axis, highest first",
+        "single_stream: [{backend, chosen_backend, precision, device, cuda_graph, shapes, "
+        "p90_ms, speedup_vs_eager}] at batch 1, fastest first; offline: [{backend, "
+        "chosen_backend, precision, device, cuda_graph, shapes, batch, samples_per_s}], peak per "
+        "candidate and shapes besides the batch axis, highest first",
     ),
     ("warnings", ("array",), "run-level warnings (strings)"),
 )
@@ -321,7 +326,8 @@ def _rows_table(result: BenchResult) -> list[str]:
     )
     for r in order:
         lat = r.latency
-        cells = [_backend_cell(r.backend, r.cuda_graph), r.precision, r.device]
+        backend = r.label if r.chosen_backend else _backend_cell(r.backend, r.cuda_graph)
+        cells = [backend, r.precision, r.device]
         cells += [shapes_text(r.shapes)] if shapes else []
         cells += [str(r.batch), fmt_ms(lat.p50), fmt_ms(lat.p90), fmt_ms(lat.p99)]
         cells += [fmt_ms(lat.mean), f"{lat.cv:.1%}" + (" ⚠" if r.warnings else "")]
@@ -337,6 +343,25 @@ def _rows_table(result: BenchResult) -> list[str]:
     return _table(header, rows)
 
 
+def _summary_cell(entry: dict[str, Any]) -> str:
+    """The backend of a summary entry; the auto row as ``auto (openvino int8)``."""
+    if entry.get("chosen_backend"):
+        return auto_label(entry["chosen_backend"], entry["precision"])
+    return _backend_cell(entry["backend"], entry["cuda_graph"])
+
+
+def _auto_lines(result: BenchResult) -> list[str]:
+    """What auto chose at each batch size, and what decided."""
+    choices = {
+        (r.batch, r.label): r.choice_basis for r in result.rows if r.chosen_backend is not None
+    }
+    if not choices:
+        return []
+    lines = ["", 'auto (`load(backend="auto", expected_batch=batch)`) chose:', ""]
+    lines += [f"- batch {batch}: {label}; {basis}" for (batch, label), basis in choices.items()]
+    return lines
+
+
 def _scenario_tables(result: BenchResult) -> list[str]:
     scenario = result.config.get("scenario", "both")
     shapes, speedup = _shows_shapes(result), _has_speedups(result)
@@ -348,7 +373,7 @@ def _scenario_tables(result: BenchResult) -> list[str]:
         lines += _table(
             header + (["speed-up vs eager"] if speedup else []),
             [
-                [_backend_cell(d["backend"], d["cuda_graph"]), d["precision"], d["device"]]
+                [_summary_cell(d), d["precision"], d["device"]]
                 + ([shapes_text(d["shapes"])] if shapes else [])
                 + [fmt_ms(d["p90_ms"])]
                 + ([fmt_ratio(d["speedup_vs_eager"])] if speedup else [])
@@ -362,7 +387,7 @@ def _scenario_tables(result: BenchResult) -> list[str]:
         lines += _table(
             [*header, "batch", "samples/s"],
             [
-                [_backend_cell(d["backend"], d["cuda_graph"]), d["precision"], d["device"]]
+                [_summary_cell(d), d["precision"], d["device"]]
                 + ([shapes_text(d["shapes"])] if shapes else [])
                 + [str(d["batch"]), fmt_rate(d["samples_per_s"])]
                 for d in offline
@@ -437,7 +462,8 @@ def _skipped_lines(result: BenchResult) -> list[str]:
 def bench_markdown(result: BenchResult, *, title: str | None = None, level: int = 2) -> str:
     """A readable report: settings, environment, one row per measurement, the two scenarios,
     the per-layer profiles, what was not measured and the warnings."""
-    lines = _intro(result, title, level) + _rows_table(result) + _scenario_tables(result)
+    lines = _intro(result, title, level) + _rows_table(result) + _auto_lines(result)
+    lines += _scenario_tables(result)
     lines += _profiles(result) + _skipped_lines(result)
     warnings = list(result.warnings) + sorted(
         {f"{r.label} {shapes_text(r.shapes)}: {w}" for r in result.rows for w in r.warnings}
