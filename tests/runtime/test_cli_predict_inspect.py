@@ -222,3 +222,22 @@ def test_predict_runs_on_images_the_card_must_resize(
         capsys, "predict", cnn_bundle_dir, image, "--top-k", "3", "--threads", "1"
     )
     assert code == 0 and out.splitlines()[1].startswith(f"{image}: ")
+
+
+def test_predict_max_image_pixels_sets_the_limit(
+    capsys: pytest.CaptureFixture[str], gemm_bundle_dir: Path, digit_images: list[Path]
+) -> None:
+    from edgeport.runtime import preprocess
+
+    try:
+        code, out, err = run_cli(
+            capsys, "predict", gemm_bundle_dir, digit_images[1], "--max-image-pixels", "1000"
+        )
+        assert code == 1 and out == ""
+        assert "30x40 = 1,200 pixels, above the limit of 1,000" in err
+        code, _, _ = run_cli(
+            capsys, "predict", gemm_bundle_dir, digit_images[1], "--max-image-pixels", "1200"
+        )
+        assert code == 0
+    finally:
+        preprocess.set_max_image_pixels(preprocess.MAX_IMAGE_PIXELS)

@@ -39,7 +39,12 @@ from edgeport.runtime.errors import BackendUnavailable, ConfigError, EdgeportErr
 from edgeport.runtime.feeds import load_npz
 from edgeport.runtime.io import atomic_open
 from edgeport.runtime.model import Model, ModelSource, load, resolve_source
-from edgeport.runtime.preprocess import image_files, normalize, prepare_image
+from edgeport.runtime.preprocess import (
+    image_files,
+    normalize,
+    prepare_image,
+    set_max_image_pixels,
+)
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,7 @@ class BatchConfig:
     precision: str | None = None
     device: str | None = None
     ray_address: str | None = None  # None: the running Ray, else a new local one
+    max_image_pixels: int | None = None  # None: preprocess.MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         problems = [
@@ -302,6 +308,7 @@ def _pipeline(ray: Any, config: BatchConfig, source: Any, mode: str, threads: in
             "load_args": load_args,
             "mode": mode,
             "top_k": config.top_k,
+            "max_image_pixels": config.max_image_pixels,
         },
         batch_size=config.batch,
         batch_format="pyarrow",
@@ -367,11 +374,20 @@ class _HideEdgeportErrors(logging.Filter):
 class Worker:
     """One Ray actor: loads the model once, then turns batches of inputs into result rows."""
 
-    def __init__(self, model: str, load_args: dict[str, Any], mode: str, top_k: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        load_args: dict[str, Any],
+        mode: str,
+        top_k: int,
+        max_image_pixels: int | None = None,
+    ) -> None:
         self.mode = mode
         self.top_k = top_k
         self.failed: EdgeportError | None = None  # raised with the first batch: Ray reports
         try:  # an error in a batch with its type, one in an actor's start as text only
+            if max_image_pixels is not None:
+                set_max_image_pixels(max_image_pixels)  # this actor's process
             self.model: Model = load(model, **load_args)
             self.schema = result_schema(self.model, mode)
         except EdgeportError as exc:
