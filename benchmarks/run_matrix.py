@@ -43,6 +43,7 @@ from matrix_lib import (
     export_bundle,
     fp32_fma_peak,
     int8_accuracy_lost,
+    sgemm_gflops,
     test_accuracy,
     timed,
     train_model,
@@ -87,10 +88,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cold-runs", type=int, help="processes per cold-start row (5; quick 2)")
     parser.add_argument(
         "--loadgen",
-        choices=("full", "quick", "off"),
+        choices=("full", "quick", "keep", "off"),
         default="quick",
         help="MLPerf LoadGen for resnet18 int8: full (600 s per scenario), quick (default: "
-        "about a second, INVALID), off",
+        "about a second, INVALID), keep (report the results an earlier run saved in --out), off",
     )
     parser.add_argument("--work", type=Path, help="runs and bundles (default runs/bench-matrix)")
     parser.add_argument(
@@ -205,6 +206,8 @@ def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 
     if args.loadgen == "off" or LOADGEN_MODEL not in models:
         return []
+    if args.loadgen == "keep":
+        return kept_loadgen(args.out)
     m = models[LOADGEN_MODEL]
     timings = m["tuning"].winner_for(1).timings
     backend = next((t.backend for t in timings if t.precision == "int8"), "auto")
@@ -221,6 +224,19 @@ def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
             result = loadgen(m["bundle"], settings, args.out / "loadgen" / scenario)
         write_loadgen(result, json_path=args.out / f"{LOADGEN_MODEL}.loadgen-{scenario}.json")
         results.append(result)
+    return results
+
+
+def kept_loadgen(out: Path) -> list[Any]:
+    """The LoadGen results an earlier run wrote to ``out`` (``--loadgen keep``)."""
+    from edgeport.runtime.tools.loadgen import LoadGenResult
+
+    results = []
+    for scenario in LOADGEN_SCENARIOS:
+        path = out / f"{LOADGEN_MODEL}.loadgen-{scenario}.json"
+        if not path.is_file():
+            raise SystemExit(f"--loadgen keep: {path} is missing; run with --loadgen full")
+        results.append(LoadGenResult.from_dict(json.loads(path.read_text())))
     return results
 
 
@@ -300,6 +316,7 @@ def fma_share(models: dict[str, dict[str, Any]], threads: int) -> dict[str, Any]
         return None
     best = min(rows, key=lambda r: r.latency.p50)
     peak = fp32_fma_peak(threads)
+    sgemm = sgemm_gflops()
     achieved = RESNET18_GFLOP / (best.latency.p50 / 1000)
     return {
         **peak,
@@ -307,6 +324,8 @@ def fma_share(models: dict[str, dict[str, Any]], threads: int) -> dict[str, Any]
         "p50_ms": best.latency.p50,
         "achieved_gflops": achieved,
         "share": achieved / peak["gflops"] if peak["gflops"] else None,
+        "sgemm_gflops": sgemm,
+        "share_of_sgemm": achieved / sgemm,
     }
 
 
@@ -372,6 +391,8 @@ def _loadgen_lines(loadgen: Sequence[Any], mode: str) -> list[str]:
             f"| {r.settings.scenario} | {r.model['backend']} {r.model['precision']} | "
             f"{s.metric} | {value} | {'VALID' if s.valid else 'INVALID'} | {why} |"
         )
+    if mode == "keep":
+        lines += ["", f"(kept from the run of {', '.join(sorted({r.created for r in loadgen}))})"]
     return lines
 
 
@@ -439,8 +460,12 @@ def summary_markdown(
             f"{peak['row']}: {fmt_ms(peak['p50_ms'])} ms = {peak['achieved_gflops']:.1f} "
             f"GFLOP/s ({RESNET18_GFLOP} GFLOP per image) = **{share}** of this CPU's fp32 peak "
             f"{peak['gflops'] or 0:.1f} GFLOP/s ({peak['cores']} cores x 2 FMA units x "
-            f"{peak['fp32_lanes']} fp32 lanes x 2 flop x {peak['ghz'] or 0:.2f} GHz, "
-            f"{peak['clock_source']}).",
+            f"{peak['fp32_lanes']} fp32 lanes ({peak['isa']}) x 2 flop x "
+            f"{peak['ghz'] or 0:.2f} GHz, "
+            f"{peak['clock_source']}). Measured ceiling: numpy float32 2048x2048 matmul "
+            f"{peak['sgemm_gflops']:.1f} GFLOP/s, of which this is "
+            f"**{fmt_pct(peak['share_of_sgemm'], 1)}** (a share above 100% of the theoretical "
+            "peak means the cores run above the clock the VM reports).",
         ]
     lines += [
         "",
@@ -539,7 +564,10 @@ def _print_summary(
             f"{c['ratio']:.3f}  {'MET' if c['met'] else 'NOT MET'}"
         )
     if peak is not None and peak["share"] is not None:
-        print(f"resnet18 fp32 batch 1 ({peak['row']}): {peak['share']:.1%} of the fp32 FMA peak")
+        print(
+            f"resnet18 fp32 batch 1 ({peak['row']}): {peak['share']:.1%} of the fp32 FMA peak, "
+            f"{peak['share_of_sgemm']:.1%} of a numpy sgemm"
+        )
     for name, m in models.items():
         cold, warm = m["cold"].goal("cold"), m["cold"].goal("warm")
         if cold is not None and warm is not None:

@@ -11,7 +11,12 @@ import rtmodels as rt
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.tools.loadgen import LoadGenSettings, parse_summary, run_loadgen
+from edgeport.runtime.tools.loadgen import (
+    LoadGenResult,
+    LoadGenSettings,
+    parse_summary,
+    run_loadgen,
+)
 
 pytest.importorskip("mlperf_loadgen")
 
@@ -82,11 +87,15 @@ def test_quick_run_is_judged_invalid_with_loadgens_reasons(
     assert result.test_settings["max_duration_ms"] == 1000
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
         assert (tmp_path / "loadgen" / name).is_file()
+    assert not (tmp_path / "loadgen" / "mlperf_log_trace.json").exists()  # switched off
     assert result.model["backend"] == "onnxruntime-cpu" and result.model["calls"] > 0
     assert result.samples["count"] == 64  # synthetic: the gemm bundle stores no reference
     data = json.loads(json.dumps(result.to_dict()))
     assert data["result"] == "INVALID" and data["metric"]["name"] == metric
     assert any("--quick" in n for n in data["notes"])
+    assert LoadGenResult.from_dict(data) == result  # what the matrix's --loadgen keep reads
+    with pytest.raises(ConfigError, match=r"expected an edgeport\.loadgen schema 1 result"):
+        LoadGenResult.from_dict({**data, "schema_version": 2})
 
 
 def test_loadgen_command_writes_logs_beside_the_json(bundle: Path, tmp_path: Path) -> None:

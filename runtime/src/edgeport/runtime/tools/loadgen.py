@@ -20,8 +20,9 @@ judges the run; edgeport only answers them:
   Offline's one query is sized to last about as long), so LoadGen itself says INVALID and
   why: the reasons are read from its summary.
 
-LoadGen writes ``mlperf_log_summary.txt`` and ``mlperf_log_detail.txt`` (with its trace and
-accuracy logs) to ``log_dir``; the result carries the summary's own metric and VALID/INVALID.
+LoadGen writes ``mlperf_log_summary.txt`` and ``mlperf_log_detail.txt`` (and its accuracy log;
+its trace is switched off) to ``log_dir``; the result carries the summary's own metric and
+VALID/INVALID.
 """
 
 from __future__ import annotations
@@ -297,6 +298,27 @@ class LoadGenResult:
             "notes": list(self.notes),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadGenResult:
+        """A result as :meth:`to_dict` wrote it (``edgeport.loadgen`` schema 1)."""
+        if data.get("schema") != "edgeport.loadgen" or data.get("schema_version") != 1:
+            raise ConfigError(
+                "expected an edgeport.loadgen schema 1 result, got "
+                f"{data.get('schema')!r} version {data.get('schema_version')!r}"
+            )
+        summary = data["summary"]
+        return cls(
+            settings=LoadGenSettings(**data["config"]),
+            summary=Summary(**{**summary, "reasons": tuple(summary["reasons"])}),
+            model=data["model"],
+            samples=data["samples"],
+            test_settings=data["test_settings"],
+            log_dir=data["logs"]["dir"],
+            environment=data["environment"],
+            created=data["created"],
+            notes=list(data["notes"]),
+        )
+
 
 def _samples(model: Any, source: Path, settings: LoadGenSettings) -> tuple[Feeds, str]:
     """The query sample library: every stored sample (or SYNTHETIC_SAMPLES synthetic ones), one
@@ -414,6 +436,7 @@ def run_loadgen(
         logs = lg.LogSettings()
         logs.log_output.outdir = str(log_dir)
         logs.log_output.copy_summary_to_stdout = False
+        logs.enable_trace = False  # its trace is ~150 bytes per sample: 90 MB in 600 s
         say(f"loadgen {scenario}: running (min duration {ts.min_duration_ms / 1000:g} s)")
         try:
             lg.StartTestWithLogSettings(sut, qsl, ts, logs)
