@@ -1,7 +1,7 @@
 """Batch inference throughput on Ray Data: one model actor against two, in one run.
 
 ResNet-18 (torchvision's, seeded random weights, 10 classes) at 3x224x224 fp32 is exported to
-ONNX with its model card (``edgeport.export.onnx.export_onnx``), a folder of PNG images is
+ONNX with its model card (``edgeport.export.export_module``), a folder of PNG images is
 written, and ``edgeport.runtime.batch.predict_batch`` classifies the folder on a local Ray
 cluster with the machine's CPUs: 1 worker x 1 thread, 2 workers x 1 thread, and, for
 reference, 1 worker x 2 threads. Times are end to end (actor start, model loads, decoding,
@@ -31,14 +31,17 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from matrix_lib import resnet18_classifier_onnx
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.6  # 2 workers / 1 worker, rows per second, on 2 cores
-SIZE = (224, 224)
 log = logging.getLogger("edgeport.benchmarks")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from edgeport.runtime.tools.envinfo import machine_slug
+    from edgeport.runtime.envinfo import machine_slug
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=512, help="PNG files to classify (512)")
@@ -52,29 +55,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def resnet18_onnx(work: Path) -> Path:
     """torchvision resnet18 (random weights, seeded) as fp32 ONNX with its card embedded."""
-    import torch
-
-    from edgeport.export.onnx import export_onnx
-    from edgeport.runtime.bundle import BatchRange
-    from edgeport.runtime.card import ModelCard
-    from edgeport.train.models import build_model
-
     path = work / "resnet18.onnx"
     if path.is_file():
         return path
-    torch.manual_seed(0)
-    card = ModelCard(
-        architecture="resnet18",
-        num_classes=10,
-        class_names=tuple(f"class{i}" for i in range(10)),
-        in_channels=3,
-        input_size=SIZE,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-    )
-    model = build_model("resnet18", num_classes=10, input_size=SIZE)
-    export_onnx(model, card, path, batch=BatchRange(1, 16, 64))
-    return path
+    names = [f"class{i}" for i in range(10)]
+    return resnet18_classifier_onnx(path, opt_batch=16, class_names=names)
 
 
 def image_folder(work: Path, count: int) -> Path:
@@ -130,8 +115,8 @@ def plain_processes(model: Path, folder: Path, processes: int, batch: int) -> fl
 def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
+    from edgeport.runtime.envinfo import cpu_counts, cpu_model
     from edgeport.runtime.io import atomic_write_json
-    from edgeport.runtime.tools.envinfo import cpu_counts, cpu_model
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)

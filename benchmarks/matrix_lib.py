@@ -114,6 +114,42 @@ def train_model(
         return Path(train(config))
 
 
+def resnet18_classifier_onnx(path: Path, *, opt_batch: int, class_names: Sequence[str]) -> Path:
+    """torchvision resnet18 (seeded random weights, 10 classes) exported by edgeport's
+    ``export_module`` as an fp32 classifier with its card (ImageNet normalisation, 224x224) in
+    the ONNX metadata, so the file alone can ``predict`` and be served; copied to ``path``."""
+    import shutil
+    import tempfile
+
+    import torch
+    import torchvision
+
+    from edgeport.export import export_module
+    from edgeport.export.settings import ImagePreprocessing
+    from edgeport.runtime.bundle import BatchRange
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = export_module(
+            torchvision.models.resnet18(num_classes=len(class_names)).eval(),
+            torch.randn(1, 3, 224, 224),
+            Path(tmp) / "bundle",
+            input_names=("input",),
+            output_names=("logits",),
+            task="classification",
+            class_names=tuple(class_names),
+            architecture="resnet18",
+            image=ImagePreprocessing(
+                size=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+            ),
+            batch=BatchRange(1, opt_batch, 64),
+        )
+        (artifact,) = manifest.artifacts
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "bundle" / artifact.path, path)
+    return path
+
+
 def export_bundle(
     run_dir: Path,
     bundle: Path,

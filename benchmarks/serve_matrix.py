@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from matrix_lib import resnet18_classifier_onnx
 from runtime_overhead import build_small_cnn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,25 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_resnet18(path: Path) -> Path:
     """torchvision resnet18 with random weights and 10 classes, exported by edgeport-export."""
-    import torch
-    import torchvision
-
-    from edgeport.export.onnx import export_onnx
-    from edgeport.runtime.bundle import BatchRange
-    from edgeport.runtime.card import ModelCard
-
-    torch.manual_seed(0)
-    card = ModelCard(
-        architecture="resnet18",
-        num_classes=10,
-        class_names=tuple(str(i) for i in range(10)),
-        in_channels=3,
-        input_size=(224, 224),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-    )
-    export_onnx(torchvision.models.resnet18(num_classes=10), card, path, batch=BatchRange(1, 8, 64))
-    return path
+    return resnet18_classifier_onnx(path, opt_batch=8, class_names=[str(i) for i in range(10)])
 
 
 def build(name: str, folder: Path) -> Path:

@@ -104,6 +104,10 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
     assert first["model"] == "simple_cnn_bn" and first["ratio"] > 0
     assert [c["batch"] for c in matrix["auto_vs_best_peer"]] == [1, 8]
     assert all(c["ratio"] > 0 for c in matrix["auto_vs_best_peer"])
+    head = matrix["auto_vs_best_peer"][0]  # timed head to head, in interleaved rounds
+    assert head["rounds"] == 7 and head["auto"].startswith("auto (")
+    assert {"bare-onnxruntime fp32", "openvino fp32"} <= set(head["p50_ms"])
+    assert [c["batch"] for c in matrix["auto_vs_best_peer_sequential"]] == [1, 8]
     cold = json.loads((out / "simple_cnn_bn.coldstart.json").read_text())
     assert {r["subject"] for r in cold["rows"]} >= {"auto", "bare-onnxruntime"}
     check = json.loads((out / "simple_cnn_bn.check.json").read_text())

@@ -19,6 +19,7 @@ from edgeport.runtime.tools.timing import (
     throughput,
     time_device,
     time_host,
+    time_interleaved,
 )
 
 
@@ -255,3 +256,17 @@ def test_parse_batches_and_lists() -> None:
     assert parse_list("", ("a",), "things") is None
     with pytest.raises(ConfigError, match=r"unknown backends \['onnxruntime-gpu'\]"):
         parse_list("onnxruntime-gpu", ("onnxruntime-cpu",), "backends")
+
+
+def test_interleaved_rounds_rotate_the_order_and_share_the_calls() -> None:
+    calls: list[str] = []
+    steps = {key: (lambda key=key: calls.append(key)) for key in ("a", "b", "c")}
+    config = TimingConfig(warmup_s=0.0, iterations=6, min_iterations=3)
+    samples = time_interleaved(steps, config, rounds=3)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 6, "b": 6, "c": 6}
+    timed = calls[3:]  # after one warm-up call each
+    assert len(timed) == 9 * 3  # per step and round: one untimed call, then 2 timed
+    firsts = [timed[i] for i in range(0, len(timed), 3)]
+    assert firsts == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    with pytest.raises(ConfigError, match="rounds must be >= 1"):
+        time_interleaved(steps, config, rounds=0)

@@ -28,7 +28,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (the record holds for these)")
     parser.add_argument("--backend", help="comma-separated backends to consider (default: all)")
     parser.add_argument("--warmup-s", type=float, default=0.5, help="warm-up seconds (0.5)")
-    parser.add_argument("--duration-s", type=float, default=2.0, help="seconds per timing (2)")
+    parser.add_argument(
+        "--duration-s", type=float, default=2.0, help="seconds per candidate and batch size (2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds sharing those seconds (5)"
+    )
     parser.add_argument(
         "--in-bundle",
         action="store_true",
@@ -42,6 +47,7 @@ def run_tune(args: argparse.Namespace) -> int:
         batches=tuple(int(b) for b in args.batch.split(",") if b.strip()),
         threads=args.threads,
         timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+        rounds=args.rounds,
         backends=tuple(b.strip() for b in (args.backend or "").split(",") if b.strip()),
     )
     record, left_out = tune(args.bundle, settings)

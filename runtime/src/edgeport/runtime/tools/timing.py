@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from edgeport.runtime.backends.cuda import cuda_call, cudart
 from edgeport.runtime.errors import ConfigError, InputError
+
+K = TypeVar("K", bound=Hashable)
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -141,6 +143,34 @@ def time_host(step: Callable[[], object], config: TimingConfig) -> np.ndarray:
         step()
         samples.append(clock() - t0)
     return np.asarray(samples, dtype=np.float64) / 1e6
+
+
+def time_interleaved(
+    steps: Mapping[K, Callable[[], object]], config: TimingConfig, rounds: int = 5
+) -> dict[K, np.ndarray]:
+    """Latency samples (ms) of each step, timed in ``rounds`` interleaved rounds: every step
+    is warmed up, then each round times each step for ``duration_s / rounds`` (or
+    ``iterations / rounds`` calls, after one untimed call) in an order rotated per round, so
+    a slow moment of a busy or shared machine lands on every step instead of deciding between
+    them."""
+    if rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, got {rounds}")
+    keys = list(steps)
+    for key in keys:
+        _warm_up(steps[key], config.warmup_s)
+    iterations = None if config.iterations is None else max(1, config.iterations // rounds)
+    share = replace(
+        config,
+        warmup_s=0.0,
+        duration_s=config.duration_s / rounds,
+        iterations=iterations,
+        min_iterations=max(1, config.min_iterations // rounds),
+    )
+    samples: dict[K, list[np.ndarray]] = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            samples[key].append(time_host(steps[key], share))
+    return {key: np.concatenate(parts) for key, parts in samples.items()}
 
 
 class DeviceEvent(Protocol):

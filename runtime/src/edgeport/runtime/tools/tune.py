@@ -4,9 +4,10 @@ fastest per batch size (:mod:`edgeport.runtime.tuning`), for ``load(backend="aut
 Candidates are what ``auto`` itself would consider: every backend that runs the artifact's
 format on this machine (not ``onnxruntime-tensorrt``, which builds engines for minutes), and an
 artifact only when its export parity check passed (fp32 also when unchecked), so a tuned choice
-is never one the parity gate refused. Each is timed on the bundle's stored reference inputs
-(else seeded synthetic ones) with the benchmarks' timing engine: warm-up, then repeated calls,
-the median (p50) decides.
+is never one the parity gate refused. All are loaded at once and timed on the bundle's stored
+reference inputs (else seeded synthetic ones) in interleaved rounds (each candidate in turn,
+the order rotated per round; ``timing.duration_s`` per candidate shared by the rounds), so a
+slow moment of a shared machine does not decide between them; the median (p50) decides.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from edgeport.runtime.backends.registry import (
 from edgeport.runtime.bundle import Artifact, Manifest
 from edgeport.runtime.errors import ConfigError, EdgeportError
 from edgeport.runtime.feeds import InputData, resolve_shapes
-from edgeport.runtime.model import load
+from edgeport.runtime.model import Model, load
 from edgeport.runtime.reference import load_reference
-from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_host
+from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
 from edgeport.runtime.tuning import (
     BatchWinner,
     Timing,
@@ -51,10 +52,13 @@ class TuneSettings:
     threads: int | None = None
     timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup_s=0.5, duration_s=2.0))
     backends: tuple[str, ...] = ()  # () = every one that can run here
+    rounds: int = 5  # interleaved rounds sharing timing.duration_s per candidate
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
             raise ConfigError(f"batch sizes must be integers >= 1, got {self.batches}")
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise ConfigError(f"unknown backends {unknown}; choose from {list(BACKENDS)}")
@@ -80,27 +84,56 @@ def candidates(
     return chosen, left_out
 
 
-def _time_one(
-    bundle_dir: Path, backend: str, art: Artifact, data: InputData, settings: TuneSettings
-) -> dict[int, LatencyStats]:
-    stats = {}
-    with load(
-        bundle_dir, backend=backend, precision=art.precision, threads=settings.threads
-    ) as model:
+Opened = dict[tuple[str, str], tuple[Artifact, Model]]  # (backend, artifact name) -> both
+
+
+def _open(
+    bundle_dir: Path, pairs: Sequence[tuple[str, Artifact]], settings: TuneSettings
+) -> tuple[Opened, list[str]]:
+    """Every candidate loaded at once (so they can be timed in interleaved rounds), and why
+    the ones that failed to load are left out."""
+    models: Opened = {}
+    left_out = []
+    for backend, art in pairs:
+        try:
+            model = load(
+                bundle_dir, backend=backend, precision=art.precision, threads=settings.threads
+            )
+        except EdgeportError as exc:
+            left_out.append(f"{backend} {art.name}: {exc}")
+            continue
         if model.artifact is None or model.artifact.name != art.name:
-            raise ConfigError(f"{backend} opened another artifact than {art.name}")
-        for batch in settings.batches:
-            if batch not in model.batch_range:
-                continue
-            first = model.inputs[0]
-            rest = resolve_shapes([first])[first.name][1:]
-            feeds = data.feeds(
-                model.inputs, resolve_shapes(model.inputs, {first.name: (batch, *rest)})
-            )
-            stats[batch] = LatencyStats.from_samples(
-                time_host(functools.partial(model.infer, feeds), settings.timing)
-            )
-    return stats
+            model.close()
+            left_out.append(f"{backend} {art.name}: {backend} opened another artifact")
+            continue
+        models[(backend, art.name)] = (art, model)
+    return models, left_out
+
+
+def _step(model: Model, data: InputData, batch: int) -> Callable[[], object]:
+    first = model.inputs[0]
+    rest = resolve_shapes([first])[first.name][1:]
+    feeds = data.feeds(model.inputs, resolve_shapes(model.inputs, {first.name: (batch, *rest)}))
+    return functools.partial(model.infer, feeds)
+
+
+def _time_batch(
+    models: Opened, data: InputData, batch: int, settings: TuneSettings
+) -> list[Timing]:
+    steps = {
+        key: _step(model, data, batch)
+        for key, (_, model) in models.items()
+        if batch in model.batch_range
+    }
+    if not steps:
+        return []
+    samples = time_interleaved(steps, settings.timing, settings.rounds)
+    timings = []
+    for (backend, name), ms in samples.items():
+        stats = LatencyStats.from_samples(ms)
+        art = models[(backend, name)][0]
+        timings.append(Timing(backend, art.precision, name, stats.p50, stats.p90))
+    return timings
 
 
 def tune(
@@ -121,16 +154,17 @@ def tune(
         if reference
         else InputData("synthetic inputs")
     )
-    measured: dict[int, list[Timing]] = {b: [] for b in settings.batches}
-    for backend, art in pairs:
-        say(f"timing {art.name} on {backend}")
-        try:
-            stats = _time_one(bundle_dir, backend, art, data, settings)
-        except EdgeportError as exc:
-            left_out.append(f"{backend} {art.name}: {exc}")
-            continue
-        for batch, s in stats.items():
-            measured[batch].append(Timing(backend, art.precision, art.name, s.p50, s.p90))
+    models, failed = _open(bundle_dir, pairs, settings)
+    left_out += failed
+    measured: dict[int, list[Timing]] = {}
+    try:
+        for batch in settings.batches:
+            names = ", ".join(f"{name} on {backend}" for backend, name in models)
+            say(f"timing batch {batch} in {settings.rounds} interleaved rounds: {names}")
+            measured[batch] = _time_batch(models, data, batch, settings)
+    finally:
+        for _, model in models.values():
+            model.close()
     return _record(bundle_dir, settings, measured), left_out
 
 
