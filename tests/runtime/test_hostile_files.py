@@ -56,6 +56,17 @@ def test_a_deeply_nested_card_in_onnx_metadata(tmp_path: Path) -> None:
         load(path)
 
 
+def test_an_onnx_attribute_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """Found by `make fuzz`: ONNX Runtime quotes the bad bytes in its error and its Python
+    binding then raises UnicodeDecodeError instead of its own error."""
+    good = rt.save(rt.gemm_model(), tmp_path / "good.onnx").read_bytes()
+    assert good.count(b"transB") == 1
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(good.replace(b"transB", b"tr\xe1nsB"))
+    with pytest.raises(ModelLoadError, match=r"not UTF-8 text .* bytes of a damaged file"):
+        load(path, backend="onnxruntime-cpu")
+
+
 @pytest.mark.parametrize("name", ["model.onnx", "model.engine"])
 def test_a_fifo_given_as_a_model_is_refused_without_blocking(tmp_path: Path, name: str) -> None:
     fifo = tmp_path / name

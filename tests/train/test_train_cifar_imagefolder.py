@@ -190,3 +190,23 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     broken = split.files.index(tmp_path / "empty" / "broken.png")
     with pytest.raises(DatasetError, match=r"cannot read .*broken\.png"):
         split.image(broken)
+
+
+def test_cifar_reader_bounds_what_a_damaged_batch_allocates(tmp_path: Path) -> None:
+    """Found by `make fuzz`: an array constructor asked for 2**31 elements (2 GiB allocated
+    before its data was read) and a BINBYTES8 length of 2**63 escaped as raw errors."""
+    root = tmp_path / cifar.BATCH_DIR
+    root.mkdir()
+    good = pickle.dumps(_batch(0, 2), protocol=2)
+    assert good.count(b"K\x00\x85") == 1  # _reconstruct(ndarray, (0,), b'b')
+    huge_shape = good.replace(b"K\x00\x85", b"J\xff\xff\xff\x7f\x85")
+    (root / cifar.TEST_BATCH).write_bytes(huge_shape)
+    with pytest.raises(DatasetError, match=r"unexpected array constructor arguments"):
+        load_split("cifar10", "test", data_root=tmp_path)
+    (root / cifar.TEST_BATCH).write_bytes(b"\x80\x04\x8e" + (2**63).to_bytes(8, "little"))
+    with pytest.raises(DatasetError, match="is not a CIFAR-10 python batch"):
+        load_split("cifar10", "test", data_root=tmp_path)
+    with (root / cifar.TEST_BATCH).open("wb") as sparse:
+        sparse.truncate(cifar.MAX_BATCH_BYTES + 1)
+    with pytest.raises(DatasetError, match="a CIFAR-10 batch is about 31 MB"):
+        load_split("cifar10", "test", data_root=tmp_path)

@@ -30,6 +30,7 @@ BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META_FILE = "batches.meta"
+MAX_BATCH_BYTES = 64 << 20  # a real batch is 31 MB
 CLASS_NAMES = (
     "airplane",
     "automobile",
@@ -49,7 +50,15 @@ def _numpy_reconstruct() -> Any:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return _reconstruct
+
+    def empty_array(cls: Any, shape: Any, dtype: Any) -> Any:
+        """numpy pickles every array as ``_reconstruct(ndarray, (0,), b'b')`` and then its
+        state; another shape would allocate memory that the file does not hold."""
+        if cls is not np.ndarray or shape != (0,):
+            raise DatasetError(f"unexpected array constructor arguments ({shape!r})")
+        return _reconstruct(cls, shape, dtype)
+
+    return empty_array
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -83,6 +92,12 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 def read_batch(path: Path) -> dict[str, Any]:
     """One python-format batch as a dict with str keys; never executes code from the file."""
     try:
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise DatasetError(
+                f"{path} is {size:,} bytes; a CIFAR-10 batch is about 31 MB (limit "
+                f"{MAX_BATCH_BYTES:,})"
+            )
         payload = path.read_bytes()
     except FileNotFoundError as exc:
         raise DatasetError(f"CIFAR-10 batch file not found: {path}") from exc
@@ -90,7 +105,7 @@ def read_batch(path: Path) -> dict[str, Any]:
         data = _ArrayOnlyUnpickler(io.BytesIO(payload), encoding="bytes").load()
     except DatasetError as exc:
         raise DatasetError(f"{path}: {exc}") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # any failure of the restricted unpickler means a damaged file
         raise DatasetError(
             f"{path} is not a CIFAR-10 python batch (truncated or corrupt?): {exc}"
         ) from exc

@@ -175,6 +175,11 @@ class OnnxRuntimeBackend(Backend):
         providers = self._providers(backend, settings)
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except UnicodeDecodeError as exc:  # ORT's message quoted bytes of a damaged file
+            raise ModelLoadError(
+                f"onnxruntime cannot load {path}: it failed with a message that is not UTF-8 "
+                f"text ({exc.reason}), as when it quotes the bytes of a damaged file"
+            ) from exc
         except ort_errors() as exc:
             kind = type(exc).__name__
             if kind in _MODEL_ERRORS or backend == "onnxruntime-cpu":
