@@ -612,6 +612,7 @@ class Model:
         self._output_names = tuple(s.name for s in outputs)
         # Model.run: one input and one output; float32 in and out, even for an fp16 file
         self._single = self._feeds._checks[0] if len(inputs) == 1 == len(outputs) else None
+        self._one_input = self._feeds._checks[0] if len(inputs) == 1 else None
         self._run_in_f16 = len(inputs) == 1 and inputs[0].dtype == "float16"
         self._run_out_f16 = len(outputs) == 1 and outputs[0].dtype == "float16"
         self.check_outputs = check_outputs  # warn on NaN/Inf outputs
@@ -662,8 +663,11 @@ class Model:
         """The outputs by name (in the model's order) for inputs given by name. A model with
         one input also takes the array itself. Every input is validated first (:mod:`specs`)."""
         backend = self._live()
-        if type(feeds) is np.ndarray and len(self.inputs) == 1:
-            arrays = [self._feeds.one(self._feeds._checks[0], feeds)]
+        one = self._one_input
+        if one is not None and type(feeds) is np.ndarray:
+            arrays = [self._feeds.one(one, feeds)]
+        elif one is not None and type(feeds) is dict and len(feeds) == 1 and one.name in feeds:
+            arrays = [self._feeds.one(one, feeds[one.name])]  # the common case, checked alike
         else:
             arrays = self._feeds(feeds)  # type: ignore[arg-type]
         outputs = backend.infer(arrays)
