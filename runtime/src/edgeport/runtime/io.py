@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -56,6 +56,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_report(
+    data: Callable[[], Any],
+    markdown: Callable[[], str],
+    *,
+    json_path: str | Path | None = None,
+    markdown_path: str | Path | None = None,
+) -> list[Path]:
+    """A result's JSON (``data()``) and Markdown (``markdown()``), whichever is asked for, each
+    written atomically; returns the paths written."""
+    written = []
+    if json_path:
+        written.append(atomic_write_json(json_path, data()))
+    if markdown_path:
+        written.append(atomic_write_text(markdown_path, markdown()))
+    return written
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

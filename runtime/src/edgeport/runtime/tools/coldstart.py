@@ -41,7 +41,7 @@ import numpy as np
 
 from edgeport.runtime.errors import ConfigError, InputError
 from edgeport.runtime.feeds import resolve_shapes, synthetic_feeds
-from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.runtime.io import atomic_write_bytes, write_report
 from edgeport.runtime.reference import npz_bytes
 
 log = logging.getLogger(__name__)
@@ -564,9 +564,9 @@ def write_coldstart(
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
 ) -> list[Path]:
-    written = []
-    if json_path:
-        written.append(atomic_write_json(json_path, result.to_dict()))
-    if markdown_path:
-        written.append(atomic_write_text(markdown_path, coldstart_markdown(result)))
-    return written
+    return write_report(
+        result.to_dict,
+        lambda: coldstart_markdown(result),
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )

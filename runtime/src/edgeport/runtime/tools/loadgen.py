@@ -42,7 +42,7 @@ import numpy as np
 
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, EdgeportError
 from edgeport.runtime.feeds import Feeds, resolve_shapes
-from edgeport.runtime.io import atomic_write_json, atomic_write_text
+from edgeport.runtime.io import write_report
 from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_host
 
 log = logging.getLogger(__name__)
@@ -522,9 +522,9 @@ def write_loadgen(
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
 ) -> list[Path]:
-    written = []
-    if json_path:
-        written.append(atomic_write_json(json_path, result.to_dict()))
-    if markdown_path:
-        written.append(atomic_write_text(markdown_path, loadgen_markdown(result)))
-    return written
+    return write_report(
+        result.to_dict,
+        lambda: loadgen_markdown(result),
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )

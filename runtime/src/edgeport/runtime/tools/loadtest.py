@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError
 from edgeport.runtime.feeds import load_npz, synthetic_feeds
-from edgeport.runtime.io import atomic_write_json, atomic_write_text
+from edgeport.runtime.io import write_report
 from edgeport.runtime.serve.protocol import encode_infer_request, specs_from_metadata
 from edgeport.runtime.tools.timing import LatencyStats
 
@@ -376,9 +376,9 @@ def write_loadtest(
     result: LoadTestResult, *, json_path: Path | None = None, markdown_path: Path | None = None
 ) -> list[Path]:
     """Write whichever outputs are asked for; returns the paths written."""
-    written = []
-    if json_path:
-        written.append(atomic_write_json(json_path, result.to_dict()))
-    if markdown_path:
-        written.append(atomic_write_text(markdown_path, loadtest_markdown(result)))
-    return written
+    return write_report(
+        result.to_dict,
+        lambda: loadtest_markdown(result),
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )
