@@ -193,8 +193,9 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
 
 
 def test_cifar_reader_bounds_what_a_damaged_batch_allocates(tmp_path: Path) -> None:
-    """Found by `make fuzz`: an array constructor asked for 2**31 elements (2 GiB allocated
-    before its data was read) and a BINBYTES8 length of 2**63 escaped as raw errors."""
+    """Found by `make fuzz`: an array constructor asked for 2**31 elements, and a flipped bit
+    made a BINBYTES8 length that the C unpickler allocated before reading (1.9 GB from a 4 KB
+    file); a length of 2**63 escaped as OverflowError."""
     root = tmp_path / cifar.BATCH_DIR
     root.mkdir()
     good = pickle.dumps(_batch(0, 2), protocol=2)
@@ -206,6 +207,9 @@ def test_cifar_reader_bounds_what_a_damaged_batch_allocates(tmp_path: Path) -> N
     (root / cifar.TEST_BATCH).write_bytes(b"\x80\x04\x8e" + (2**63).to_bytes(8, "little"))
     with pytest.raises(DatasetError, match="is not a CIFAR-10 python batch"):
         load_split("cifar10", "test", data_root=tmp_path)
+    (root / cifar.TEST_BATCH).write_bytes(b"\x80\x04\x8e" + (2**30).to_bytes(8, "little") + b"x")
+    with pytest.raises(DatasetError, match=r"expected 1073741824 bytes in a bytes8"):
+        load_split("cifar10", "test", data_root=tmp_path)  # refused before 1 GiB is allocated
     with (root / cifar.TEST_BATCH).open("wb") as sparse:
         sparse.truncate(cifar.MAX_BATCH_BYTES + 1)
     with pytest.raises(DatasetError, match="a CIFAR-10 batch is about 31 MB"):
