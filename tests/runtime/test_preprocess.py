@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,22 @@ def test_corrupt_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(InputError, match="cannot read image"):
+        load_image(bad)
+
+
+def test_a_tiff_whose_strip_offsets_are_a_rational(tmp_path: Path) -> None:
+    """Found by `make fuzz`: Pillow raises TypeError on a TIFF tag of the wrong type."""
+    good = tmp_path / "good.tiff"
+    Image.fromarray(np.zeros((1, 8), np.uint8), mode="L").save(good, format="TIFF")
+    data = bytearray(good.read_bytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == 273:  # StripOffsets: LONG -> RATIONAL
+            struct.pack_into("<H", data, entry + 2, 5)
+    bad = tmp_path / "bad.tiff"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"cannot read image .*bad\.tiff: TypeError"):
         load_image(bad)
 
 

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
+from edgeport.runtime.errors import (
+    BackendUnavailable,
+    ConfigError,
+    EdgeportError,
+    InputError,
+    ModelLoadError,
+)
 from edgeport.runtime.io import read_regular_file
 
 if TYPE_CHECKING:
@@ -136,8 +142,12 @@ def decode_image(data: bytes, what: str = "image") -> np.ndarray:
             f"{what} is {pixels}, above the limit of {_limit['pixels']:,}; refusing to "
             "decode it (raise the limit with --max-image-pixels)"
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for corrupt files
-        raise InputError(f"cannot read {what}: {exc}") from exc
+    except EdgeportError:
+        raise
+    except Exception as exc:  # a decoder meets untrusted bytes: any failure is a damaged file
+        # (Pillow raises OSError, SyntaxError and ValueError, and also TypeError where a
+        # damaged TIFF tag has the wrong type)
+        raise InputError(f"cannot read {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _pil_pixels(img: Any) -> np.ndarray:
