@@ -287,21 +287,17 @@ def sgemm_gflops(n: int = 2048, runs: int = 10) -> float:
     """A measured fp32 ceiling: the best of ``runs`` numpy float32 n x n matmuls (its BLAS, on
     every thread it uses), in GFLOP/s. A VM reports its nominal clock, not what the cores boost
     to, so the theoretical peak alone can be exceeded."""
-    import time
-
     import numpy as np
 
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     a @ b  # warm-up: threads started, pages touched
-    best = min(_timed_matmul(a, b, time.perf_counter) for _ in range(runs))
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
-
-
-def _timed_matmul(a: Any, b: Any, clock: Any) -> float:
-    start = clock()
-    a @ b
-    return float(clock() - start)
 
 
 def fp32_fma_peak(cores: int) -> dict[str, Any]:

@@ -309,19 +309,16 @@ def auto_vs_peers(name: str, result: Any) -> list[dict[str, Any]]:
 
 
 def _engine_steps(
-    bundle: Path, result: Any, batch: int, threads: int
+    bundle: Path, result: Any, inputs: dict[str, Any], batch: int, threads: int
 ) -> tuple[dict[str, Any], list[Any]]:
     """auto and every engine peer (bare ONNX Runtime and OpenVINO, fp32 and int8 where its
-    parity passed in the sequential rows) as ready calls on the same reference inputs."""
+    parity passed in the sequential rows) as ready calls on the first ``batch`` of
+    ``inputs``."""
     from functools import partial
 
     from edgeport.runtime import load
-    from edgeport.runtime.bundle import Manifest
-    from edgeport.runtime.reference import load_reference
 
-    reference = load_reference(bundle, Manifest.load(bundle))
-    assert reference is not None, f"{bundle} stores no reference inputs"
-    feeds = {k: np.ascontiguousarray(v[:batch]) for k, v in reference.inputs.items()}
+    feeds = {k: np.ascontiguousarray(v[:batch]) for k, v in inputs.items()}
     passed = {
         (r.backend, r.precision)
         for r in result.rows
@@ -345,12 +342,17 @@ def head_to_head(name: str, bundle: Path, result: Any, args: argparse.Namespace)
     """auto against the engine peers in interleaved rounds (``time_interleaved``), per batch
     size: the goal's measure, since rows timed one after another on a shared VM differ by more
     than the 3% the goal allows."""
+    from edgeport.runtime.bundle import Manifest
+    from edgeport.runtime.reference import load_reference
     from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
 
+    reference = load_reference(bundle, Manifest.load(bundle))
+    if reference is None:
+        raise SystemExit(f"{bundle} stores no reference inputs to time the engines on")
     config = TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s)
     cells = []
     for batch in sorted({r.batch for r in result.rows}):
-        steps, opened = _engine_steps(bundle, result, batch, args.threads)
+        steps, opened = _engine_steps(bundle, result, reference.inputs, batch, args.threads)
         try:
             with timed(f"{name} batch {batch}: {len(steps)} engines in {H2H_ROUNDS} rounds"):
                 samples = time_interleaved(steps, config, H2H_ROUNDS)
