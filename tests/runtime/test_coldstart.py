@@ -4,6 +4,7 @@ ONNX file; the fields, not the speed, are checked (speed goals are printed by be
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from edgeport.runtime.tools.coldstart import (
     ColdStartSettings,
     cold_start,
     coldstart_markdown,
+    run_process,
 )
 
 
@@ -96,3 +98,13 @@ def test_cold_start_settings_are_checked() -> None:
         ColdStartSettings(subjects=("tensorflow",))
     with pytest.raises(ConfigError, match="runs must be >= 1"):
         ColdStartSettings(runs=0)
+    with pytest.raises(ConfigError, match="timeout_s must be > 0"):
+        ColdStartSettings(timeout_s=0)
+
+
+def test_a_process_past_its_timeout_is_killed_and_reported(tmp_path: Path) -> None:
+    settings = ColdStartSettings(timeout_s=0.5)
+    started = time.monotonic()
+    proc = run_process("auto", "cold", "import time; time.sleep(60)", tmp_path, settings)
+    assert proc.error == "timed out" and proc.total_s == 0.5
+    assert time.monotonic() - started < 30  # killed, not waited for
