@@ -610,9 +610,9 @@ class Model:
         self.notes = list(notes or [])
         self._feeds = _feed_check(inputs)
         self._output_names = tuple(s.name for s in outputs)
+        self._one_input = self._feeds._checks[0] if len(inputs) == 1 else None  # infer's fast path
         # Model.run: one input and one output; float32 in and out, even for an fp16 file
-        self._single = self._feeds._checks[0] if len(inputs) == 1 == len(outputs) else None
-        self._one_input = self._feeds._checks[0] if len(inputs) == 1 else None
+        self._single = self._one_input if len(outputs) == 1 else None
         self._run_in_f16 = len(inputs) == 1 and inputs[0].dtype == "float16"
         self._run_out_f16 = len(outputs) == 1 and outputs[0].dtype == "float16"
         self.check_outputs = check_outputs  # warn on NaN/Inf outputs

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.errors import BackendUnavailable, InputError
-from edgeport.runtime.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.runtime.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    write_report,
+)
 from edgeport.runtime.tools.bench_result import (
     CSV_COLUMNS,
     CUDA_GRAPH,
@@ -729,9 +734,9 @@ def write_check(
     markdown_path: str | Path | None = None,
 ) -> list[Path]:
     """Write a ``CheckReport.to_dict()`` as JSON and/or Markdown; returns the paths written."""
-    written = []
-    if json_path:
-        written.append(atomic_write_json(json_path, report))
-    if markdown_path:
-        written.append(atomic_write_text(markdown_path, check_markdown(report)))
-    return written
+    return write_report(
+        lambda: report,
+        lambda: check_markdown(report),
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )

@@ -157,9 +157,9 @@ def tune(
     models, failed = _open(bundle_dir, pairs, settings)
     left_out += failed
     measured: dict[int, list[Timing]] = {}
+    names = ", ".join(f"{name} on {backend}" for backend, name in models)
     try:
         for batch in settings.batches:
-            names = ", ".join(f"{name} on {backend}" for backend, name in models)
             say(f"timing batch {batch} in {settings.rounds} interleaved rounds: {names}")
             measured[batch] = _time_batch(models, data, batch, settings)
     finally:
