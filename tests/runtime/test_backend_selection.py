@@ -20,7 +20,7 @@ from edgeport.runtime.backends.registry import (
     machine_report,
     plan,
 )
-from edgeport.runtime.errors import BackendUnavailable
+from edgeport.runtime.errors import BackendUnavailable, InputError
 from edgeport.runtime.specs import TensorSpec
 
 CPU_ONLY = machine_report()["onnxruntime-cuda"] is not None
@@ -58,12 +58,20 @@ def test_parse_device(text: object, expected: tuple[str | None, int]) -> None:
     assert parse_device(text) == expected  # type: ignore[arg-type]
 
 
-def candidates(*precisions: str, parity: dict[str, bool | None] | None = None) -> list[ModelFile]:
+def candidates(
+    *precisions: str,
+    parity: dict[str, bool | None] | None = None,
+    targets: dict[str, str] | None = None,
+) -> list[ModelFile]:
+    """One ONNX candidate per precision; ``targets`` maps a label suffix to the engine family
+    an extra int8 artifact ``onnx-int8-SUFFIX`` was made for."""
     out = []
-    for p in precisions:
+    specs = [(p, f"onnx-{p}", None) for p in precisions]
+    specs += [("int8", f"onnx-int8-{suffix}", t) for suffix, t in (targets or {}).items()]
+    for p, name, target in specs:
         ok = (parity or {}).get(p, True)
         art = rt.Artifact(
-            name=f"onnx-{p}",
+            name=name,
             format="onnx",
             precision=p,
             path=f"model.{p}.onnx",
@@ -72,9 +80,29 @@ def candidates(*precisions: str, parity: dict[str, bool | None] | None = None) -
             inputs=(TensorSpec("input", "float32", (1, 1, 2, 2)),),
             outputs=(TensorSpec("logits", "float32", (1, 3)),),
             parity=None if ok is None else rt.passed(ok),
+            target=target,
         )
         out.append(ModelFile("onnx", p, Path(art.path), art.name, artifact=art, bundle_dir=Path()))
     return out
+
+
+def test_int8_made_for_one_engine_runs_only_there() -> None:
+    cands = candidates("fp32", targets={"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"})
+    to_open, passed_over = plan(cands, backend="auto", precision="int8", device_kind="cpu")
+    assert [(b, c.label) for b, c in to_open] == [
+        ("onnxruntime-cpu", "onnx-int8-ort"),
+        ("openvino", "onnx-int8-ov"),
+    ]
+    reasons = {(a.backend, a.target): a.why for a in passed_over}
+    assert reasons[("onnxruntime-cpu", "onnx-int8-ov")] == (
+        "made for openvino, not for onnxruntime (onnxruntime-cpu runs those)"
+    )
+    assert "made for tensorrt" in reasons[("openvino", "onnx-int8-trt")]
+
+
+def test_artifact_target_is_validated() -> None:
+    with pytest.raises(InputError, match="target must be one of"):
+        candidates(targets={"x": "tflite"})
 
 
 def test_cpu_prefers_fp32_then_int8_then_fp16() -> None:

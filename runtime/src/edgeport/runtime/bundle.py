@@ -1,11 +1,11 @@
 """The bundle: the directory copied to a device, described by ``manifest.json``.
 
-The manifest lists every artifact (format, precision, relative path, sha256, size, inputs and
-outputs with the range of every dynamic dimension, tool versions, parity results and, for an
-engine, the TensorRT flavour, version and compute capability) next to the model card and the
-export settings. Export writes it; the runtime reads and verifies it. Paths are always
-relative and must stay inside the bundle. Manifests of schema 1 (one image input, one logits
-output) still load.
+The manifest lists every artifact (format, precision, the engine it was made for, relative
+path, sha256, size, inputs and outputs with the range of every dynamic dimension, tool
+versions, parity results and, for an engine, the TensorRT flavour, version and compute
+capability) next to the model card and the export settings. Export writes it; the runtime reads
+and verifies it. Paths are always relative and must stay inside the bundle. Manifests of schema
+1 (one image input, one logits output) and 2 (no artifact targets) still load.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ from edgeport.runtime.schema import decode, parse_json
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 3
 MAX_MANIFEST_BYTES = 64 << 20
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
+# The engine families an artifact can be made for: each fuses a different int8 form, so an
+# int8 file is quantized, timed and judged for one of them and run only by its backends.
+TARGETS = ("onnxruntime", "openvino", "tensorrt")
 MAX_BATCH = 65536  # the largest batch an export can be asked for
 MAX_MIN_BATCH = 1024  # inputs are padded up to an artifact's min batch: bounded by this
 _BATCH_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
@@ -102,10 +105,16 @@ class Artifact:
     parity: dict[str, Any] | None = None
     engine: EngineInfo | None = None
     source: str | None = None  # name of the artifact this one was built from
+    target: str | None = None  # the engine family it was made for (TARGETS); None: any
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise InputError(f"artifact format must be one of {FORMATS}, got {self.format!r}")
+        if self.target is not None and self.target not in TARGETS:
+            raise InputError(
+                f"artifact {self.name!r}: target must be one of {TARGETS} or null, "
+                f"got {self.target!r}"
+            )
         if self.precision not in PRECISIONS:
             raise InputError(
                 f"artifact precision must be one of {PRECISIONS}, got {self.precision!r}"

@@ -11,6 +11,9 @@ by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``on
 the session on every load (minutes); ask for it by name. Every candidate that is passed over is
 recorded as an :class:`Attempt` with the reason, which ``Model.explain()`` prints.
 
+An artifact made for one engine family (``Artifact.target``: an int8 file quantized in the form
+OpenVINO fuses, say) is run only by that family's backends (:data:`TARGET_OF`).
+
 Precision (``precision=None``) follows :data:`PRECISION_PREFERENCE`, fastest first for each
 backend, and takes the first artifact whose export parity check passed (an fp32 artifact is
 also taken when parity was not checked: it is the reference format). Reduced precision that
@@ -36,6 +39,14 @@ FORMAT_OF = {
     "onnxruntime-cuda": "onnx",
     "onnxruntime-cpu": "onnx",
     "openvino": "onnx",
+}
+# The engine family whose artifacts each backend runs (``Artifact.target``).
+TARGET_OF = {
+    "tensorrt": "tensorrt",
+    "onnxruntime-tensorrt": "tensorrt",
+    "onnxruntime-cuda": "onnxruntime",
+    "onnxruntime-cpu": "onnxruntime",
+    "openvino": "openvino",
 }
 ONNX_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "onnx")
 # Fastest first. On GPUs, TensorRT's int8 and fp16 kernels beat fp32. ONNX Runtime's CUDA
@@ -75,6 +86,11 @@ class ModelFile:
     @property
     def parity_passed(self) -> bool | None:
         return self.artifact.parity_passed if self.artifact else None
+
+    @property
+    def target(self) -> str | None:
+        """The engine family the file was made for; None: any that runs its format."""
+        return self.artifact.target if self.artifact else None
 
     @property
     def parity_failures(self) -> list[str]:
@@ -139,6 +155,9 @@ def candidate_unavailable_reason(
     """Why ``backend`` cannot run ``candidate`` here, decided without opening it."""
     if FORMAT_OF[backend] != candidate.format:
         return f"{backend} runs {FORMAT_OF[backend]} files, this is {candidate.format}"
+    mismatch = target_mismatch(backend, candidate)
+    if mismatch:
+        return mismatch
     if backend == "tensorrt":
         from edgeport.runtime.backends.tensorrt import static_unavailable_reason
 
@@ -250,7 +269,9 @@ def _backend_steps(
         mine, key=lambda c: preference.index(c.precision) if c.precision in preference else 99
     )
     for cand in mine:
-        why = parity_refusal(cand) if precision is None and cand.bundle_dir is not None else None
+        why = target_mismatch(name, cand)
+        if why is None and precision is None and cand.bundle_dir is not None:
+            why = parity_refusal(cand)
         if why is None and name == "tensorrt":
             why = candidate_unavailable_reason(name, cand, device_index)
         if why:
@@ -295,6 +316,13 @@ def plan(
         [s for s in ordered if not isinstance(s, Attempt)],
         [s for s in ordered if isinstance(s, Attempt)],
     )
+
+
+def target_mismatch(backend: str, cand: ModelFile) -> str | None:
+    """Why ``backend`` does not run ``cand``: it was made for another engine family."""
+    if cand.target is None or cand.target == TARGET_OF[backend]:
+        return None
+    return f"made for {cand.target}, not for {TARGET_OF[backend]} ({backend} runs those)"
 
 
 def parity_failed_text(cand: ModelFile) -> str:
