@@ -63,6 +63,7 @@ from edgeport.runtime.specs import (
     TensorSpec,
     merge_specs,
     nonfinite_outputs,
+    plain_array,
     range_text,
 )
 from edgeport.runtime.tasks import Detections, detections, label_maps, prepare_images
@@ -664,7 +665,7 @@ class Model:
         one input also takes the array itself. Every input is validated first (:mod:`specs`)."""
         backend = self._live()
         one = self._one_input
-        if one is not None and type(feeds) is np.ndarray:
+        if one is not None and isinstance(feeds, np.ndarray):  # np.memmap and other subclasses
             arrays = [self._feeds.one(one, feeds)]
         elif one is not None and type(feeds) is dict and len(feeds) == 1 and one.name in feeds:
             arrays = [self._feeds.one(one, feeds[one.name])]  # the common case, checked alike
@@ -693,8 +694,8 @@ class Model:
                 f"inputs {[s.name for s in self.inputs]} and outputs "
                 f"{list(self._output_names)}: use Model.infer"
             )
-        if self._run_in_f16 and type(batch) is np.ndarray and batch.dtype == _F32:
-            batch = batch.astype(_F16)
+        if self._run_in_f16 and isinstance(batch, np.ndarray) and batch.dtype == _F32:
+            batch = plain_array(batch).astype(_F16)
         outputs = backend.infer([self._feeds.one(check, batch)])
         if self.check_outputs:
             self._warn_nonfinite(outputs)
