@@ -35,7 +35,7 @@ class StorageError(EdgeportError, OSError):
 
     def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None):
         super().__init__(message)
-        self.errno, self.filename = errno, filename  # type: ignore[assignment]
+        self.errno, self.filename = errno, filename
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -213,7 +213,7 @@ def cache_dir(name: str) -> Path | None:
     base = os.environ.get("XDG_CACHE_HOME")
     if base:
         return Path(base) / "edgeport" / name
-    home = os.path.expanduser("~")
-    if home == "~" or not os.path.isabs(home):  # no $HOME and no password entry
+    home = Path("~").expanduser()
+    if not home.is_absolute():  # no $HOME and no password entry: "~" stays as it is
         return None
-    return Path(home) / ".cache" / "edgeport" / name
+    return home / ".cache" / "edgeport" / name

@@ -279,7 +279,11 @@ class FeedCheck:
         ndarray, without a copy."""
         if type(array) is not np.ndarray or array.dtype != check.dtype or array.ndim != check.rank:
             array = plain_array(array)
-            if type(array) is not np.ndarray or array.dtype != check.dtype or array.ndim != check.rank:
+            if (
+                type(array) is not np.ndarray
+                or array.dtype != check.dtype
+                or array.ndim != check.rank
+            ):
                 self._raise_array(check, array)
         shape = array.shape
         for axis, low, high in check.axes:
