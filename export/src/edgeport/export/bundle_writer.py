@@ -196,11 +196,11 @@ class BundleWriter:
             with contextlib.suppress(OSError):  # the staging folder's parent may be gone
                 self._owner.unlink(missing_ok=True)
         self._unlock()
-        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+        if isinstance(exc, OSError):
             raise self._storage_error(exc) from exc
 
     def _storage_error(self, exc: OSError) -> StorageError:
-        """``exc`` while staging or swapping the bundle, naming the bundle (and the file)."""
+        """``exc`` while staging or swapping the bundle, as an error naming the bundle."""
         if exc.errno == errno.EBUSY:
             return StorageError(
                 f"cannot replace the bundle {self.dest}: it is busy, e.g. a mount point, which "
@@ -209,12 +209,9 @@ class BundleWriter:
                 errno=exc.errno,
                 filename=str(self.dest),
             )
-        what = os.fsdecode(exc.filename) if exc.filename is not None else self.dest
-        error = storage_error(exc, what, "write")
+        error = storage_error(exc, self.dest, "write the bundle")
         return StorageError(
-            f"cannot write the bundle {self.dest} (it is left as it was): {error}",
-            errno=exc.errno,
-            filename=str(self.dest),
+            f"{error} (the bundle is left as it was)", errno=exc.errno, filename=str(self.dest)
         )
 
     def _lock(self) -> None:

@@ -52,8 +52,6 @@ _CAUSES: dict[int, tuple[str, str]] = {  # errno: (what happened, what to do)
 def storage_error(exc: OSError, path: str | Path, action: str) -> StorageError:
     """``exc``, raised while edgeport was to ``action`` ("write", "read", "replace", ...)
     ``path``, as a :class:`StorageError` that names the path, the cause and what to do."""
-    if isinstance(exc, StorageError):
-        return exc
     cause, advice = _CAUSES.get(exc.errno or 0, (exc.strerror or str(exc), "check the path"))
     return StorageError(
         f"cannot {action} {path}: {cause}; {advice}",
@@ -104,6 +102,22 @@ def _remove_quietly(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         return
+
+
+def check_writable(*paths: str | Path | None) -> None:
+    """Fail now, before long work, when a result could not be written to ``paths`` later
+    (its folder cannot be made, or no file can be created in it): ``StorageError``. A full disk
+    may still let this pass; the write itself then says so."""
+    for path in paths:
+        if path is None:
+            continue
+        folder = make_dirs(Path(path).parent)
+        probe = folder / f".edgeport-probe-{os.urandom(8).hex()}"
+        try:
+            os.close(os.open(probe, _CREATE_NEW, 0o600))
+            probe.unlink()
+        except OSError as exc:
+            raise storage_error(exc, path, "write") from exc
 
 
 def make_dirs(path: str | Path) -> Path:

@@ -138,16 +138,25 @@ def manifest_digest(bundle_dir: Path) -> str:
     return sha256_file(bundle_dir / "manifest.json")
 
 
-def save_record(record: TuningRecord, bundle_dir: Path, *, in_bundle: bool = False) -> Path:
-    """Write the record to the user's cache (or into the bundle); ``StorageError`` saying where
-    else it can go when that place cannot be written."""
-    path = bundle_dir / BUNDLE_RECORD if in_bundle else cache_path(record.manifest_sha256)
+def record_path(bundle_dir: Path, digest: str | None = None, *, in_bundle: bool = False) -> Path:
+    """Where a record of this bundle (manifest sha256 ``digest``) is saved: in the bundle, or the
+    user's cache (``StorageError`` when this user has none)."""
+    if in_bundle:
+        return bundle_dir / BUNDLE_RECORD
+    path = cache_path(digest or manifest_digest(bundle_dir))
     if path is None:
         raise StorageError(
             "this user has no cache folder (no $HOME, $XDG_CACHE_HOME or $EDGEPORT_CACHE_DIR): "
             "set EDGEPORT_CACHE_DIR to a writable folder, or write the record into the bundle "
             "(edgeport tune --in-bundle)"
         )
+    return path
+
+
+def save_record(record: TuningRecord, bundle_dir: Path, *, in_bundle: bool = False) -> Path:
+    """Write the record to the user's cache (or into the bundle); ``StorageError`` saying where
+    else it can go when that place cannot be written."""
+    path = record_path(bundle_dir, record.manifest_sha256, in_bundle=in_bundle)
     try:
         return atomic_write_json(path, record.to_dict())
     except StorageError as exc:

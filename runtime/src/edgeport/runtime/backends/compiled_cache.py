@@ -34,7 +34,8 @@ _warned: set[Path] = set()  # folders already warned about, once per process
 _warned_lock = threading.Lock()
 
 
-def _warn_once(root: Path, message: str, *args: object) -> None:
+def warn_once(root: Path, message: str, *args: object) -> None:
+    """Log ``message`` once per process for the cache folder ``root``."""
     with _warned_lock:
         if root in _warned:
             return
@@ -60,12 +61,12 @@ class CompiledCache:
         except FileNotFoundError:
             return None
         except OSError as exc:  # no permission, a file where the folder should be
-            _warn_once(self.root, "not using the compiled-model cache %s: %s", self.root, exc)
+            warn_once(self.root, "not using the compiled-model cache %s: %s", self.root, exc)
             return None
         try:
             data = read_regular_file(path, what="compiled-model cache entry", max_bytes=MAX_BYTES)
         except ModelLoadError as exc:
-            log.warning("ignoring the compiled-model cache entry: %s; compiling again", exc)
+            log.warning("%s; compiling again", exc)
             return None
         recorded = data[len(MAGIC) : _HEADER - 1]
         blob = data[_HEADER:]
@@ -89,7 +90,7 @@ class CompiledCache:
         try:
             atomic_write_bytes(self.entry(key), MAGIC + digest + b"\n" + blob)
         except StorageError as exc:
-            _warn_once(
+            warn_once(
                 self.root,
                 "not caching compiled models: %s. Models are compiled on every load; set "
                 "EDGEPORT_CACHE_DIR to a writable folder to cache them",

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import Backend, ModelBytes
-from edgeport.runtime.backends.compiled_cache import CompiledCache
+from edgeport.runtime.backends.compiled_cache import CompiledCache, warn_once
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import cache_dir, storage_error
 from edgeport.runtime.specs import TensorSpec
@@ -84,6 +84,12 @@ class OpenVinoSettings:
         if streams is not None and (not str(streams).isdigit() or int(streams) < 1):
             raise ConfigError(f"openvino streams must be a positive integer, got {streams!r}")
         cache = options["cache_dir"] if "cache_dir" in options else cache_dir("openvino")
+        if cache is None and "cache_dir" not in options:
+            warn_once(
+                Path("~"),
+                "not caching compiled models: this user has no home folder; set "
+                "EDGEPORT_CACHE_DIR to a writable folder to cache them",
+            )
         return cls(
             threads=threads,
             hint=hint,
