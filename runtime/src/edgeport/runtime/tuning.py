@@ -18,7 +18,8 @@ registry's rule refuses (a failed parity check, a file that does not match its s
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ from typing import Any
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.envinfo import cpu_counts, cpu_model, package_versions
 from edgeport.runtime.errors import EdgeportError, InputError, StorageError
-from edgeport.runtime.io import atomic_write_json, cache_dir, read_regular_file, sha256_file
+from edgeport.runtime.io import (
+    atomic_write_json,
+    cache_dir,
+    check_writable,
+    read_regular_file,
+    sha256_file,
+)
 from edgeport.runtime.schema import decode, parse_json
 
 TUNING_SCHEMA_VERSION = 2  # 2: the effective settings (schema 1's threads may be null)
@@ -157,17 +164,34 @@ def save_record(record: TuningRecord, bundle_dir: Path, *, in_bundle: bool = Fal
     """Write the record to the user's cache (or into the bundle); ``StorageError`` saying where
     else it can go when that place cannot be written."""
     path = record_path(bundle_dir, record.manifest_sha256, in_bundle=in_bundle)
-    try:
+    with _where_else(in_bundle):
         return atomic_write_json(path, record.to_dict())
+
+
+def check_record_writable(bundle_dir: Path, *, in_bundle: bool = False) -> Path:
+    """Where the record will be saved, after checking that it can be (before the timing)."""
+    path = record_path(bundle_dir, in_bundle=in_bundle)
+    with _where_else(in_bundle):
+        check_writable(path)
+    return path
+
+
+@contextmanager
+def _where_else(in_bundle: bool) -> Iterator[None]:
+    """A ``StorageError`` while saving a record, with where else it can be saved."""
+    try:
+        yield
     except StorageError as exc:
         hint = (
-            "or copy the bundle somewhere writable"
+            "copy the bundle somewhere writable"
             if in_bundle
-            else "or set EDGEPORT_CACHE_DIR to a writable folder, or write the record into the "
+            else "set EDGEPORT_CACHE_DIR to a writable folder, or write the record into the "
             "bundle (edgeport tune --in-bundle)"
         )
         raise StorageError(
-            f"cannot save the tuning record: {exc}; {hint}", errno=exc.errno, filename=str(path)
+            f"cannot save the tuning record: {exc}; or {hint}",
+            errno=exc.errno,
+            filename=exc.filename,
         ) from exc
 
 
