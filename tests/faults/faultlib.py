@@ -21,6 +21,7 @@ import pytest
 
 EDGEPORT = str(Path(sys.executable).with_name("edgeport"))
 TIMEOUT_S = 300
+QUICK = ("--warmup-s", "0", "--duration-s", "0.05")  # timing flags of bench and tune
 # A root process without these capabilities is refused by file permissions like any user.
 DROP_OVERRIDES = ("--bounding-set=-dac_override,-dac_read_search,-fowner",)
 
@@ -93,4 +94,16 @@ def edgeport(
         check=False,
     )
     assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def run_on_openvino(
+    bundle: Path, inputs: Path, out: Path, env: dict[str, str], prefix: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``edgeport run BUNDLE --backend openvino --inputs INPUTS --out OUT``, exit 0 asserted."""
+    done = edgeport(
+        "run", bundle, "--backend", "openvino", "--inputs", inputs, "--out", out,
+        env=env, prefix=prefix,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     return done

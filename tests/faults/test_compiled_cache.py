@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rtmodels as rt
-from faultlib import edgeport
+from faultlib import run_on_openvino
 
 pytest.importorskip("openvino")
 
@@ -24,21 +24,8 @@ CNN_INPUT = (2, 3, 32, 32)
 def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, np.ndarray]:
     """A small CNN bundle (its compiled blob is large enough to damage in the middle), an
     input file, a cache holding its compiled model, and the outputs."""
-    from edgeport.runtime.bundle import BatchRange, Manifest
-
     tmp = tmp_path_factory.mktemp("cnn")
-    root = tmp / "bundle"
-    rt.save(rt.small_cnn(), root / "model.fp32.onnx")
-    art = rt.artifact_for(
-        root,
-        "model.fp32.onnx",
-        name="onnx-fp32",
-        precision="fp32",
-        chw=(3, 32, 32),
-        batch=BatchRange(1, 2, 8),
-        parity=rt.passed(),
-    )
-    Manifest(card=rt.make_card(10, 3, (32, 32)), artifacts=(art,)).save(root)
+    root = rt.cnn_bundle(tmp / "bundle")
     inputs = tmp / "in.npz"
     np.savez(inputs, input=np.random.default_rng(0).standard_normal(CNN_INPUT, np.float32))
     first, _ = _run(root, inputs, tmp / "cache", tmp / "first.npz")
@@ -48,11 +35,7 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, np.
 
 
 def _run(bundle: Path, inputs: Path, cache: Path, out: Path) -> tuple[np.ndarray, str]:
-    done = edgeport(
-        "run", bundle, "--backend", "openvino", "--inputs", inputs, "--out", out,
-        env={"EDGEPORT_CACHE_DIR": str(cache)}, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    done = run_on_openvino(bundle, inputs, out, {"EDGEPORT_CACHE_DIR": str(cache)})
     return np.load(out)["logits"], done.stderr
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rtmodels as rt
-from faultlib import edgeport, fill, tmpfs
+from faultlib import QUICK, edgeport, fill, run_on_openvino, tmpfs
 
 NO_SPACE = "no space left on the device"
 
@@ -45,19 +45,9 @@ def test_run_out(bundle: Path, full: Path) -> None:
 
 def test_bench_json(bundle: Path, full: Path) -> None:
     done = edgeport(
-        "bench",
-        bundle,
-        "--backend",
-        "onnxruntime-cpu",
-        "--batch",
-        "1",
-        "--warmup-s",
-        "0",
-        "--duration-s",
-        "0.05",
-        "--json",
-        full / "bench.json",
-    )
+        "bench", bundle, "--backend", "onnxruntime-cpu", "--batch", "1", *QUICK,
+        "--json", full / "bench.json",
+    )  # fmt: skip
     assert done.returncode == 1 and f"cannot write {full / 'bench.json'}: {NO_SPACE}" in done.stderr
     _only_filler(full)
 
@@ -71,18 +61,9 @@ def test_check_markdown(tmp_path: Path, full: Path) -> None:
 
 def test_tune_record(bundle: Path, full: Path) -> None:
     done = edgeport(
-        "tune",
-        bundle,
-        "--batch",
-        "1",
-        "--backend",
-        "onnxruntime-cpu",
-        "--warmup-s",
-        "0",
-        "--duration-s",
-        "0.05",
+        "tune", bundle, "--batch", "1", "--backend", "onnxruntime-cpu", *QUICK,
         env={"EDGEPORT_CACHE_DIR": str(full / "cache")},
-    )
+    )  # fmt: skip
     assert done.returncode == 1
     assert "error: cannot save the tuning record" in done.stderr and NO_SPACE in done.stderr
     assert "--in-bundle" in done.stderr
@@ -94,18 +75,8 @@ def test_openvino_cache_on_a_full_disk_is_no_cache(bundle: Path, full: Path) -> 
     batch = rt.integer_batch(2)
     np.savez(full.parent / "in.npz", input=batch)
     for _ in range(2):  # the warning comes again in a new process, never a traceback
-        done = edgeport(
-            "run",
-            bundle,
-            "--backend",
-            "openvino",
-            "--inputs",
-            full.parent / "in.npz",
-            "--out",
-            full.parent / "out.npz",
-            env={"EDGEPORT_CACHE_DIR": str(full / "cache")},
-        )
-        assert done.returncode == 0, done.stderr
+        env = {"EDGEPORT_CACHE_DIR": str(full / "cache")}
+        done = run_on_openvino(bundle, full.parent / "in.npz", full.parent / "out.npz", env)
         assert done.stderr.count("not caching compiled models") == 1
         assert NO_SPACE in done.stderr
         assert np.array_equal(np.load(full.parent / "out.npz")["logits"], rt.gemm_reference(batch))

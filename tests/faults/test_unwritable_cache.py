@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rtmodels as rt
-from faultlib import edgeport, tmpfs, unprivileged
+from faultlib import QUICK, edgeport, run_on_openvino, tmpfs, unprivileged
 
 WARNING = "not caching compiled models"
 
@@ -25,19 +25,7 @@ def bundle(tmp_path: Path) -> Path:
 def _run_openvino(bundle: Path, env: dict[str, str], prefix: list[str] | None = None) -> str:
     """``edgeport run`` on OpenVINO: the right outputs, exit 0; its stderr."""
     out = bundle.parent / "out.npz"
-    done = edgeport(
-        "run",
-        bundle,
-        "--backend",
-        "openvino",
-        "--inputs",
-        bundle.parent / "in.npz",
-        "--out",
-        out,
-        env=env,
-        prefix=prefix,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_on_openvino(bundle, bundle.parent / "in.npz", out, env, prefix)
     assert np.array_equal(np.load(out)["logits"], rt.gemm_reference(rt.integer_batch(3)))
     return done.stderr
 
@@ -48,8 +36,7 @@ def test_read_only_cache(bundle: Path, tmp_path: Path) -> None:
         err = _run_openvino(bundle, {"EDGEPORT_CACHE_DIR": str(ro / "cache")})
         assert err.count(WARNING) == 1 and "the file system is read-only" in err
         done = edgeport(
-            "tune", bundle, "--batch", "1", "--backend", "onnxruntime-cpu",
-            "--duration-s", "0.05", "--warmup-s", "0",
+            "tune", bundle, "--batch", "1", "--backend", "onnxruntime-cpu", *QUICK,
             env={"EDGEPORT_CACHE_DIR": str(ro / "cache")},
         )  # fmt: skip
         assert done.returncode == 1
@@ -78,8 +65,8 @@ def test_a_process_that_may_not_write_its_cache(bundle: Path, tmp_path: Path) ->
     err = _run_openvino(bundle, home, prefix)
     assert err.count(WARNING) == 1 and "permission denied" in err
     tuned = edgeport(
-        "tune", bundle, "--batch", "1", "--backend", "onnxruntime-cpu",
-        "--duration-s", "0.05", "--warmup-s", "0", env=env, prefix=prefix,
+        "tune", bundle, "--batch", "1", "--backend", "onnxruntime-cpu", *QUICK,
+        env=env, prefix=prefix,
     )  # fmt: skip
     assert tuned.returncode == 1 and "permission denied" in tuned.stderr
     assert "EDGEPORT_CACHE_DIR" in tuned.stderr and "--in-bundle" in tuned.stderr
