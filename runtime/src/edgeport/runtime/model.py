@@ -158,7 +158,6 @@ def load(
         check_outputs=check_outputs,
         backend_options=dict(backend_options or {}),
         expected_batch=expected_batch,
-        allow_failed=allow_failed,
     )
     source = resolve_source(path)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
@@ -204,7 +203,6 @@ class LoadOptions:
     check_outputs: bool
     backend_options: dict[str, Any]
     expected_batch: int
-    allow_failed: bool = False
 
     @classmethod
     def checked(cls, *, device: str | int | None, **values: Any) -> LoadOptions:
