@@ -117,6 +117,7 @@ class ModelSource:
     manifest: Manifest | None = None
     summary: OnnxSummary | None = None  # the parsed file, for a bare .onnx (its one candidate)
     manifest_sha256: str | None = None  # of the manifest bytes that were parsed
+    read: ModelBytes | None = None  # a bare .onnx as read once (resolve_source(read_bytes=True))
 
 
 def load(
@@ -159,7 +160,7 @@ def load(
         backend_options=dict(backend_options or {}),
         expected_batch=expected_batch,
     )
-    source = resolve_source(path)
+    source = resolve_source(path, read_bytes=True)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
@@ -226,7 +227,7 @@ def _open_first(source: ModelSource, options: LoadOptions, request: Request) -> 
     manifest, or cannot be read as a model, is never run: its error is raised."""
     attempts: list[Attempt] = []
     prefer, record_text = _tuned_choice(source, options)
-    files: dict[str, ModelBytes] = {}
+    files = {c.label: source.read for c in source.candidates} if source.read else {}
     for step in steps(
         source.candidates,
         backend=options.backend,
@@ -311,8 +312,9 @@ def _basis(
 # -- resolving the path -------------------------------------------------------------------------
 
 
-def resolve_source(path: str | Path) -> ModelSource:
-    """Read what ``path`` holds (manifest, ONNX metadata) without opening any backend."""
+def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource:
+    """Read what ``path`` holds (manifest, ONNX metadata) without opening any backend; with
+    ``read_bytes`` a bare ONNX file is read whole once (``ModelSource.read``), for ``load``."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(
@@ -345,11 +347,17 @@ def resolve_source(path: str | Path) -> ModelSource:
             sibling,
         )
     if suffix == ".onnx":
-        summary = read_onnx_summary(path)
+        read = None
+        if read_bytes:  # for load: parse the bytes the engine will open, read once
+            read = read_model_bytes(ModelFile("onnx", None, path, path.name), verify=False)
+            summary = read.summary
+            assert summary is not None  # read_model_bytes parses every ONNX file
+        else:  # a memory map: large weights are never read
+            summary = read_onnx_summary(path)
         card = _card_from_metadata(path, summary)
         precision = summary.metadata.get(PRECISION_METADATA_KEY) or summary.guess_precision()
         cand = ModelFile("onnx", precision, path, path.name)
-        return ModelSource("onnx", path, card, [cand], summary=summary)
+        return ModelSource("onnx", path, card, [cand], summary=summary, read=read)
     _check_engine_file(path)
     match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
     cand = ModelFile("tensorrt", match.group(1) if match else None, path, path.name)

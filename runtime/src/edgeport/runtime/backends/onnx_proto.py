@@ -5,7 +5,8 @@ The runtime installs with numpy and onnxruntime only, yet it must look inside an
 external-data paths that leave the model's directory, and to report a truncated or corrupt file
 clearly. This module walks the protobuf wire format for exactly those fields (model metadata,
 graph inputs/outputs, initializer and attribute tensors, operator types) and skips everything
-else without copying it; the file is memory-mapped, so large weights are never read.
+else without copying it. ``inspect`` memory-maps the file, so large weights are never read;
+``load`` parses the bytes it read once and hands to the engine (:func:`onnx_summary_of`).
 
 Field numbers are those of ``onnx/onnx.proto`` (IR version 10).
 """
