@@ -177,9 +177,7 @@ class BundleWriter:
             self.root = root
             self._owner.write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
         except OSError as exc:
-            if self.root != Path():
-                self.__exit__(type(exc), exc, exc.__traceback__)  # removes it, raises
-            self._unlock()
+            self._clean_up()
             raise self._storage_error(exc) from exc
         log.debug("staging bundle in %s", self.root)
         return self
@@ -190,14 +188,18 @@ class BundleWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._clean_up()
+        if isinstance(exc, OSError):
+            raise self._storage_error(exc) from exc
+
+    def _clean_up(self) -> None:
+        """Remove what was staged (unless committed) and release the lock."""
         if self.root != Path():  # staging began
             if not self.committed and self.root.exists():
                 shutil.rmtree(self.root, ignore_errors=True)
             with contextlib.suppress(OSError):  # the staging folder's parent may be gone
                 self._owner.unlink(missing_ok=True)
         self._unlock()
-        if isinstance(exc, OSError):
-            raise self._storage_error(exc) from exc
 
     def _storage_error(self, exc: OSError) -> StorageError:
         """``exc`` while staging or swapping the bundle, as an error naming the bundle."""

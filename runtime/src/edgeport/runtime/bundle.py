@@ -356,8 +356,9 @@ def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
     """Return the artifact's path after checking that it exists and matches its sha256 (for
     tools that hand the path on; ``load`` hashes the very bytes it runs instead)."""
     path = artifact_path(bundle_dir, artifact)
-    check_integrity(artifact, path, path.stat().st_size)
-    check_integrity(artifact, path, artifact.size_bytes, sha256_file(path))
+    size = path.stat().st_size
+    check_integrity(artifact, path, size)  # before hashing a file of the wrong size
+    check_integrity(artifact, path, size, sha256_file(path))
     return path
 
 
