@@ -5,8 +5,10 @@ file can be swapped (a same-size file, renamed over it or rewritten in place) an
 unverified. So ``load`` reads each file once (a regular file only, opened without blocking),
 hashes those bytes against the manifest, and hands the same bytes to the engine: ONNX Runtime's
 ``InferenceSession`` and OpenVINO's ``read_model`` take a model from memory, TensorRT
-deserialises a plan from bytes. External-data weights, which no manifest hashes, are still read
-by the engine from the model's directory (after :func:`check_external_data`).
+deserialises a plan from bytes. External-data weights, which no manifest hashes, are read by
+the engine from the model's directory (after :func:`check_external_data`): ONNX Runtime is told
+that folder; OpenVINO finds them only through the model's own path, so it opens a bare file
+that has them by path and refuses a verified artifact that has them.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ import importlib.util
 import json
 import logging
 import queue
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 from edgeport.runtime.backends.base import Backend, ModelBytes
 from edgeport.runtime.backends.compiled_cache import CompiledCache, warn_once
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
-from edgeport.runtime.io import cache_dir, storage_error
+from edgeport.runtime.io import cache_dir
 from edgeport.runtime.specs import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,10 @@ class OpenVinoBackend(Backend):
         self._version = ov.get_version()
         core = ov.Core()
         config = settings.config()
-        cache = CompiledCache(settings.cache_dir) if settings.cache_dir is not None else None
+        # external-data weights are not in the key (they may be gigabytes): no cache for them
+        external = model.summary is not None and bool(model.summary.external_data)
+        folder = None if external else settings.cache_dir
+        cache = CompiledCache(folder) if folder is not None else None
         key = cache_key(model.sha256, self._version, config) if cache is not None else ""
         self._compiled: Any = self._import(core, cache, key, config)
         self.cache_state = "off" if cache is None else "verified hit"
@@ -234,22 +236,20 @@ def cache_key(model_sha256: str, version: str, config: Mapping[str, Any]) -> str
 
 
 def _compile(core: Any, model: ModelBytes, config: dict[str, Any]) -> Any:
-    """Compile the model's bytes. OpenVINO finds external-data weights only beside a model file,
-    so a model that has them is compiled from a private copy of its bytes with links to them."""
-    external = model.summary.external_data if model.summary is not None else []
+    """Compile the model's bytes. OpenVINO reads external-data weights only beside a model file
+    it opens itself (and refuses links to them), so a model that has them is compiled from its
+    path: allowed for a bare file, which nothing verified, refused for an artifact whose bytes
+    were checked against a manifest (ONNX Runtime runs it from those bytes)."""
+    external = model.summary is not None and model.summary.external_data
+    if external and model.known_sha256 is not None:
+        raise BackendUnavailable(
+            f"openvino cannot compile the verified bytes of {model.path}: its weights are in "
+            "external data, which OpenVINO reads only through the model's path; use "
+            "onnxruntime-cpu, which runs the verified bytes"
+        )
     try:
-        if not external:
-            return core.compile_model(core.read_model(model.data), "CPU", config)
-        with tempfile.TemporaryDirectory(prefix="edgeport-openvino-") as tmp:
-            copy = Path(tmp) / "model.onnx"
-            copy.write_bytes(model.data)
-            for location in sorted(set(external)):
-                link = Path(tmp) / location
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to((model.path.parent / location).resolve())
-            return core.compile_model(core.read_model(str(copy)), "CPU", config)
-    except OSError as exc:
-        raise storage_error(exc, exc.filename or tempfile.gettempdir(), "write") from exc
+        source = core.read_model(str(model.path) if external else model.data)
+        return core.compile_model(source, "CPU", config)
     except RuntimeError as exc:
         raise ModelLoadError(f"OpenVINO cannot compile {model.path}: {exc}") from exc
 
