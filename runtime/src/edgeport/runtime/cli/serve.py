@@ -159,6 +159,8 @@ def _run_on_ray(settings: ServeSettings) -> int:
     from edgeport.runtime.serve.launch import require_ray, serve_models, stop
 
     require_ray()
+    print(f"starting Ray Serve for {settings.models[0].path} ...", file=sys.stderr)
+    served = serve_models(settings)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -166,13 +168,8 @@ def _run_on_ray(settings: ServeSettings) -> int:
             os._exit(128 + signum)
         stopping.set()
 
+    # after ray.init, which installs a SIGTERM handler of its own that exits at once
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(f"starting Ray Serve for {settings.models[0].path} ...", file=sys.stderr)
-    try:
-        served = serve_models(settings)
-    except BaseException:
-        _restore(previous)
-        raise
     name = settings.models[0].name
     print(f"serving {name} at {served.model_url(name)}", flush=True)
     print(f"metrics: {served.metrics_url or 'see the Ray cluster'}", flush=True)
@@ -183,11 +180,7 @@ def _run_on_ray(settings: ServeSettings) -> int:
         print("stopping (a second signal exits at once)", file=sys.stderr)
         stop(served)
     finally:
-        _restore(previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print("stopped", file=sys.stderr)
     return 0
-
-
-def _restore(handlers: dict[int, Any]) -> None:
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
