@@ -144,3 +144,28 @@ def test_a_60_mb_json_body_does_not_stall_other_clients(server: ThreadedServer) 
     assert json.loads(answer)["outputs"][0]["data"] == [2.5e6]
     p99 = float(np.percentile(latencies, 99))
     assert len(latencies) > 10 and p99 < 1.0, (p99, max(latencies), len(latencies))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bench_url_closed_loop_over_each_protocol(
+    server: ThreadedServer, protocol: str, tmp_path: Path
+) -> None:
+    address = server.settings.grpc_address if protocol == "grpc" else server.url[7:]
+    out = tmp_path / "load.json"
+    argv = ["bench", "--url", f"http://{address}/v2/models/cnn", "--protocol", protocol]
+    argv += ["--concurrency", "1,4", "--duration-s", "0.5", "--json", str(out)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["protocol"] == protocol
+    assert [p["concurrency"] for p in data["points"]] == [1, 4]
+    assert all(p["errors"] == {} and p["ok"] > 10 for p in data["points"])
+    assert data["model"]["inputs"][0]["shape"] == [-1, 3, 32, 32]
+
+
+def test_bench_url_counts_grpc_refusals(server: ThreadedServer) -> None:
+    settings = LoadTestSettings(
+        url=f"grpc://{server.settings.grpc_address}/v2/models/slow", concurrency=(16,),
+        duration_s=1.0, warmup_requests=1,
+    )  # fmt: skip
+    (point,) = load_test(settings).points
+    assert point.ok >= 1 and point.errors.get("UNAVAILABLE", 0) >= 1, point
