@@ -46,12 +46,21 @@ def model_metadata(sess: Any, name: str) -> dict[str, Any]:
 
     def tensors(specs: Any) -> list[dict[str, Any]]:
         return [
-            {"name": t.name, "datatype": "FP32", "shape": [d if isinstance(d, int) else -1 for d in t.shape]}
+            {
+                "name": t.name,
+                "datatype": "FP32",
+                "shape": [d if isinstance(d, int) else -1 for d in t.shape],
+            }
             for t in specs
-        ]  # fmt: skip
+        ]
 
-    return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": tensors(sess.get_inputs()), "outputs": tensors(sess.get_outputs())}  # fmt: skip
+    return {
+        "name": name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": tensors(sess.get_inputs()),
+        "outputs": tensors(sess.get_outputs()),
+    }
 
 
 def minimal(args: argparse.Namespace) -> None:
@@ -81,7 +90,11 @@ def minimal(args: argparse.Namespace) -> None:
         for name, array in zip(names, results, strict=True):
             if wanted and name not in wanted:
                 continue
-            entry = {"name": name, "datatype": DATATYPES[array.dtype.name], "shape": list(array.shape)}
+            entry = {
+                "name": name,
+                "datatype": DATATYPES[array.dtype.name],
+                "shape": list(array.shape),
+            }
             if wanted.get(name, {}).get("binary_data", binary):
                 blob = array.tobytes()
                 entry["parameters"] = {"binary_data_size": len(blob)}
@@ -89,7 +102,9 @@ def minimal(args: argparse.Namespace) -> None:
             else:
                 entry["data"] = array.ravel().tolist()
             entries.append(entry)
-        text = json.dumps({"model_name": args.name, "model_version": "1", "outputs": entries}).encode()
+        text = json.dumps(
+            {"model_name": args.name, "model_version": "1", "outputs": entries}
+        ).encode()
         if not blobs:
             return web.Response(body=text, content_type="application/json")
         headers = {LENGTH: str(len(text)), "Content-Type": "application/octet-stream"}
@@ -119,9 +134,8 @@ def kserve_server(args: argparse.Namespace) -> None:
     import grpc
     import kserve
     from fastapi.responses import Response
-    from kserve import InferOutput, InferResponse
+    from kserve import InferOutput, InferResponse, model_server
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-    from kserve import model_server
 
     config_json, config_pb = args.config.read_bytes(), args.config_pb.read_bytes()
     metadata = model_metadata(session(args.model, 1), args.name)

@@ -33,7 +33,8 @@ def _stop_while_busy(argv: list[str], signum: int, to_group: bool, start_s: floa
     reader.start()
     tree: set[int] = set()
     try:
-        wait_for(lambda: any("serving" in s for s in lines) or proc.poll() is not None, start_s, "up")
+        up = lambda: any("serving" in s for s in lines) or proc.poll() is not None  # noqa: E731
+        wait_for(up, start_s, "the server")
         assert proc.poll() is None, "".join(lines)
         url = next(s.split(" at ")[1].strip() for s in lines if s.startswith("serving"))
         tree = descendants(proc.pid) | {proc.pid}

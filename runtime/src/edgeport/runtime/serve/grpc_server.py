@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 
 
 def _status(status: int) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, STATUS_GRPC.get(status, "INTERNAL"))  # type: ignore[no-any-return]
+    return getattr(grpc.StatusCode, STATUS_GRPC.get(status, "INTERNAL"))
 
 
-class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Answers the protocol's RPCs from the endpoints of the models (by name)."""
 
     def __init__(self, endpoints: Mapping[str, ModelEndpoint]) -> None:

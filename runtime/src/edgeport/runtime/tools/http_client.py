@@ -106,7 +106,8 @@ def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:
 
 def _dechunk(buffer: bytearray, start: int) -> tuple[bytes | None, int]:
     """A chunked body from ``start`` and where it ends (None while incomplete)."""
-    parts, at = [], start
+    parts: list[bytes] = []
+    at = start
     while True:
         line_end = buffer.find(b"\r\n", at)
         if line_end < 0:

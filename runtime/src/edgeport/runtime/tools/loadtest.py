@@ -167,7 +167,7 @@ class LoadTestResult:
     @property
     def best_qps(self) -> float | None:
         """The highest target QPS that passed (None without a bound or a pass)."""
-        passing = [p.target_qps for p in self.points if p.passed]
+        passing = [p.target_qps for p in self.points if p.passed and p.target_qps is not None]
         return max(passing) if passing else None
 
     def to_dict(self) -> dict[str, Any]:
