@@ -220,18 +220,18 @@ class ModelEndpoint:
             return json_reply({"name": self.name, "ready": self.ready})
         return await self._classify(query, headers, read_body)
 
-    def _too_big(self, size: int) -> RequestError:
-        if self.tensor_limit is not None and size > self.tensor_limit:
+    def _too_big(self, size: int | None) -> RequestError:
+        """413 for a body of ``size`` bytes (None: more than the limit, read in chunks)."""
+        body = f"the body is {size:,} bytes" if size else "the body is larger"
+        if self.tensor_limit is not None and self.tensor_limit < self.max_body:
             return RequestError(
-                f"the body is {size:,} bytes, above the {self.tensor_limit:,} bytes that model "
+                f"{body}, above the {self.tensor_limit:,} bytes that model "
                 f"{self.name!r} can need for its inputs at batch {self.model.batch_range.max} "
                 "even as JSON: send fewer samples, or binary tensor data",
                 413,
             )
         return RequestError(
-            f"the body is {size:,} bytes, above this server's limit of {self.max_body:,} bytes "
-            "(--max-body-mb)",
-            413,
+            f"{body}, above this server's limit of {self.max_body:,} bytes (--max-body-mb)", 413
         )
 
     async def read(self, headers: Mapping[str, str], read_body: BodyReader) -> bytes:
@@ -244,7 +244,7 @@ class ModelEndpoint:
             return await read_body(self.body_limit)
         except RequestError as exc:
             if exc.status == 413:
-                raise self._too_big(self.body_limit + 1) from None
+                raise self._too_big(None) from None
             raise
 
     async def _decode(self, body: bytes, headers: Mapping[str, str]) -> InferRequest:
