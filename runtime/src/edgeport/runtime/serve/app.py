@@ -17,10 +17,8 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edgeport.runtime.model import load
-from edgeport.runtime.serve.endpoints import ModelEndpoint, Reply, RootEndpoint
+from edgeport.runtime.serve.endpoints import Reply, RootEndpoint, open_endpoint, read_limited
 from edgeport.runtime.serve.metrics import RayMetrics
-from edgeport.runtime.serve.protocol import RequestError
 from edgeport.runtime.serve.settings import MODEL_APP_PREFIX, ModelSettings
 
 log = logging.getLogger(__name__)
@@ -38,13 +36,7 @@ def _response(reply: Reply) -> Response:
 
 def _reader(request: Request) -> Any:
     async def read(limit: int) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(f"the body is above {limit:,} bytes", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(request.stream(), limit)
 
     return read
 
@@ -55,23 +47,7 @@ class ModelServer:
     one-process server's, concurrent infer requests merged by the endpoint's batcher."""
 
     def __init__(self, settings: ModelSettings) -> None:
-        model = load(
-            settings.path,
-            backend=settings.backend,
-            precision=settings.precision,
-            device=settings.device,
-            threads=settings.threads,
-        )
-        self.endpoint = ModelEndpoint(model, settings, RayMetrics(settings.name))
-        log.info(
-            "%s: %s on %s, batching %s",
-            settings.name,
-            model.path,
-            model.backend,
-            f"up to {self.endpoint.batch_limit} samples"
-            if self.endpoint.batch_limit > 1
-            else "off",
-        )
+        self.endpoint = open_endpoint(settings, RayMetrics(settings.name))
 
     async def __call__(self, request: Request) -> Response:
         reply = await self.endpoint.handle(

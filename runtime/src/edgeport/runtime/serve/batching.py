@@ -143,8 +143,8 @@ class Batcher:
         self.running = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
     def waiting(self) -> int:
+        """Requests waiting for a call."""
         return len(self.queue)
 
     async def __call__(self, feeds: Feeds) -> Outputs:

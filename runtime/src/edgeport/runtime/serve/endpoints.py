@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeport.runtime import __version__
 from edgeport.runtime.errors import EdgeportError, InputError
-from edgeport.runtime.model import Model
+from edgeport.runtime.model import Model, load
 from edgeport.runtime.preprocess import decode_image
 from edgeport.runtime.serve.batching import Batcher, Overloaded, can_merge
 from edgeport.runtime.serve.metrics import ServeMetrics
@@ -98,6 +98,32 @@ def refusal(exc: EdgeportError | Overloaded) -> tuple[int, str]:
 def internal_error(exc: Exception) -> tuple[int, str]:
     """500 for a failure nobody foresaw (the caller logs its traceback)."""
     return 500, f"internal error: {type(exc).__name__}: {exc}"
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A body from its chunks, refused with 413 once it passes ``limit`` bytes."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"the body is above {limit:,} bytes", 413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def open_endpoint(settings: ModelSettings, metrics: ServeMetrics | None) -> ModelEndpoint:
+    """Load the model ``settings`` names and make its endpoints."""
+    model = load(
+        settings.path,
+        backend=settings.backend,
+        precision=settings.precision,
+        device=settings.device,
+        threads=settings.threads,
+    )
+    endpoint = ModelEndpoint(model, settings, metrics)
+    batching = f"up to {endpoint.batch_limit} samples" if endpoint.batch_limit > 1 else "off"
+    log.info("%s: %s on %s, batching %s", settings.name, model.path, model.backend, batching)
+    return endpoint
 
 
 def model_route(path: str, name: str) -> str:

@@ -14,9 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from edgeport.runtime.serve.endpoints import ModelEndpoint, Reply, RootEndpoint, error_reply
+from edgeport.runtime.serve.endpoints import (
+    ModelEndpoint,
+    Reply,
+    RootEndpoint,
+    error_reply,
+    read_limited,
+)
 from edgeport.runtime.serve.metrics import PrometheusMetrics
-from edgeport.runtime.serve.protocol import RequestError
 
 MODELS_PREFIX = "/v2/models/"
 
@@ -67,12 +72,6 @@ def _reader(request: web.Request) -> Any:
         """The body, read until ``limit`` bytes (413 past them)."""
         if request.content_length is not None and request.content_length <= limit:
             return await request.read()
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(f"the body is above {limit:,} bytes", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(request.content.iter_chunked(1 << 16), limit)
 
     return read

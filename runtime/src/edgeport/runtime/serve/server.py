@@ -18,9 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeport.runtime.errors import BackendUnavailable
-from edgeport.runtime.model import load
-from edgeport.runtime.serve.endpoints import ModelEndpoint, RootEndpoint
-from edgeport.runtime.serve.settings import ModelSettings, ServeSettings
+from edgeport.runtime.serve.endpoints import ModelEndpoint, RootEndpoint, open_endpoint
+from edgeport.runtime.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'edgeport-runtime[serve]'"
@@ -37,27 +36,6 @@ def require_serve() -> None:
         raise BackendUnavailable(
             f"edgeport serve needs its server libraries ({exc}): {INSTALL_HINT}"
         ) from exc
-
-
-def load_endpoint(settings: ModelSettings, metrics: Any) -> ModelEndpoint:
-    """Load one model and make its endpoints (``metrics``: a :class:`PrometheusMetrics`)."""
-    model = load(
-        settings.path,
-        backend=settings.backend,
-        precision=settings.precision,
-        device=settings.device,
-        threads=settings.threads,
-    )
-    endpoint = ModelEndpoint(model, settings, metrics.model(settings.name))
-    metrics.watch_queue(settings.name, lambda: endpoint.batcher.waiting)
-    log.info(
-        "%s: %s on %s, batching %s",
-        settings.name,
-        model.path,
-        model.backend,
-        f"up to {endpoint.batch_limit} samples" if endpoint.batch_limit > 1 else "off",
-    )
-    return endpoint
 
 
 class Server:
@@ -92,7 +70,9 @@ class Server:
         metrics = PrometheusMetrics()
         try:
             for model in settings.models:
-                self.endpoints[model.name] = load_endpoint(model, metrics)
+                endpoint = open_endpoint(model, metrics.model(model.name))
+                metrics.watch_queue(model.name, endpoint.batcher.waiting)
+                self.endpoints[model.name] = endpoint
             max_body = max(m.max_body_bytes for m in settings.models)
             app = make_app(self.endpoints, RootEndpoint(self._models), metrics, max_body)
             self._runner = web.AppRunner(
