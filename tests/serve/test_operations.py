@@ -169,3 +169,15 @@ def test_bench_url_counts_grpc_refusals(server: ThreadedServer) -> None:
     )  # fmt: skip
     (point,) = load_test(settings).points
     assert point.ok >= 1 and point.errors.get("UNAVAILABLE", 0) >= 1, point
+
+
+def test_serve_without_its_libraries_names_the_extra(tmp_path: Path) -> None:
+    probe = (
+        "import sys; sys.modules['grpc'] = None\n"
+        "from edgeport.runtime.cli import main\n"
+        f"sys.exit(main(['serve', {str(tmp_path)!r}, '--port', '{free_port()}']))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'edgeport-runtime[serve]'" in done.stderr
+    assert "Traceback" not in done.stderr
