@@ -172,20 +172,24 @@ class Batcher:
     def _queued_samples(self) -> int:
         return sum(sample_count(f) for f, _ in self.queue)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, waited: bool = False) -> None:
+        """Start calls while instances are free; with ``wait_s``, a call short of ``limit``
+        samples starts only once its first request has waited that long (``waited``)."""
         loop = asyncio.get_running_loop()
         while self.queue and self.running < self.instances:
-            if self.wait_s > 0 and self.limit > 1 and self._queued_samples() < self.limit:
+            short = self.wait_s > 0 and self.limit > 1 and self._queued_samples() < self.limit
+            if short and not waited:
                 if self._timer is None:
                     self._timer = loop.call_later(self.wait_s, self._waited)
                 return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._start(loop, self._take())
 
     def _waited(self) -> None:
         self._timer = None
-        loop = asyncio.get_running_loop()
-        while self.queue and self.running < self.instances:
-            self._start(loop, self._take())
+        self._dispatch(waited=True)
 
     def _start(
         self, loop: asyncio.AbstractEventLoop, taken: list[tuple[Feeds, asyncio.Future[Outputs]]]
