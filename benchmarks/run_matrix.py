@@ -129,7 +129,7 @@ def _tune(bundle: Path, args: argparse.Namespace) -> Any:
     from edgeport.runtime.tools.bench import parse_batches
     from edgeport.runtime.tools.timing import TimingConfig
     from edgeport.runtime.tools.tune import TuneSettings, summary_lines, tune
-    from edgeport.runtime.tuning import save_record
+    from edgeport.runtime.tuning_records import save_record
 
     settings = TuneSettings(
         batches=parse_batches(args.batches),
@@ -208,8 +208,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Any]:
     """LoadGen SingleStream and Offline on resnet18 int8, on the backend the tune found
     fastest for int8 at batch 1."""
-    from edgeport.runtime.tools.loadgen import LoadGenSettings, write_loadgen
-    from edgeport.runtime.tools.loadgen import run_loadgen as loadgen
+    from edgeport.runtime.tools.mlperf_loadgen import LoadGenSettings, write_loadgen
+    from edgeport.runtime.tools.mlperf_loadgen import run_loadgen as loadgen
 
     if args.loadgen == "off" or LOADGEN_MODEL not in models:
         return []
@@ -236,7 +236,7 @@ def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 
 def kept_loadgen(out: Path) -> list[Any]:
     """The LoadGen results an earlier run wrote to ``out`` (``--loadgen keep``)."""
-    from edgeport.runtime.tools.loadgen import LoadGenResult
+    from edgeport.runtime.tools.mlperf_loadgen import LoadGenResult
 
     results = []
     for scenario in LOADGEN_SCENARIOS:

@@ -15,7 +15,7 @@ from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
 from edgeport.runtime.tools.bench_result import BenchResult
 from edgeport.runtime.tools.report import bench_markdown, validate_bench_dict
 from edgeport.runtime.tools.tune import TuneSettings, tune
-from edgeport.runtime.tuning import BatchWinner, Timing, save_record
+from edgeport.runtime.tuning_records import BatchWinner, Timing, save_record
 
 QUICK = TimingConfig(warmup_s=0.0, iterations=3)
 

@@ -1,4 +1,4 @@
-"""``edgeport bench --cold-start``: real fresh processes (edgeport and bare ONNX Runtime) on a tiny
+"""``edgeport bench cold-start``: real fresh processes (edgeport and bare ONNX Runtime) on a tiny
 ONNX file; the fields, not the speed, are checked (speed goals are printed by benchmarks)."""
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def test_cold_start_command_writes_json_and_markdown(tiny_onnx: Path, tmp_path: 
     code = main(
         [
             "bench",
+            "cold-start",
             str(tiny_onnx),
-            "--cold-start",
-            "--cold-runs",
+            "--runs",
             "1",
             "--backend",
             "auto,bare-onnxruntime",

@@ -15,7 +15,7 @@ from edgeport.runtime import load
 from edgeport.runtime.cli import main
 from edgeport.runtime.tools.timing import TimingConfig
 from edgeport.runtime.tools.tune import TuneSettings, tune
-from edgeport.runtime.tuning import (
+from edgeport.runtime.tuning_records import (
     BatchWinner,
     Timing,
     TuningRecord,

@@ -4,7 +4,7 @@ Backends are imported only when asked about (as tinygrad finds devices): asking 
 ``tensorrt`` can run imports ``tensorrt`` and nothing else.
 
 Auto-selection (``backend="auto"``) follows this machine's tuning record when one matches
-(:mod:`edgeport.runtime.tuning`, written by ``edgeport tune``); otherwise it tries, fastest first
+(:mod:`edgeport.runtime.tuning_records`, by ``edgeport tune``); otherwise it tries, fastest first
 by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``,
 ``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when).
 ``onnxruntime-tensorrt`` is never picked automatically, since it builds a TensorRT engine inside

@@ -1,5 +1,5 @@
-"""``edgeport bench --cold-start``: the time and memory of a whole fresh process that loads a model
-and returns its first result, per backend, against bare ONNX Runtime and bare OpenVINO.
+"""``edgeport bench cold-start MODEL``: the time and memory of a whole fresh process that loads a
+model and returns its first result, per backend, against bare ONNX Runtime and bare OpenVINO.
 
 Each measurement is a new Python process (``python -c``) that times, inside itself, its import
 (``import edgeport.runtime``, or of the bare library), the load (``load()``, or
@@ -268,7 +268,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     from edgeport.runtime.backends.openvino import OpenVinoSettings
     from edgeport.runtime.bundle import artifact_path
     from edgeport.runtime.model import load
-    from edgeport.runtime.tuning import cache_path, effective_settings, find_record
+    from edgeport.runtime.tuning_records import cache_path, effective_settings, find_record
 
     with load(source, precision=settings.precision, threads=settings.threads) as model:
         file = artifact_path(source, model.artifact) if model.artifact else model.path

@@ -1,5 +1,5 @@
 """``edgeport tune``: time every backend x precision of a bundle that may run here and record the
-fastest per batch size (:mod:`edgeport.runtime.tuning`), for ``load(backend="auto")``.
+fastest per batch size (:mod:`edgeport.runtime.tuning_records`), for ``load(backend="auto")``.
 
 Candidates are what ``auto`` itself would consider: every backend that runs the artifact's
 format on this machine (not ``onnxruntime-tensorrt``, which builds engines for minutes), and an
@@ -32,7 +32,7 @@ from edgeport.runtime.feeds import InputData, resolve_shapes
 from edgeport.runtime.model import Model, load
 from edgeport.runtime.reference import load_reference
 from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
-from edgeport.runtime.tuning import (
+from edgeport.runtime.tuning_records import (
     BatchWinner,
     Timing,
     TuningRecord,

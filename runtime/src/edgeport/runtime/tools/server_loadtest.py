@@ -1,4 +1,4 @@
-"""``edgeport bench --url``: load-test a model served with the Open Inference Protocol, over
+"""``edgeport loadtest URL``: load-test a model served with the Open Inference Protocol, over
 HTTP or gRPC.
 
 Two ways. With ``concurrency``, a closed loop as Triton's perf_analyzer runs it: that many
