@@ -409,7 +409,7 @@ def fma_share(models: dict[str, dict[str, Any]], threads: int) -> dict[str, Any]
 
 
 def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
-    from edgeport.runtime.tools.report import fmt_ms
+    from edgeport.runtime.tools.formatting import fmt_ms
 
     columns = [
         ("eager fp32", "torch", "fp32"),
@@ -459,7 +459,7 @@ def _cold_lines(models: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _auto_table(cells: list[dict[str, Any]]) -> list[str]:
-    from edgeport.runtime.tools.report import fmt_ms
+    from edgeport.runtime.tools.formatting import fmt_ms
 
     return [
         "| model | batch | auto | auto p50 ms | best peer | peer p50 ms | ratio | met |",
@@ -498,7 +498,7 @@ def summary_markdown(
     loadgen: Sequence[Any],
     args: argparse.Namespace,
 ) -> str:
-    from edgeport.runtime.tools.report import fmt_ms, fmt_pct
+    from edgeport.runtime.tools.formatting import fmt_ms, fmt_pct
 
     cells, sequential = auto_cells
 

@@ -165,7 +165,8 @@ def write_outputs(
     out: Path, results: dict[str, Any], info: dict[str, Any], errors: list[str], facts: dict
 ) -> None:
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.tools.report import bench_csv, bench_markdown, fmt_ms, write_plot
+    from edgeport.runtime.tools.formatting import fmt_ms
+    from edgeport.runtime.tools.report import bench_csv, bench_markdown, write_plot
 
     head = headline(results)
     atomic_write_json(

@@ -15,8 +15,8 @@ from PIL import Image
 
 from edgeport.runtime import Model, Prediction, load
 from edgeport.runtime.bundle import BatchRange
-from edgeport.runtime.errors import ModelLoadError
-from edgeport.runtime.model import run_in_chunks
+from edgeport.runtime.chunks import run_in_chunks
+from edgeport.runtime.errors import InputError, ModelLoadError
 from edgeport.runtime.preprocess import preprocess
 from edgeport.runtime.specs import UNBOUNDED as UNBOUNDED_BATCH
 
@@ -199,14 +199,20 @@ def test_run_in_chunks_splits_above_max_and_pads_below_min() -> None:
     batch = np.arange(20, dtype=np.float32).reshape(5, 1, 2, 2)
     seen: list[np.ndarray] = []
 
-    def double(part: np.ndarray) -> np.ndarray:
+    def double(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        part = feeds["x"]
         seen.append(part.copy())
-        return part.reshape(len(part), -1) * 2
+        return {"y": part.reshape(len(part), -1) * 2, "n": np.full(len(part), len(part))}
 
-    out = run_in_chunks(double, batch, chunk=3, min_batch=3)
-    assert np.array_equal(out, batch.reshape(5, 4) * 2)  # the padding's outputs are dropped
+    out = run_in_chunks(double, {"x": batch}, chunk=3, min_batch=3)
+    assert np.array_equal(out["y"], batch.reshape(5, 4) * 2)  # the padding's outputs are dropped
+    assert out["n"].tolist() == [3, 3, 3, 3, 3]
     assert [p.shape[0] for p in seen] == [3, 3]
     assert np.array_equal(seen[1], batch[[3, 4, 4]])  # padded with copies of the last sample
+    whole = run_in_chunks(lambda f: {"sum": f["x"].sum()}, {"x": batch}, chunk=8)
+    assert whole["sum"] == batch.sum()  # one call: its outputs as they are
+    with pytest.raises(InputError, match="its first axis is not the batch"):
+        run_in_chunks(lambda f: {"sum": f["x"].sum()}, {"x": batch}, chunk=2)
 
 
 def test_close_frees_the_model_and_later_calls_fail(gemm_bundle_dir: Path) -> None:
