@@ -24,12 +24,13 @@ from edgeport.runtime.specs import UNBOUNDED, TensorSpec
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 3
 MAX_MANIFEST_BYTES = 64 << 20
-FORMATS = ("onnx", "tensorrt")
+# onnx, TensorRT engines, OpenVINO IR (.xml + .bin), ExecuTorch .pte, LiteRT .tflite
+FORMATS = ("onnx", "tensorrt", "openvino", "executorch", "litert")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
 # The engine families an artifact can be made for: each fuses a different int8 form, so an
 # int8 file is quantized, timed and judged for one of them and run only by its backends.
-TARGETS = ("onnxruntime", "openvino", "tensorrt")
+TARGETS = ("onnxruntime", "openvino", "tensorrt", "executorch", "litert")
 MAX_BATCH = 65536  # the largest batch an export can be asked for
 MAX_MIN_BATCH = 1024  # inputs are padded up to an artifact's min batch: bounded by this
 _BATCH_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
@@ -106,6 +107,8 @@ class Artifact:
     engine: EngineInfo | None = None
     source: str | None = None  # name of the artifact this one was built from
     target: str | None = None  # the engine family it was made for (TARGETS); None: any
+    # other files the artifact needs (an OpenVINO IR's weights .bin): relative path -> sha256
+    files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -124,6 +127,8 @@ class Artifact:
         if not self.inputs or not self.outputs:
             raise InputError(f"artifact {self.name!r} lists no inputs or no outputs")
         _check_relative(self.path, f"artifact {self.name!r}")
+        for rel in self.files:
+            _check_relative(rel, f"artifact {self.name!r} file")
         if self.size_bytes < 0:
             raise InputError(f"artifact {self.name!r} has a negative size {self.size_bytes}")
         for spec in self.inputs:
@@ -151,6 +156,8 @@ class Artifact:
         data = asdict(self)
         data["inputs"] = [s.to_dict() for s in self.inputs]
         data["outputs"] = [s.to_dict() for s in self.outputs]
+        if not self.files:
+            del data["files"]  # as schema-3 readers without it expect
         return data
 
     @classmethod
@@ -348,10 +355,12 @@ def resolve_inside(bundle_dir: str | Path, rel: str) -> Path:
 
 
 def artifact_path(bundle_dir: str | Path, artifact: Artifact) -> Path:
-    """The artifact's path inside the bundle, after checking that the file exists (no hashing)."""
+    """The artifact's path inside the bundle, after checking that it and the other files it
+    needs exist (no hashing)."""
     path = resolve_inside(bundle_dir, artifact.path)
-    if not path.is_file():
-        raise ModelLoadError(f"artifact {artifact.name!r} is missing: {path}")
+    for file in (path, *(resolve_inside(bundle_dir, rel) for rel in artifact.files)):
+        if not file.is_file():
+            raise ModelLoadError(f"artifact {artifact.name!r} is missing: {file}")
     return path
 
 
@@ -364,10 +373,13 @@ def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
             f"artifact {artifact.name!r} at {path} has {size} bytes, the manifest says "
             f"{artifact.size_bytes}: the file is truncated or was replaced; re-export the bundle"
         )
-    digest = sha256_file(path)
-    if digest != artifact.sha256:
-        raise ModelLoadError(
-            f"artifact {artifact.name!r} at {path} has sha256 {digest}, the manifest says "
-            f"{artifact.sha256}: the file was modified or corrupted; re-export the bundle"
-        )
+    wanted = {path: artifact.sha256}
+    wanted.update({resolve_inside(bundle_dir, rel): sha for rel, sha in artifact.files.items()})
+    for file, sha in wanted.items():
+        digest = sha256_file(file)
+        if digest != sha:
+            raise ModelLoadError(
+                f"artifact {artifact.name!r} at {file} has sha256 {digest}, the manifest says "
+                f"{sha}: the file was modified or corrupted; re-export the bundle"
+            )
     return path

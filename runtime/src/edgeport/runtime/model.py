@@ -1,7 +1,8 @@
-"""``load`` a bundle, ONNX file or TensorRT engine; ``Model.infer`` any inputs; ``Model.run`` and
-``Model.predict`` for image classifiers.
+"""``load`` a bundle, ONNX file, TensorRT engine, OpenVINO IR, ExecuTorch or LiteRT file;
+``Model.infer`` any inputs; ``Model.run`` and ``Model.predict`` for image classifiers.
 
-``load`` resolves the path (bundle directory, ``.onnx``, ``.engine``/``.plan``), lists what
+``load`` resolves the path (bundle directory, ``.onnx``, ``.engine``/``.plan``, ``.xml``,
+``.pte``, ``.tflite``), lists what
 could run it, lets :mod:`edgeport.runtime.backends.registry` order the candidates, verifies the
 chosen file (sha256 against the manifest, external data inside the model's directory) and opens
 it. The file's inputs and outputs are checked against what the manifest and the model card
@@ -19,7 +20,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,6 +71,9 @@ from edgeport.runtime.tasks import Detections, detections, label_maps, prepare_i
 log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan")
+# bare files of the formats besides ONNX and engines, by suffix: their ModelSource kind
+FILE_FORMATS = {".xml": "openvino", ".pte": "executorch", ".tflite": "litert"}
+_PRECISION_IN_NAME = re.compile(r"\.(fp32|fp16|int8)\.")
 PRECISION_METADATA_KEY = "edgeport.precision"
 _F32 = np.dtype(np.float32)
 _F16 = np.dtype(np.float16)
@@ -105,7 +109,7 @@ class Prediction:
 class ModelSource:
     """What a path holds: its kind, model card and the files some backend might run."""
 
-    kind: str  # "bundle", "onnx", "engine"
+    kind: str  # "bundle", "onnx", "engine", or a FILE_FORMATS format
     path: Path
     card: ModelCard | None
     candidates: list[ModelFile]
@@ -125,19 +129,23 @@ def load(
     check_outputs: bool = True,
     backend_options: Mapping[str, Any] | None = None,
     expected_batch: int = 1,
+    artifact: str | None = None,
 ) -> Model:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
-    ``path``: a bundle directory, an ``.onnx`` file or an ``.engine``/``.plan`` file.
-    ``backend``: "auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt" or
-    "onnxruntime-cpu". ``precision``: None (automatic, see ``registry.PRECISION_RULE``) or one of
+    ``path``: a bundle directory, an ``.onnx`` file, an ``.engine``/``.plan`` file, an OpenVINO
+    IR ``.xml`` (its ``.bin`` beside it), an ExecuTorch ``.pte`` or a LiteRT ``.tflite``.
+    ``backend``: "auto" or one of ``registry.BACKENDS`` ("tensorrt", "onnxruntime-cuda",
+    "onnxruntime-tensorrt", "onnxruntime-cpu", "openvino", "litert", "executorch").
+    ``precision``: None (automatic, see ``registry.PRECISION_RULE``) or one of
     fp32/fp16/int8. ``device``: None (any), "cpu", "cuda", "cuda:N" or N. ``threads``: ONNX
     Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
     (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
-    picks for when this machine's tuning record (``edgeport tune``) holds.
+    picks for when this machine's tuning record (``edgeport tune``) holds. ``artifact``: the
+    name of the one bundle artifact to open (e.g. "litert-int8"), as ``edgeport inspect`` lists.
     """
     options = LoadOptions.checked(
         backend=backend,
@@ -151,6 +159,8 @@ def load(
         expected_batch=expected_batch,
     )
     source = resolve_source(path)
+    if artifact is not None:
+        source = _only(source, artifact)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
@@ -158,6 +168,14 @@ def load(
             f"{source.path}: no {precision} artifact in this {what} (it has {', '.join(have)})"
         )
     return _open_first(source, options)
+
+
+def _only(source: ModelSource, artifact: str) -> ModelSource:
+    mine = [c for c in source.candidates if c.label == artifact]
+    if not mine:
+        names = [c.label for c in source.candidates]
+        raise ConfigError(f"{source.path}: no artifact named {artifact!r}; it has {names}")
+    return replace(source, candidates=mine)
 
 
 @dataclass(frozen=True)
@@ -275,15 +293,17 @@ def resolve_source(path: str | Path) -> ModelSource:
             manifest,
         )
     suffix = path.suffix.lower()
-    if suffix not in (".onnx", *ENGINE_SUFFIXES):
+    if suffix not in (".onnx", *ENGINE_SUFFIXES, *FILE_FORMATS):
         raise ModelLoadError(
             f"{path} is not a model edgeport can load: expected a bundle directory (with "
-            f"{MANIFEST_NAME}), an .onnx file or an .engine/.plan file, got {suffix or 'no suffix'}"
+            f"{MANIFEST_NAME}), an .onnx, .engine/.plan, OpenVINO .xml, ExecuTorch .pte or "
+            f"LiteRT .tflite file, got {suffix or 'no suffix'}"
         )
+    kind = "onnx" if suffix == ".onnx" else FILE_FORMATS.get(suffix, "engine")
     sibling, artifact = _sibling_manifest(path)
     if sibling is not None and artifact is not None:
         return ModelSource(
-            "onnx" if suffix == ".onnx" else "engine",
+            kind,
             path,
             sibling.card,
             [_bundle_candidate(path.parent, artifact)],
@@ -295,10 +315,12 @@ def resolve_source(path: str | Path) -> ModelSource:
         precision = summary.metadata.get(PRECISION_METADATA_KEY) or summary.guess_precision()
         cand = ModelFile("onnx", precision, path, path.name)
         return ModelSource("onnx", path, card, [cand], summary=summary)
-    _check_engine_file(path)
-    match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
-    cand = ModelFile("tensorrt", match.group(1) if match else None, path, path.name)
-    return ModelSource("engine", path, None, [cand])
+    if kind == "engine":
+        _check_engine_file(path)
+    match = _PRECISION_IN_NAME.search(path.name)
+    fmt = "tensorrt" if kind == "engine" else kind
+    cand = ModelFile(fmt, match.group(1) if match else None, path, path.name)
+    return ModelSource(kind, path, None, [cand])
 
 
 def _check_engine_file(path: Path) -> None:
@@ -396,6 +418,8 @@ def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions)
         from edgeport.runtime.backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, cand.engine, device_index=device_index, cuda_graph=cuda_graph)
+    if cand.format != "onnx":
+        return _open_native(name, path, cand, source, options)
 
     from edgeport.runtime.backends.onnxrt import (
         OnnxRuntimeBackend,
@@ -426,6 +450,56 @@ def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions)
         tensorrt_profile=profile,
     )
     return OnnxRuntimeBackend(path, name, settings)
+
+
+def _open_native(
+    name: str, path: Path, cand: ModelFile, source: ModelSource, options: LoadOptions
+) -> Backend:
+    """An OpenVINO IR, ExecuTorch or LiteRT file; names from the manifest or card, if any."""
+    declared = cand.artifact or (source.card if source.card and source.card.inputs else None)
+    inputs = [s.name for s in declared.inputs] if declared else []
+    outputs = [s.name for s in declared.outputs] if declared else []
+    if name == "litert":
+        from edgeport.runtime.backends.litert import LiteRtBackend
+
+        return LiteRtBackend(
+            path, threads=options.threads, input_names=inputs, output_names=outputs
+        )
+    if name == "executorch":
+        from edgeport.runtime.backends.executorch import ExecuTorchBackend
+
+        return ExecuTorchBackend(
+            path, threads=options.threads, input_names=inputs, output_names=outputs
+        )
+    from edgeport.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
+
+    settings = OpenVinoSettings.from_options(options.threads, options.backend_options)
+    return OpenVinoBackend(path, settings)
+
+
+def open_artifact(
+    path: Path,
+    artifact: Artifact,
+    card: ModelCard | None,
+    backend: str,
+    *,
+    threads: int | None = None,
+) -> Model:
+    """Open one file as ``artifact`` (a manifest entry not written yet) describes it, on
+    ``backend``: what export's parity gate runs before the manifest exists."""
+    cand = ModelFile(artifact.format, artifact.precision, path, artifact.name, artifact=artifact)
+    options = LoadOptions.checked(
+        backend=backend,
+        precision=artifact.precision,
+        device=None,
+        threads=threads,
+        cuda_graph=False,
+        verify=False,
+        check_outputs=False,
+        backend_options={},
+        expected_batch=1,
+    )
+    return _open_first(ModelSource(artifact.format, path, card, [cand]), options)
 
 
 def _make_model(
