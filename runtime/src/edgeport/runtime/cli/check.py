@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeport.runtime.backends.registry import BACKENDS
 from edgeport.runtime.bundle import PRECISIONS
 from edgeport.runtime.cli.options import add_input_options, parsed_inputs
 from edgeport.runtime.errors import EdgeportError
 from edgeport.runtime.tools.check import (
     DEFAULT_SAMPLES,
-    ENGINE_BACKENDS,
-    ONNX_BACKENDS,
     REFERENCES,
     CheckReport,
     CheckSettings,
@@ -90,7 +89,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         help="comma-separated backends, from "
-        f"{', '.join((*ONNX_BACKENDS, *ENGINE_BACKENDS))} (default: every one of the model's "
+        f"{', '.join(BACKENDS)} (default: every one of the model's "
         "format; a bundle's ONNX artifacts on onnxruntime-cpu and onnxruntime-cuda)",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")

@@ -674,10 +674,33 @@ def _run_candidate(
     except EdgeportError as exc:
         raise ModelLoadError(f"cannot load: {exc}") from exc
     with model:
+        by_position = source.kind != "bundle" and _by_position(model, ref)
+        batches = ref.batches
+        if by_position:  # two files of one model, named by different converters
+            batches = tuple(
+                {s.name: array for s, array in zip(model.inputs, feeds.values(), strict=True)}
+                for feeds in ref.batches
+            )
         try:
-            return run_batches(model, ref.batches, rechunk=ref.rechunk), model.outputs
+            outputs = run_batches(model, batches, rechunk=ref.rechunk)
         except EdgeportError as exc:
             raise InputError(f"run failed: {exc}") from exc
+        if not by_position:
+            return outputs, model.outputs
+        names = list(ref.outputs)
+        specs = tuple(
+            dataclasses.replace(s, name=n) for s, n in zip(model.outputs, names, strict=True)
+        )
+        return dict(zip(names, outputs.values(), strict=True)), specs
+
+
+def _by_position(model: Model, ref: Reference) -> bool:
+    """Whether a file's inputs and outputs are named otherwise than the reference's but are as
+    many: then they are matched in order."""
+    ins, outs = list(ref.batches[0]), list(ref.outputs)
+    mine_in, mine_out = [s.name for s in model.inputs], [s.name for s in model.outputs]
+    same_count = len(ins) == len(mine_in) and len(outs) == len(mine_out)
+    return same_count and (ins != mine_in or outs != mine_out)
 
 
 # --------------------------------------------------------------------------------------------
