@@ -116,5 +116,161 @@ def export_all(run: Path, bundle: Path, *, reexport: bool) -> Path:
     return bundle
 
 
+def _artifact_rows(name: str, bundle: Path) -> list[dict[str, Any]]:
+    """One row per artifact (and per converter that failed): size, parity numbers."""
+    from edgeport.runtime.bundle import Manifest
+
+    manifest = Manifest.load(bundle)
+    rows = []
+    for art in manifest.artifacts:
+        parity = art.parity or {}
+        logits = (parity.get("outputs") or [{}])[0].get("comparison", {})
+        size = art.size_bytes + sum((bundle / rel).stat().st_size for rel in art.files)
+        rows.append(
+            {
+                "model": name,
+                "format": art.format,
+                "precision": art.precision,
+                "artifact": art.name,
+                "backend": BACKEND_OF[art.format],
+                "size_bytes": size,
+                "parity": parity.get("status", "unchecked"),
+                "top1_agreement": logits.get("top1_agreement"),
+                "accuracy": logits.get("accuracy_candidate"),
+                "accuracy_drop": logits.get("accuracy_drop"),
+                "max_abs": logits.get("max_abs"),
+                "batch_range": str(art.batch),
+            }
+        )
+    for failed in (manifest.export.get("formats") or {}).get("failed", []):
+        rows.append({"model": name, **failed, "parity": "conversion failed"})
+    return rows
+
+
+def time_bundle(name: str, bundle: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """PyTorch eager and every artifact loaded together, timed at batch 1 in interleaved rounds
+    on the first stored reference image, the same threads for all."""
+    from edgeport.runtime import load
+    from edgeport.runtime.bundle import Manifest
+    from edgeport.runtime.plugins import torch_reference_class
+    from edgeport.runtime.reference import load_reference
+    from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
+
+    manifest = Manifest.load(bundle)
+    stored = load_reference(bundle, manifest)
+    assert stored is not None, f"{bundle} stores no reference inputs"
+    image = np.ascontiguousarray(next(iter(stored.inputs.values()))[:1], dtype=np.float32)
+    rows = _artifact_rows(name, bundle)
+    cls, why = torch_reference_class()
+    if cls is None:
+        raise SystemExit(f"the PyTorch baseline is needed: {why}")
+    eager = cls(bundle, manifest, device="cpu", precision="fp32", threads=args.threads)
+    steps: dict[str, Callable[[], object]] = {EAGER: functools.partial(eager.run, image)}
+    opened = []
+    for row in rows:
+        if row["parity"] == "conversion failed":
+            continue
+        model = load(bundle, backend=row["backend"], artifact=row["artifact"], threads=args.threads)
+        opened.append(model)
+        steps[row["artifact"]] = functools.partial(model.run, image)
+    config = TimingConfig(warmup_s=0.5, duration_s=args.duration_s * args.rounds)
+    with timed(f"timing {name}: {len(steps)} candidates, {args.rounds} interleaved rounds"):
+        samples = time_interleaved(steps, config, rounds=args.rounds)
+    for model in opened:
+        model.close()
+    eager.close()
+    stats = {key: LatencyStats.from_samples(values) for key, values in samples.items()}
+    base = stats[EAGER].p50
+    out = [
+        {
+            "model": name,
+            "format": "pytorch",
+            "precision": "fp32",
+            "artifact": EAGER,
+            "backend": "torch",
+            "parity": "reference",
+            "accuracy": (manifest.reference or {}).get("accuracy"),
+            "p50_ms": base,
+            "p90_ms": stats[EAGER].p90,
+            "speedup": 1.0,
+        }
+    ]
+    for row in rows:
+        if row["artifact"] in stats:
+            st = stats[row["artifact"]]
+            row.update(p50_ms=st.p50, p90_ms=st.p90, speedup=base / st.p50)
+        out.append(row)
+    return out
+
+
+def _fmt_size(size: int | None) -> str:
+    return (
+        "-" if size is None else f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+    )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Ultralytics-style: per model, format and precision: size, parity, p50, speed-up."""
+    lines = [
+        "| model | format | precision | size | parity vs PyTorch | top-1 agreement | "
+        "accuracy (drop) | p50 ms, batch 1 | speed-up vs eager |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["parity"] == "conversion failed":
+            verdict = f"conversion failed: {r['error']}"
+        else:
+            verdict = r["parity"]
+        accuracy = _fmt(r.get("accuracy"), ".2%")
+        if r.get("accuracy_drop") is not None:
+            accuracy += f" ({r['accuracy_drop'] * 100:+.2f} pt)".replace("+-", "-")
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['precision']} | {_fmt_size(r.get('size_bytes'))} "
+            f"| {verdict} | {_fmt(r.get('top1_agreement'), '.2%')} | {accuracy} "
+            f"| {_fmt(r.get('p50_ms'), '.3g')} | {_fmt(r.get('speedup'), '.2f')}x |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from edgeport.runtime.envinfo import collect_environment
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data = {
+        "created": created,
+        "command": "python benchmarks/run_formats.py" + (" --readme" if args.readme else ""),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "duration_s_per_round": args.duration_s,
+        "models": {n: MODELS[n].shape for n in dict.fromkeys(r["model"] for r in rows)},
+        "rows": rows,
+        "environment": collect_environment(threads=args.threads),
+    }
+    (args.out / "formats.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    table = markdown_table(rows)
+    header = (
+        f"Measured {created} with `python benchmarks/run_formats.py`: batch 1, {args.threads} "
+        f"threads, every artifact and PyTorch eager loaded in one process and timed in "
+        f"{args.rounds} interleaved rounds of {args.duration_s} s each on the same image. Parity: "
+        "the export's gate on the held-out digits (top-1 agreement with PyTorch fp32, test "
+        "accuracy and its drop). Inputs: "
+        + ", ".join(f"{n} {shape}" for n, shape in data["models"].items())
+        + ".\n"
+    )
+    (args.out / "formats.md").write_text(f"# Export formats side by side\n\n{header}\n{table}\n")
+    print(table)
+    if args.readme:
+        readme = REPO / "README.md"
+        text = readme.read_text()
+        start, end = text.index(README_START), text.index(README_END)
+        block = f"{README_START}\n{header}\n{table}\n"
+        readme.write_text(text[:start] + block + text[end:])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,9 +23,14 @@ CALIBRATION_CHUNK = 32  # samples per calibration call
 
 
 def tensors(batch: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    """The arrays as tensors with row-major strides on every axis. A contiguous array may have
+    any stride on a size-1 axis (images cut from channels-last data do); torch.export records
+    the dimension order those strides imply, and an ExecuTorch program traced so expects
+    channels-last inputs (measured: XNNPACK refused a batch of 32 images). A copy has the
+    canonical strides."""
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(batch[n])) for n in names)
+    return tuple(torch.from_numpy(np.array(batch[n], order="C", copy=True)) for n in names)
 
 
 def calibrated_int8(

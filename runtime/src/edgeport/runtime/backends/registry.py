@@ -42,6 +42,7 @@ BACKENDS = (
 )
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino", "litert", "executorch")
 GPU_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"})
+PHONE_BACKENDS = frozenset({"litert", "executorch"})  # the runtimes of phones' own formats
 FORMAT_OF = {
     "tensorrt": "tensorrt",
     "onnxruntime-tensorrt": "onnx",
@@ -250,6 +251,8 @@ def _rule_steps(
         mine = [c for c in candidates if runs_format(name, c.format)]
         if precision is not None:
             mine = [c for c in mine if c.precision == precision]
+        if not mine and auto and name in PHONE_BACKENDS:
+            continue  # a model without .tflite/.pte files: its explanation stays on the rest
         if not mine:
             what = f"{precision} {fmt}" if precision else fmt
             yield Attempt(name, "", precision, "skipped", f"no {what} artifact")
