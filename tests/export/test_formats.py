@@ -85,7 +85,7 @@ def test_each_artifact_loads_on_its_runtime_and_predicts(
         assert model.artifact is not None and model.artifact.name == f"{fmt}-{precision}"
         assert model.precision == precision
         logits = model.run_images(images)[0]  # split into batches the artifact takes
-        predictions = model.predict([np.full((16, 16), 255, np.uint8)])
+        predictions = model.predict([np.full((20, 20), 255, np.uint8)])
     assert logits.shape == (40, 10) and logits.dtype == np.float32
     assert (logits.argmax(axis=1) == expected).mean() >= 0.97
     assert predictions[0].labels[0] in Manifest.load(formats_bundle).card.class_names
@@ -95,7 +95,9 @@ def test_each_artifact_loads_on_its_runtime_and_predicts(
 def test_executorch_runs_the_whole_batch_range(formats_bundle: Path) -> None:
     """The largest batch the bundle declares (32) runs: the export restored the range the
     XNNPACK lowering narrowed."""
-    batch = np.random.default_rng(0).normal(size=(32, 1, 16, 16)).astype(np.float32)
+    card = Manifest.load(formats_bundle).card
+    shape = (32, card.in_channels, *card.input_size)
+    batch = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     with (
         load(formats_bundle, backend="executorch", precision="fp32") as pte,
         load(formats_bundle, backend="onnxruntime-cpu", precision="fp32") as onnx,

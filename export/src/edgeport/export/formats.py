@@ -191,8 +191,8 @@ def _export_one(ex: _Exporter, converter: Converter, precision: str, trace: Batc
         verdict = ex.check(name, precision, rel, backend=converter.backend, artifact=artifact)
         ex.timed(f"parity-{name}", start)
     except Exception as exc:  # a third-party converter or runtime: whatever it raised is recorded
-        for path in (dst, dst.with_suffix(".bin")):
-            path.unlink(missing_ok=True)
+        for path in (dst, *([dst.with_suffix(".bin")] if converter.suffix == ".xml" else [])):
+            path.unlink(missing_ok=True)  # what the converter left behind
         error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         if ex.s.formats == (converter.format,):
             raise ExportError(f"{name} failed: {error}") from exc
