@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.envinfo import package_version
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.specs import TensorSpec
 
@@ -96,7 +97,7 @@ class ExecuTorchBackend(Backend):
         from executorch.extension.pybindings import portable_lib
 
         self.path, self._torch = path, torch
-        self._version = _version()
+        self._version = package_version("executorch") or "unknown"
         if threads is not None:
             portable_lib._unsafe_reset_threadpool(threads)  # the process's one pool
         try:
@@ -143,15 +144,6 @@ class ExecuTorchBackend(Backend):
             "threads": self._threads,
             "needs": NEEDS,
         }
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("executorch")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _specs(path: Path, meta: Any, kind: str, names: Sequence[str]) -> tuple[TensorSpec, ...]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.envinfo import cpu_counts, package_version
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
 
@@ -89,7 +89,7 @@ class LiteRtBackend(Backend):
     ) -> None:
         module = import_interpreter()
         self.path = path
-        self._threads = threads or _usable_cpus()
+        self._threads = threads or cpu_counts()["usable"] or 1
         try:
             self._interp: Any = module.Interpreter(model_path=str(path), num_threads=self._threads)
             self._interp.allocate_tensors()
@@ -140,26 +140,11 @@ class LiteRtBackend(Backend):
             s.name for s, t in zip(self.outputs, self._out, strict=True) if t.quantization
         ]
         return {
-            "library": f"ai-edge-litert {_version()}",
+            "library": f"ai-edge-litert {package_version('ai-edge-litert') or 'unknown'}",
             "device": "CPU (XNNPACK delegate)",
             "threads": self._threads,
             "quantized_io": quantized or None,  # shown as float32, (de)quantized by edgeport
         }
-
-
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ai-edge-litert")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _signature(interp: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
