@@ -25,7 +25,8 @@ log = logging.getLogger("edgeport")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeport",
-        description="Train, export, check, run and benchmark CNN image classifiers.",
+        description="From PyTorch to a device, for any model: train, export, check, run, tune, "
+        "benchmark and serve it (a bundle, an ONNX file or a TensorRT engine).",
     )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
