@@ -33,7 +33,7 @@ from edgeport.export.dims import (
     input_ranges,
     tracing_example,
 )
-from edgeport.export.formats import export_formats
+from edgeport.export.formats import export_formats, preflight_formats
 from edgeport.export.onnx import tool_versions
 from edgeport.export.parity import ReferenceSet
 from edgeport.export.samples import Batch, count
@@ -79,8 +79,6 @@ def preflight(
     job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict[str, DimRange]
 ) -> None:
     """Refuse what would fail later: int8 without data, engines without TensorRT or ranges."""
-    from edgeport.export.formats import preflight_formats
-
     preflight_formats(settings)
     if "int8" in settings.precisions and not job.calibration:
         raise ConfigError(
