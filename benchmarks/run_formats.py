@@ -291,11 +291,23 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _with_earlier(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """``rows`` and, for the models not timed this time, the rows an earlier run saved (each
+    model is timed in one process; models are compared with PyTorch, not with each other)."""
+    if not path.is_file():
+        return rows
+    timed_now = {r["model"] for r in rows}
+    earlier = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in timed_now]
+    order = list(MODELS)
+    return sorted(earlier + rows, key=lambda r: order.index(r["model"]))
+
+
 def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     from edgeport.runtime.envinfo import collect_environment
 
     args.out.mkdir(parents=True, exist_ok=True)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = _with_earlier(rows, args.out / "formats.json")
     data = {
         "created": created,
         "command": "python benchmarks/run_formats.py" + (" --readme" if args.readme else ""),
