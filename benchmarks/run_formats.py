@@ -272,7 +272,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """Ultralytics-style: per model, format and precision: size, parity, p50, speed-up."""
     lines = [
         "| model | format | precision | size | parity vs PyTorch | top-1 agreement | "
-        "accuracy (drop) | p50 ms, batch 1 | speed-up vs eager |",
+        "test accuracy (change) | p50 ms, batch 1 | speed-up vs eager |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -282,7 +282,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             verdict = r["parity"]
         accuracy = _fmt(r.get("accuracy"), ".2%")
         if r.get("accuracy_drop") is not None:
-            accuracy += f" ({r['accuracy_drop'] * 100:+.2f} pt)".replace("+-", "-")
+            accuracy += f" ({(-r['accuracy_drop'] * 100) or 0.0:+.2f} pt)"  # no -0.00
         lines.append(
             f"| {r['model']} | {r['format']} | {r['precision']} | {_fmt_size(r.get('size_bytes'))} "
             f"| {verdict} | {_fmt(r.get('top1_agreement'), '.2%')} | {accuracy} "
@@ -325,7 +325,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"threads, every artifact and PyTorch eager loaded in one process and timed in "
         f"{args.rounds} interleaved rounds of {args.duration_s} s each on the same image. Parity: "
         "the export's gate on the held-out digits (top-1 agreement with PyTorch fp32, test "
-        "accuracy and its drop). Inputs: "
+        "accuracy and its change). Inputs: "
         + ", ".join(f"{n} {shape}" for n, shape in data["models"].items())
         + ".\n"
     )
