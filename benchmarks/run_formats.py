@@ -180,7 +180,6 @@ def _artifact_rows(name: str, bundle: Path) -> list[dict[str, Any]]:
     for art in manifest.artifacts:
         parity = art.parity or {}
         logits = (parity.get("outputs") or [{}])[0].get("comparison", {})
-        size = art.size_bytes + sum((bundle / rel).stat().st_size for rel in art.files)
         rows.append(
             {
                 "model": name,
@@ -188,7 +187,7 @@ def _artifact_rows(name: str, bundle: Path) -> list[dict[str, Any]]:
                 "precision": art.precision,
                 "artifact": art.name,
                 "backend": BACKEND_OF[art.format],
-                "size_bytes": size,
+                "size_bytes": art.total_bytes,
                 "parity": parity.get("status", "unchecked"),
                 "top1_agreement": logits.get("top1_agreement"),
                 "accuracy": logits.get("accuracy_candidate"),

@@ -265,8 +265,7 @@ def _print(manifest: Any, out: str) -> None:
     for art in manifest.artifacts:
         status = (art.parity or {}).get("status", "unchecked")
         detail = headline(art.parity)
-        size = art.size_bytes + sum((Path(out) / rel).stat().st_size for rel in art.files)
-        print(f"  {art.name:<16} {size / 1e6:8.2f} MB  {status:<8} {detail}")
+        print(f"  {art.name:<16} {art.total_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
     failed = manifest.export.get("failed_parity") or []
     if failed:
         print(f"warning: kept despite failing parity: {', '.join(failed)}")

@@ -33,6 +33,7 @@ import numpy as np
 from edgeport.export import executorch, litert, openvino_ir
 from edgeport.export.samples import Batch
 from edgeport.export.settings import BATCH_DIM, ExportSettings
+from edgeport.runtime.bundle import SideFile
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import sha256_file
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
@@ -63,7 +64,8 @@ def _openvino(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Convert
     tools, weights = save_ir(ex.onnx_paths[precision], dst)
     rel = weights.relative_to(ex.root).as_posix()
     source = f"onnx-{precision}" if "onnx" in ex.s.formats else None
-    return tools, {"files": {rel: sha256_file(weights)}, "source": source}
+    files = {rel: SideFile(sha256_file(weights), weights.stat().st_size)}
+    return tools, {"files": files, "source": source}
 
 
 def _executorch(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Converted:

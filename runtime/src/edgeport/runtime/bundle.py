@@ -10,13 +10,14 @@ and verifies it. Paths are always relative and must stay inside the bundle. Mani
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
+from edgeport.runtime.errors import ConfigError, InputError, IntegrityError, ModelLoadError
 from edgeport.runtime.io import atomic_write_json, read_regular_file, sha256_file
 from edgeport.runtime.schema import decode, parse_json
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
@@ -90,6 +91,19 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class SideFile:
+    """Another file an artifact needs (an OpenVINO IR's weights ``.bin``), verified like the
+    artifact's own file."""
+
+    sha256: str
+    size_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.size_bytes < 0:
+            raise InputError(f"a side file has a negative size {self.size_bytes}")
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One exported model file inside a bundle, with the exact inputs and outputs it has and the
     range of every dynamic dimension it was built (an engine profile) or checked for."""
@@ -107,8 +121,8 @@ class Artifact:
     engine: EngineInfo | None = None
     source: str | None = None  # name of the artifact this one was built from
     target: str | None = None  # the engine family it was made for (TARGETS); None: any
-    # other files the artifact needs (an OpenVINO IR's weights .bin): relative path -> sha256
-    files: dict[str, str] = field(default_factory=dict)
+    # other files the artifact needs (an OpenVINO IR's weights .bin), by relative path
+    files: dict[str, SideFile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -129,6 +143,8 @@ class Artifact:
         _check_relative(self.path, f"artifact {self.name!r}")
         for rel in self.files:
             _check_relative(rel, f"artifact {self.name!r} file")
+        if self.path in self.files:
+            raise InputError(f"artifact {self.name!r} lists its own file {self.path!r} in files")
         if self.size_bytes < 0:
             raise InputError(f"artifact {self.name!r} has a negative size {self.size_bytes}")
         for spec in self.inputs:
@@ -144,6 +160,11 @@ class Artifact:
     def batch(self) -> BatchRange:
         """The range of the first input's leading (batch) axis."""
         return leading_range(self.inputs[0])
+
+    @property
+    def total_bytes(self) -> int:
+        """The size of the artifact's file and of the other files it needs."""
+        return self.size_bytes + sum(f.size_bytes for f in self.files.values())
 
     @property
     def parity_passed(self) -> bool | None:
@@ -323,12 +344,17 @@ class Manifest:
     @classmethod
     def load(cls, bundle_dir: str | Path) -> Manifest:
         """Read and validate ``bundle_dir/manifest.json``."""
+        return cls.read(bundle_dir)[0]
+
+    @classmethod
+    def read(cls, bundle_dir: str | Path) -> tuple[Manifest, str]:
+        """The validated manifest and the sha256 of the very bytes it was parsed from."""
         path = Path(bundle_dir) / MANIFEST_NAME
         if not path.exists() and not path.is_symlink():
             raise ModelLoadError(f"{bundle_dir} is not a bundle: {MANIFEST_NAME} not found in it")
         data = read_regular_file(path, what="bundle manifest", max_bytes=MAX_MANIFEST_BYTES)
         try:
-            return cls.from_dict(parse_json(data, "manifest"))
+            return cls.from_dict(parse_json(data, "manifest")), hashlib.sha256(data).hexdigest()
         except InputError as exc:
             raise ModelLoadError(f"bundle manifest {path} is invalid: {exc}") from exc
 
@@ -357,29 +383,52 @@ def resolve_inside(bundle_dir: str | Path, rel: str) -> Path:
 def artifact_path(bundle_dir: str | Path, artifact: Artifact) -> Path:
     """The artifact's path inside the bundle, after checking that it and the other files it
     needs exist (no hashing)."""
-    path = resolve_inside(bundle_dir, artifact.path)
-    for file in (path, *(resolve_inside(bundle_dir, rel) for rel in artifact.files)):
+    return artifact_files(bundle_dir, artifact)[0][0]
+
+
+def artifact_files(bundle_dir: str | Path, artifact: Artifact) -> list[tuple[Path, SideFile]]:
+    """Every file of the artifact inside the bundle, its own first then ``files``, each with
+    what the manifest says of it, after checking that each exists (no hashing)."""
+    own = (artifact.path, SideFile(artifact.sha256, artifact.size_bytes))
+    out = []
+    for rel, entry in (own, *artifact.files.items()):
+        file = resolve_inside(bundle_dir, rel)
         if not file.is_file():
             raise ModelLoadError(f"artifact {artifact.name!r} is missing: {file}")
-    return path
+        out.append((file, entry))
+    return out
 
 
 def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
-    """Return the artifact's path after checking that it exists and matches its sha256."""
-    path = artifact_path(bundle_dir, artifact)
-    size = path.stat().st_size
-    if size != artifact.size_bytes:
-        raise ModelLoadError(
+    """Return the artifact's path after checking that it and every other file it needs exist
+    and match their size and sha256 (for tools that hand the path on; ``load`` hashes the very
+    bytes it runs instead)."""
+    files = artifact_files(bundle_dir, artifact)
+    for file, entry in files:
+        size = file.stat().st_size
+        check_integrity(artifact, file, size, entry=entry)  # before hashing a wrong size
+        check_integrity(artifact, file, size, sha256_file(file), entry=entry)
+    return files[0][0]
+
+
+def check_integrity(
+    artifact: Artifact,
+    path: Path,
+    size: int,
+    digest: str | None = None,
+    *,
+    entry: SideFile | None = None,
+) -> None:
+    """``IntegrityError`` when a file's size (or, given, its sha256) is not the manifest's: the
+    artifact's own file, or the one of its ``files`` that ``entry`` describes."""
+    want = entry or SideFile(artifact.sha256, artifact.size_bytes)
+    if size != want.size_bytes:
+        raise IntegrityError(
             f"artifact {artifact.name!r} at {path} has {size} bytes, the manifest says "
-            f"{artifact.size_bytes}: the file is truncated or was replaced; re-export the bundle"
+            f"{want.size_bytes}: the file is truncated or was replaced; re-export the bundle"
         )
-    wanted = {path: artifact.sha256}
-    wanted.update({resolve_inside(bundle_dir, rel): sha for rel, sha in artifact.files.items()})
-    for file, sha in wanted.items():
-        digest = sha256_file(file)
-        if digest != sha:
-            raise ModelLoadError(
-                f"artifact {artifact.name!r} at {file} has sha256 {digest}, the manifest says "
-                f"{sha}: the file was modified or corrupted; re-export the bundle"
-            )
-    return path
+    if digest is not None and digest != want.sha256:
+        raise IntegrityError(
+            f"artifact {artifact.name!r} at {path} has sha256 {digest}, the manifest says "
+            f"{want.sha256}: the file was modified or corrupted; re-export the bundle"
+        )

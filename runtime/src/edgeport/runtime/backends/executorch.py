@@ -12,7 +12,8 @@ A ``.pte`` names neither its inputs nor its outputs: a bundle's manifest does; a
 gives each input's memory-planned sizes, the upper bound of a dynamic dimension, so a bare
 file's leading axis is taken as a batch of 1 up to that size. ``threads`` resizes ExecuTorch's
 one thread pool, which the whole process shares. Calls are serialised (a method's planned
-memory is shared by its calls).
+memory is shared by its calls). The program is loaded from the bytes ``load`` read and verified
+(ExecuTorch's ``load_program`` takes a buffer), never from the file's path.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.backends.base import Backend, ModelBytes
 from edgeport.runtime.envinfo import package_version
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.specs import TensorSpec
@@ -86,7 +87,7 @@ class ExecuTorchBackend(Backend):
 
     def __init__(
         self,
-        path: Path,
+        model: ModelBytes,
         *,
         threads: int | None = None,
         input_names: Sequence[str] = (),
@@ -96,12 +97,15 @@ class ExecuTorchBackend(Backend):
         import torch
         from executorch.extension.pybindings import portable_lib
 
-        self.path, self._torch = path, torch
+        self.path = path = model.path
+        self._torch = torch
         self._version = package_version("executorch") or "unknown"
         if threads is not None:
             portable_lib._unsafe_reset_threadpool(threads)  # the process's one pool
         try:
-            program = runtime.Runtime.get().load_program(path)
+            # the program keeps the buffer its methods run from: it lives as long as they do
+            self._program: Any = runtime.Runtime.get().load_program(model.data)
+            program = self._program
             if METHOD not in program.method_names:
                 raise ModelLoadError(
                     f"{path}: the ExecuTorch program has methods {sorted(program.method_names)}, "
@@ -135,7 +139,7 @@ class ExecuTorchBackend(Backend):
         return [t.numpy() for t in outputs]
 
     def close(self) -> None:
-        self._method = None
+        self._method = self._program = None
 
     def describe(self) -> dict[str, Any]:
         return {

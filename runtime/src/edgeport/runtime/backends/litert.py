@@ -9,7 +9,9 @@ manifest gives their order. A fully quantized model takes and returns int8 (or u
 a scale and zero point; edgeport shows them as float32, quantizing what goes in and
 dequantizing what comes out with the file's own parameters, as LiteRT's task libraries do. A
 dimension the file marks dynamic (-1) takes any size; the interpreter is resized when a call
-brings new shapes. Calls are serialised: an interpreter runs one call at a time.
+brings new shapes. Calls are serialised: an interpreter runs one call at a time. The
+interpreter is built from the bytes ``load`` read and verified (``model_content``), never from
+the file's path.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.backends.base import Backend, ModelBytes
 from edgeport.runtime.envinfo import cpu_counts, package_version
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
@@ -81,17 +82,19 @@ class LiteRtBackend(Backend):
 
     def __init__(
         self,
-        path: Path,
+        model: ModelBytes,
         *,
         threads: int | None = None,
         input_names: Sequence[str] = (),
         output_names: Sequence[str] = (),
     ) -> None:
         module = import_interpreter()
-        self.path = path
+        self.path = path = model.path
         self._threads = threads or cpu_counts()["usable"] or 1
         try:
-            self._interp: Any = module.Interpreter(model_path=str(path), num_threads=self._threads)
+            self._interp: Any = module.Interpreter(
+                model_content=model.data, num_threads=self._threads
+            )
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"LiteRT cannot load {path}: {exc}") from exc

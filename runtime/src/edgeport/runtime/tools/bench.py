@@ -445,6 +445,7 @@ def _open_runtime(
         cuda_graph=graph,
         verify=cand.label not in verified,
         artifact=cand.label if model.kind == "bundle" else None,
+        allow_failed=True,  # timed and reported with its parity, never chosen by auto
     )
     verified.add(cand.label)  # hashed once: later opens of the same file skip the sha256
     return Timed(
