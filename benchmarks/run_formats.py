@@ -9,8 +9,8 @@ each artifact judged against PyTorch on the held-out test digits by the export's
 and PyTorch eager are loaded in one process and timed at batch 1 in interleaved rounds on the
 same images and threads.
 
-Writes ``formats.json`` and ``formats.md`` to ``benchmarks/results/<machine>/``; ``--readme``
-also replaces the table in the README between its markers.
+Writes ``formats.json`` and ``formats.md`` to ``benchmarks/results/<machine>/``; ``--docs``
+also replaces the table in ``docs/formats.md`` between its markers.
 
     python benchmarks/run_formats.py                # train (or reuse), export, check, time
     python benchmarks/run_formats.py --train-only   # only the cached training runs
@@ -66,8 +66,8 @@ PRECISIONS = ("fp32", "int8")
 BACKEND_OF = {"onnx": "onnxruntime-cpu", "openvino": "openvino", "executorch": "executorch"}
 BACKEND_OF["litert"] = "litert"
 EAGER = "PyTorch eager"
-README_START = "<!-- formats-table:start -->"
-README_END = "<!-- formats-table:end -->"
+TABLE_START = "<!-- formats-table:start -->"
+TABLE_END = "<!-- formats-table:end -->"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -87,7 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / machine_slug()
     )
-    parser.add_argument("--readme", action="store_true", help="update the README's table")
+    parser.add_argument("--docs", action="store_true", help="update the table in docs/formats.md")
     parser.add_argument("--reexport", action="store_true", help="export again (runs are reused)")
     return parser.parse_args(argv)
 
@@ -309,7 +309,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     rows = _with_earlier(rows, args.out / "formats.json")
     data = {
         "created": created,
-        "command": "python benchmarks/run_formats.py" + (" --readme" if args.readme else ""),
+        "command": "python benchmarks/run_formats.py" + (" --docs" if args.docs else ""),
         "threads": args.threads,
         "rounds": args.rounds,
         "duration_s_per_round": args.duration_s,
@@ -330,12 +330,11 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     )
     (args.out / "formats.md").write_text(f"# Export formats side by side\n\n{header}\n{table}\n")
     print(table)
-    if args.readme:
-        readme = REPO / "README.md"
-        text = readme.read_text()
-        start, end = text.index(README_START), text.index(README_END)
-        block = f"{README_START}\n{header}\n{table}\n"
-        readme.write_text(text[:start] + block + text[end:])
+    if args.docs:
+        page = REPO / "docs" / "formats.md"
+        text = page.read_text()
+        start, end = text.index(TABLE_START), text.index(TABLE_END)
+        page.write_text(text[:start] + f"{TABLE_START}\n{header}\n{table}\n" + text[end:])
 
 
 if __name__ == "__main__":
