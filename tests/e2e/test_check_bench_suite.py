@@ -87,7 +87,7 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Must show" in result.stdout
+    assert "Headline ratios" in result.stdout
     for name in ("simple_cnn_bn.json", "simple_cnn_bn.md", "simple_cnn_bn.csv", "latency.png"):
         assert (out / name).is_file(), name
     bench = json.loads((out / "simple_cnn_bn.json").read_text())
@@ -100,7 +100,7 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
     }
     assert {r["batch"] for r in bench["rows"] if r["backend"] == "auto"} == {1, 8}
     matrix = json.loads((out / "matrix.json").read_text())
-    (first, *_) = matrix["must_show"]
+    (first, *_) = matrix["headline_ratios"]
     assert first["model"] == "simple_cnn_bn" and first["ratio"] > 0
     assert [c["batch"] for c in matrix["auto_vs_best_peer"]] == [1, 8]
     assert all(c["ratio"] > 0 for c in matrix["auto_vs_best_peer"])
@@ -113,7 +113,7 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
     check = json.loads((out / "simple_cnn_bn.check.json").read_text())
     assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-int8"}
     readme = (out / "README.md").read_text()
-    for heading in ("## Must show", "## edgeport auto against the best peer", "## Cold start"):
+    for heading in ("## Headline ratios", "## edgeport auto against the best peer", "## Cold start"):
         assert heading in readme
 
 

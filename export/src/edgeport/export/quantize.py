@@ -1,6 +1,6 @@
 """fp32 ONNX to int8 Q/DQ ONNX: static post-training quantization calibrated on real data.
 
-The form is the one both ONNX Runtime (CPU) and TensorRT's ONNX parser accept (NOTES.md):
+The form is the one both ONNX Runtime (CPU) and TensorRT's ONNX parser accept:
 ``quant_pre_process`` first, then ``quantize_static`` with Q/DQ nodes, symmetric int8
 activations and weights, per-channel weights, and biases left in float (TensorRT rejects the
 int32 biases ORT writes by default).
