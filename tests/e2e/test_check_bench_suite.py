@@ -113,7 +113,11 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
     check = json.loads((out / "simple_cnn_bn.check.json").read_text())
     assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-int8"}
     readme = (out / "README.md").read_text()
-    for heading in ("## Headline ratios", "## edgeport auto against the best peer", "## Cold start"):
+    for heading in (
+        "## Headline ratios",
+        "## edgeport auto against the best peer",
+        "## Cold start",
+    ):
         assert heading in readme
 
 

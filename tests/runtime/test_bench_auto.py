@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_bundles
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
@@ -27,7 +27,7 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
-    return rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
+    return rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
 
 
 def _auto_rows(result: BenchResult) -> dict[int, object]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_graphs
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
@@ -23,7 +23,7 @@ from edgeport.runtime.tools.coldstart import (
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rt.save(rt.gemm_model(), tmp_path_factory.mktemp("cold") / "gemm.onnx")
+    return rt_graphs.save(rt_graphs.gemm_model(), tmp_path_factory.mktemp("cold") / "gemm.onnx")
 
 
 def test_cold_start_times_whole_processes_of_edgeport_and_bare_onnxruntime(

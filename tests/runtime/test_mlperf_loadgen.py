@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_bundles
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
@@ -65,7 +65,7 @@ Scheduled samples per second : 92.82
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rt.gemm_bundle(tmp_path_factory.mktemp("lg") / "bundle", ("fp32",))
+    return rt_bundles.gemm_bundle(tmp_path_factory.mktemp("lg") / "bundle", ("fp32",))
 
 
 @pytest.mark.parametrize(
