@@ -9,8 +9,8 @@ by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``on
 ``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when), then the
 phone formats' own runtimes, ``litert`` (``.tflite``) and ``executorch`` (``.pte``).
 The backends of :data:`BY_NAME_ONLY` are never picked automatically; ask for them by name.
-Every candidate that is passed over is
-recorded as an :class:`Attempt` with the reason, which ``Model.explain()`` prints.
+Every candidate that is passed over is recorded as an :class:`Attempt` with the reason, which
+``Model.explain()`` prints.
 
 An artifact made for one engine family (``Artifact.target``: an int8 file quantized in the form
 OpenVINO fuses, say) is run only by that family's backends (:data:`TARGET_OF`).
