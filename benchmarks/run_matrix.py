@@ -1,13 +1,18 @@
 """The standard CPU benchmark matrix (``make bench``), all in one run.
 
 simple_cnn_bn (3x32x32), resnet18 and torchvision's mobilenet_v3_small (3x224x224) are trained on
-the embedded digits (resized, 3 channels), exported to ONNX fp32 and int8, checked against
-PyTorch and tuned (``edgeport tune``), then measured side by side:
+the embedded digits (resized, 3 channels), exported to ONNX fp32, int8 and bf16 (the fp32 file run
+with bf16 arithmetic by OpenVINO, where the CPU has it), checked against PyTorch and tuned
+(``edgeport tune``), then measured side by side:
 
 - latency at batch 1 and 8: PyTorch eager, torch.compile, bare ONNX Runtime (a plain
-  ``InferenceSession`` on the same file, same threads), edgeport's onnxruntime-cpu and openvino
-  backends, and edgeport ``auto`` (after the tune), with auto's p50 over the best peer's per
-  model and batch (goal <= 1.03);
+  ``InferenceSession`` on the same file, same threads), OpenVINO with its own defaults (a plain
+  ``compile_model`` of the fp32 file, same threads: bf16 on CPUs that have it), edgeport's
+  onnxruntime-cpu and openvino backends (fp32, int8, bf16), and edgeport ``auto`` (after the
+  tune), with auto's p50 over the best peer's per model and batch (goal <= 1.03), head to head
+  in interleaved rounds;
+- bf16 parity against PyTorch on the held-out digits, from each bundle's manifest (goal: top-1
+  agreement >= 99%, accuracy drop <= 0.5 point), with the CPU's precision capabilities;
 - ResNet-18 fp32 batch 1 as a share of this CPU's fp32 FMA peak (3.6 GFLOP per image);
 - cold start per backend and auto (whole processes, cold and warm caches, memory) against bare
   ONNX Runtime and bare OpenVINO, with edgeport's bytecode compiled first, as a wheel install
@@ -40,9 +45,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from matrix_lib import (
+    BARE_OPENVINO,
     BARE_ORT,
     REPO,
     STANDARD_MODELS,
+    bare_openvino_plan,
     bare_ort_plan,
     export_bundle,
     fp32_fma_peak,
@@ -57,18 +64,21 @@ log = logging.getLogger("edgeport.benchmarks")
 
 BACKEND = "onnxruntime-cpu"
 BACKENDS = ("auto", "onnxruntime-cpu", "openvino")
-PRECISIONS = ("fp32", "int8")
-PEERS = ("torch", "torch-compile", BARE_ORT, "openvino")  # what auto must keep up with
+PRECISIONS = ("fp32", "int8", "bf16")
+BARE_PRECISIONS = ("fp32", "int8")  # bare ONNX Runtime's files (it has no bf16 on this CPU)
+PEERS = ("torch", "torch-compile", BARE_ORT, BARE_OPENVINO, "openvino")  # auto keeps up with these
 AUTO_GOAL = 1.03  # auto's p50 / the best peer's, per model and batch
 H2H_ROUNDS = 7  # interleaved rounds of the auto-vs-engines head-to-head
 RESNET18_GFLOP = 3.6  # per 3x224x224 image (NOTES.md)
-# Must show (issue 5): measured side by side in one run on the 2-core CPU; printed, not asserted.
+# Goals measured side by side in one run on the 2-core CPU; printed, not asserted.
 TARGETS = (
     ("simple_cnn_bn", "fp32", 4.0, "ONNX Runtime fp32 vs PyTorch eager, batch 1"),
     ("resnet18", "fp32", 1.7, "ONNX Runtime fp32 vs PyTorch eager, batch 1"),
     ("resnet18", "int8", 3.0, "ONNX Runtime int8 vs PyTorch eager, batch 1"),
 )
 MAX_INT8_LOSS_POINTS = 1.0
+BF16_MIN_TOP1 = 0.99  # bf16 against PyTorch on the held-out digits (export's parity gate)
+BF16_MAX_LOSS_POINTS = 0.5
 LOADGEN_MODEL = "resnet18"
 LOADGEN_SCENARIOS = ("single-stream", "offline")
 
@@ -156,7 +166,8 @@ def _bench(bundle: Path, args: argparse.Namespace) -> Any:
         threads=args.threads,
         baselines=names(args.baselines, ("torch", "torch-compile"), "baselines") or (),
     )
-    bare = [bare_ort_plan(bundle, p, args.threads) for p in PRECISIONS]
+    bare = [bare_ort_plan(bundle, p, args.threads) for p in BARE_PRECISIONS]
+    bare.append(bare_openvino_plan(bundle, args.threads))
     with timed(f"benchmarking {bundle.parent.name}"):
         return benchmark(bundle, settings, extra_plans=bare)
 
@@ -180,7 +191,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         run_dir, args.work / name / "bundle", precisions=PRECISIONS, reuse=args.reuse
     )
     with timed(f"checking {name}"):
-        report = check(bundle, backends=(BACKEND,), threads=args.threads).to_dict()
+        report = check(bundle, backends=(BACKEND, "openvino"), threads=args.threads).to_dict()
     record = _tune(bundle, args)
     result = _bench(bundle, args)
     h2h = head_to_head(name, bundle, result, args)
@@ -251,7 +262,7 @@ def kept_loadgen(out: Path) -> list[Any]:
 # What the matrix shows
 
 
-def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def goals(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     lines = []
     for name, precision, target, what in TARGETS:
         entry: dict[str, Any] = {"model": name, "what": what, "target": target}
@@ -277,7 +288,60 @@ def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "met": lost is not None and lost <= MAX_INT8_LOSS_POINTS,
             }
         )
+    for name, m in models.items():
+        parity = bf16_parity(m["bundle"])
+        top1, lost = parity.get("top1_agreement"), parity.get("accuracy_lost_points")
+        lines += [
+            {
+                "model": name,
+                "what": "bf16 top-1 agreement with PyTorch, held-out digits (%)",
+                "target": 100 * BF16_MIN_TOP1,
+                "ratio": None if top1 is None else 100 * top1,
+                "met": top1 is not None and top1 >= BF16_MIN_TOP1,
+            },
+            {
+                "model": name,
+                "what": "bf16 accuracy lost, held-out digits (points)",
+                "target": BF16_MAX_LOSS_POINTS,
+                "ratio": lost,
+                "met": lost is not None and lost <= BF16_MAX_LOSS_POINTS,
+            },
+        ]
     return lines
+
+
+def bf16_parity(bundle: Path) -> dict[str, Any]:
+    """The bf16 artifact's export parity against PyTorch, from the bundle's manifest: status,
+    engine, samples, top-1 agreement, accuracies and the points lost (or why it did not run)."""
+    from edgeport.runtime.bundle import Manifest
+
+    art = next((a for a in Manifest.load(bundle).artifacts if a.precision == "bf16"), None)
+    if art is None or not art.parity:
+        return {"status": "absent"}
+    found = {k: art.parity.get(k) for k in ("status", "backend", "count", "reason", "reference")}
+    outputs = art.parity.get("outputs") or []
+    if outputs:
+        c = outputs[0]["comparison"]
+        drop = c.get("accuracy_drop")
+        found.update(
+            top1_agreement=c.get("top1_agreement"),
+            cosine_min=c.get("cosine_min"),
+            max_abs=c.get("max_abs"),
+            accuracy_reference=c.get("accuracy_reference"),
+            accuracy_candidate=c.get("accuracy_candidate"),
+            accuracy_lost_points=None if drop is None else 100.0 * drop,
+        )
+    return found
+
+
+def _measured(s: dict[str, Any]) -> tuple[str, str]:
+    """A goal line's measured value and its target, as text."""
+    what, value, target = s["what"], s.get("ratio"), s["target"]
+    if "(points)" in what:
+        return ("-" if value is None else f"{value:.2f} points"), f"<= {target}"
+    if "(%)" in what:
+        return ("-" if value is None else f"{value:.2f}%"), f">= {target:g}%"
+    return ("-" if value is None else f"{value:.2f}x"), f">= {target}x"
 
 
 def auto_vs_peers(name: str, result: Any) -> list[dict[str, Any]]:
@@ -313,9 +377,9 @@ def auto_vs_peers(name: str, result: Any) -> list[dict[str, Any]]:
 def _engine_steps(
     bundle: Path, result: Any, inputs: dict[str, Any], batch: int, threads: int
 ) -> tuple[dict[str, Any], list[Any]]:
-    """auto and every engine peer (bare ONNX Runtime and OpenVINO, fp32 and int8 where its
-    parity passed in the sequential rows) as ready calls on the first ``batch`` of
-    ``inputs``."""
+    """auto and every engine peer as ready calls on the first ``batch`` of ``inputs``: bare ONNX
+    Runtime (fp32, int8), OpenVINO with its own defaults, and edgeport's onnxruntime-cpu and
+    openvino backends at every precision, each where its parity passed in the sequential rows."""
     from functools import partial
 
     from edgeport.runtime import load
@@ -329,14 +393,19 @@ def _engine_steps(
     auto = load(bundle, threads=threads, expected_batch=batch)
     steps: dict[str, Any] = {f"auto ({auto.backend} {auto.precision})": partial(auto.infer, feeds)}
     opened = [auto]
-    for precision in PRECISIONS:
+    for precision in BARE_PRECISIONS:
         if (BARE_ORT, precision) in passed:
             bare = bare_ort_plan(bundle, precision, threads).open()
             steps[f"{BARE_ORT} {precision}"] = partial(bare.run, feeds)
-        if ("openvino", precision) in passed:
-            ov = load(bundle, backend="openvino", precision=precision, threads=threads)
-            opened.append(ov)
-            steps[f"openvino {precision}"] = partial(ov.infer, feeds)
+    defaults = bare_openvino_plan(bundle, threads).open()
+    if (BARE_OPENVINO, defaults.precision) in passed:
+        steps[f"{BARE_OPENVINO} ({defaults.precision})"] = partial(defaults.run, feeds)
+    for backend in BACKENDS[1:]:
+        for precision in PRECISIONS:
+            if (backend, precision) in passed:
+                model = load(bundle, backend=backend, precision=precision, threads=threads)
+                opened.append(model)
+                steps[f"edgeport {backend} {precision}"] = partial(model.infer, feeds)
     return steps, opened
 
 
@@ -418,8 +487,10 @@ def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
         ("bare ORT int8", BARE_ORT, "int8"),
         ("edgeport ORT fp32", "onnxruntime-cpu", "fp32"),
         ("edgeport ORT int8", "onnxruntime-cpu", "int8"),
-        ("OpenVINO fp32", "openvino", "fp32"),
-        ("OpenVINO int8", "openvino", "int8"),
+        ("edgeport OV fp32", "openvino", "fp32"),
+        ("edgeport OV int8", "openvino", "int8"),
+        ("edgeport OV bf16", "openvino", "bf16"),
+        ("OpenVINO defaults", BARE_OPENVINO, None),
     ]
     lines = [
         "| model | batch | " + " | ".join(c[0] for c in columns) + " | auto (its choice) |",
@@ -430,8 +501,18 @@ def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
         for batch in sorted({r.batch for r in result.rows}):
             cells = []
             for _, backend, precision in columns:
-                row = result.find(backend, precision, batch)
-                cells.append(fmt_ms(row.latency.p50) if row else "-")
+                row = next(
+                    (
+                        r
+                        for r in result.rows
+                        if r.backend == backend
+                        and r.batch == batch
+                        and precision in (None, r.precision)
+                    ),
+                    None,
+                )
+                text = fmt_ms(row.latency.p50) if row else "-"
+                cells.append(f"{text} ({row.precision})" if row and precision is None else text)
             auto = next((r for r in result.rows if r.backend == "auto" and r.batch == batch), None)
             cells.append(f"{fmt_ms(auto.latency.p50)} ({auto.label})" if auto else "-")
             lines.append(f"| {name} | {batch} | " + " | ".join(cells) + " |")
@@ -502,6 +583,8 @@ def summary_markdown(
 
     cells, sequential = auto_cells
 
+    from edgeport.runtime.cpu_features import describe_line
+
     first = next(iter(models.values()))["result"]
     env = first.environment
     cpu = env["cpu"]
@@ -514,18 +597,15 @@ def summary_markdown(
         f"{env.get('load_average')}. Speed-up = PyTorch eager fp32 p50 / row p50. auto = "
         '`load(backend="auto", expected_batch=batch)` after `edgeport tune` on the bundle.',
         "",
-        "## Must show",
+        f"CPU precision capabilities: {describe_line(args.cpu_precisions)}.",
+        "",
+        "## Goals",
         "",
         "| model | measure | measured | target | met |",
         "|---|---|---|---|---|",
     ]
     for s in shown:
-        measured = (
-            "-"
-            if s.get("ratio") is None
-            else (f"{s['ratio']:.2f} points" if "points" in s["what"] else f"{s['ratio']:.2f}x")
-        )
-        target = f"<= {s['target']}" if "points" in s["what"] else f">= {s['target']}x"
+        measured, target = _measured(s)
         lines.append(
             f"| {s['model']} | {s['what']} | {measured} | {target} | "
             f"{'yes' if s['met'] else '**no**'} |"
@@ -534,8 +614,10 @@ def summary_markdown(
         "",
         f"## edgeport auto against the best peer (goal <= {AUTO_GOAL})",
         "",
-        f"Head to head: auto and every engine peer (bare ONNX Runtime, OpenVINO; fp32 and int8 "
-        f"whose parity passed) loaded together and timed in {H2H_ROUNDS} interleaved rounds on "
+        "Head to head: auto and every engine peer (bare ONNX Runtime fp32 and int8, OpenVINO with "
+        "its own defaults, edgeport's onnxruntime-cpu and openvino backends at fp32, int8 and "
+        "bf16; each where its parity passed) loaded together and timed in "
+        f"{H2H_ROUNDS} interleaved rounds on "
         "the same reference inputs (p50 of all rounds' calls). PyTorch eager and torch.compile "
         "are slower than the engines in every cell of the grid below.",
         "",
@@ -603,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # tuning records and compiled models of this run stay in its work folder
     os.environ["EDGEPORT_CACHE_DIR"] = str(args.work / "cache")
+    from edgeport.runtime.cpu_features import describe as describe_cpu
+    from edgeport.runtime.cpu_features import describe_line
     from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
     from edgeport.runtime.tools.report import write_plot
@@ -613,11 +697,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown models {unknown}; choose from {list(STANDARD_MODELS)}")
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    args.cpu_precisions = describe_cpu()
     log.info("results go to %s; environment: %s", args.out, collect_environment()["cpu"])
+    log.info("cpu precisions: %s", describe_line(args.cpu_precisions))
     compile_edgeport()
     models = {name: run_model(name, args) for name in names}
     loadgen = run_loadgen(models, args)
-    shown = must_show(models)
+    shown = goals(models)
     cells = [c for m in models.values() for c in m["head_to_head"]]
     sequential = [c for name, m in models.items() for c in auto_vs_peers(name, m["result"])]
     peak = fma_share(models, args.threads)
@@ -630,8 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out / "matrix.json",
         {
             "schema": "edgeport.bench-matrix",
-            "schema_version": 2,
-            "must_show": shown,
+            "schema_version": 3,
+            "goals": shown,
             "auto_vs_best_peer": cells,
             "auto_vs_best_peer_sequential": sequential,
             "resnet18_fp32_fma_peak": peak,
@@ -644,7 +730,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "int8_accuracy_lost_points": {
                 n: int8_accuracy_lost(m["check"], BACKEND) for n, m in models.items()
             },
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "bf16_parity": {n: bf16_parity(m["bundle"]) for n, m in models.items()},
+            "cpu_precisions": args.cpu_precisions,
+            "settings": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in vars(args).items()
+                if k != "cpu_precisions"
+            },
             "environment": next(iter(models.values()))["result"].environment,
         },
     )
@@ -660,12 +752,15 @@ def _print_summary(
     models: dict[str, dict[str, Any]],
     loadgen: Sequence[Any],
 ) -> None:
+    from edgeport.runtime.cpu_features import describe_line
+
     print()
-    print(f"Must show ({args.out}):")
+    print(f"CPU precision capabilities: {describe_line(args.cpu_precisions)}")
+    print(f"Goals ({args.out}):")
     for s in shown:
-        value = "n/a" if s.get("ratio") is None else f"{s['ratio']:.2f}"
+        value, target = _measured(s)
         print(
-            f"  {s['model']:<18} {s['what']:<48} {value:>7}  target {s['target']}  "
+            f"  {s['model']:<18} {s['what']:<56} {value:>12}  target {target}  "
             f"{'MET' if s['met'] else 'NOT MET'}"
         )
     print(f"auto / best engine peer, interleaved rounds (goal <= {AUTO_GOAL}):")

@@ -161,7 +161,9 @@ def check_artifact(
     start = time.perf_counter()
     log.info("parity: %s on %s (%s)", name, reference.description, backend)
     try:
-        with load(path, backend=backend, verify=False) as model:
+        # a file carries its precision, except bf16: the fp32 file run with bf16 arithmetic
+        run_as = "bf16" if precision == "bf16" else None
+        with load(path, backend=backend, precision=run_as, verify=False) as model:
             candidate = run_batches(model, [reference.inputs], rechunk=True)
     except EdgeportError as exc:
         raise ExportError(f"{name} could not run on {backend}: {exc}") from exc

@@ -19,7 +19,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -131,9 +131,11 @@ def load(
     ``path``: a bundle directory, an ``.onnx`` file or an ``.engine``/``.plan`` file.
     ``backend``: "auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt" or
     "onnxruntime-cpu". ``precision``: None (automatic, see ``registry.PRECISION_RULE``) or one of
-    fp32/fp16/int8. ``device``: None (any), "cpu", "cuda", "cuda:N" or N. ``threads``: ONNX
-    Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
-    (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
+    fp32/fp16/int8/bf16 (bf16: a bundle's bf16 artifact, or a bare fp32 ONNX file run with bf16
+    arithmetic, on OpenVINO where the CPU has it). ``device``: None (any), "cpu", "cuda",
+    "cuda:N" or N. ``threads``: ONNX Runtime intra-op threads (None: its default).
+    ``cuda_graph``: replay a captured CUDA graph (GPU backends; fixed shapes). ``verify``:
+    check the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
@@ -151,6 +153,8 @@ def load(
         expected_batch=expected_batch,
     )
     source = resolve_source(path)
+    if precision == "bf16":
+        source = with_bf16(source)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
@@ -280,13 +284,13 @@ def resolve_source(path: str | Path) -> ModelSource:
             f"{path} is not a model edgeport can load: expected a bundle directory (with "
             f"{MANIFEST_NAME}), an .onnx file or an .engine/.plan file, got {suffix or 'no suffix'}"
         )
-    sibling, artifact = _sibling_manifest(path)
-    if sibling is not None and artifact is not None:
+    sibling, artifacts = _sibling_manifest(path)
+    if sibling is not None and artifacts:
         return ModelSource(
             "onnx" if suffix == ".onnx" else "engine",
             path,
             sibling.card,
-            [_bundle_candidate(path.parent, artifact)],
+            [_bundle_candidate(path.parent, art) for art in artifacts],
             sibling,
         )
     if suffix == ".onnx":
@@ -299,6 +303,17 @@ def resolve_source(path: str | Path) -> ModelSource:
     match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
     cand = ModelFile("tensorrt", match.group(1) if match else None, path, path.name)
     return ModelSource("engine", path, None, [cand])
+
+
+def with_bf16(source: ModelSource) -> ModelSource:
+    """A bare fp32 ONNX file also as a bf16 candidate: the same file, run with bf16 arithmetic
+    by the engines that have it. Only asked for by name (``precision="bf16"``, ``check
+    --tolerance bf16``, ``bench --precision bf16``): a bare file's bf16 run has no parity check
+    behind it. A bundle lists its bf16 artifact itself."""
+    if source.kind != "onnx" or source.manifest is not None:
+        return source
+    extra = [replace(c, precision="bf16") for c in source.candidates if c.precision == "fp32"]
+    return replace(source, candidates=[*source.candidates, *extra])
 
 
 def _check_engine_file(path: Path) -> None:
@@ -329,19 +344,21 @@ def _bundle_candidate(bundle_dir: Path, art: Artifact) -> ModelFile:
     )
 
 
-def _sibling_manifest(path: Path) -> tuple[Manifest | None, Artifact | None]:
-    """The manifest next to a single file, and its entry for that file, when there is one."""
+def _sibling_manifest(path: Path) -> tuple[Manifest | None, list[Artifact]]:
+    """The manifest next to a single file, and its entries for that file (the fp32 file is
+    also the bf16 artifact), when there is one."""
     if not (path.parent / MANIFEST_NAME).is_file():
-        return None, None
+        return None, []
     manifest = Manifest.load(path.parent)
     target = path.resolve()
+    found = []
     for art in manifest.artifacts:
         try:
             if resolve_inside(path.parent, art.path) == target:
-                return manifest, art
+                found.append(art)
         except ModelLoadError:
             continue  # an entry leaving the bundle is not this file; verify refuses it later
-    return manifest, None
+    return manifest, found
 
 
 def _card_from_metadata(path: Path, summary: OnnxSummary) -> ModelCard | None:
@@ -413,7 +430,9 @@ def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions)
             for t in (*summary.inputs, *summary.outputs)
             if t.elem_type in DTYPES
         ]
-        ov_settings = OpenVinoSettings.from_options(threads, options.backend_options)
+        ov_settings = OpenVinoSettings.from_options(
+            threads, options.backend_options, precision=cand.precision or "fp32"
+        )
         return OpenVinoBackend(path, ov_settings, file_specs)
     profile = None
     if name == "onnxruntime-tensorrt" and cand.artifact is not None:
@@ -773,7 +792,10 @@ class Model:
     # -- description and lifetime ---------------------------------------------------------------
 
     def explain(self) -> str:
-        """Which backend and artifact were chosen, with what settings, and why the others not."""
+        """Which backend and artifact were chosen, with what settings, and why the others not,
+        and the CPU's precision capabilities (its flags and OpenVINO's reading)."""
+        from edgeport.runtime.cpu_features import describe_line
+
         target = self.artifact.name if self.artifact else self.path.name
         lines = [
             f"model: {self.path}",
@@ -785,6 +807,7 @@ class Model:
         lines.append("candidates, in the order considered:")
         lines += [f"  - {a}" for a in self.attempts]
         lines.append(f"choice: {self.choice_basis or PRECISION_RULE}")
+        lines.append(f"cpu precisions: {describe_line()}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -22,6 +22,7 @@ failed or skipped its parity check is only loaded when asked for by name.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,9 @@ def candidate_unavailable_reason(
     """Why ``backend`` cannot run ``candidate`` here, decided without opening it."""
     if FORMAT_OF[backend] != candidate.format:
         return f"{backend} runs {FORMAT_OF[backend]} files, this is {candidate.format}"
-    mismatch = target_mismatch(backend, candidate)
+    mismatch = precision_unavailable_reason(backend, candidate) or target_mismatch(
+        backend, candidate
+    )
     if mismatch:
         return mismatch
     if backend == "tensorrt":
@@ -269,7 +272,7 @@ def _backend_steps(
         mine, key=lambda c: preference.index(c.precision) if c.precision in preference else 99
     )
     for cand in mine:
-        why = target_mismatch(name, cand)
+        why = precision_unavailable_reason(name, cand) or target_mismatch(name, cand)
         if why is None and precision is None and cand.bundle_dir is not None:
             why = parity_refusal(cand)
         if why is None and name == "tensorrt":
@@ -323,6 +326,34 @@ def target_mismatch(backend: str, cand: ModelFile) -> str | None:
     if cand.target is None or cand.target == TARGET_OF[backend]:
         return None
     return f"made for {cand.target}, not for {TARGET_OF[backend]} ({backend} runs those)"
+
+
+def ort_bf16_reason(machine: str) -> str:
+    """Why ONNX Runtime's CPU provider does not run bf16 artifacts on a ``machine``
+    (``platform.machine()``) CPU: it has no bf16 convolution kernels anywhere, and its one bf16
+    switch covers MatMul on Arm64 Linux."""
+    option = "mlas.enable_gemm_fastmath_arm64_bfloat16"
+    if machine.lower() in ("aarch64", "arm64"):
+        why = f"its one bf16 option ({option}) covers MatMul only, not convolutions"
+    else:
+        why = f"it has no bf16 kernels for {machine} CPUs ({option} is for Arm64 Linux)"
+    return (
+        f"ONNX Runtime's CPU provider does not run fp32 files in bf16: {why}; bf16 runs on openvino"
+    )
+
+
+def precision_unavailable_reason(backend: str, cand: ModelFile) -> str | None:
+    """Why ``backend`` cannot run ``cand``'s precision on this machine, or None. A bf16
+    artifact (the fp32 file run with bf16 arithmetic) needs an engine that computes in bf16 and
+    a CPU that has it; no other precision depends on the machine (GPU backends are told apart
+    by the artifact's target)."""
+    if cand.precision != "bf16":
+        return None
+    if backend == "openvino":
+        from edgeport.runtime.backends import openvino
+
+        return openvino.precision_unavailable_reason("bf16")
+    return ort_bf16_reason(platform.machine()) if backend == "onnxruntime-cpu" else None
 
 
 def parity_failed_text(cand: ModelFile) -> str:

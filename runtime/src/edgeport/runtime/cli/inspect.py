@@ -28,6 +28,8 @@ from edgeport.runtime.backends.registry import (
 )
 from edgeport.runtime.bundle import artifact_path, verify_artifact
 from edgeport.runtime.card import ModelCard
+from edgeport.runtime.cpu_features import describe as describe_cpu
+from edgeport.runtime.cpu_features import describe_line
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.model import resolve_source
 from edgeport.runtime.specs import TensorSpec, merge_specs
@@ -40,7 +42,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Describe a bundle directory, .onnx file or .engine file without running it: "
             "artifacts (precision, size, batch range, parity, sha256), inputs and outputs, the "
-            "model card, and for each backend whether it can run here and, if not, why."
+            "model card, for each backend whether it can run here and, if not, why, and the "
+            "CPU's precision capabilities (bf16, int8 dot products, AMX, fp16)."
         ),
     )
     parser.add_argument("path", metavar="PATH", help="bundle directory, .onnx or .engine file")
@@ -80,6 +83,7 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     gpus = probe_gpus()
     report["machine"] = {
         "backends": machine_report(),
+        "cpu": describe_cpu(),
         "gpus": [
             {"index": d.index, "name": d.name, "compute_capability": d.compute_capability}
             for d in gpus.devices
@@ -270,6 +274,7 @@ def format_report(report: dict[str, Any]) -> str:
             "bundle, or ask for another precision"
         )
     machine = report["machine"]
+    lines.append(f"cpu precisions: {describe_line(machine['cpu'])}")
     lines.append("backends on this machine:")
     for name, reason in machine["backends"].items():
         lines.append(f"  {name}: {'available' if reason is None else 'no: ' + reason}")
