@@ -9,6 +9,7 @@ benchmarks print it next to their numbers.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import platform
@@ -69,8 +70,10 @@ class CpuFeatures:
         )
 
 
+@functools.cache
 def cpu_features() -> CpuFeatures:
-    """This CPU's precision flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    """This CPU's precision flags from ``/proc/cpuinfo`` (empty where there is none), read
+    once per process."""
     flags: set[str] = set()
     for line in cpuinfo_lines():
         key, _, value = line.partition(":")

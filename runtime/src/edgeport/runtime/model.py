@@ -30,11 +30,11 @@ from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.backends.cuda import parse_device
 from edgeport.runtime.backends.onnx_proto import OnnxSummary, read_onnx_summary
 from edgeport.runtime.backends.registry import (
-    PRECISION_RULE,
     Attempt,
     ModelFile,
     check_backend_name,
     parity_failed_text,
+    rule_text,
     steps,
 )
 from edgeport.runtime.bundle import (
@@ -240,13 +240,13 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
     if backend != "auto" or precision is not None:
         return None, f"asked for backend={backend!r}, precision={precision!r}"
     if source.kind != "bundle":
-        return None, f"{PRECISION_RULE} (a bare file has no tuning record)"
+        return None, f"{rule_text()} (a bare file has no tuning record)"
     from edgeport.runtime.tuning import find_record
 
     record, why = find_record(source.path, options.threads)
     entry = record.winner_for(options.expected_batch) if record is not None else None
     if entry is None:
-        return None, f"{why}; {PRECISION_RULE}"
+        return None, f"{why}; {rule_text()}"
     best = entry.winner
     others = ", ".join(
         f"{t.backend} {t.precision} {t.p50_ms:.3g} ms" for t in entry.timings if t != best
@@ -806,7 +806,7 @@ class Model:
         lines += [f"output {spec.describe()}" for spec in self.outputs]
         lines.append("candidates, in the order considered:")
         lines += [f"  - {a}" for a in self.attempts]
-        lines.append(f"choice: {self.choice_basis or PRECISION_RULE}")
+        lines.append(f"choice: {self.choice_basis or rule_text()}")
         lines.append(f"cpu precisions: {describe_line()}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
