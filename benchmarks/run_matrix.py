@@ -54,6 +54,7 @@ from matrix_lib import (
     export_bundle,
     fp32_fma_peak,
     int8_accuracy_lost,
+    repo_relative,
     sgemm_gflops,
     test_accuracy,
     timed,
@@ -684,7 +685,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
     # tuning records and compiled models of this run stay in its work folder
-    os.environ["EDGEPORT_CACHE_DIR"] = str(args.work / "cache")
+    os.environ["EDGEPORT_CACHE_DIR"] = str(args.work.resolve() / "cache")
+    # paths inside the repository are used (and so recorded in the results) relative to it
+    args.work, args.out = (Path(repo_relative(p.resolve())) for p in (args.work, args.out))
+    os.chdir(REPO)
     from edgeport.runtime.cpu_features import describe as describe_cpu
     from edgeport.runtime.cpu_features import describe_line
     from edgeport.runtime.envinfo import collect_environment

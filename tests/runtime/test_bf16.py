@@ -15,7 +15,7 @@ import pytest
 import rtmodels as rt
 
 from edgeport.runtime import load
-from edgeport.runtime.backends.registry import ModelFile, ort_bf16_reason, plan
+from edgeport.runtime.backends.registry import BF16_CPU_FIRST, ModelFile, ort_bf16_reason, plan
 from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.compare import TOLERANCES, compare_logits, judge
 from edgeport.runtime.cpu_features import CpuFeatures, cpu_features, describe, describe_line
@@ -206,3 +206,25 @@ def test_the_chooser_says_why_bf16_is_passed_over(bf16_gemm: Path) -> None:
         assert [(b, c.label) for b, c in to_open] == [("openvino", "onnx-bf16")]
     else:
         assert to_open == [] and passed_over[0].why == here_reason()
+
+
+def test_the_fixed_rule_takes_bf16_first_where_the_cpu_has_it(
+    bf16_gemm: Path, tmp_path: Path
+) -> None:
+    has = {a.precision for a in Manifest.load(bf16_gemm).artifacts}
+    first = next((bp for bp in BF16_CPU_FIRST if bp[1] in has), None)
+    bf16_here = cpu_features().bf16 and here_reason() is None
+    with load(bf16_gemm, device="cpu", threads=1) as model:  # no tuning record for it
+        text = model.explain()
+        if bf16_here and first is not None:
+            assert (model.backend, model.precision) == first
+            assert f"this CPU has bf16 arithmetic: first {first[0]} {first[1]}" in text
+        else:
+            assert (model.backend, model.precision) == ("onnxruntime-cpu", "fp32")
+    unjudged = shutil.copytree(bf16_gemm, tmp_path / "unjudged")
+    rt.rewrite_manifest(
+        unjudged,
+        lambda m: [a.update(parity=None) for a in m["artifacts"] if a["precision"] == "bf16"],
+    )
+    with load(unjudged, device="cpu", threads=1) as model:  # never first without a passed check
+        assert (model.backend, model.precision) == ("onnxruntime-cpu", "fp32")
