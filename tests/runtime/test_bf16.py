@@ -221,6 +221,8 @@ def test_the_fixed_rule_takes_bf16_first_where_the_cpu_has_it(
             assert f"this CPU has bf16 arithmetic: first {first[0]} {first[1]}" in text
         else:
             assert (model.backend, model.precision) == ("onnxruntime-cpu", "fp32")
+    with load(bf16_gemm, backend="openvino", threads=1) as model:  # the rule for one backend
+        assert model.precision == ("bf16" if bf16_here else "fp32")
     unjudged = shutil.copytree(bf16_gemm, tmp_path / "unjudged")
     rt.rewrite_manifest(
         unjudged,

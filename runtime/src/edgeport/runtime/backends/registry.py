@@ -20,8 +20,9 @@ also taken when parity was not checked: it is the reference format). Reduced pre
 failed or skipped its parity check is only loaded when asked for by name.
 
 On a CPU with bf16 arithmetic (AVX512_BF16 or AMX: :mod:`edgeport.runtime.cpu_features`) and
-no GPU in play, the rule first tries :data:`BF16_CPU_FIRST`, what was measured fastest on
-such CPUs (:func:`bf16_cpu_first`), before the order above.
+no GPU in play, the rule (``auto``, or the backend asked for) first tries
+:data:`BF16_CPU_FIRST`, what was measured fastest on such CPUs (:func:`bf16_cpu_first`), before
+the order above.
 """
 
 from __future__ import annotations
@@ -191,8 +192,8 @@ def steps(
     (backend, artifact name), a tuning record's winner, comes first when it can run here."""
     check_backend_name(backend)
     first = _preferred(candidates, prefer, device_index) if backend == "auto" else None
-    if first is None and backend == "auto" and precision is None:
-        first = bf16_cpu_first(candidates, device_kind, device_index)
+    if first is None and precision is None:
+        first = bf16_cpu_first(candidates, backend, device_kind, device_index)
     if first is not None:
         yield first
     for step in _rule_steps(candidates, backend, precision, device_kind, device_index):
@@ -213,25 +214,29 @@ def _preferred(
 
 
 def bf16_cpu_first(
-    candidates: list[ModelFile], device_kind: str | None, device_index: int = 0
+    candidates: list[ModelFile],
+    backend: str = "auto",
+    device_kind: str | None = None,
+    device_index: int = 0,
 ) -> tuple[str, ModelFile] | None:
     """The fixed rule's first pick on a CPU with bf16 arithmetic when no GPU is in play: the
-    first (backend, precision) of :data:`BF16_CPU_FIRST` with a bundle artifact whose export
-    parity passed and that can run here; None elsewhere."""
-    if device_kind == "cuda" or not cpu_features().bf16:
+    first (backend, precision) of :data:`BF16_CPU_FIRST` (of ``backend``'s, unless "auto")
+    with a bundle artifact whose export parity passed and that can run here; None elsewhere."""
+    pairs = [(b, p) for b, p in BF16_CPU_FIRST if backend in ("auto", b)]
+    if not pairs or device_kind == "cuda" or not cpu_features().bf16:
         return None
-    if device_kind is None and probe_gpus().reason is None:
+    if backend == "auto" and device_kind is None and probe_gpus().reason is None:
         return None  # a GPU is here: the GPU backends come first
-    for backend, precision in BF16_CPU_FIRST:
+    for name, precision in pairs:
         for cand in candidates:
             if (
                 cand.precision == precision
-                and cand.format == FORMAT_OF[backend]
+                and cand.format == FORMAT_OF[name]
                 and cand.bundle_dir is not None
                 and cand.parity_passed is True
-                and candidate_unavailable_reason(backend, cand, device_index) is None
+                and candidate_unavailable_reason(name, cand, device_index) is None
             ):
-                return backend, cand
+                return name, cand
     return None
 
 
