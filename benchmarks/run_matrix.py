@@ -202,6 +202,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     write_bench(result, json_path=out / f"{name}.json", csv_path=out / f"{name}.csv")
     write_coldstart(cold, json_path=out / f"{name}.coldstart.json")
     atomic_write_json(out / f"{name}.check.json", report)
+    atomic_write_json(out / f"{name}.tuning.json", record.to_dict())
     md = bench_markdown(result, title=f"{name} {spec.shape}", level=3)
     md += "\n" + check_markdown(report, level=4)
     atomic_write_text(out / f"{name}.md", md)
@@ -540,6 +541,60 @@ def _cold_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def fixed_rule_cells(name: str, bundle: Path, record: Any) -> list[dict[str, Any]]:
+    """Per batch size, from tune's interleaved timings: tune's winner, what the fixed rule
+    opens here without a tuning record (on a CPU with bf16: BF16_CPU_FIRST first) and what
+    ONNX Runtime fp32 first (the rule elsewhere) gives, each p50 over the winner's."""
+    from edgeport.runtime.backends.registry import plan
+    from edgeport.runtime.model import resolve_source
+
+    source = resolve_source(bundle)
+    to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind="cpu")
+    rule = (to_open[0][0], to_open[0][1].label) if to_open else None
+    labels = {c.label: c.precision for c in source.candidates}
+    cells = []
+    for entry in record.batches:
+        p50 = {(t.backend, t.artifact): t.p50_ms for t in entry.timings}
+        best = entry.winner.p50_ms
+        rule_ms, ort_ms = p50.get(rule) if rule else None, p50.get((BACKEND, "onnx-fp32"))
+        cells.append(
+            {
+                "model": name,
+                "batch": entry.batch,
+                "tuned": f"{entry.winner.backend} {entry.winner.precision}",
+                "tuned_p50_ms": best,
+                "rule": f"{rule[0]} {labels[rule[1]]}" if rule else None,
+                "rule_p50_ms": rule_ms,
+                "rule_ratio": None if rule_ms is None else rule_ms / best,
+                "ort_fp32_p50_ms": ort_ms,
+                "ort_fp32_ratio": None if ort_ms is None else ort_ms / best,
+                "p50_ms": {f"{t.backend} {t.precision}": t.p50_ms for t in entry.timings},
+            }
+        )
+    return cells
+
+
+def _rule_table(cells: list[dict[str, Any]]) -> list[str]:
+    from edgeport.runtime.tools.report import fmt_ms
+
+    def pick(ms: float | None, ratio: float | None) -> str:
+        return "-" if ms is None or ratio is None else f"{fmt_ms(ms)} ({ratio:.2f}x)"
+
+    lines = [
+        "| model | batch | tune's winner | fixed rule here | its p50 ms (x winner) | "
+        "ONNX Runtime fp32 first: p50 ms (x winner) | every candidate, p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        every = ", ".join(f"{k} {fmt_ms(v)}" for k, v in sorted(c["p50_ms"].items()))
+        lines.append(
+            f"| {c['model']} | {c['batch']} | {c['tuned']} {fmt_ms(c['tuned_p50_ms'])} | "
+            f"{c['rule']} | {pick(c['rule_p50_ms'], c['rule_ratio'])} | "
+            f"{pick(c['ort_fp32_p50_ms'], c['ort_fp32_ratio'])} | {every} |"
+        )
+    return lines
+
+
 def _auto_table(cells: list[dict[str, Any]]) -> list[str]:
     from edgeport.runtime.tools.report import fmt_ms
 
@@ -579,6 +634,7 @@ def summary_markdown(
     peak: dict[str, Any] | None,
     loadgen: Sequence[Any],
     args: argparse.Namespace,
+    rules: list[dict[str, Any]],
 ) -> str:
     from edgeport.runtime.tools.report import fmt_ms, fmt_pct
 
@@ -629,7 +685,20 @@ def summary_markdown(
         "",
         *_auto_table(sequential),
     ]
-    lines += ["", "## Latency p50 (ms)", "", *_latency_grid(models)]
+    lines += [
+        "",
+        "## The fixed rule on this CPU (no tuning record)",
+        "",
+        "What `auto` opens without a tuning record (the fixed rule as it applies to this CPU) "
+        "and what ONNX Runtime fp32 first (the rule on CPUs without bf16) would give, against "
+        "tune's winner, from tune's interleaved timings of every candidate:",
+        "",
+        *_rule_table(rules),
+        "",
+        "## Latency p50 (ms)",
+        "",
+        *_latency_grid(models),
+    ]
     if peak is not None:
         share = fmt_pct(peak["share"], 1) if peak["share"] is not None else "-"
         lines += [
@@ -711,10 +780,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = [c for m in models.values() for c in m["head_to_head"]]
     sequential = [c for name, m in models.items() for c in auto_vs_peers(name, m["result"])]
     peak = fma_share(models, args.threads)
+    rules = [c for n, m in models.items() for c in fixed_rule_cells(n, m["bundle"], m["tuning"])]
     write_plot([m["result"] for m in models.values()], args.out / "latency.png")
     atomic_write_text(
         args.out / "README.md",
-        summary_markdown(models, shown, (cells, sequential), peak, loadgen, args),
+        summary_markdown(models, shown, (cells, sequential), peak, loadgen, args, rules),
     )
     atomic_write_json(
         args.out / "matrix.json",
@@ -724,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "goals": shown,
             "auto_vs_best_peer": cells,
             "auto_vs_best_peer_sequential": sequential,
+            "fixed_rule": rules,
             "resnet18_fp32_fma_peak": peak,
             "cold_start_goal": {
                 n: {"cold": m["cold"].goal("cold"), "warm": m["cold"].goal("warm")}

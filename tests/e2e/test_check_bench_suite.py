@@ -113,6 +113,10 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
     parity = matrix["bf16_parity"]["simple_cnn_bn"]
     assert parity["status"] == ("passed" if bf16 else "not_run"), parity
     assert matrix["cpu_precisions"]["bf16"] == bf16
+    rules = matrix["fixed_rule"]  # the rule without a record, against tune's winner
+    assert [c["batch"] for c in rules] == [1, 8] and all(c["rule_ratio"] >= 1 for c in rules)
+    assert rules[0]["rule"] == ("openvino bf16" if bf16 else "onnxruntime-cpu fp32")
+    assert (out / "simple_cnn_bn.tuning.json").is_file()
     assert [c["batch"] for c in matrix["auto_vs_best_peer_sequential"]] == [1, 8]
     cold = json.loads((out / "simple_cnn_bn.coldstart.json").read_text())
     assert {r["subject"] for r in cold["rows"]} >= {"auto", "bare-onnxruntime"}
