@@ -146,7 +146,8 @@ def _tune(bundle: Path, args: argparse.Namespace) -> Any:
     settings = TuneSettings(
         batches=parse_batches(args.batches),
         threads=args.threads,
-        timing=TimingConfig(warmup_s=args.warmup_s / 2, duration_s=args.duration_s / 2),
+        timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+        rounds=H2H_ROUNDS,  # as long and as interleaved as the head to head that judges it
     )
     with timed(f"tuning {bundle.parent.name}"):
         record, _ = tune(bundle, settings)
