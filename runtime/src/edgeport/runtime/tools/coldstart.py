@@ -268,7 +268,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     from edgeport.runtime.backends.openvino import OpenVinoSettings
     from edgeport.runtime.bundle import artifact_path
     from edgeport.runtime.model import load
-    from edgeport.runtime.tuning import cache_path, find_record
+    from edgeport.runtime.tuning import cache_path, effective_settings, find_record
 
     with load(source, precision=settings.precision, threads=settings.threads) as model:
         file = artifact_path(source, model.artifact) if model.artifact else model.path
@@ -283,7 +283,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     atomic_write_bytes(inputs, npz_bytes(feeds))
     record = None
     if source.is_dir() and settings.precision is None:
-        found, _ = find_record(source, settings.threads)
+        found, _ = find_record(source, effective_settings(settings.threads))
         cached = cache_path(found.manifest_sha256) if found else None
         record = cached if cached is not None and cached.is_file() else None
     config = OpenVinoSettings(threads=settings.threads).config()
