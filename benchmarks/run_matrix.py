@@ -26,6 +26,8 @@ Writes JSON, CSV, Markdown and a plot to ``benchmarks/results/<machine>/`` and p
     python benchmarks/run_matrix.py                 # the real run (LoadGen quick)
     python benchmarks/run_matrix.py --loadgen full  # with MLPerf's durations (+20 minutes)
     python benchmarks/run_matrix.py --quick         # a short validation run into runs/
+    python benchmarks/run_matrix.py --models resnet18 --keep-others  # one model measured, the
+                                                    # summary over it and the others' results
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with --quick runs/bench-quick/<machine>)",
     )
     parser.add_argument("--reuse", action="store_true", help="reuse trained runs and bundles")
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="report the standard models not in --models from the results an earlier run "
+        "wrote to --out (one process per model, the summary over all of them)",
+    )
     args = parser.parse_args(argv)
     args.warmup_s = args.warmup_s if args.warmup_s is not None else (0.2 if args.quick else 1.0)
     args.duration_s = (
@@ -205,6 +214,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     write_coldstart(cold, json_path=out / f"{name}.coldstart.json")
     atomic_write_json(out / f"{name}.check.json", report)
     atomic_write_json(out / f"{name}.tuning.json", record.to_dict())
+    atomic_write_json(out / f"{name}.head_to_head.json", h2h)
     md = bench_markdown(result, title=f"{name} {spec.shape}", level=3)
     md += "\n" + check_markdown(report, level=4)
     atomic_write_text(out / f"{name}.md", md)
@@ -217,6 +227,48 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "tuning": record,
         "cold": cold,
         "head_to_head": h2h,
+    }
+
+
+@dataclass(frozen=True)
+class KeptColdStart:
+    """A cold-start result as an earlier run wrote it (``--keep-others``)."""
+
+    rows: list[Any]
+    goals: dict[str, float | None]
+
+    def goal(self, state: str) -> float | None:
+        return self.goals.get(state)
+
+
+def kept_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One model's results as an earlier run wrote them to ``args.out`` (``--keep-others``),
+    in the form ``run_model`` returns."""
+    from edgeport.runtime.tools.bench_result import BenchResult
+    from edgeport.runtime.tools.coldstart import ColdStartRow
+    from edgeport.runtime.tuning import read_record
+
+    def read(suffix: str) -> Any:
+        path = args.out / f"{name}.{suffix}"
+        if not path.is_file():
+            raise SystemExit(f"--keep-others: {path} is missing; run the matrix for {name}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    cold = read("coldstart.json")
+    rows = [
+        ColdStartRow(**{**r, "chosen": tuple(r["chosen"]) if r["chosen"] else None})
+        for r in cold["rows"]
+    ]
+    read("tuning.json")  # a clear message when it is missing
+    return {
+        "spec": STANDARD_MODELS[name],
+        "run_dir": args.work / name / "run",
+        "bundle": args.work / name / "bundle",
+        "result": BenchResult.from_dict(read("json")),
+        "check": read("check.json"),
+        "tuning": read_record(args.out / f"{name}.tuning.json"),
+        "cold": KeptColdStart(rows, {k: cold["goal"].get(k) for k in ("cold", "warm")}),
+        "head_to_head": read("head_to_head.json"),
     }
 
 
@@ -676,10 +728,16 @@ def summary_markdown(
     lines = [
         f"# CPU benchmark matrix: {cpu['model']} ({cpu['usable']} CPUs)",
         "",
-        f"Measured {first.created} with `python benchmarks/run_matrix.py` in one run; threads "
-        f"{first.config.get('threads')}, warm-up {first.config['warmup_s']} s, "
-        f"{first.config['duration_s']} s per row; load average before the run "
-        f"{env.get('load_average')}. Speed-up = PyTorch eager fp32 p50 / row p50. auto = "
+        "Measured with `python benchmarks/run_matrix.py`, each model's rows, tuning and head "
+        "to head in one process: "
+        + "; ".join(
+            f"{name} {m['result'].created} (load average before "
+            f"{m['result'].environment.get('load_average')})"
+            for name, m in models.items()
+        )
+        + f". Threads {first.config.get('threads')}, warm-up {first.config['warmup_s']} s, "
+        f"{first.config['duration_s']} s per row. Speed-up = PyTorch eager fp32 p50 / row p50. "
+        "auto = "
         '`load(backend="auto", expected_batch=batch)` after `edgeport tune` on the bundle.',
         "",
         f"CPU precision capabilities: {describe_line(args.cpu_precisions)}.",
@@ -816,7 +874,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("results go to %s; environment: %s", args.out, collect_environment()["cpu"])
     log.info("cpu precisions: %s", describe_line(args.cpu_precisions))
     compile_edgeport()
-    models = {name: run_model(name, args) for name in names}
+    models = {
+        name: run_model(name, args) if name in names else kept_model(name, args)
+        for name in STANDARD_MODELS
+        if name in names or args.keep_others
+    }
     loadgen = run_loadgen(models, args)
     shown = goals(models)
     cells = [c for m in models.values() for c in m["head_to_head"]]
