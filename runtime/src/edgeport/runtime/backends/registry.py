@@ -75,7 +75,9 @@ PRECISION_PREFERENCE = {
 }
 # On CPUs with bf16 arithmetic, what is fastest there, tried before the order above. Measured
 # in interleaved rounds (2 threads, AMD EPYC Zen 4 with AVX512_BF16, no AMX; simple_cnn_bn 32x32,
-# resnet18 and mobilenet_v3_small 224x224 trained on digits, batch 1 and 8): see README.
+# resnet18 and mobilenet_v3_small 224x224 trained on digits, batch 1 and 8; the fixed-rule table
+# of benchmarks/results/amd-epyc-2c/README.md): against ONNX Runtime fp32 first it gains 1.04x to
+# 2.0x on the 224x224 models and loses 2.5x on the small CNN at batch 1, where tune picks ORT.
 BF16_CPU_FIRST: tuple[tuple[str, str], ...] = (("openvino", "bf16"),)
 PRECISION_RULE = (
     "precision=None takes, for each backend in order, the first artifact in its preference "
