@@ -53,7 +53,8 @@ def register_export(subparsers: Any) -> None:
         help="export a training run, any nn.Module or a torchvision model to a bundle",
         description=(
             "Export to a bundle: ONNX fp32/fp16/int8 and, with --tensorrt, one TensorRT engine "
-            "per precision. SOURCE is a run directory (from `edgeport train`) or "
+            "per precision; --format adds OpenVINO IR, ExecuTorch .pte and LiteRT .tflite. "
+            "SOURCE is a run directory (from `edgeport train`) or "
             "torchvision:NAME; --module PKG.MODULE:FACTORY exports the nn.Module a function of "
             "yours returns. Every artifact is checked against PyTorch; one outside its "
             "tolerance fails the export and leaves BUNDLE as it was."
@@ -70,6 +71,13 @@ def register_export(subparsers: Any) -> None:
 def _output_flags(group: Any) -> None:
     group.add_argument(
         "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8,bf16"
+    )
+    group.add_argument(
+        "--format",
+        default="onnx",
+        metavar="LIST",
+        help="comma-separated, from onnx,tensorrt,openvino,executorch,litert (default onnx); a "
+        "format whose converter fails is left out (recorded) unless it is the only one",
     )
     group.add_argument(
         "--tensorrt", action="store_true", help="also build a TensorRT engine per precision"
@@ -202,6 +210,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     return ExportSettings(
         precisions=args.precision,
+        formats=args.format,
         batch=args.batch,
         shapes=_shapes(args.shapes),
         opset=args.opset,
@@ -256,10 +265,15 @@ def _print(manifest: Any, out: str) -> None:
     for art in manifest.artifacts:
         status = (art.parity or {}).get("status", "unchecked")
         detail = headline(art.parity)
-        print(f"  {art.name:<16} {art.size_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
+        print(f"  {art.name:<16} {art.total_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
     failed = manifest.export.get("failed_parity") or []
     if failed:
         print(f"warning: kept despite failing parity: {', '.join(failed)}")
+    formats = manifest.export.get("formats") or {}
+    for entry in formats.get("failed", []):
+        print(f"warning: {entry['artifact']} left out, its converter failed: {entry['error']}")
+    for entry in formats.get("left_out", []):
+        print(f"note: {entry['artifact']} not exported: {entry['reason']}")
 
 
 def parse_input(text: str) -> Any:

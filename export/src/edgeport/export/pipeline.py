@@ -3,10 +3,13 @@
 Steps: validate (nothing is written for a bad setting) -> PyTorch reference outputs on the
 parity inputs -> in a staging directory: the stored reference, ONNX fp32 (its inputs and
 outputs become the card's TensorSpecs) gated against PyTorch, fp16 and int8 derived and gated,
-bf16 (the fp32 file run with bf16 arithmetic on OpenVINO) gated where the CPU has bf16, TensorRT
-engines built with one profile per input (gated where a GPU can run them) -> the
-manifest -> swap the staging directory into place. Any failure before the swap leaves the
-destination as it was.
+bf16 (the fp32 file run with bf16 arithmetic on OpenVINO) gated where the CPU has bf16,
+TensorRT engines built with one profile per input (gated where a GPU can run them), the other
+formats asked for (:mod:`edgeport.export.formats`: OpenVINO IR, ExecuTorch, LiteRT; each gated
+on its own runtime) -> the manifest -> swap the staging directory into place. Any failure before
+the swap leaves the destination as it was; a converter that fails on the model is recorded per
+artifact in ``manifest.export["formats"]`` and the rest is written, unless that format was the
+only one asked for.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from edgeport.export.dims import (
     input_ranges,
     tracing_example,
 )
+from edgeport.export.formats import export_formats, preflight_formats
 from edgeport.export.onnx import tool_versions
 from edgeport.export.parity import ReferenceSet
 from edgeport.export.samples import Batch, count
@@ -76,6 +80,7 @@ def preflight(
     job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict[str, DimRange]
 ) -> None:
     """Refuse what would fail later: int8 without data, engines without TensorRT or ranges."""
+    preflight_formats(settings)
     if "int8" in settings.precisions and not job.calibration:
         raise ConfigError(
             "int8 needs calibration data: pass calibration= (an .npz path with one array per "
@@ -121,9 +126,11 @@ def run_pipeline(job: ExportJob, settings: ExportSettings, out: str | Path) -> M
         ex.timings["reference"] = round(time.perf_counter() - started, 3)
         ex.reference_meta = write_reference(writer.root, reference, job)
         ex.export_fp32(trace)
-        ex.derive()
+        if set(settings.formats) & {"onnx", "tensorrt", "openvino"}:
+            ex.derive()
         if settings.tensorrt:
             ex.build_engines()
+        export_formats(ex, trace)
         shutil.rmtree(writer.root / WORK_DIR, ignore_errors=True)
         manifest = ex.manifest(started)
         manifest.save(writer.root)
@@ -159,6 +166,8 @@ class _Exporter:
         self.engine_versions: dict[str, str] = {}
         self.reference_meta: dict[str, Any] = {}
         self.fp32: tuple[str, dict[str, str]] = ("", {})  # the fp32 file and its tools
+        # asked for, and per artifact the converters that failed or a format lacks
+        self.formats: dict[str, Any] = {"asked": list(settings.formats), "failed": []}
 
     def timed(self, key: str, start: float) -> None:
         self.timings[key] = round(time.perf_counter() - start, 3)
@@ -182,8 +191,9 @@ class _Exporter:
         )
         self.card = self._card(graph.model)
         set_metadata(graph.model, self.card, "fp32")
-        ship = "fp32" in self.s.precisions
-        keep = ship or "bf16" in self.s.precisions  # a bf16 artifact names the fp32 file
+        ship = "fp32" in self.s.precisions and "onnx" in self.s.formats
+        # a bf16 artifact names the fp32 file: it stays in the bundle
+        keep = ship or ("bf16" in self.s.precisions and "onnx" in self.s.formats)
         rel = "model.fp32.onnx" if keep else f"{WORK_DIR}/model.fp32.onnx"
         save_model(graph.model, self.root / rel)
         self.timed("onnx-fp32", start)
@@ -213,6 +223,12 @@ class _Exporter:
         )
         self.kinds = output_kinds(outputs, self.card.task)
         return replace(self.card, inputs=inputs, outputs=outputs)
+
+    def onnx_rel(self, precision: str) -> str:
+        """Where the derived ONNX file of ``precision`` goes: the bundle, or the staging-only
+        directory when ONNX is not a format asked for (engines and IR are built from it)."""
+        name = f"model.{precision}.onnx"
+        return name if "onnx" in self.s.formats else f"{WORK_DIR}/{name}"
 
     def add_onnx(
         self, precision: str, rel: str, tools: dict[str, str], *, ship: bool = True
@@ -251,9 +267,15 @@ class _Exporter:
         self.artifact(name, "onnx", "bf16", rel, tools, verdict, source=source, target="openvino")
 
     def check(
-        self, name: str, precision: str, rel: str, backend: str = "onnxruntime-cpu"
+        self,
+        name: str,
+        precision: str,
+        rel: str,
+        backend: str = "onnxruntime-cpu",
+        artifact: Artifact | None = None,
     ) -> Verdict:
-        """The parity verdict on the file at ``rel`` run by ``backend``."""
+        """The parity verdict on the file at ``rel`` run by ``backend`` (opened as ``artifact``
+        describes it, when given)."""
         from edgeport.export.parity import check_artifact
 
         return check_artifact(
@@ -264,6 +286,8 @@ class _Exporter:
             self.kinds,
             backend=backend,
             class_names=self.card.class_names,
+            artifact=artifact,
+            card=self.card,
         )
 
     def derive(self) -> None:
@@ -271,23 +295,26 @@ class _Exporter:
         from edgeport.export.onnx import convert_fp16
         from edgeport.export.quantize import quantize_int8
 
+        ship = "onnx" in self.s.formats
         if "fp16" in self.s.precisions:
             start = time.perf_counter()
-            tools = convert_fp16(self.onnx_paths["fp32"], self.root / "model.fp16.onnx", self.card)
+            rel = self.onnx_rel("fp16")
+            tools = convert_fp16(self.onnx_paths["fp32"], self.root / rel, self.card)
             self.timed("onnx-fp16", start)
-            self.add_onnx("fp16", "model.fp16.onnx", tools)
+            self.add_onnx("fp16", rel, tools, ship=ship)
         if "int8" in self.s.precisions:
             start = time.perf_counter()
+            rel = self.onnx_rel("int8")
             tools = quantize_int8(
                 self.onnx_paths["fp32"],
-                self.root / "model.int8.onnx",
+                self.root / rel,
                 self.card,
                 self.job.calibration or [],
                 method=self.s.calib.method,
             )
             self.timed("onnx-int8", start)
-            self.add_onnx("int8", "model.int8.onnx", tools)
-        if "bf16" in self.s.precisions:
+            self.add_onnx("int8", rel, tools, ship=ship)
+        if "bf16" in self.s.precisions and "onnx" in self.s.formats:
             self.add_bf16()
 
     def gate(self, verdict: Verdict) -> None:
@@ -315,23 +342,34 @@ class _Exporter:
         source: str | None = None,
         target: str | None = None,
     ) -> None:
+        art = self.record(
+            name, fmt, precision, rel, tools, engine=engine, source=source, target=target
+        )
+        self.artifacts.append(replace(art, parity=verdict.to_dict()))
+
+    def record(
+        self,
+        name: str,
+        fmt: str,
+        precision: str,
+        rel: str,
+        tools: dict[str, str],
+        **fields: Any,
+    ) -> Artifact:
+        """The manifest entry of the file at ``rel`` (not yet checked); ``fields`` set the
+        others (inputs and outputs default to the card's)."""
         path = self.root / rel
-        self.artifacts.append(
-            Artifact(
-                name=name,
-                format=fmt,
-                precision=precision,
-                path=rel,
-                sha256=sha256_file(path),
-                size_bytes=path.stat().st_size,
-                inputs=self.card.inputs,
-                outputs=self.card.outputs,
-                tools=tools,
-                parity=verdict.to_dict(),
-                engine=engine,
-                source=source,
-                target=target,
-            )
+        values: dict[str, Any] = {"inputs": self.card.inputs, "outputs": self.card.outputs}
+        values.update(fields)
+        return Artifact(
+            name=name,
+            format=fmt,
+            precision=precision,
+            path=rel,
+            sha256=sha256_file(path),
+            size_bytes=path.stat().st_size,
+            tools=tools,
+            **values,
         )
 
     def build_engines(self) -> None:
@@ -386,6 +424,7 @@ class _Exporter:
             "source": job.source,
             "parity": {"count": self.reference.count, "dataset": job.dataset, "split": job.split},
             "failed_parity": self.failed,
+            "formats": self.formats,
             "timings": self.timings,
         }
         if job.calibration and "int8" in self.s.precisions:

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeport.export.onnx import check_opset
 from edgeport.export.quantize import CalibrationConfig
-from edgeport.runtime.bundle import PRECISIONS, BatchRange
+from edgeport.runtime.bundle import FORMATS, PRECISIONS, BatchRange
 from edgeport.runtime.card import INTERPOLATIONS, TASKS, ModelCard
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_profiles
@@ -26,17 +26,26 @@ DEFAULT_BATCH = BatchRange(1, 8, 32)
 MIN_WORKSPACE = 1 << 20
 
 
-def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
-    """``"fp32,int8"`` or an iterable to a de-duplicated tuple in canonical order."""
+def _parse_names(value: str | Iterable[str], known: tuple[str, ...], what: str) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(item).strip().lower() for item in items if str(item).strip()]
-    unknown = [n for n in names if n not in PRECISIONS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ConfigError(
-            f"unknown precision {', '.join(map(repr, unknown)) if unknown else '(none given)'}; "
-            f"choose from {', '.join(PRECISIONS)} (comma-separated, e.g. fp32,int8)"
+            f"unknown {what} {', '.join(map(repr, unknown)) if unknown else '(none given)'}; "
+            f"choose from {', '.join(known)} (comma-separated, e.g. {','.join(known[:2])})"
         )
-    return tuple(p for p in PRECISIONS if p in names)
+    return tuple(p for p in known if p in names)
+
+
+def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"fp32,int8"`` or an iterable to a de-duplicated tuple in canonical order."""
+    return _parse_names(value, PRECISIONS, "precision")
+
+
+def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"onnx,litert"`` or an iterable to a de-duplicated tuple in canonical order."""
+    return _parse_names(value, FORMATS, "format")
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,7 @@ class ExportSettings:
     ``postprocess`` go into the card."""
 
     precisions: tuple[str, ...] = ("fp32",)
+    formats: tuple[str, ...] = ("onnx",)  # FORMATS; "tensorrt" here is tensorrt=True
     input_names: tuple[str, ...] | None = None
     output_names: tuple[str, ...] | None = None
     dynamic_shapes: Mapping[str, Mapping[int, str]] | None = None
@@ -185,6 +195,11 @@ class ExportSettings:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "precisions", parse_precisions(self.precisions))
+        formats = parse_formats(self.formats)
+        if self.tensorrt and "tensorrt" not in formats:
+            formats = parse_formats((*formats, "tensorrt"))
+        set_(self, "formats", formats)
+        set_(self, "tensorrt", "tensorrt" in formats)
         for key in ("input_names", "output_names"):
             names = getattr(self, key)
             if names is not None:
