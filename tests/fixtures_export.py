@@ -3,6 +3,8 @@
 - ``exported_bundle``: ``trained_run`` (simple_cnn_bn on digits) exported to ONNX fp32, fp16
   and int8, plus TensorRT engines when tensorrt or tensorrt_rtx is importable (tensorrt_rtx
   builds them on the CPU).
+- ``bf16_bundle``: ``trained_run`` exported to fp32 and bf16 (judged on OpenVINO where the CPU
+  has bf16).
 - ``two_input_bundle``: ``export_models.TwoInputNet`` (an image and int64 token ids) through
   ``export_module`` to fp32/fp16/int8 calibrated on an .npz, with engines whose profile makes
   the batch and the sequence length dynamic.
@@ -57,6 +59,16 @@ def exported_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory)
         precisions=EXPORTED_PRECISIONS,
         tensorrt=tensorrt_module_name() is not None,
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def bf16_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``trained_run`` exported to fp32 and bf16 (the fp32 file run in bf16 on OpenVINO)."""
+    from edgeport.export import export
+
+    out = tmp_path_factory.mktemp("bf16_bundle") / "bundle"
+    export(trained_run, out, precisions=("fp32", "bf16"))
     return out
 
 

@@ -69,8 +69,8 @@ def test_missing_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_unknown_precision_through_the_api(trained_run: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown precision 'bf16'"):
-        export(trained_run, tmp_path / "b", precisions=("fp32", "bf16"))
+    with pytest.raises(ConfigError, match=r"unknown precision 'fp8'"):
+        export(trained_run, tmp_path / "b", precisions=("fp32", "fp8"))
     with pytest.raises(ConfigError, match="parity limit must be a positive number"):
         export(trained_run, tmp_path / "b", parity_limit=0)
     assert not (tmp_path / "b").exists()

@@ -198,7 +198,7 @@ def test_to_dict_is_json_and_round_trips_the_fields() -> None:
 
 def test_tolerance_table_holds_the_stated_numbers() -> None:
     assert set(TOLERANCES) == {
-        (p, k) for p in ("fp32", "fp16", "int8") for k in ("logits", "tensor", "exact")
+        (p, k) for p in ("fp32", "fp16", "int8", "bf16") for k in ("logits", "tensor", "exact")
     }
     assert (
         TOLERANCES[("fp32", "logits")].max_abs == 1e-4
@@ -207,7 +207,7 @@ def test_tolerance_table_holds_the_stated_numbers() -> None:
     assert TOLERANCES[("fp16", "logits")].min_top1_agreement == 0.995
     assert TOLERANCES[("int8", "logits")].max_accuracy_drop == 0.01
     assert tolerance_for("fp16") is TOLERANCES[("fp16", "logits")]
-    with pytest.raises(ConfigError, match=r"no tolerance for precision 'bf16' and output kind"):
-        tolerance_for("bf16")
+    with pytest.raises(ConfigError, match=r"no tolerance for precision 'fp8' and output kind"):
+        tolerance_for("fp8")
     as_json = json.loads(json.dumps(TOLERANCES[("int8", "logits")].to_dict()))
     assert as_json["max_accuracy_drop"] == 0.01

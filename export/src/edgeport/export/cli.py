@@ -70,7 +70,7 @@ def register_export(subparsers: Any) -> None:
 
 def _output_flags(group: Any) -> None:
     group.add_argument(
-        "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8"
+        "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8,bf16"
     )
     group.add_argument(
         "--format",

@@ -168,7 +168,9 @@ def check_artifact(
     log.info("parity: %s on %s (%s)", name, reference.description, backend)
     try:
         if artifact is None:
-            model = load(path, backend=backend, verify=False)
+            # a file carries its precision, except bf16: the fp32 file run with bf16 arithmetic
+            run_as = "bf16" if precision == "bf16" else None
+            model = load(path, backend=backend, precision=run_as, verify=False)
         else:
             model = open_artifact(path, artifact, card, backend)
         with model:

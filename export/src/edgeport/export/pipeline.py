@@ -3,6 +3,7 @@
 Steps: validate (nothing is written for a bad setting) -> PyTorch reference outputs on the
 parity inputs -> in a staging directory: the stored reference, ONNX fp32 (its inputs and
 outputs become the card's TensorSpecs) gated against PyTorch, fp16 and int8 derived and gated,
+bf16 (the fp32 file run with bf16 arithmetic on OpenVINO) gated where the CPU has bf16,
 TensorRT engines built with one profile per input (gated where a GPU can run them), the other
 formats asked for (:mod:`edgeport.export.formats`: OpenVINO IR, ExecuTorch, LiteRT; each gated
 on its own runtime) -> the manifest -> swap the staging directory into place. Any failure before
@@ -164,6 +165,7 @@ class _Exporter:
         self.failed: list[str] = []
         self.engine_versions: dict[str, str] = {}
         self.reference_meta: dict[str, Any] = {}
+        self.fp32: tuple[str, dict[str, str]] = ("", {})  # the fp32 file and its tools
         # asked for, and per artifact the converters that failed or a format lacks
         self.formats: dict[str, Any] = {"asked": list(settings.formats), "failed": []}
 
@@ -190,11 +192,14 @@ class _Exporter:
         self.card = self._card(graph.model)
         set_metadata(graph.model, self.card, "fp32")
         ship = "fp32" in self.s.precisions and "onnx" in self.s.formats
-        rel = "model.fp32.onnx" if ship else f"{WORK_DIR}/model.fp32.onnx"
+        # a bf16 artifact names the fp32 file: it stays in the bundle
+        keep = ship or ("bf16" in self.s.precisions and "onnx" in self.s.formats)
+        rel = "model.fp32.onnx" if keep else f"{WORK_DIR}/model.fp32.onnx"
         save_model(graph.model, self.root / rel)
         self.timed("onnx-fp32", start)
         tools = {**graph.info.tools, "opset": str(graph.info.opset)}
         self.add_onnx("fp32", rel, tools, ship=ship)
+        self.fp32 = (rel, tools)
 
     def _card(self, model: onnx.ModelProto) -> ModelCard:
         """The card with the graph's inputs (ranges, value ranges) and outputs."""
@@ -239,6 +244,28 @@ class _Exporter:
             source = None if precision == "fp32" else "onnx-fp32"
             self.artifact(name, "onnx", precision, rel, tools, verdict, source=source)
 
+    def add_bf16(self) -> None:
+        """The bf16 artifact: the fp32 file (no second copy: same sha256 and size, no bytes
+        added to the bundle), made for OpenVINO, which computes it in bf16; gated where this
+        CPU has bf16, else listed with why its parity was not run."""
+        from edgeport.export.parity import not_run
+        from edgeport.runtime.backends.openvino import import_openvino
+        from edgeport.runtime.backends.registry import ModelFile, precision_unavailable_reason
+
+        name, (rel, tools) = "onnx-bf16", self.fp32
+        path = self.root / rel
+        reason = precision_unavailable_reason("openvino", ModelFile("onnx", "bf16", path, name))
+        if reason is None:
+            start = time.perf_counter()
+            verdict = self.check(name, "bf16", rel, backend="openvino")
+            self.timed(f"parity-{name}", start)
+            self.gate(verdict)
+            tools = {**tools, "openvino": str(import_openvino().get_version())}
+        else:
+            verdict = not_run(name, "bf16", "openvino", reason)
+        source = "onnx-fp32" if "fp32" in self.s.precisions else None
+        self.artifact(name, "onnx", "bf16", rel, tools, verdict, source=source, target="openvino")
+
     def check(
         self,
         name: str,
@@ -264,7 +291,7 @@ class _Exporter:
         )
 
     def derive(self) -> None:
-        """fp16 and int8 from the fp32 graph, each gated."""
+        """fp16 and int8 from the fp32 graph, and bf16 on the fp32 graph, each gated."""
         from edgeport.export.onnx import convert_fp16
         from edgeport.export.quantize import quantize_int8
 
@@ -287,6 +314,8 @@ class _Exporter:
             )
             self.timed("onnx-int8", start)
             self.add_onnx("int8", rel, tools, ship=ship)
+        if "bf16" in self.s.precisions and "onnx" in self.s.formats:
+            self.add_bf16()
 
     def gate(self, verdict: Verdict) -> None:
         """Raise ``ParityError`` for a failed artifact unless failures are allowed."""
@@ -311,8 +340,11 @@ class _Exporter:
         verdict: Verdict,
         engine: EngineInfo | None = None,
         source: str | None = None,
+        target: str | None = None,
     ) -> None:
-        art = self.record(name, fmt, precision, rel, tools, engine=engine, source=source)
+        art = self.record(
+            name, fmt, precision, rel, tools, engine=engine, source=source, target=target
+        )
         self.artifacts.append(replace(art, parity=verdict.to_dict()))
 
     def record(
@@ -356,6 +388,9 @@ class _Exporter:
         flavour = flavour_of(trt)
         profiles = engine_profiles(self.card.inputs)
         for precision in self.s.precisions:
+            if precision == "bf16":  # a CPU precision: its artifact is OpenVINO's
+                log.info("no bf16 TensorRT engine: bf16 artifacts are made for OpenVINO")
+                continue
             name, rel = f"tensorrt-{precision}", f"model.{precision}.{flavour}.engine"
             start = time.perf_counter()
             build = build_engine(

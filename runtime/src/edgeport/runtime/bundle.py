@@ -27,7 +27,9 @@ MANIFEST_SCHEMA_VERSION = 3
 MAX_MANIFEST_BYTES = 64 << 20
 # onnx, TensorRT engines, OpenVINO IR (.xml + .bin), ExecuTorch .pte, LiteRT .tflite
 FORMATS = ("onnx", "tensorrt", "openvino", "executorch", "litert")
-PRECISIONS = ("fp32", "fp16", "int8")
+# bf16: the fp32 ONNX file run with bf16 arithmetic by an engine that has it (OpenVINO on CPUs
+# with AVX512_BF16 or AMX); its artifact names the fp32 file and the engine family it was judged on
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
 # The engine families an artifact can be made for: each fuses a different int8 form, so an
 # int8 file is quantized, timed and judged for one of them and run only by its backends.

@@ -104,7 +104,8 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "--tolerance",
         choices=PRECISIONS,
         help="files: judge with this precision's tolerances (default: the file's precision "
-        "from its metadata, weights or an engine's name)",
+        "from its metadata, weights or an engine's name); bf16 runs an fp32 file with bf16 "
+        "arithmetic on the engines that have it",
     )
     parser.add_argument(
         "--per-layer",

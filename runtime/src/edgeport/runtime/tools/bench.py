@@ -54,7 +54,7 @@ from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
 from edgeport.runtime.feeds import Feeds, InputData, Shapes, conform
 from edgeport.runtime.io import sha256_file
-from edgeport.runtime.model import ModelSource, resolve_source
+from edgeport.runtime.model import ModelSource, resolve_source, with_bf16
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
 from edgeport.runtime.reference import StoredReference, load_reference
 from edgeport.runtime.specs import TensorSpec
@@ -898,6 +898,8 @@ def benchmark(
 
     settings = settings or BenchSettings()
     model = resolve_source(source)
+    if "bf16" in settings.precisions:
+        model = with_bf16(model)
     reference = _reference(model, settings)
     data = input_data(
         model,
