@@ -24,6 +24,18 @@ import pytest
 from _env import tensorrt_module_name
 
 EXPORTED_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def int8_options(tensorrt: bool) -> dict[str, object]:
+    """The shared bundles keep their int8 files whatever they measure (small models are not
+    faster in int8; the decision itself is tested in test_int8_decide.py), made for ONNX
+    Runtime and, with engines, TensorRT."""
+    return {
+        "int8_targets": ("onnxruntime", "tensorrt") if tensorrt else ("onnxruntime",),
+        "keep_slow_int8": True,
+        "int8_fallback_rounds": 0,
+        "int8_timing_s": 0.2,
+    }
 TWO_INPUT_PROFILE = {"ids": ((1, 1), (4, 16), (8, 64))}  # batch 1..8, seq 1..64
 CALIBRATION_SAMPLES = 64
 SSD = "torchvision:ssdlite320_mobilenet_v3_large"
@@ -48,11 +60,9 @@ def exported_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory)
     from edgeport.export import export
 
     out = tmp_path_factory.mktemp("exported_bundle") / "bundle"
+    tensorrt = tensorrt_module_name() is not None
     export(
-        trained_run,
-        out,
-        precisions=EXPORTED_PRECISIONS,
-        tensorrt=tensorrt_module_name() is not None,
+        trained_run, out, precisions=EXPORTED_PRECISIONS, tensorrt=tensorrt, **int8_options(tensorrt)
     )
     return out
 
@@ -83,6 +93,7 @@ def two_input_bundle(two_input_calibration: Path, tmp_path_factory: pytest.TempP
         shapes=TWO_INPUT_PROFILE,
         calibration=two_input_calibration,
         tensorrt=tensorrt_module_name() is not None,
+        **int8_options(tensorrt_module_name() is not None),
     )
     return out
 

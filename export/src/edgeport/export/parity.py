@@ -34,13 +34,15 @@ TORCH_CHUNK = 32  # samples per PyTorch call while computing the reference
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """Parity inputs by name, the PyTorch fp32 outputs on them, and labels when known."""
+    """Parity inputs by name, the reference outputs on them (PyTorch fp32, or an ONNX-in
+    source file's own), and labels when known."""
 
     inputs: Batch
     outputs: Batch
     labels: np.ndarray | None = None
     dataset: str | None = None
     split: str | None = None
+    producer: str = "PyTorch fp32"  # what made the outputs
 
     @property
     def count(self) -> int:
@@ -57,7 +59,7 @@ class ReferenceSet:
     @property
     def description(self) -> str:
         where = " ".join(p for p in (self.dataset, self.split) if p) or "the parity inputs"
-        return f"PyTorch fp32 on {self.count} samples of {where}"
+        return f"{self.producer} on {self.count} samples of {where}"
 
 
 def flatten_outputs(value: Any, prefix: str = "output") -> list[tuple[str, torch.Tensor]]:
@@ -153,15 +155,17 @@ def check_artifact(
     *,
     backend: str = "onnxruntime-cpu",
     class_names: Sequence[str] = (),
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Verdict:
-    """Run ``path`` through ``edgeport.runtime.load`` and judge it against ``reference``."""
+    """Run ``path`` through ``edgeport.runtime.load`` (with ``backend_options``) and judge it
+    against ``reference``."""
     from edgeport.runtime import load
     from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
 
     start = time.perf_counter()
     log.info("parity: %s on %s (%s)", name, reference.description, backend)
     try:
-        with load(path, backend=backend, verify=False) as model:
+        with load(path, backend=backend, verify=False, backend_options=backend_options) as model:
             candidate = run_batches(model, [reference.inputs], rechunk=True)
     except EdgeportError as exc:
         raise ExportError(f"{name} could not run on {backend}: {exc}") from exc

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"  # staging-only files, removed before the bundle is committed
+FP16_PROBE_SAMPLES = 16  # parity samples that find the tensors too large for fp16
 
 
 @dataclass
@@ -56,9 +57,10 @@ class ExportJob:
     """What one export works on besides its settings: the module, its example inputs (traced
     by torch.export, in input order), the parity inputs (with labels for a classifier), the
     card without inputs/outputs (the pipeline adds them), calibration batches, where it all
-    came from (``manifest.export["source"]``) and, for a training run, its weights file."""
+    came from (``manifest.export["source"]``) and, for a training run, its weights file. An
+    ONNX-in export has ``onnx_model`` instead of a module: its outputs are the reference."""
 
-    module: torch.nn.Module
+    module: torch.nn.Module | None
     example: Batch
     parity: Batch
     card: ModelCard
@@ -69,18 +71,24 @@ class ExportJob:
     calibration_source: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
     weights: Path | None = None
+    onnx_model: onnx.ModelProto | None = None  # ONNX in: the source file, instead of a module
 
 
 def preflight(
     job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict[str, DimRange]
 ) -> None:
-    """Refuse what would fail later: int8 without data, engines without TensorRT or ranges."""
-    if "int8" in settings.precisions and not job.calibration:
-        raise ConfigError(
-            "int8 needs calibration data: pass calibration= (an .npz path with one array per "
-            "input, or an iterable of input dicts; CLI: --calib-data FILE.npz). Random data "
-            "would calibrate ranges the real inputs do not have"
-        )
+    """Refuse what would fail later: int8 without data or its recipe's packages, engines
+    without TensorRT or ranges."""
+    if "int8" in settings.precisions:
+        if not job.calibration:
+            raise ConfigError(
+                "int8 needs calibration data: pass calibration= (an .npz path with one array "
+                "per input, or an iterable of input dicts; CLI: --calib-data FILE.npz). Random "
+                "data would calibrate ranges the real inputs do not have"
+            )
+        from edgeport.export.int8 import resolve_targets
+
+        resolve_targets(settings.int8_targets, settings.tensorrt)
     if not settings.tensorrt:
         return
     from edgeport.export.tensorrt import import_tensorrt
@@ -100,26 +108,29 @@ def preflight(
 
 def run_pipeline(job: ExportJob, settings: ExportSettings, out: str | Path) -> Manifest:
     """Export ``job`` with ``settings`` to a bundle at ``out``; returns its manifest."""
-    from edgeport.export.parity import torch_outputs
-
     started = time.perf_counter()
     writer = BundleWriter(out)
     writer.check_destination()
     axes = dynamic_axes(settings, job.example)
     ranges = dim_ranges(settings, axes, job.example)
-    trace = tracing_example(job.example, axes)
+    trace = job.example if job.module is None else tracing_example(job.example, axes)
     check_example(trace, axes, ranges)
     preflight(job, settings, axes, ranges)
-    outputs = torch_outputs(job.module.eval().to("cpu"), job.parity, settings.output_names)
-    reference = ReferenceSet(job.parity, outputs, job.labels, job.dataset, job.split)
+    reference = _reference(job, settings)
     settings = replace(
-        settings, input_names=tuple(job.example), output_names=tuple(outputs), dynamic_shapes=axes
+        settings,
+        input_names=tuple(job.example),
+        output_names=tuple(reference.outputs),
+        dynamic_shapes=axes,
     )
     with writer:
         ex = _Exporter(job, settings, reference, writer.root, ranges)
         ex.timings["reference"] = round(time.perf_counter() - started, 3)
         ex.reference_meta = write_reference(writer.root, reference, job)
-        ex.export_fp32(trace)
+        if job.onnx_model is None:
+            ex.export_fp32(trace)
+        else:
+            ex.import_fp32(job.onnx_model)
         ex.derive()
         if settings.tensorrt:
             ex.build_engines()
@@ -134,6 +145,23 @@ def run_pipeline(job: ExportJob, settings: ExportSettings, out: str | Path) -> M
         ", ".join(a.name for a in manifest.artifacts),
     )
     return manifest
+
+
+def _reference(job: ExportJob, settings: ExportSettings) -> ReferenceSet:
+    """The outputs every artifact is judged against: the module's, or the ONNX file's own."""
+    if job.onnx_model is not None:
+        from edgeport.export.onnx_in import onnx_outputs
+
+        outputs = onnx_outputs(job.onnx_model, job.parity)
+        producer = f"ONNX Runtime CPU on the source {job.source.get('file', 'model')}"
+    else:
+        from edgeport.export.parity import torch_outputs
+
+        if job.module is None:
+            raise ConfigError("an export needs a module or an ONNX model")
+        outputs = torch_outputs(job.module.eval().to("cpu"), job.parity, settings.output_names)
+        producer = "PyTorch fp32"
+    return ReferenceSet(job.parity, outputs, job.labels, job.dataset, job.split, producer)
 
 
 class _Exporter:
@@ -157,6 +185,8 @@ class _Exporter:
         self.failed: list[str] = []
         self.engine_versions: dict[str, str] = {}
         self.reference_meta: dict[str, Any] = {}
+        self.engine_sources: dict[str, str] = {}  # precision -> the ONNX artifact engines use
+        self.int8_left_out: dict[str, dict[str, Any]] = {}
 
     def timed(self, key: str, start: float) -> None:
         self.timings[key] = round(time.perf_counter() - start, 3)
@@ -165,11 +195,13 @@ class _Exporter:
         import torch
 
         from edgeport.export.dims import torch_dynamic_shapes
-        from edgeport.export.onnx import export_onnx, save_model, set_metadata
+        from edgeport.export.onnx import save_model, set_metadata, torch_to_onnx
 
         start = time.perf_counter()
         names = self.s.input_names or ()
-        graph = export_onnx(
+        if self.job.module is None:
+            raise ConfigError("a PyTorch export needs a module")
+        graph = torch_to_onnx(
             self.job.module,
             tuple(torch.from_numpy(np.ascontiguousarray(trace[n])) for n in names),
             input_names=names,
@@ -185,6 +217,25 @@ class _Exporter:
         save_model(graph.model, self.root / rel)
         self.timed("onnx-fp32", start)
         tools = {**graph.info.tools, "opset": str(graph.info.opset)}
+        self.add_onnx("fp32", rel, tools, ship=ship)
+
+    def import_fp32(self, model: onnx.ModelProto) -> None:
+        """ONNX in: the source file is the fp32 artifact, with the card in its metadata."""
+        from edgeport.export.int8.prepare import default_opset
+        from edgeport.export.onnx import save_model, set_metadata
+
+        start = time.perf_counter()
+        self.card = self._card(model)
+        set_metadata(model, self.card, "fp32")
+        ship = "fp32" in self.s.precisions
+        rel = "model.fp32.onnx" if ship else f"{WORK_DIR}/model.fp32.onnx"
+        save_model(model, self.root / rel)
+        self.timed("onnx-fp32", start)
+        tools = {
+            **tool_versions("onnx"),
+            "opset": str(default_opset(model)),
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        }
         self.add_onnx("fp32", rel, tools, ship=ship)
 
     def _card(self, model: onnx.ModelProto) -> ModelCard:
@@ -228,39 +279,99 @@ class _Exporter:
         self, name: str, precision: str, rel: str, backend: str = "onnxruntime-cpu"
     ) -> Verdict:
         """The parity verdict on the file at ``rel`` run by ``backend``."""
+        return self.check_file(name, precision, self.root / rel, backend)
+
+    def check_file(self, name: str, precision: str, path: Path, backend: str) -> Verdict:
+        """The parity verdict on the file at ``path`` run by ``backend`` (OpenVINO's compiled
+        model cache is not written: the file may be a discarded int8 attempt)."""
         from edgeport.export.parity import check_artifact
 
         return check_artifact(
             name,
             precision,
-            self.root / rel,
+            path,
             self.reference,
             self.kinds,
             backend=backend,
             class_names=self.card.class_names,
+            backend_options={"cache_dir": ""} if backend == "openvino" else None,
         )
 
     def derive(self) -> None:
-        """fp16 and int8 from the fp32 graph, each gated."""
+        """fp16 and the int8 files from the fp32 graph, each gated."""
         from edgeport.export.onnx import convert_fp16
-        from edgeport.export.quantize import quantize_int8
 
         if "fp16" in self.s.precisions:
             start = time.perf_counter()
-            tools = convert_fp16(self.onnx_paths["fp32"], self.root / "model.fp16.onnx", self.card)
+            samples = {n: a[:FP16_PROBE_SAMPLES] for n, a in self.reference.inputs.items()}
+            tools = convert_fp16(
+                self.onnx_paths["fp32"], self.root / "model.fp16.onnx", self.card, samples=samples
+            )
             self.timed("onnx-fp16", start)
             self.add_onnx("fp16", "model.fp16.onnx", tools)
         if "int8" in self.s.precisions:
+            self.derive_int8()
+
+    def derive_int8(self) -> None:
+        """One int8 file per target engine, each kept only when it wins (``int8.decide``)."""
+        from edgeport.export.int8 import INT8_TARGETS, resolve_targets
+        from edgeport.export.int8.decide import Int8Maker
+        from edgeport.export.int8.prepare import prepare_fp32
+
+        targets, skipped = resolve_targets(self.s.int8_targets, self.s.tensorrt)
+        for target, why in skipped.items():
+            log.info("no int8 file for %s: %s", target, why)
+            self.int8_left_out[target] = {"decision": "not made", "reason": why}
+        work = self.root / WORK_DIR / "int8"
+        work.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        prepared = prepare_fp32(self.onnx_paths["fp32"], work / "prepared.onnx")
+        self.timed("int8-prepare", start)
+        maker = Int8Maker(
+            fp32=self.onnx_paths["fp32"],
+            prepared=prepared,
+            card=self.card,
+            calibration=self.job.calibration or [],
+            method=self.s.calib.method,
+            policy=self.s.int8_policy(),
+            inputs=self.reference.inputs,
+            judge=lambda name, path, backend: self.check_file(name, "int8", path, backend),
+            work=work,
+            engine_note={"tensorrt": "TensorRT int8 is timed as an engine, where a GPU runs it"},
+        )
+        for target in targets:
             start = time.perf_counter()
-            tools = quantize_int8(
-                self.onnx_paths["fp32"],
-                self.root / "model.int8.onnx",
-                self.card,
-                self.job.calibration or [],
-                method=self.s.calib.method,
-            )
-            self.timed("onnx-int8", start)
-            self.add_onnx("int8", "model.int8.onnx", tools)
+            outcome = maker.make(INT8_TARGETS[target])
+            self.timed(f"int8-{target}", start)
+            self.add_int8(outcome)
+
+    def add_int8(self, outcome: Any) -> None:
+        """List a target's chosen int8 file, or record why it was left out."""
+        from edgeport.export.int8.decide import place
+
+        spec, record, verdict = outcome.target, outcome.record(), outcome.chosen.verdict
+        failed_but_allowed = verdict.status == "failed" and self.s.allow_parity_failure
+        if not outcome.kept and not failed_but_allowed:
+            log.warning("int8 for %s left out: %s", spec.target, outcome.reason)
+            self.int8_left_out[spec.target] = record
+            return
+        place(outcome, self.root / spec.filename)
+        self.gate(verdict)
+        path = self.root / spec.filename
+        if spec.target == "tensorrt":
+            self.onnx_paths["int8"] = path
+            self.engine_sources["int8"] = spec.artifact
+        self.artifact(
+            spec.artifact,
+            "onnx",
+            "int8",
+            spec.filename,
+            outcome.chosen.quantized.tools,
+            verdict,
+            source="onnx-fp32",
+            target=spec.target,
+            quantization=record,
+        )
 
     def gate(self, verdict: Verdict) -> None:
         """Raise ``ParityError`` for a failed artifact unless failures are allowed."""
@@ -285,6 +396,8 @@ class _Exporter:
         verdict: Verdict,
         engine: EngineInfo | None = None,
         source: str | None = None,
+        target: str | None = None,
+        quantization: dict[str, Any] | None = None,
     ) -> None:
         path = self.root / rel
         self.artifacts.append(
@@ -301,6 +414,8 @@ class _Exporter:
                 parity=verdict.to_dict(),
                 engine=engine,
                 source=source,
+                target=target,
+                quantization=quantization,
             )
         )
 
@@ -320,6 +435,9 @@ class _Exporter:
         flavour = flavour_of(trt)
         profiles = engine_profiles(self.card.inputs)
         for precision in self.s.precisions:
+            if precision not in self.onnx_paths:
+                log.warning("no TensorRT %s engine: its ONNX file was left out", precision)
+                continue
             name, rel = f"tensorrt-{precision}", f"model.{precision}.{flavour}.engine"
             start = time.perf_counter()
             build = build_engine(
@@ -341,8 +459,11 @@ class _Exporter:
             else:
                 verdict = not_run(name, precision, "tensorrt", reason)
             tools = {flavour: build.info.version}
-            source = f"onnx-{precision}"
-            self.artifact(name, "tensorrt", precision, rel, tools, verdict, build.info, source)
+            source = self.engine_sources.get(precision, f"onnx-{precision}")
+            target = "tensorrt" if precision == "int8" else None
+            self.artifact(
+                name, "tensorrt", precision, rel, tools, verdict, build.info, source, target
+            )
         self.engine_versions = {flavour: str(trt.__version__)}
 
     def manifest(self, started: float) -> Manifest:
@@ -355,6 +476,8 @@ class _Exporter:
             "failed_parity": self.failed,
             "timings": self.timings,
         }
+        if self.int8_left_out:
+            export["int8_left_out"] = self.int8_left_out
         if job.calibration and "int8" in self.s.precisions:
             calibrated = sum(count(b) for b in job.calibration)
             export["calibration"] = {"source": job.calibration_source, "count": calibrated}

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edgeport.export.int8 import Int8Policy
 from edgeport.export.onnx import check_opset
 from edgeport.export.quantize import CalibrationConfig
-from edgeport.runtime.bundle import PRECISIONS, BatchRange
+from edgeport.runtime.bundle import PRECISIONS, TARGETS, BatchRange
 from edgeport.runtime.card import INTERPOLATIONS, TASKS, ModelCard
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_profiles
@@ -37,6 +38,22 @@ def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
             f"choose from {', '.join(PRECISIONS)} (comma-separated, e.g. fp32,int8)"
         )
     return tuple(p for p in PRECISIONS if p in names)
+
+
+def parse_targets(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """``"onnxruntime,openvino"`` or an iterable to int8 targets in canonical order; None
+    stays None (the default: every target that can be made here)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        raise ConfigError(
+            f"unknown int8 target {', '.join(map(repr, unknown)) if unknown else '(none given)'}"
+            f"; choose from {', '.join(TARGETS)} (comma-separated)"
+        )
+    return tuple(t for t in TARGETS if t in names)
 
 
 @dataclass(frozen=True)
@@ -160,7 +177,10 @@ class ExportSettings:
     parameters and axis 0 of every input (one shared ``batch`` dimension in ``batch``'s
     range); ``shapes`` gives dynamic dimensions their (min, opt, max), which TensorRT engines
     need (for ``batch`` it overrides ``batch``). ``task``, ``class_names``, ``image`` and
-    ``postprocess`` go into the card."""
+    ``postprocess`` go into the card. int8 is made per engine family in ``int8_targets``
+    (None: ONNX Runtime, OpenVINO where NNCF is installed, TensorRT with ``tensorrt``) and kept
+    for one only when it is ``int8_min_speedup`` times faster than fp32 there and passes
+    parity (see :mod:`edgeport.export.int8.decide`; ``keep_slow_int8`` keeps a slow one)."""
 
     precisions: tuple[str, ...] = ("fp32",)
     input_names: tuple[str, ...] | None = None
@@ -181,10 +201,16 @@ class ExportSettings:
     tensorrt: bool = False
     tensorrt_flavour: str | None = None
     workspace_bytes: int = 1 << 30
+    int8_targets: tuple[str, ...] | None = None
+    int8_min_speedup: float = 1.1
+    keep_slow_int8: bool = False
+    int8_fallback_rounds: int = 3
+    int8_timing_s: float = 2.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "precisions", parse_precisions(self.precisions))
+        set_(self, "int8_targets", parse_targets(self.int8_targets))
         for key in ("input_names", "output_names"):
             names = getattr(self, key)
             if names is not None:
@@ -220,6 +246,22 @@ class ExportSettings:
             )
         if self.image is not None and not isinstance(self.image, ImagePreprocessing):
             raise ConfigError(f"image must be an ImagePreprocessing, got {self.image!r}")
+        targets = self.int8_targets
+        if self.tensorrt and "int8" in self.precisions and targets and "tensorrt" not in targets:
+            raise ConfigError(
+                "a TensorRT int8 engine is built from the tensorrt int8 file: add tensorrt "
+                f"to --int8-targets (now {','.join(targets)})"
+            )
+        self.int8_policy()  # validates the int8 numbers
+
+    def int8_policy(self) -> Int8Policy:
+        """When an int8 file is kept (:class:`~edgeport.export.int8.Int8Policy`)."""
+        return Int8Policy(
+            min_speedup=self.int8_min_speedup,
+            fallback_rounds=self.int8_fallback_rounds,
+            keep_slow=self.keep_slow_int8,
+            timing_s=self.int8_timing_s,
+        )
 
     def with_options(self, options: Mapping[str, Any]) -> ExportSettings:
         """A copy with ``options`` (field names) replaced; an unknown name raises."""

@@ -377,6 +377,7 @@ def compare_layers(
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
     precision: str,
+    optimization_levels: bool = True,
 ) -> PerLayerReport:
     """Compare every intermediate tensor of ``candidate_path`` with ``reference_path`` (fp32).
 
@@ -385,7 +386,8 @@ def compare_layers(
     through the DequantizeLinear output of its QuantizeLinear. Both copies run with ONNX Runtime
     on the CPU with graph optimisations off (exposed tensors cannot be fused away anyway). The
     candidate file itself is also run at every optimisation level, to tell a mismatch of the
-    graph from one of ORT's fused kernels.
+    graph from one of ORT's fused kernels (unless ``optimization_levels`` is False: a file made
+    for another engine need not run with ONNX Runtime's fused kernels).
     """
     if not feeds:
         raise ConfigError("per-layer comparison needs at least one sample")
@@ -402,5 +404,9 @@ def compare_layers(
         threshold=PER_LAYER_REL_L2.get(precision, 1e-2),
         layers=tuple(_layers(order, acc)),
         unmatched=len(acc.unmatched),
-        optimization_levels=_optimization_levels(ort, candidate_path, feeds, acc.outputs),
+        optimization_levels=(
+            _optimization_levels(ort, candidate_path, feeds, acc.outputs)
+            if optimization_levels
+            else {}
+        ),
     )
