@@ -90,7 +90,8 @@ def test_engines_are_recorded_with_flavour_version_and_profile(
         assert art.path == f"model.{art.precision}.{flavour}.engine"
         assert art.engine.flavour == flavour and art.engine.version == version
         assert art.engine.workspace_bytes == 1 << 30
-        assert art.source == f"onnx-{art.precision}"
+        made_for = "-tensorrt" if art.precision == "int8" else ""  # its own int8 file
+        assert art.source == f"onnx-{art.precision}{made_for}"
         if flavour == "tensorrt_rtx":
             assert art.engine.compute_capability is None  # AOT: portable across RTX GPUs
             assert art.engine.timing_cache is None

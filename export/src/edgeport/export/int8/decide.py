@@ -174,7 +174,7 @@ class Int8Maker:
             if self._wins(attempt) or round_ == self.policy.fallback_rounds:
                 break
             more = self._to_keep_in_float(target, attempt, names, exclude)
-            if not more:
+            if not more or names.weighted_left(exclude + tuple(more)) == 0:
                 log.info("int8 %s: no further layer to keep in float", target.target)
                 break
             log.info("int8 %s: keeping %s in float and trying again", target.target, more)

@@ -44,9 +44,9 @@ class LayerNames:
     """Maps the kernel names an engine's profiler reports to nodes of the fp32 model.
 
     A kernel is attributed to a node of that name (a fused activation to the weighted layer it
-    follows), to the node making the tensor it is named after (a Q/DQ or reorder of a tensor:
-    to its producer when that is a weighted layer, else to the weighted layer reading it), or
-    to the longest weighted-layer name inside its own name.
+    follows); a Q/DQ node to the weighted layer making its tensor, else to the one reading it;
+    a kernel named after a tensor to the layer making it; else to the longest weighted-layer
+    name inside its own name.
     """
 
     def __init__(self, model: Any) -> None:
@@ -87,6 +87,28 @@ class LayerNames:
             return str(reader.name)
         return self._owner(node) if node is not None and node.name else None
 
+    def weighted_left(self, exclude: Sequence[str]) -> int:
+        """How many weighted layers remain quantized when ``exclude`` is kept in float."""
+        return len(set(self.weighted) - set(exclude))
+
+    def feeding(self, layer: str, depth: int = 6) -> list[str]:
+        """The weighted layers whose outputs reach ``layer``'s inputs through other nodes only
+        (activations, pooling, reshapes): where its input's Q/DQ pair comes from."""
+        node = self.nodes.get(layer)
+        found: list[str] = []
+        frontier = [] if node is None else [(name, depth) for name in node.input]
+        while frontier:
+            tensor, left = frontier.pop()
+            source = self.producer.get(tensor)
+            if source is None or left == 0:
+                continue
+            if source.op_type in WEIGHTED_OPS:
+                if source.name not in found:
+                    found.append(str(source.name))
+                continue
+            frontier += [(name, left - 1) for name in source.input]
+        return found
+
     def layer(self, kernel: str) -> str | None:
         """The fp32 node ``kernel`` (a profiled name) belongs to, None when none fits."""
         base = _ENGINE_SUFFIX.sub("", kernel.split("/")[0])
@@ -97,8 +119,9 @@ class LayerNames:
             match = pattern.match(base)
             if match and (found := self._tensor_layer(match["tensor"])) is not None:
                 return found
-        if base in self.producer:
-            return self._tensor_layer(base)
+        if base in self.producer:  # a fused kernel named after its output (``relu_nchwc``)
+            node = self.producer[base]
+            return self._owner(node) if node.name else self._tensor_layer(base)
         return next((name for name in self.weighted if name in kernel), None)
 
 
@@ -217,11 +240,20 @@ def disagreeing_layers(
     report = compare_layers(
         reference, candidate, [dict(feeds)], precision="int8", optimization_levels=False
     )
+    ranked = [
+        (layer, diff.added_error)
+        for diff in sorted(report.layers, key=lambda d: -d.added_error)
+        if diff.added_error > 0 and (layer := names.layer(diff.node) if diff.node else None)
+    ]
+    if not ranked:
+        return []
+    top, worst = ranked[0]
+    # the worst layer, the layers making its input (their Q/DQ pair adds the error), then any
+    # other layer adding at least half as much error
+    wanted = [top, *names.feeding(top)]
+    wanted += [layer for layer, error in ranked[1:] if error >= worst / 2]
     chosen: list[str] = []
-    for diff in sorted(report.layers, key=lambda d: -d.added_error):
-        layer = names.layer(diff.node) if diff.node else None
-        if diff.added_error <= 0 or len(chosen) >= limit:
-            break
-        if layer is not None and layer not in exclude and layer not in chosen:
+    for layer in wanted:
+        if layer not in exclude and layer not in chosen and len(chosen) < limit:
             chosen.append(layer)
     return chosen
