@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml runtime/pyproject.toml train/pyproject.toml export/pypr
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet \
-		-e "./runtime[cpu,openvino,serve,batch,loadgen]" -e ./train -e "./export[tensorrt-rtx]" --group dev
+		-e "./runtime[cpu,openvino,serve,batch,loadgen]" -e ./train \
+		-e "./export[tensorrt-rtx,openvino]" --group dev
 	# bytecode, as a wheel install writes it (editable installs do not)
 	$(BIN)/python -m compileall -q runtime/src train/src export/src
 	touch $(STAMP)
@@ -53,9 +54,12 @@ fuzz: $(STAMP) $(MODELS)
 		EDGEPORT_FUZZ_STATS=$(FUZZ_STATS) $(BIN)/python -m pytest tests/runtime/fuzz -q
 	cat $(FUZZ_STATS)
 
-## make bench: the CPU benchmark matrix, written to benchmarks/results/<machine>/
-bench: $(STAMP)
+## make bench: the CPU benchmark matrix, int8 per engine against its peers, and ONNX in, written
+## to benchmarks/results/<machine>/
+bench: $(STAMP) $(MODELS)
 	$(BIN)/python benchmarks/run_matrix.py
+	$(BIN)/python benchmarks/quantization.py
+	$(BIN)/python benchmarks/onnx_in.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .cache .pytest_cache .ruff_cache

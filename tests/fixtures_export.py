@@ -36,6 +36,8 @@ def int8_options(tensorrt: bool) -> dict[str, object]:
         "int8_fallback_rounds": 0,
         "int8_timing_s": 0.2,
     }
+
+
 TWO_INPUT_PROFILE = {"ids": ((1, 1), (4, 16), (8, 64))}  # batch 1..8, seq 1..64
 CALIBRATION_SAMPLES = 64
 SSD = "torchvision:ssdlite320_mobilenet_v3_large"
@@ -62,7 +64,11 @@ def exported_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("exported_bundle") / "bundle"
     tensorrt = tensorrt_module_name() is not None
     export(
-        trained_run, out, precisions=EXPORTED_PRECISIONS, tensorrt=tensorrt, **int8_options(tensorrt)
+        trained_run,
+        out,
+        precisions=EXPORTED_PRECISIONS,
+        tensorrt=tensorrt,
+        **int8_options(tensorrt),
     )
     return out
 
