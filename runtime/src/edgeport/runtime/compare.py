@@ -402,7 +402,10 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     )
 }
 # Logits compared without labels: an accuracy drop cannot be measured, so a precision judged by
-# it is judged by agreement with the fp32 reference instead, as a tensor output would be.
+# it is judged by agreement with the fp32 reference instead. The cosine bound is per sample (the
+# worst one): measured on MobileNetV3-Small trained on the digits (617 samples), OpenVINO int8
+# at 99.5% top-1 agreement had a worst-sample cosine of 0.968; a wrong file is far below (a
+# rounded-away activation: 9% agreement, cosine -0.59).
 UNLABELLED: dict[str, Tolerance] = {
     "int8": Tolerance(
         precision="int8",
@@ -410,8 +413,11 @@ UNLABELLED: dict[str, Tolerance] = {
         rtol=1e-1,
         min_top1_agreement=0.99,
         ties_agree=True,
-        min_cosine=0.98,
-        description="no labels: top-1 agreement >= 99% (near ties excepted) and cosine >= 0.98",
+        min_cosine=0.95,
+        description=(
+            "no labels: top-1 agreement >= 99% (near ties excepted) and every sample's cosine "
+            ">= 0.95"
+        ),
     ),
 }
 OUTPUT_KINDS = ("logits", "tensor", "exact")
