@@ -434,6 +434,7 @@ class _Exporter:
         trt = import_tensorrt(self.s.tensorrt_flavour)
         flavour = flavour_of(trt)
         profiles = engine_profiles(self.card.inputs)
+        runnable: dict[str, bool] = {}
         for precision in self.s.precisions:
             if precision not in self.onnx_paths:
                 log.warning("no TensorRT %s engine: its ONNX file was left out", precision)
@@ -464,7 +465,43 @@ class _Exporter:
             self.artifact(
                 name, "tensorrt", precision, rel, tools, verdict, build.info, source, target
             )
+            runnable[precision] = reason is None
         self.engine_versions = {flavour: str(trt.__version__)}
+        if runnable.get("int8") and runnable.get("fp32"):
+            self.judge_int8_engine()
+
+    def judge_int8_engine(self) -> None:
+        """Where a GPU runs the engines: time the int8 engine against the fp32 one and keep it
+        only when it wins (or, with ``keep_slow_int8``, marked)."""
+        from edgeport.export.int8.decide import time_against_fp32
+
+        policy = self.s.int8_policy()
+        engines = {a.precision: a for a in self.artifacts if a.format == "tensorrt"}
+        int8, fp32 = engines["int8"], engines["fp32"]
+        timing = time_against_fp32(
+            "tensorrt",
+            self.root / fp32.path,
+            self.root / int8.path,
+            self.reference.inputs,
+            1,
+            policy,
+        )
+        wins = timing.speedup >= policy.min_speedup
+        decision = "kept" if wins else ("kept-slow" if policy.keep_slow else "left-out")
+        record = {
+            "target": "tensorrt",
+            "speedup": round(timing.speedup, 3),
+            "timing": timing.to_dict(),
+            "decision": decision,
+            "reason": f"{timing.speedup:.2f}x the fp32 engine (needs {policy.min_speedup:g}x)",
+        }
+        if decision == "left-out":
+            log.warning("int8 engine left out: %s", record["reason"])
+            self.artifacts.remove(int8)
+            (self.root / int8.path).unlink()
+            self.int8_left_out["tensorrt-engine"] = record
+        else:
+            self.artifacts[self.artifacts.index(int8)] = replace(int8, quantization=record)
 
     def manifest(self, started: float) -> Manifest:
         self.timings["total"] = round(time.perf_counter() - started, 3)

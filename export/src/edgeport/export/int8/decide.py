@@ -248,38 +248,7 @@ class Int8Maker:
         return max(1, min(low, available))
 
     def _time(self, backend: str, int8: Path) -> Timing:
-        from edgeport.runtime import load
-        from edgeport.runtime.tools.timing import TimingConfig, time_interleaved
-
-        batch = self._batch()
-        feeds = {name: np.ascontiguousarray(a[:batch]) for name, a in self.inputs.items()}
-        options = {"cache_dir": ""} if backend == "openvino" else {}
-        threads = self.policy.threads
-        rounds: list[dict[str, float]] = []
-        with (
-            load(self.fp32, backend, verify=False, threads=threads, backend_options=options) as a,
-            load(int8, backend, verify=False, threads=threads, backend_options=options) as b,
-        ):
-            steps = {"fp32": lambda: a.infer(feeds), "int8": lambda: b.infer(feeds)}
-            for index in range(TIMING_ROUNDS):
-                order = list(steps) if index % 2 == 0 else list(steps)[::-1]
-                config = TimingConfig(
-                    warmup_s=0.2 if index == 0 else 0.0,
-                    duration_s=self.policy.timing_s / TIMING_ROUNDS,
-                    min_iterations=3,
-                )
-                samples = time_interleaved({k: steps[k] for k in order}, config, rounds=1)
-                rounds.append({k: float(np.median(v)) for k, v in samples.items()})
-        return Timing(
-            backend,
-            batch,
-            threads,
-            float(np.median([r["fp32"] for r in rounds])),
-            float(np.median([r["int8"] for r in rounds])),
-            float(np.median([r["fp32"] / r["int8"] for r in rounds])),
-            TIMING_ROUNDS,
-            self.policy.timing_s,
-        )
+        return time_against_fp32(backend, self.fp32, int8, self.inputs, self._batch(), self.policy)
 
     def _decide(self, target: Int8Target, attempts: list[Attempt]) -> Outcome:
         passed = [a for a in attempts if a.passed]
@@ -309,6 +278,45 @@ class Int8Maker:
         )
         decision = "kept-slow" if self.policy.keep_slow else "left-out"
         return Outcome(target, decision, reason, chosen, attempts)
+
+
+def time_against_fp32(
+    backend: str, fp32: Path, int8: Path, inputs: Batch, batch: int, policy: Int8Policy
+) -> Timing:
+    """``int8`` against ``fp32`` on ``backend``: both loaded at once, timed on the first
+    ``batch`` samples of ``inputs`` in :data:`TIMING_ROUNDS` rounds, alternating which goes
+    first; the speed-up is the median of the rounds' ratios."""
+    from edgeport.runtime import load
+    from edgeport.runtime.tools.timing import TimingConfig, time_interleaved
+
+    feeds = {name: np.ascontiguousarray(a[:batch]) for name, a in inputs.items()}
+    options = {"cache_dir": ""} if backend == "openvino" else {}
+    threads = policy.threads
+    rounds: list[dict[str, float]] = []
+    with (
+        load(fp32, backend, verify=False, threads=threads, backend_options=options) as a,
+        load(int8, backend, verify=False, threads=threads, backend_options=options) as b,
+    ):
+        steps = {"fp32": lambda: a.infer(feeds), "int8": lambda: b.infer(feeds)}
+        for index in range(TIMING_ROUNDS):
+            order = list(steps) if index % 2 == 0 else list(steps)[::-1]
+            config = TimingConfig(
+                warmup_s=0.2 if index == 0 else 0.0,
+                duration_s=policy.timing_s / TIMING_ROUNDS,
+                min_iterations=3,
+            )
+            samples = time_interleaved({k: steps[k] for k in order}, config, rounds=1)
+            rounds.append({k: float(np.median(v)) for k, v in samples.items()})
+    return Timing(
+        backend,
+        batch,
+        threads,
+        float(np.median([r["fp32"] for r in rounds])),
+        float(np.median([r["int8"] for r in rounds])),
+        float(np.median([r["fp32"] / r["int8"] for r in rounds])),
+        TIMING_ROUNDS,
+        policy.timing_s,
+    )
 
 
 def place(outcome: Outcome, dst: Path) -> None:
