@@ -27,17 +27,24 @@ DEFAULT_BATCH = BatchRange(1, 8, 32)
 MIN_WORKSPACE = 1 << 20
 
 
-def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
-    """``"fp32,int8"`` or an iterable to a de-duplicated tuple in canonical order."""
+def _parse_names(
+    value: str | Iterable[str], known: tuple[str, ...], what: str, example: str
+) -> tuple[str, ...]:
+    """``"a,b"`` or an iterable to a de-duplicated tuple of ``known`` names, in its order."""
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(item).strip().lower() for item in items if str(item).strip()]
-    unknown = [n for n in names if n not in PRECISIONS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ConfigError(
-            f"unknown precision {', '.join(map(repr, unknown)) if unknown else '(none given)'}; "
-            f"choose from {', '.join(PRECISIONS)} (comma-separated, e.g. fp32,int8)"
+            f"unknown {what} {', '.join(map(repr, unknown)) if unknown else '(none given)'}; "
+            f"choose from {', '.join(known)} (comma-separated, e.g. {example})"
         )
-    return tuple(p for p in PRECISIONS if p in names)
+    return tuple(k for k in known if k in names)
+
+
+def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"fp32,int8"`` or an iterable to a de-duplicated tuple in canonical order."""
+    return _parse_names(value, PRECISIONS, "precision", "fp32,int8")
 
 
 def parse_targets(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -45,15 +52,7 @@ def parse_targets(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     stays None (the default: every target that can be made here)."""
     if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(item).strip().lower() for item in items if str(item).strip()]
-    unknown = [n for n in names if n not in TARGETS]
-    if unknown or not names:
-        raise ConfigError(
-            f"unknown int8 target {', '.join(map(repr, unknown)) if unknown else '(none given)'}"
-            f"; choose from {', '.join(TARGETS)} (comma-separated)"
-        )
-    return tuple(t for t in TARGETS if t in names)
+    return _parse_names(value, TARGETS, "int8 target", "onnxruntime,openvino")
 
 
 @dataclass(frozen=True)
