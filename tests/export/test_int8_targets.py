@@ -247,3 +247,26 @@ def test_an_int8_file_that_never_wins_is_left_out_with_the_reason(
     assert art.quantization is not None and art.quantization["decision"] == "kept-slow"
     assert "kept although slow" in proc.stdout
     json.dumps(art.quantization)  # plain JSON
+
+
+def test_a_target_its_quantizer_cannot_serve_is_left_out_with_why(tmp_path: Path) -> None:
+    """A graph with nothing to quantize (an elementwise model): no int8 file, the reason in the
+    manifest, the rest of the bundle made as asked."""
+    from onnx import TensorProto, helper
+
+    from edgeport.export import export_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    data = {"x": np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)}
+    manifest = export_onnx(
+        path, tmp_path / "bundle", precisions="fp32,int8", calibration=data,
+        int8_targets="onnxruntime",
+    )  # fmt: skip
+    assert [a.name for a in manifest.artifacts] == ["onnx-fp32"]
+    record = manifest.export["int8_left_out"]["onnxruntime"]
+    assert record["decision"] == "left-out" and "inserted no QuantizeLinear" in record["reason"]

@@ -349,13 +349,16 @@ class _Exporter:
         """List a target's chosen int8 file, or record why it was left out."""
         from edgeport.export.int8.decide import place
 
-        spec, record, verdict = outcome.target, outcome.record(), outcome.chosen.verdict
-        failed_but_allowed = verdict.status == "failed" and self.s.allow_parity_failure
-        if not outcome.kept and not failed_but_allowed:
+        spec, record, chosen = outcome.target, outcome.record(), outcome.chosen
+        failed_but_allowed = (
+            chosen is not None and chosen.verdict.status == "failed" and self.s.allow_parity_failure
+        )
+        if chosen is None or not (outcome.kept or failed_but_allowed):
             log.warning("int8 for %s left out: %s", spec.target, outcome.reason)
             self.int8_left_out[spec.target] = record
             return
-        place(outcome, self.root / spec.filename)
+        verdict = chosen.verdict
+        place(chosen, self.root / spec.filename)
         self.gate(verdict)
         path = self.root / spec.filename
         if spec.target == "tensorrt":
@@ -366,7 +369,7 @@ class _Exporter:
             "onnx",
             "int8",
             spec.filename,
-            outcome.chosen.quantized.tools,
+            chosen.quantized.tools,
             verdict,
             source="onnx-fp32",
             target=spec.target,

@@ -36,7 +36,7 @@ from edgeport.export.int8.recipes import Quantized
 from edgeport.export.samples import Batch
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.compare import Verdict
-from edgeport.runtime.errors import EdgeportError
+from edgeport.runtime.errors import EdgeportError, ExportError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ LAYER_FEED_SAMPLES = 16  # samples the per-layer comparison runs
 LAYERS_PER_ROUND = 4
 # the backend that judges a target's file here when its own engine cannot run on this machine
 CPU_JUDGE = "onnxruntime-cpu"
-DECISIONS = ("kept", "kept-slow", "kept-untimed", "left-out")
+DECISIONS = ("kept", "kept-slow", "kept-untimed", "left-out")  # Outcome.decision
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Outcome:
     target: Int8Target
     decision: str  # one of DECISIONS
     reason: str
-    chosen: Attempt
+    chosen: Attempt | None  # None: the quantizer itself failed
     attempts: list[Attempt] = field(default_factory=list)
     untimed: str | None = None  # why the speed was not measured
 
@@ -126,17 +126,21 @@ class Outcome:
 
     def record(self) -> dict[str, Any]:
         """The manifest's record of this int8 file (``Artifact.quantization``)."""
+        record: dict[str, Any] = {"target": self.target.target}
         chosen = self.chosen
-        return {
-            "target": self.target.target,
-            "quantizer": chosen.quantized.quantizer,
-            "settings": chosen.quantized.settings,
-            "float_layers": list(chosen.float_layers),
-            "float_convs": None if chosen.float_convs is None else chosen.float_convs.to_dict(),
-            "speedup": None if chosen.timing is None else round(chosen.timing.speedup, 3),
-            "timing": None if chosen.timing is None else chosen.timing.to_dict(),
-            "not_timed": self.untimed,
-            "judged_on": chosen.verdict.backend,
+        if chosen is not None:
+            timing = chosen.timing
+            record |= {
+                "quantizer": chosen.quantized.quantizer,
+                "settings": chosen.quantized.settings,
+                "float_layers": list(chosen.float_layers),
+                "float_convs": None if chosen.float_convs is None else chosen.float_convs.to_dict(),
+                "speedup": None if timing is None else round(timing.speedup, 3),
+                "timing": None if timing is None else timing.to_dict(),
+                "not_timed": self.untimed,
+                "judged_on": chosen.verdict.backend,
+            }
+        return record | {
             "decision": self.decision,
             "reason": self.reason,
             "attempts": [a.to_dict() for a in self.attempts],
@@ -169,7 +173,13 @@ class Int8Maker:
         attempts: list[Attempt] = []
         exclude: tuple[str, ...] = ()
         for round_ in range(self.policy.fallback_rounds + 1):
-            attempt = self._attempt(target, exclude, round_)
+            try:
+                attempt = self._attempt(target, exclude, round_)
+            except ExportError as exc:  # the quantizer could not make this file
+                log.warning("int8 %s attempt %d: %s", target.target, round_, exc)
+                if not attempts:
+                    return Outcome(target, "left-out", str(exc), None)
+                break
             attempts.append(attempt)
             if self._wins(attempt) or round_ == self.policy.fallback_rounds:
                 break
@@ -319,7 +329,7 @@ def time_against_fp32(
     )
 
 
-def place(outcome: Outcome, dst: Path) -> None:
+def place(chosen: Attempt, dst: Path) -> None:
     """Move the chosen attempt's file to ``dst`` (in the bundle)."""
-    shutil.move(str(outcome.chosen.path), str(dst))
-    outcome.chosen.path = dst
+    shutil.move(str(chosen.path), str(dst))
+    chosen.path = dst
