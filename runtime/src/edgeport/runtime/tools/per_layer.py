@@ -1,9 +1,9 @@
 """Where does an fp16/int8 ONNX model start to differ from its fp32 source? Layer by layer.
 
 Every intermediate tensor of both models is exposed as an output and run with ONNX Runtime on
-the CPU, fed every input the models have; tensors are matched by name (through the
-DequantizeLinear output of a Q/DQ pair where needed) and compared by relative L2 error, in graph
-order. The candidate file is also run at every graph-optimisation level, to tell a mismatch of
+the CPU, fed every input the models have; tensors are matched by name (a quantized one through
+the DequantizeLinear output of its Q/DQ pair: what the next layer reads) and compared by
+relative L2 error, in graph order. The candidate file is also run at every graph-optimisation level, to tell a mismatch of
 the graph from one of ORT's fused kernels. Needs the ``onnx`` package (the ``onnx`` extra).
 """
 
@@ -311,9 +311,13 @@ def _accumulate(
             r = ref_values.get(name)
             if r is None or not np.issubdtype(r.dtype, np.floating):
                 continue
-            c, how = cand_values.get(name), "name"
-            if c is None and name in dequantized:
+            # a quantized tensor is compared as the next layer reads it: its dequantized value
+            # (ONNX Runtime folds a Relu into the Q after a convolution, so the convolution's
+            # own float output, under the Relu's name, still holds the negatives)
+            if name in dequantized:
                 c, how = cand_values.get(dequantized[name]), "dequantize"
+            else:
+                c, how = cand_values.get(name), "name"
             if c is None or c.shape != r.shape or not np.issubdtype(c.dtype, np.floating):
                 acc.unmatched.add(name)
                 continue
