@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 FUZZ_EXAMPLES ?= 10000
 FUZZ_STATS ?= .cache/fuzz-stats.json
 
-.PHONY: demo test test-fast lint bench fuzz venv models clean
+.PHONY: demo test test-fast lint docs bench fuzz venv models clean
 
 venv: $(STAMP)
 
@@ -35,8 +35,8 @@ $(MODELS): tests/thirdparty/models.py | $(STAMP)
 	$(BIN)/python tests/thirdparty/models.py .cache/models
 	touch $(MODELS)
 
-## make test: lint, then the whole suite (GPU tests skip themselves without a GPU)
-test: lint $(MODELS)
+## make test: lint, the docs site, then the whole suite (GPU tests skip themselves without a GPU)
+test: lint docs $(MODELS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make test-fast: everything not marked slow
@@ -47,6 +47,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy runtime/src/edgeport train/src/edgeport export/src/edgeport
+
+## make docs: the docs site (mkdocs.yml, docs/) into site/; a broken link, a missing API
+## reference or an unknown command in a page fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 ## make fuzz: every untrusted-input reader fuzzed, FUZZ_EXAMPLES cases each (about 10 minutes)
 fuzz: $(STAMP) $(MODELS)
@@ -62,4 +67,4 @@ bench: $(STAMP) $(MODELS)
 	$(BIN)/python benchmarks/onnx_in.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) site .cache .pytest_cache .ruff_cache

@@ -8,8 +8,8 @@ reference, 1 worker x 2 threads. Times are end to end (actor start, model loads,
 inference, the Parquet write), after one small warm-up run. As a control, the same files go
 through ``Model.predict`` in 1 and 2 plain processes (no Ray, one thread each): their ratio is
 what the machine allows at the moment (a busy machine gives less than 2x to anyone). Prints the
-table and the ratio the goal names (2 workers >= 1.6x one worker on 2 cores); writes JSON to
-``benchmarks/results/<machine>/batch/batch_predict.json``.
+table and the ratio the goal names (2 workers >= 1.6x one worker on 2 cores); writes JSON and
+the table as Markdown to ``benchmarks/results/<machine>/batch/batch_predict.{json,md}``.
 
     python benchmarks/batch_predict.py                 # 512 images, batch 16
     python benchmarks/batch_predict.py --images 64     # a quick validation run
@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix_lib import resnet18_classifier_onnx
+from matrix_lib import repo_relative, resnet18_classifier_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.6  # 2 workers / 1 worker, rows per second, on 2 cores
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
     from edgeport.runtime.envinfo import cpu_counts, cpu_model
-    from edgeport.runtime.io import atomic_write_json
+    from edgeport.runtime.io import atomic_write_json, atomic_write_text
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average_after": list(os.getloadavg()),
         "model": "torchvision resnet18, random weights, 10 classes, 3x224x224, ONNX fp32",
         "images": args.images,
-        "runs": [r.to_dict() for r in results.values()],
+        "runs": [r.to_dict() | {"out": repo_relative(r.out)} for r in results.values()],
         "plain_processes_images_per_second": {str(k): round(v, 3) for k, v in plain.items()},
         "ratio_2_workers_vs_1": round(ratio, 3),
         "ratio_2_plain_processes_vs_1": round(machine, 3),
@@ -153,18 +153,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         "met": ratio >= TARGET,
     }
     atomic_write_json(args.out / "batch_predict.json", report)
-    print(f"\nbatch prediction, {args.images} images, batch {args.batch}, {cpu_model()}")
-    print(f"load average before: {', '.join(f'{v:.2f}' for v in load_before)}")
-    print("| workers x threads | seconds | images/s | plain processes (no Ray), images/s |")
-    print("|---|---|---|---|")
-    for (w, t), r in results.items():
-        control = f"{plain[w]:.1f}" if t == 1 else "-"
-        print(f"| {w} x {t} | {r.seconds:.1f} | {r.rows_per_second:.1f} | {control} |")
-    verdict = "met" if ratio >= TARGET else "NOT met"
-    print(f"2 workers / 1 worker: {ratio:.2f}x (target >= {TARGET}x: {verdict})")
-    print(f"2 plain processes / 1 (what the machine allowed): {machine:.2f}x")
-    print(f"written to {args.out / 'batch_predict.json'}")
+    atomic_write_text(args.out / "batch_predict.md", markdown(report))
+    print("\n" + markdown(report))
+    print(f"written to {args.out / 'batch_predict.json'} and batch_predict.md")
     return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report's table and ratios as Markdown (what is printed and saved beside the JSON)."""
+    plain = report["plain_processes_images_per_second"]
+    lines = [
+        "# Batch prediction on Ray Data: one worker against two",
+        "",
+        f"{report['images']} images, {report['model']}; {report['cpu']['model']}, "
+        f"{report['cpu']['usable']} usable CPUs; `{report['command']}`, {report['created']}; "
+        f"load average before: {', '.join(f'{v:.2f}' for v in report['load_average_before'])}.",
+        "",
+        "| workers x threads | batch | seconds | images/s | plain processes (no Ray), images/s |",
+        "|---|---|---|---|---|",
+    ]
+    for run in report["runs"]:
+        w, t = run["workers"], run["threads"]
+        control = f"{plain[str(w)]:.1f}" if t == 1 else "-"
+        lines.append(
+            f"| {w} x {t} | {run['batch']} | {run['seconds']:.1f} | "
+            f"{run['rows_per_second']:.1f} | {control} |"
+        )
+    verdict = "met" if report["met"] else "not met"
+    lines += [
+        "",
+        f"2 workers / 1 worker: {report['ratio_2_workers_vs_1']:.2f}x (target >= "
+        f"{report['target']}x: {verdict}); 2 plain processes / 1 (what the machine allowed): "
+        f"{report['ratio_2_plain_processes_vs_1']:.2f}x.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,13 @@ log = logging.getLogger("edgeport.benchmarks")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it (committed results name no
+    folder of the machine they ran on), else as given."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(path)
+
+
 @dataclass(frozen=True)
 class MatrixModel:
     """A model of the standard matrix and how to train it on digits in a few minutes."""

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix_lib import resnet18_classifier_onnx
+from matrix_lib import repo_relative, resnet18_classifier_onnx
 from runtime_overhead import build_small_cnn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "schema": "edgeport.serve_matrix",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "config": {
+            k: repo_relative(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
         "environment": collect_environment(threads=args.threads),
         "rows": rows,
     }

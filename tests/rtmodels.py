@@ -295,6 +295,23 @@ def gemm_bundle(
     return root
 
 
+def cnn_bundle(root: Path, card: ModelCard | None = None) -> Path:
+    """A bundle of ``small_cnn`` (3x32x32, 10 classes) as onnx-fp32, batch 1:8:32, parity
+    passed."""
+    save(small_cnn(), root / "model.fp32.onnx")
+    art = artifact_for(
+        root,
+        "model.fp32.onnx",
+        name="onnx-fp32",
+        precision="fp32",
+        chw=(3, 32, 32),
+        batch=BatchRange(1, 8, 32),
+        parity=passed(),
+    )
+    Manifest(card=card or make_card(10, 3, (32, 32)), artifacts=(art,)).save(root)
+    return root
+
+
 def rewrite_manifest(bundle: Path, edit: object) -> None:
     """Apply ``edit(dict)`` to manifest.json in place (for tests that damage a bundle)."""
     path = bundle / "manifest.json"

@@ -1,10 +1,11 @@
 """Make the working tree's edgeport distributions importable, entry points included.
 
-The GPU machine has no network and no build backend (hatchling), so the three distributions
-cannot be ``pip install``-ed from source there. Their code is put on ``PYTHONPATH`` (the
-``*/src`` folders) and this writes, into a ``--target`` folder that is also on ``PYTHONPATH``,
-the ``.dist-info`` metadata ``importlib.metadata`` reads: name, version and the entry points
-from each ``pyproject.toml`` (subcommands, datasets, baselines), plus an ``edgeport`` launcher.
+``run.sh`` runs the working tree's edgeport on the GPU machine whether or not it was installed
+there (a machine without PyPI may not even have the build backend, hatchling). The code is put
+on ``PYTHONPATH`` (the ``*/src`` folders) and this writes, into a ``--target`` folder that is also
+on ``PYTHONPATH``, the ``.dist-info`` metadata ``importlib.metadata`` reads: name, version and
+the entry points from each ``pyproject.toml`` (subcommands, datasets, baselines), plus an
+``edgeport`` launcher.
 
     python3 benchmarks/gpu/install_tree.py /tmp/edgeport-site
 """
@@ -15,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import tomllib  # Python 3.11+: the GPU image has 3.12
+import tomllib  # Python 3.11+
 
 REPO = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = ("runtime", "train", "export")

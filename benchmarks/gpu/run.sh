@@ -1,34 +1,35 @@
 #!/usr/bin/env bash
-# The GPU proof, in one device call on a machine with an NVIDIA GPU (see README.md beside this):
-#   1. onnxruntime-gpu (joined from the parts ferried by earlier calls) and the small wheels
-#      export needs are installed into a --target folder that shadows the CPU onnxruntime;
+# The GPU benchmark matrix and the GPU tests, on any machine with an NVIDIA GPU (README.md
+# beside this says what it needs and writes):
+#   1. onnxruntime-gpu (GPU_PACKAGES) is installed into a --target folder that is put first on
+#      PYTHONPATH, so it shadows the CPU onnxruntime the project's venv holds;
 #   2. edgeport is used from this working tree (PYTHONPATH + generated entry points);
 #   3. the GPU benchmark matrix (gpu_matrix.py): resnet18 first, then simple_cnn_bn;
-#   4. pytest -m "gpu or tensorrt" with whatever time is left.
+#   4. pytest -m "gpu or tensorrt" with the time that is left of BUDGET_S.
 # Results: $OUT/gpu-<card>/{gpu.json,gpu.md,gpu.csv,gpu.png,env.json,pytest.log,run.log}.
 #
 #   bash benchmarks/gpu/run.sh            # on the GPU machine
-#   bash benchmarks/gpu/run.sh --dry-run  # here, on the CPU: the same steps except CUDA
+#   bash benchmarks/gpu/run.sh --dry-run  # on a CPU: the same steps except CUDA
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 PY=${PYTHON:-python3}
-if [ "$DRY" = 1 ] && [ -x .venv/bin/python ]; then PY=$REPO/.venv/bin/python; fi
-STASH=${STASH:-/tmp/edgeport-wheels}
-SITE=${SITE:-/tmp/edgeport-site}
-BUDGET_S=${BUDGET_S:-450}  # the whole script; give the device call a larger timeout_s (540)
-MATRIX_S=${MATRIX_S:-300}  # the matrix's share; pytest gets the rest
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=$REPO/.venv/bin/python; fi
+GPU_PACKAGES=${GPU_PACKAGES:-onnxruntime-gpu}  # pip requirements, installed without their deps
+GPU_WHEELS=${GPU_WHEELS:-}  # a folder of wheels (fetch_wheels.sh) for a machine without PyPI
+SITE=${SITE:-${TMPDIR:-/tmp}/edgeport-site}
+BUDGET_S=${BUDGET_S:-3600}  # the whole script
+MATRIX_S=${MATRIX_S:-2400}  # the matrix's share; pytest gets the rest
 MODELS=${MODELS:-resnet18,simple_cnn_bn}  # resnet18 first: it carries the headline
-WORK=${WORK:-/tmp/edgeport-gpu-work}      # runs and bundles
+WORK=${WORK:-${TMPDIR:-/tmp}/edgeport-gpu-work}  # runs and bundles
 T0=$(date +%s)
 
 if [ "$DRY" = 1 ]; then
   slug=dry-run-cpu
-  [ "$MODELS" = "resnet18,simple_cnn_bn" ] && MODELS=simple_cnn_bn  # resnet18 on 2 CPUs is slow
+  [ "$MODELS" = "resnet18,simple_cnn_bn" ] && MODELS=simple_cnn_bn  # resnet18 on a CPU is slow
   SITE=${SITE}-dry
-  STASH=${STASH}-dry
 else
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
   slug=gpu-$(printf '%s' "${gpu:-unknown}" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-+|-+$//g')
@@ -46,41 +47,16 @@ main() {
   uname -srm
   nproc --all
 
-  step "wheels"
-  mkdir -p "$STASH"
-  STASH="$STASH" LINK="$DRY" bash benchmarks/gpu/stash_part.sh
-  shopt -s nullglob
-  local sums wheel
-  for sums in "$STASH"/*.sha256; do
-    wheel=$(basename "$sums" .sha256)
-    if [ "$DRY" = 1 ]; then  # check the parts without writing a 255 MB file
-      if [ "$(cat "$STASH/$wheel".part-* | sha256sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$sums")" ]; then
-        echo "$wheel: the parts join to the right sha256 (dry run: not joined)"
-      else
-        echo "ERROR: $wheel: parts incomplete: $(cd "$STASH" && ls "$wheel".part-* | tr '\n' ' ')"
-      fi
-      continue
-    fi
-    if [ ! -f "$STASH/$wheel" ]; then
-      cat "$STASH/$wheel".part-* > "$STASH/$wheel"
-    fi
-    if (cd "$STASH" && sha256sum -c "$wheel.sha256"); then
-      echo "joined $wheel"
-    else
-      echo "ERROR: $wheel is incomplete; parts here: $(cd "$STASH" && ls "$wheel".part-* | tr '\n' ' ')"
-      echo "ERROR: ferry the missing parts (README.md), then run again; going on without it"
-      rm -f "$STASH/$wheel"
-    fi
-  done
-  local wheels=("$STASH"/*.whl)
-  if [ "$DRY" = 1 ]; then  # a cp312 onnxruntime-gpu wheel does not install here: joined only
-    wheels=("$STASH"/onnxslim-*.whl "$STASH"/onnxconverter_common-*.whl)
+  step "GPU packages: $GPU_PACKAGES"
+  if [ "$DRY" = 1 ]; then
+    echo "dry run: the CPU onnxruntime stays; nothing is installed"
+  else
+    local source=()
+    [ -n "$GPU_WHEELS" ] && source=(--no-index --find-links "$GPU_WHEELS")
+    # shellcheck disable=SC2086  # GPU_PACKAGES is a list of requirements
+    "$PY" -m pip install -q --no-deps --no-compile --upgrade --target "$SITE" "${source[@]}" \
+      $GPU_PACKAGES || echo "ERROR: pip install into $SITE failed; going on without it"
   fi
-  if [ "${#wheels[@]}" -gt 0 ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" "${wheels[@]}" || echo "ERROR: pip install into $SITE failed"
-  fi
-  shopt -u nullglob
 
   step "edgeport from the working tree"
   "$PY" benchmarks/gpu/install_tree.py "$SITE"
@@ -122,7 +98,7 @@ PYEOF
       2>&1 | tee "$RES/pytest.log" | tail -n 5
   elif [ "$left" -gt 30 ]; then
     timeout --signal=INT "$left" "$PY" -m pytest -m "gpu or tensorrt" -rA -q \
-      -p no:cacheprovider --basetemp=/tmp/edgeport-pytest 2>&1 | tee "$RES/pytest.log" | tail -n 40
+      -p no:cacheprovider 2>&1 | tee "$RES/pytest.log" | tail -n 40
     echo "pytest exit code ${PIPESTATUS[0]}"
   else
     echo "no time left for pytest" | tee "$RES/pytest.log"

@@ -125,7 +125,6 @@ def test_gpu_script_dry_run_exercises_everything_but_cuda(tmp_path: Path) -> Non
         "OMP_NUM_THREADS": "1",
         "OUT": str(tmp_path / "out"),
         "WORK": str(tmp_path / "work"),
-        "STASH": str(tmp_path / "stash"),
         "SITE": str(tmp_path / "site"),
     }
     result = subprocess.run(

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import rtmodels as rt
 
-from edgeport.runtime.bundle import BatchRange, Manifest
 from edgeport.runtime.card import ModelCard
 
 
@@ -43,19 +42,7 @@ def cnn_onnx(tmp_path_factory: pytest.TempPathFactory, cnn_card: ModelCard) -> P
 
 @pytest.fixture(scope="session")
 def cnn_bundle_dir(tmp_path_factory: pytest.TempPathFactory, cnn_card: ModelCard) -> Path:
-    root = tmp_path_factory.mktemp("cnnb") / "bundle"
-    rt.save(rt.small_cnn(), root / "model.fp32.onnx")
-    art = rt.artifact_for(
-        root,
-        "model.fp32.onnx",
-        name="onnx-fp32",
-        precision="fp32",
-        chw=(3, 32, 32),
-        batch=BatchRange(1, 8, 32),
-        parity=rt.passed(),
-    )
-    Manifest(card=cnn_card, artifacts=(art,)).save(root)
-    return root
+    return rt.cnn_bundle(tmp_path_factory.mktemp("cnnb") / "bundle", cnn_card)
 
 
 @pytest.fixture(scope="session")

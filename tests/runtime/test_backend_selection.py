@@ -17,10 +17,11 @@ from edgeport.runtime.backends.registry import (
     PRECISION_RULE,
     Attempt,
     ModelFile,
+    Request,
     machine_report,
     plan,
 )
-from edgeport.runtime.errors import BackendUnavailable, InputError
+from edgeport.runtime.errors import BackendUnavailable, InputError, ParityError
 from edgeport.runtime.specs import TensorSpec
 
 CPU_ONLY = machine_report()["onnxruntime-cuda"] is not None
@@ -123,7 +124,8 @@ def test_failed_and_unchecked_parity_are_passed_over_with_reasons() -> None:
     assert [c.label for _, c in to_open] == ["onnx-int8"]
     reasons = {a.target: a.why for a in passed_over}
     assert "export parity check failed (max_abs 0.5 > 0.0001)" in reasons["onnx-fp32"]
-    assert "precision='fp32' to load it anyway" in reasons["onnx-fp32"]
+    assert "auto never runs it" in reasons["onnx-fp32"]
+    assert "precision='fp32' with allow_failed=True" in reasons["onnx-fp32"]
     assert "parity was not checked" in reasons["onnx-fp16"]
 
 
@@ -137,9 +139,17 @@ def test_unchecked_fp32_is_still_taken() -> None:
     ]
 
 
-def test_asking_for_a_precision_ignores_parity() -> None:
+def test_asking_for_a_failed_precision_needs_allow_failed() -> None:
     cands = candidates("fp32", "int8", parity={"int8": False})
-    to_open, _ = plan(cands, backend="onnxruntime-cpu", precision="int8", device_kind=None)
+    asked = Request(explicit=True)
+    to_open, passed_over = plan(
+        cands, backend="onnxruntime-cpu", precision="int8", device_kind=None, request=asked
+    )
+    assert to_open == [] and "allow_failed=True" in passed_over[0].why
+    opted_in = Request(explicit=True, allow_failed=True)
+    to_open, _ = plan(
+        cands, backend="onnxruntime-cpu", precision="int8", device_kind=None, request=opted_in
+    )
     assert [c.label for _, c in to_open] == ["onnx-int8"]
 
 
@@ -183,14 +193,16 @@ def test_nothing_passed_parity(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     )
     with pytest.raises(BackendUnavailable, match=r"no backend can run .*\n.*parity check failed"):
         load(bundle, device="cpu")
+    with pytest.raises(ParityError, match=r"onnx-int8: its export parity check failed.*allow_fail"):
+        load(bundle, precision="int8")
     with (
         caplog.at_level(logging.WARNING, logger="edgeport.runtime.model"),
-        load(bundle, precision="int8", threads=1) as model,
+        load(bundle, precision="int8", threads=1, allow_failed=True) as model,
     ):
         batch = np.ones((1, 1, 2, 2), np.float32)
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
         assert "chosen: its export parity check failed" in model.explain()
-    assert "although its export parity check failed" in caplog.text
+    assert "running onnx-int8 although its export parity check failed" in caplog.text
 
 
 def test_attempt_text() -> None:

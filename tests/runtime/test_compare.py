@@ -222,7 +222,7 @@ def test_to_dict_is_json_and_round_trips_the_fields() -> None:
     assert data["accuracy_reference"] == 1.0
 
 
-def test_tolerance_table_holds_the_issue_numbers() -> None:
+def test_tolerance_table_holds_the_stated_numbers() -> None:
     assert set(TOLERANCES) == {
         (p, k) for p in ("fp32", "fp16", "int8") for k in ("logits", "tensor", "exact")
     }

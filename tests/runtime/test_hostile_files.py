@@ -1,5 +1,5 @@
 """Files an adversary can hand edgeport: each ends in a typed error naming the file, never a
-traceback, a hang or unbounded memory (issue: hardening)."""
+traceback, a hang or unbounded memory."""
 
 from __future__ import annotations
 

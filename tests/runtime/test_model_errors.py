@@ -14,6 +14,7 @@ from onnx.external_data_helper import convert_model_to_external_data
 
 from edgeport.runtime import load
 from edgeport.runtime.backends.registry import machine_report
+from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.errors import (
     BackendUnavailable,
     ConfigError,
@@ -299,11 +300,36 @@ def external_model(tmp_path: Path, location: str) -> Path:
     return path
 
 
-def test_external_data_inside_the_directory_loads(tmp_path: Path) -> None:
-    path = external_model(tmp_path, "weights.bin")
-    with load(path, threads=1) as model:
+@pytest.mark.parametrize("location", ["weights.bin", "sub/weights.bin"])
+@pytest.mark.parametrize("backend", ["onnxruntime-cpu", "openvino"])
+def test_external_data_inside_the_directory_loads(
+    tmp_path: Path, backend: str, location: str
+) -> None:
+    """The model's bytes go to the engine from memory; its external data is found beside it."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    path = external_model(tmp_path, location)
+    if location != "weights.bin":
+        (path.parent / "sub").mkdir()
+        (path.parent / "weights.bin").rename(path.parent / location)
+    with load(path, backend=backend, threads=1) as model:
         batch = np.ones((1, 1, 2, 2), np.float32)
         assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        if backend == "openvino":  # its weights are not in a cache key: never cached
+            assert model.describe()["compiled_cache"] == "off"
+
+
+def test_verified_external_data_is_not_compiled_by_openvino_from_its_path(tmp_path: Path) -> None:
+    """OpenVINO reads external data only through the model's path, which could differ from the
+    bytes verified; auto runs the artifact on ONNX Runtime from the verified bytes instead."""
+    pytest.importorskip("openvino")
+    path = external_model(tmp_path, "weights.bin")
+    art = rt.artifact_for(path.parent, path.name, name="onnx-fp32", precision="fp32", chw=(1, 2, 2))
+    Manifest(card=rt.make_card(num_classes=3), artifacts=(art,)).save(path.parent)
+    with pytest.raises(BackendUnavailable, match="openvino cannot compile the verified bytes"):
+        load(path.parent, backend="openvino")
+    with load(path.parent, threads=1) as model:
+        assert model.backend == "onnxruntime-cpu"
 
 
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"])

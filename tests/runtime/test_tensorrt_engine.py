@@ -179,7 +179,7 @@ def test_rtx_lists_the_gpus_it_supports(trt_module: Any) -> None:
         assert supported is None
         return
     assert supported is not None and "8.9" in supported and "7.5" in supported
-    assert "9.0" not in supported  # NOTES.md: no Hopper in TensorRT-RTX
+    assert "9.0" not in supported  # TensorRT-RTX builds no engines for Hopper
 
 
 @pytest.mark.tensorrt

@@ -20,6 +20,7 @@ from edgeport.runtime.tuning import (
     Timing,
     TuningRecord,
     cache_path,
+    effective_settings,
     find_record,
     manifest_digest,
     save_record,
@@ -78,7 +79,10 @@ def test_auto_follows_the_record_even_against_the_rule(bundle: Path) -> None:
     ("edit", "why"),
     [
         (lambda r: replace(r, machine={**r.machine, "cpu": "another CPU"}), "another machine"),
-        (lambda r: replace(r, threads=3), "measured with threads=3, this load asks 1"),
+        (
+            lambda r: replace(r, threads=3, settings={**r.settings, "threads": 3}),
+            "measured with other settings: threads 3, this load 1",
+        ),
         (lambda r: replace(r, manifest_sha256="0" * 64), "another version of this bundle"),
         (lambda r: replace(r, versions={"onnxruntime": "0.1"}), "library versions changed"),
     ],
@@ -95,7 +99,7 @@ def test_a_record_that_does_not_hold_here_is_ignored_and_said_why(
 
 def test_a_corrupt_record_is_ignored(bundle: Path) -> None:
     (bundle / "tuning.json").write_text(json.dumps({"batches": "x"}))
-    record, why = find_record(bundle, threads=1)
+    record, why = find_record(bundle, effective_settings(1))
     assert record is None and "is unreadable" in why
     with load(bundle, threads=1) as model:
         assert model.precision == "fp32"

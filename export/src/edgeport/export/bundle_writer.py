@@ -9,8 +9,11 @@ then swapped into place:
   the process dies between the two renames, the next export (or ``recover``) puts the old
   bundle back.
 
-A failed or killed export leaves the destination untouched. Staging directories of exports
-that were killed (their process is gone) are removed by the next export to the same parent.
+A failed or killed export leaves the destination untouched; a fault of the machine while
+staging or swapping (no space left, a read-only file system, a destination that is a mount
+point) is raised as a ``StorageError`` naming the bundle and what to do. Staging directories of
+exports that were killed (their process is gone) are removed by the next export to the same
+parent.
 Exports to one destination are serialised by an exclusive lock (``fcntl.flock`` on
 ``.<name>.lock`` beside it): a second export waits for the first (up to ``lock_timeout_s``),
 then writes; it never races the first's rename.
@@ -33,7 +36,8 @@ from pathlib import Path
 from types import TracebackType
 
 from edgeport.runtime.bundle import MANIFEST_NAME
-from edgeport.runtime.errors import ConfigError, ExportError
+from edgeport.runtime.errors import ConfigError, ExportError, StorageError
+from edgeport.runtime.io import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +167,18 @@ class BundleWriter:
 
     def __enter__(self) -> BundleWriter:
         self.check_destination()
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        recover(self.dest)
-        # mkdir (not mkdtemp's 0700) so the umask gives the bundle a normal directory's mode
-        self.root = self.dest.parent / f"{_staging_prefix(self.dest)}{secrets.token_hex(4)}"
-        self.root.mkdir()
-        self._owner.write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            recover(self.dest)
+            # mkdir (not mkdtemp's 0700) so the umask gives the bundle a normal directory's mode
+            root = self.dest.parent / f"{_staging_prefix(self.dest)}{secrets.token_hex(4)}"
+            root.mkdir()
+            self.root = root
+            self._owner.write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
+        except OSError as exc:
+            self._clean_up()
+            raise self._storage_error(exc) from exc
         log.debug("staging bundle in %s", self.root)
         return self
 
@@ -179,10 +188,33 @@ class BundleWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self.committed and self.root.exists():
-            shutil.rmtree(self.root, ignore_errors=True)
-        self._owner.unlink(missing_ok=True)
+        self._clean_up()
+        if isinstance(exc, OSError):
+            raise self._storage_error(exc) from exc
+
+    def _clean_up(self) -> None:
+        """Remove what was staged (unless committed) and release the lock."""
+        if self.root != Path():  # staging began
+            if not self.committed and self.root.exists():
+                shutil.rmtree(self.root, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the staging folder's parent may be gone
+                self._owner.unlink(missing_ok=True)
         self._unlock()
+
+    def _storage_error(self, exc: OSError) -> StorageError:
+        """``exc`` while staging or swapping the bundle, as an error naming the bundle."""
+        if exc.errno == errno.EBUSY:
+            return StorageError(
+                f"cannot replace the bundle {self.dest}: it is busy, e.g. a mount point, which "
+                "cannot be swapped for a new folder; export into a folder inside it (--out "
+                f"{self.dest / 'bundle'}) or to another place",
+                errno=exc.errno,
+                filename=str(self.dest),
+            )
+        error = storage_error(exc, self.dest, "write the bundle")
+        return StorageError(
+            f"{error} (the bundle is left as it was)", errno=exc.errno, filename=str(self.dest)
+        )
 
     def _lock(self) -> None:
         """Hold ``.<name>.lock`` exclusively, waiting up to ``lock_timeout_s`` for another

@@ -1,4 +1,5 @@
-"""edgeport-runtime: run exported image classifiers with numpy in, numpy out; no torch."""
+"""edgeport-runtime: run any model (a bundle, ONNX file or TensorRT engine) with numpy in, numpy
+out, on ONNX Runtime, OpenVINO or TensorRT; no torch."""
 
 from __future__ import annotations
 

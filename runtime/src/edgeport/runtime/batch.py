@@ -74,6 +74,7 @@ class BatchConfig:
     backend: str = "auto"
     precision: str | None = None
     device: str | None = None
+    allow_failed: bool = False  # as load(): run an asked-for artifact whose parity failed
     ray_address: str | None = None  # None: the running Ray, else a new local one
     max_image_pixels: int | None = None  # None: preprocess.MAX_IMAGE_PIXELS
 
@@ -300,6 +301,7 @@ def _pipeline(ray: Any, config: BatchConfig, source: Any, mode: str, threads: in
         "precision": config.precision,
         "device": "cuda" if gpu else config.device,  # Ray gives each actor its own GPU
         "threads": threads,
+        "allow_failed": config.allow_failed,
     }
     return source.map_batches(
         Worker,

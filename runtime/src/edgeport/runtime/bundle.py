@@ -11,13 +11,14 @@ and must stay inside the bundle. Manifests of schema 1 (one image input, one log
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.card import ModelCard
-from edgeport.runtime.errors import ConfigError, InputError, ModelLoadError
+from edgeport.runtime.errors import ConfigError, InputError, IntegrityError, ModelLoadError
 from edgeport.runtime.io import atomic_write_json, read_regular_file, sha256_file
 from edgeport.runtime.schema import decode, parse_json
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
@@ -321,12 +322,17 @@ class Manifest:
     @classmethod
     def load(cls, bundle_dir: str | Path) -> Manifest:
         """Read and validate ``bundle_dir/manifest.json``."""
+        return cls.read(bundle_dir)[0]
+
+    @classmethod
+    def read(cls, bundle_dir: str | Path) -> tuple[Manifest, str]:
+        """The validated manifest and the sha256 of the very bytes it was parsed from."""
         path = Path(bundle_dir) / MANIFEST_NAME
         if not path.exists() and not path.is_symlink():
             raise ModelLoadError(f"{bundle_dir} is not a bundle: {MANIFEST_NAME} not found in it")
         data = read_regular_file(path, what="bundle manifest", max_bytes=MAX_MANIFEST_BYTES)
         try:
-            return cls.from_dict(parse_json(data, "manifest"))
+            return cls.from_dict(parse_json(data, "manifest")), hashlib.sha256(data).hexdigest()
         except InputError as exc:
             raise ModelLoadError(f"bundle manifest {path} is invalid: {exc}") from exc
 
@@ -361,18 +367,24 @@ def artifact_path(bundle_dir: str | Path, artifact: Artifact) -> Path:
 
 
 def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
-    """Return the artifact's path after checking that it exists and matches its sha256."""
+    """Return the artifact's path after checking that it exists and matches its sha256 (for
+    tools that hand the path on; ``load`` hashes the very bytes it runs instead)."""
     path = artifact_path(bundle_dir, artifact)
     size = path.stat().st_size
+    check_integrity(artifact, path, size)  # before hashing a file of the wrong size
+    check_integrity(artifact, path, size, sha256_file(path))
+    return path
+
+
+def check_integrity(artifact: Artifact, path: Path, size: int, digest: str | None = None) -> None:
+    """``IntegrityError`` when a file's size (or, given, its sha256) is not the manifest's."""
     if size != artifact.size_bytes:
-        raise ModelLoadError(
+        raise IntegrityError(
             f"artifact {artifact.name!r} at {path} has {size} bytes, the manifest says "
             f"{artifact.size_bytes}: the file is truncated or was replaced; re-export the bundle"
         )
-    digest = sha256_file(path)
-    if digest != artifact.sha256:
-        raise ModelLoadError(
+    if digest is not None and digest != artifact.sha256:
+        raise IntegrityError(
             f"artifact {artifact.name!r} at {path} has sha256 {digest}, the manifest says "
             f"{artifact.sha256}: the file was modified or corrupted; re-export the bundle"
         )
-    return path

@@ -23,6 +23,24 @@ class ModelLoadError(EdgeportError):
     """A checkpoint, bundle or artifact is missing, truncated, corrupt or does not match."""
 
 
+class IntegrityError(ModelLoadError):
+    """A model file's bytes are not the ones its manifest describes (size or sha256 differ), so
+    its recorded parity does not apply to it: it is never run."""
+
+
+class StorageError(EdgeportError, OSError):
+    """A file or folder edgeport was asked to read or write cannot be: no space left, permission
+    denied, a read-only file system, busy, or gone. Names the path and what to do; still an
+    ``OSError`` (with its ``errno`` and ``filename``) for code that catches those."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class BackendUnavailable(EdgeportError):
     """An inference backend cannot run here (library missing, no GPU, incompatible engine)."""
 

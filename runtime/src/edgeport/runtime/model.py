@@ -2,10 +2,12 @@
 ``Model.predict`` for image classifiers.
 
 ``load`` resolves the path (bundle directory, ``.onnx``, ``.engine``/``.plan``), lists what
-could run it, lets :mod:`edgeport.runtime.backends.registry` order the candidates, verifies the
-chosen file (sha256 against the manifest, external data inside the model's directory) and opens
-it. The file's inputs and outputs are checked against what the manifest and the model card
-declare, and ``Model`` validates every feed before the backend sees it (:mod:`specs`).
+could run it, lets :mod:`edgeport.runtime.backends.registry` order the candidates (and refuse
+what may not run), reads the chosen file once, verifies those bytes (sha256 against the
+manifest, external data inside the model's directory) and opens the engine on the same bytes
+(:mod:`edgeport.runtime.source`). The file's inputs and outputs are checked against what the
+manifest and the model card declare, and ``Model`` validates every feed before the backend
+sees it (:mod:`specs`).
 
 Input policy: numpy arrays of exactly the dtypes the model declares; nothing is converted
 silently, and the error says which cast is needed. ``Model.run`` is the image-classifier
@@ -33,8 +35,10 @@ from edgeport.runtime.backends.registry import (
     PRECISION_RULE,
     Attempt,
     ModelFile,
+    Request,
     check_backend_name,
     parity_failed_text,
+    record_refusal,
     steps,
 )
 from edgeport.runtime.bundle import (
@@ -43,10 +47,8 @@ from edgeport.runtime.bundle import (
     Artifact,
     BatchRange,
     Manifest,
-    artifact_path,
     leading_range,
     resolve_inside,
-    verify_artifact,
 )
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.errors import (
@@ -55,14 +57,17 @@ from edgeport.runtime.errors import (
     InputError,
     ModelLoadError,
     NonFiniteOutputWarning,
+    ParityError,
 )
 from edgeport.runtime.preprocess import ImageLike, preprocess
+from edgeport.runtime.source import ModelBytes, read_model_bytes
 from edgeport.runtime.specs import (
     DTYPES,
     FeedCheck,
     TensorSpec,
     merge_specs,
     nonfinite_outputs,
+    plain_array,
     range_text,
 )
 from edgeport.runtime.tasks import Detections, detections, label_maps, prepare_images
@@ -111,6 +116,8 @@ class ModelSource:
     candidates: list[ModelFile]
     manifest: Manifest | None = None
     summary: OnnxSummary | None = None  # the parsed file, for a bare .onnx (its one candidate)
+    manifest_sha256: str | None = None  # of the manifest bytes that were parsed
+    read: ModelBytes | None = None  # a bare .onnx as read once (resolve_source(read_bytes=True))
 
 
 def load(
@@ -125,6 +132,7 @@ def load(
     check_outputs: bool = True,
     backend_options: Mapping[str, Any] | None = None,
     expected_batch: int = 1,
+    allow_failed: bool = False,
 ) -> Model:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
@@ -137,7 +145,9 @@ def load(
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
-    picks for when this machine's tuning record (``edgeport tune``) holds.
+    picks for when this machine's tuning record (``edgeport tune``) holds. ``allow_failed``:
+    run an artifact whose export parity check failed when it is asked for by precision or path
+    (``auto`` never runs one, and a file that does not match its sha256 never runs).
     """
     options = LoadOptions.checked(
         backend=backend,
@@ -150,14 +160,33 @@ def load(
         backend_options=dict(backend_options or {}),
         expected_batch=expected_batch,
     )
-    source = resolve_source(path)
+    source = resolve_source(path, read_bytes=True)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
         raise ConfigError(
             f"{source.path}: no {precision} artifact in this {what} (it has {', '.join(have)})"
         )
-    return _open_first(source, options)
+    request = Request(
+        explicit=precision is not None or source.kind != "bundle", allow_failed=allow_failed
+    )
+    _refuse_failed(source, precision, request)
+    return _open_first(source, options, request)
+
+
+def _refuse_failed(source: ModelSource, precision: str | None, request: Request) -> None:
+    """An explicit request whose every artifact failed its export parity check is refused
+    (``ParityError``) unless the caller opted in."""
+    if not request.explicit or request.allow_failed:
+        return
+    asked = [c for c in source.candidates if precision is None or c.precision == precision]
+    if asked and all(c.parity_passed is False for c in asked):
+        names = ", ".join(c.label for c in asked)
+        raise ParityError(
+            f"{source.path}: {names}: {parity_failed_text(asked[0])}. edgeport does not run an "
+            f"artifact whose export parity check failed unless asked to: load(..., "
+            "allow_failed=True) or --allow-failed; or re-export it"
+        )
 
 
 @dataclass(frozen=True)
@@ -192,10 +221,13 @@ class LoadOptions:
         return cls(device=device, device_kind=device_kind, device_index=device_index, **values)
 
 
-def _open_first(source: ModelSource, options: LoadOptions) -> Model:
-    """Open the first candidate, in the registry's order, that opens; explain the rest."""
+def _open_first(source: ModelSource, options: LoadOptions, request: Request) -> Model:
+    """Open the first candidate, in the registry's order, that opens; explain the rest. Each
+    file is read (and verified) once, however many backends try it; one that does not match its
+    manifest, or cannot be read as a model, is never run: its error is raised."""
     attempts: list[Attempt] = []
-    prefer, basis = _tuned_choice(source, options)
+    prefer, record_text = _tuned_choice(source, options)
+    files = {c.label: source.read for c in source.candidates} if source.read else {}
     for step in steps(
         source.candidates,
         backend=options.backend,
@@ -203,24 +235,27 @@ def _open_first(source: ModelSource, options: LoadOptions) -> Model:
         device_kind=options.device_kind,
         device_index=options.device_index,
         prefer=prefer,
+        request=request,
     ):
         if isinstance(step, Attempt):
             attempts.append(step)
             continue
         name, cand = step
+        if cand.label not in files:
+            files[cand.label] = read_model_bytes(cand, verify=options.verify)
         try:
-            opened = _open(name, cand, source, options)
+            opened = _open(name, cand, files[cand.label], options)
         except BackendUnavailable as exc:
             attempts.append(Attempt(name, cand.label, cand.precision, "failed", str(exc)))
             log.debug("%s could not open %s: %s", name, cand.label, exc)
             continue
         note = ""
-        if options.precision is not None and cand.parity_passed is False:
+        if cand.parity_passed is False:  # asked for by name, with allow_failed
             note = parity_failed_text(cand)
-            log.warning("%s: loading %s although %s", source.path, cand.label, note)
+            log.warning("%s: running %s although %s", source.path, cand.label, note)
         attempts.append(Attempt(name, cand.label, cand.precision, "chosen", note))
         model = _make_model(opened, name, cand, source, attempts, options)
-        model.choice_basis = basis
+        model.choice_basis = _basis(record_text, prefer, (name, cand.label), attempts)
         log.debug("loaded %s: %s on %s", source.path, cand.label, name)
         return model
     lines = "\n".join(f"  - {a}" for a in attempts) or "  (no candidates)"
@@ -231,15 +266,16 @@ def _open_first(source: ModelSource, options: LoadOptions) -> Model:
 
 
 def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str, str] | None, str]:
-    """The (backend, artifact) a tuning record says is fastest here, and what decided it."""
+    """The (backend, artifact) a tuning record names fastest here, and what to say about it."""
     backend, precision = options.backend, options.precision
     if backend != "auto" or precision is not None:
         return None, f"asked for backend={backend!r}, precision={precision!r}"
     if source.kind != "bundle":
         return None, f"{PRECISION_RULE} (a bare file has no tuning record)"
-    from edgeport.runtime.tuning import find_record
+    from edgeport.runtime.tuning import effective_settings, find_record
 
-    record, why = find_record(source.path, options.threads)
+    settings = effective_settings(options.threads, options.cuda_graph, options.backend_options)
+    record, why = find_record(source.path, settings, source.manifest_sha256)
     entry = record.winner_for(options.expected_batch) if record is not None else None
     if entry is None:
         return None, f"{why}; {PRECISION_RULE}"
@@ -247,18 +283,38 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
     others = ", ".join(
         f"{t.backend} {t.precision} {t.p50_ms:.3g} ms" for t in entry.timings if t != best
     )
-    basis = (
-        f"{why}: at batch {entry.batch} the fastest was {best.backend} {best.precision} "
-        f"({best.p50_ms:.3g} ms p50; {others or 'nothing else measured'})"
+    numbers = f"({best.p50_ms:.3g} ms p50; {others or 'nothing else measured'})"
+    prefer = (best.backend, best.artifact)
+    refusal = record_refusal(source.candidates, prefer, options.device_index)
+    if refusal is not None:  # the record's word only: it may name what does not exist
+        return None, (
+            f"{why}: at batch {entry.batch} it names {best.backend} [{best.artifact}] "
+            f"{numbers}; not obeyed: {refusal}; {PRECISION_RULE}"
+        )
+    return prefer, (
+        f"{why}: at batch {entry.batch} the fastest was {best.backend} {best.precision} {numbers}"
     )
-    return (best.backend, best.artifact), basis
+
+
+def _basis(
+    record_text: str,
+    prefer: tuple[str, str] | None,
+    chosen: tuple[str, str],
+    attempts: list[Attempt],
+) -> str:
+    """What decided the choice: the record (obeyed, or why it could not be) or the rule."""
+    if prefer is None or chosen == prefer:
+        return record_text
+    why = next(a.why for a in attempts if (a.backend, a.target) == prefer)  # tried first
+    return f"{record_text}; not obeyed: it did not open ({why}); {PRECISION_RULE}"
 
 
 # -- resolving the path -------------------------------------------------------------------------
 
 
-def resolve_source(path: str | Path) -> ModelSource:
-    """Read what ``path`` holds (manifest, ONNX metadata) without opening any backend."""
+def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource:
+    """Read what ``path`` holds (manifest, ONNX metadata) without opening any backend; with
+    ``read_bytes`` a bare ONNX file is read whole once (``ModelSource.read``), for ``load``."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(
@@ -266,13 +322,14 @@ def resolve_source(path: str | Path) -> ModelSource:
             "an .engine/.plan file"
         )
     if path.is_dir():
-        manifest = Manifest.load(path)
+        manifest, digest = Manifest.read(path)
         return ModelSource(
             "bundle",
             path,
             manifest.card,
             [_bundle_candidate(path, art) for art in manifest.artifacts],
             manifest,
+            manifest_sha256=digest,
         )
     suffix = path.suffix.lower()
     if suffix not in (".onnx", *ENGINE_SUFFIXES):
@@ -290,11 +347,17 @@ def resolve_source(path: str | Path) -> ModelSource:
             sibling,
         )
     if suffix == ".onnx":
-        summary = read_onnx_summary(path)
+        read = None
+        if read_bytes:  # for load: parse the bytes the engine will open, read once
+            read = read_model_bytes(ModelFile("onnx", None, path, path.name), verify=False)
+            summary = read.summary
+            assert summary is not None  # read_model_bytes parses every ONNX file
+        else:  # a memory map: large weights are never read
+            summary = read_onnx_summary(path)
         card = _card_from_metadata(path, summary)
         precision = summary.metadata.get(PRECISION_METADATA_KEY) or summary.guess_precision()
         cand = ModelFile("onnx", precision, path, path.name)
-        return ModelSource("onnx", path, card, [cand], summary=summary)
+        return ModelSource("onnx", path, card, [cand], summary=summary, read=read)
     _check_engine_file(path)
     match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
     cand = ModelFile("tensorrt", match.group(1) if match else None, path, path.name)
@@ -359,52 +422,24 @@ def _card_from_metadata(path: Path, summary: OnnxSummary) -> ModelCard | None:
         raise ModelLoadError(f"{path}: the embedded model card is invalid: {exc}") from exc
 
 
-def check_external_data(model_path: Path, summary: OnnxSummary, root: Path) -> None:
-    """Refuse external-data locations that are absolute, climb out of ``root`` or are missing."""
-    root_resolved = root.resolve()
-    for location in sorted(set(summary.external_data)):
-        rel = Path(location)
-        target = (model_path.parent / rel).resolve()
-        inside = target == root_resolved or root_resolved in target.parents
-        if rel.is_absolute() or ".." in rel.parts or not inside:
-            raise ModelLoadError(
-                f"{model_path} stores weights in external data at {location!r}, which points "
-                f"outside {root_resolved}; refusing to read it. External data must be a relative "
-                "path inside the model's directory"
-            )
-        if not target.is_file():
-            raise ModelLoadError(
-                f"{model_path} needs its external data file {location!r}, which is missing "
-                f"(looked for {target}); copy it next to the model"
-            )
-
-
 # -- opening -------------------------------------------------------------------------------------
 
 
-def _verified_path(cand: ModelFile, verify: bool) -> Path:
-    if cand.bundle_dir is None or cand.artifact is None:
-        return cand.path
-    check = verify_artifact if verify else artifact_path
-    return check(cand.bundle_dir, cand.artifact)
-
-
-def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions) -> Backend:
-    path = _verified_path(cand, options.verify)
+def _open(name: str, cand: ModelFile, model: ModelBytes, options: LoadOptions) -> Backend:
+    """Open the bytes that were read (and verified) on backend ``name``."""
     device_index, threads, cuda_graph = options.device_index, options.threads, options.cuda_graph
     if name == "tensorrt":
         from edgeport.runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(path, cand.engine, device_index=device_index, cuda_graph=cuda_graph)
-
-    from edgeport.runtime.backends.onnxrt import (
-        OnnxRuntimeBackend,
-        OrtSettings,
-        tensorrt_profile_options,
-    )
-
-    summary = source.summary if source.summary is not None else read_onnx_summary(path)
-    check_external_data(path, summary, cand.bundle_dir or path.parent)
+        return TensorRTBackend(
+            model.path,
+            cand.engine,
+            device_index=device_index,
+            cuda_graph=cuda_graph,
+            data=model.data,
+        )
+    summary = model.summary
+    assert summary is not None  # read_model_bytes parses every ONNX file
     if name == "openvino":
         from edgeport.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
 
@@ -414,7 +449,13 @@ def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions)
             if t.elem_type in DTYPES
         ]
         ov_settings = OpenVinoSettings.from_options(threads, options.backend_options)
-        return OpenVinoBackend(path, ov_settings, file_specs)
+        return OpenVinoBackend(model, ov_settings, file_specs)
+    from edgeport.runtime.backends.onnxrt import (
+        OnnxRuntimeBackend,
+        OrtSettings,
+        tensorrt_profile_options,
+    )
+
     profile = None
     if name == "onnxruntime-tensorrt" and cand.artifact is not None:
         profile = tensorrt_profile_options(cand.artifact.inputs)
@@ -425,7 +466,7 @@ def _open(name: str, cand: ModelFile, source: ModelSource, options: LoadOptions)
         precision=cand.precision or "fp32",
         tensorrt_profile=profile,
     )
-    return OnnxRuntimeBackend(path, name, settings)
+    return OnnxRuntimeBackend(model, name, settings)
 
 
 def _make_model(
@@ -664,7 +705,7 @@ class Model:
         one input also takes the array itself. Every input is validated first (:mod:`specs`)."""
         backend = self._live()
         one = self._one_input
-        if one is not None and type(feeds) is np.ndarray:
+        if one is not None and isinstance(feeds, np.ndarray):  # np.memmap and other subclasses
             arrays = [self._feeds.one(one, feeds)]
         elif one is not None and type(feeds) is dict and len(feeds) == 1 and one.name in feeds:
             arrays = [self._feeds.one(one, feeds[one.name])]  # the common case, checked alike
@@ -693,8 +734,8 @@ class Model:
                 f"inputs {[s.name for s in self.inputs]} and outputs "
                 f"{list(self._output_names)}: use Model.infer"
             )
-        if self._run_in_f16 and type(batch) is np.ndarray and batch.dtype == _F32:
-            batch = batch.astype(_F16)
+        if self._run_in_f16 and isinstance(batch, np.ndarray) and batch.dtype == _F32:
+            batch = plain_array(batch).astype(_F16)
         outputs = backend.infer([self._feeds.one(check, batch)])
         if self.check_outputs:
             self._warn_nonfinite(outputs)

@@ -209,6 +209,20 @@ def merge_specs(
     return tuple(merged)
 
 
+def plain_array(value: Any) -> Any:
+    """``value`` as a plain ``np.ndarray`` when it is one or a subclass (a view, no copy); a
+    masked array is refused, since a view would drop its mask; anything else is returned as is
+    (the caller says what was expected)."""
+    if type(value) is np.ndarray or not isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, np.ma.MaskedArray):
+        raise InputError(
+            f"a masked array ({value.dtype}, shape {value.shape}) cannot be fed: its mask would be "
+            "ignored; fill the masked values first, e.g. x.filled(0)"
+        )
+    return value.view(np.ndarray)
+
+
 class _InputCheck:
     """The pre-computed checks of one input."""
 
@@ -260,9 +274,17 @@ class FeedCheck:
         return arrays
 
     def one(self, check: _InputCheck, array: Any) -> np.ndarray:
-        """Check one input (the fast path is a few comparisons); return it C-contiguous."""
+        """Check one input (the fast path is a few comparisons); return it C-contiguous. An
+        ndarray subclass (``np.memmap``, ``np.load(..., mmap_mode="r")``) is viewed as a plain
+        ndarray, without a copy."""
         if type(array) is not np.ndarray or array.dtype != check.dtype or array.ndim != check.rank:
-            self._raise_array(check, array)
+            array = plain_array(array)
+            if (
+                type(array) is not np.ndarray
+                or array.dtype != check.dtype
+                or array.ndim != check.rank
+            ):
+                self._raise_array(check, array)
         shape = array.shape
         for axis, low, high in check.axes:
             if not low <= shape[axis] <= high:

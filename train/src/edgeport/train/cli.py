@@ -62,7 +62,7 @@ def parse_arch_arg(text: str) -> tuple[str, Any]:
 def register_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a CNN classifier (digits, CIFAR-10 or your image folders)",
+        help="train or fine-tune an image classifier (digits, CIFAR-10 or your image folders)",
         description=(
             "Train a model from the registry on a dataset and write RUN_DIR: "
             "weights.safetensors, card.json, metrics.json, config.json, curves.png, "

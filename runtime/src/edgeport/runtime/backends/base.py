@@ -8,13 +8,34 @@ shapes the model accepts, and returns the outputs in output order.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeport.runtime.backends.onnx_proto import OnnxSummary
 from edgeport.runtime.specs import TensorSpec
+
+
+@dataclass(frozen=True)
+class ModelBytes:
+    """A model file as read once (:mod:`edgeport.runtime.source`): backends open these bytes,
+    never the path again, so what was verified is what runs. ``path`` names the file in messages
+    and locates an ONNX file's external data."""
+
+    path: Path
+    data: bytes = field(repr=False)
+    summary: OnnxSummary | None = None  # an ONNX file's inputs, outputs and external data
+    known_sha256: str | None = None  # set when the bytes were checked against a manifest
+
+    @property
+    def sha256(self) -> str:
+        """The bytes' sha256 (computed now unless the manifest check already did)."""
+        return self.known_sha256 or hashlib.sha256(self.data).hexdigest()
 
 
 class Backend(ABC):

@@ -5,7 +5,8 @@ The runtime installs with numpy and onnxruntime only, yet it must look inside an
 external-data paths that leave the model's directory, and to report a truncated or corrupt file
 clearly. This module walks the protobuf wire format for exactly those fields (model metadata,
 graph inputs/outputs, initializer and attribute tensors, operator types) and skips everything
-else without copying it; the file is memory-mapped, so large weights are never read.
+else without copying it. ``inspect`` memory-maps the file, so large weights are never read;
+``load`` parses the bytes it read once and hands to the engine (:func:`onnx_summary_of`).
 
 Field numbers are those of ``onnx/onnx.proto`` (IR version 10).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from edgeport.runtime.errors import ModelLoadError
 from edgeport.runtime.io import open_regular
 
+_Buf = mmap.mmap | bytes  # a memory-mapped file, or a model read into memory
 MAX_GRAPH_DEPTH = 64  # subgraphs (If, Loop, Scan bodies) nested deeper are refused
 
 # Wire types.
@@ -98,14 +100,25 @@ def read_onnx_summary(path: str | Path) -> OnnxSummary:
         if size == 0:
             raise ModelLoadError(f"ONNX file {path} is empty (0 bytes); re-export the model")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            summary = OnnxSummary(path=path)
-            try:
-                _read_model(buf, 0, size, summary)
-            except _Malformed as exc:
-                raise ModelLoadError(
-                    f"ONNX file {path} is truncated or corrupt ({exc}; file size {size} bytes); "
-                    "re-export or copy it again"
-                ) from exc
+            return _summary(buf, size, path)
+
+
+def onnx_summary_of(data: bytes, path: Path) -> OnnxSummary:
+    """Parse an ONNX model already read into memory (``path`` names it in messages)."""
+    if not data:
+        raise ModelLoadError(f"ONNX file {path} is empty (0 bytes); re-export the model")
+    return _summary(data, len(data), path)
+
+
+def _summary(buf: _Buf, size: int, path: Path) -> OnnxSummary:
+    summary = OnnxSummary(path=path)
+    try:
+        _read_model(buf, 0, size, summary)
+    except _Malformed as exc:
+        raise ModelLoadError(
+            f"ONNX file {path} is truncated or corrupt ({exc}; file size {size} bytes); "
+            "re-export or copy it again"
+        ) from exc
     if not summary.has_graph:
         raise ModelLoadError(
             f"{path} holds no ONNX graph: it is not an ONNX model or it is truncated; "
@@ -114,7 +127,7 @@ def read_onnx_summary(path: str | Path) -> OnnxSummary:
     return summary
 
 
-def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+def _varint(buf: _Buf, pos: int, end: int) -> tuple[int, int]:
     result = 0
     shift = 0
     while True:
@@ -130,7 +143,7 @@ def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
             raise _Malformed(f"an over-long number at byte {pos}")
 
 
-def _fields(buf: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def _fields(buf: _Buf, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """Yield (field number, wire type, value or start, end) for each field in [start, end).
 
     For a varint the third item is its value; for a length-delimited field it is the payload's
@@ -163,14 +176,14 @@ def _fields(buf: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, in
             raise _Malformed(f"unsupported wire type {wire} for field {number} at byte {pos}")
 
 
-def _text(buf: mmap.mmap, start: int, end: int) -> str:
+def _text(buf: _Buf, start: int, end: int) -> str:
     try:
         return buf[start:end].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Malformed(f"a string at byte {start} is not UTF-8") from exc
 
 
-def _entry(buf: mmap.mmap, start: int, end: int) -> tuple[str, str]:
+def _entry(buf: _Buf, start: int, end: int) -> tuple[str, str]:
     """StringStringEntryProto: key = 1, value = 2."""
     key = value = ""
     for number, wire, a, b in _fields(buf, start, end):
@@ -181,7 +194,7 @@ def _entry(buf: mmap.mmap, start: int, end: int) -> tuple[str, str]:
     return key, value
 
 
-def _read_model(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
+def _read_model(buf: _Buf, start: int, end: int, out: OnnxSummary) -> None:
     """ModelProto: ir_version 1, producer_name 2, graph 7, opset_import 8, metadata_props 14,
     training_info 20, functions 25."""
     for number, wire, a, b in _fields(buf, start, end):
@@ -216,7 +229,7 @@ def _read_model(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
 
 
 def _read_graph(
-    buf: mmap.mmap, start: int, end: int, out: OnnxSummary, *, top_level: bool, depth: int = 0
+    buf: _Buf, start: int, end: int, out: OnnxSummary, *, top_level: bool, depth: int = 0
 ) -> None:
     """GraphProto: node 1, initializer 5, input 11, output 12, sparse_initializer 15."""
     if depth > MAX_GRAPH_DEPTH:
@@ -240,7 +253,7 @@ def _read_graph(
         out.inputs = [i for i in inputs if i.name not in initializer_names]
 
 
-def _read_node(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, depth: int = 0) -> None:
+def _read_node(buf: _Buf, start: int, end: int, out: OnnxSummary, depth: int = 0) -> None:
     """NodeProto: op_type 4, attribute 5."""
     for number, wire, a, b in _fields(buf, start, end):
         if wire != _LEN:
@@ -251,7 +264,7 @@ def _read_node(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, depth: in
             _read_attribute(buf, a, b, out, depth)
 
 
-def _read_attribute(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, depth: int = 0) -> None:
+def _read_attribute(buf: _Buf, start: int, end: int, out: OnnxSummary, depth: int = 0) -> None:
     """AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23."""
     for number, wire, a, b in _fields(buf, start, end):
         if wire != _LEN:
@@ -264,14 +277,14 @@ def _read_attribute(buf: mmap.mmap, start: int, end: int, out: OnnxSummary, dept
             _read_sparse_tensor(buf, a, b, out)
 
 
-def _read_sparse_tensor(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> None:
+def _read_sparse_tensor(buf: _Buf, start: int, end: int, out: OnnxSummary) -> None:
     """SparseTensorProto: values 1, indices 2 (both TensorProto)."""
     for number, wire, a, b in _fields(buf, start, end):
         if number in (1, 2) and wire == _LEN:
             _read_tensor(buf, a, b, out)
 
 
-def _read_tensor(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> str:
+def _read_tensor(buf: _Buf, start: int, end: int, out: OnnxSummary) -> str:
     """TensorProto: data_type 2, name 8, external_data 13. Returns the tensor's name."""
     name = ""
     for number, wire, a, b in _fields(buf, start, end):
@@ -286,7 +299,7 @@ def _read_tensor(buf: mmap.mmap, start: int, end: int, out: OnnxSummary) -> str:
     return name
 
 
-def _read_value_info(buf: mmap.mmap, start: int, end: int) -> TensorInfo:
+def _read_value_info(buf: _Buf, start: int, end: int) -> TensorInfo:
     """ValueInfoProto: name 1, type 2 -> TypeProto.tensor_type 1 -> elem_type 1, shape 2."""
     name, elem = "", "unknown"
     shape: tuple[int | str | None, ...] = ()
@@ -300,9 +313,7 @@ def _read_value_info(buf: mmap.mmap, start: int, end: int) -> TensorInfo:
     return TensorInfo(name=name, elem_type=elem, shape=shape)
 
 
-def _read_tensor_type(
-    buf: mmap.mmap, start: int, end: int
-) -> tuple[str, tuple[int | str | None, ...]]:
+def _read_tensor_type(buf: _Buf, start: int, end: int) -> tuple[str, tuple[int | str | None, ...]]:
     elem = "unknown"
     dims: list[int | str | None] = []
     for number, wire, a, b in _fields(buf, start, end):
@@ -315,7 +326,7 @@ def _read_tensor_type(
     return elem, tuple(dims)
 
 
-def _read_dim(buf: mmap.mmap, start: int, end: int) -> int | str | None:
+def _read_dim(buf: _Buf, start: int, end: int) -> int | str | None:
     """Dimension: dim_value 1 (int64), dim_param 2."""
     for number, wire, a, b in _fields(buf, start, end):
         if number == 1 and wire == _VARINT:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import Backend, concrete_shape, symbol_sizes
+from edgeport.runtime.backends.base import Backend, ModelBytes, concrete_shape, symbol_sizes
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.errors import (
     BackendUnavailable,
@@ -129,7 +129,7 @@ class OrtSettings:
 class OnnxRuntimeBackend(Backend):
     """One ``InferenceSession`` on the CPU, CUDA or TensorRT execution provider."""
 
-    def __init__(self, path: Path, backend: str, settings: OrtSettings) -> None:
+    def __init__(self, model: ModelBytes, backend: str, settings: OrtSettings) -> None:
         if backend not in PROVIDERS:
             raise ConfigError(f"not an onnxruntime backend: {backend!r}; one of {list(PROVIDERS)}")
         if settings.threads is not None and settings.threads < 1:
@@ -138,7 +138,7 @@ class OnnxRuntimeBackend(Backend):
         if reason is not None:
             raise BackendUnavailable(f"{backend}: {reason}")
         self.name = backend
-        self.path = path
+        self.path = path = model.path
         self.settings = settings
         self._ort = ort = import_onnxruntime(backend)
         self._on_gpu = backend != "onnxruntime-cpu"
@@ -147,7 +147,7 @@ class OnnxRuntimeBackend(Backend):
         self._graph_state: tuple[Any, ...] | None = None  # (shapes, binding, inputs, outputs)
         if self._on_gpu and hasattr(ort, "preload_dlls"):
             ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when they are installed
-        self._session = self._open_session(ort, path, backend, settings)
+        self._session = self._open_session(ort, model, backend, settings)
         self._errors = ort_errors()
         self.inputs = tuple(_spec(path, node, "input") for node in self._session.get_inputs())
         self.outputs = tuple(_spec(path, node, "output") for node in self._session.get_outputs())
@@ -164,17 +164,24 @@ class OnnxRuntimeBackend(Backend):
     # -- opening -----------------------------------------------------------------------------
 
     def _open_session(
-        self, ort: ModuleType, path: Path, backend: str, settings: OrtSettings
+        self, ort: ModuleType, model: ModelBytes, backend: str, settings: OrtSettings
     ) -> Any:
+        """A session on the model's bytes (never its path again: what was verified runs);
+        external-data weights are looked up in the model's directory."""
+        path = model.path
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = settings.threads or 0
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only; ORT's warnings go nowhere useful here
+        if model.summary is not None and model.summary.external_data:
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(path.parent)
+            )
         providers = self._providers(backend, settings)
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            session = ort.InferenceSession(model.data, sess_options=options, providers=providers)
         except UnicodeDecodeError as exc:  # ORT's message quoted bytes of a damaged file
             raise ModelLoadError(
                 f"onnxruntime cannot load {path}: it failed with a message that is not UTF-8 "

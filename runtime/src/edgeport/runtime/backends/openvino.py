@@ -12,11 +12,19 @@ models are cached there, so a second start skips compilation; default the user's
 ``$EDGEPORT_CACHE_DIR/openvino`` or ``~/.cache/edgeport/openvino``; ``""`` disables it);
 ``threads`` comes from ``load``. Infer requests are pooled, one per concurrent caller, so a
 ``Model`` is safe to share between threads.
+
+The model is compiled from the bytes ``load`` read and verified, never from its path. The
+compiled model is cached by edgeport itself (exported, stored with its sha256 and checked before
+it is imported, :mod:`~edgeport.runtime.backends.compiled_cache`), not by OpenVINO's
+``CACHE_DIR``, which would import a damaged blob as it is. An entry is keyed by the model's
+sha256, the OpenVINO version, the compile properties and the CPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import queue
 from collections.abc import Mapping, Sequence
@@ -27,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.backends.base import Backend, ModelBytes
+from edgeport.runtime.backends.compiled_cache import CompiledCache, warn_once
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import cache_dir
 from edgeport.runtime.specs import TensorSpec
@@ -73,7 +82,13 @@ class OpenVinoSettings:
         streams = options.get("streams")
         if streams is not None and (not str(streams).isdigit() or int(streams) < 1):
             raise ConfigError(f"openvino streams must be a positive integer, got {streams!r}")
-        cache = options.get("cache_dir", cache_dir("openvino"))
+        cache = options["cache_dir"] if "cache_dir" in options else cache_dir("openvino")
+        if cache is None and "cache_dir" not in options:
+            warn_once(
+                Path("~"),
+                "not caching compiled models: this user has no home folder; set "
+                "EDGEPORT_CACHE_DIR to a writable folder to cache them",
+            )
         return cls(
             threads=threads,
             hint=hint,
@@ -121,25 +136,37 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(
-        self, path: Path, settings: OpenVinoSettings, file_specs: Sequence[TensorSpec] = ()
+        self, model: ModelBytes, settings: OpenVinoSettings, file_specs: Sequence[TensorSpec] = ()
     ) -> None:
         ov = import_openvino()
-        self.path, self.settings = path, settings
+        self.path, self.settings = model.path, settings
         self._version = ov.get_version()
         core = ov.Core()
-        if settings.cache_dir is not None:
-            settings.cache_dir.mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(settings.cache_dir)})
-        try:
-            self._compiled: Any = core.compile_model(str(path), "CPU", settings.config())
-        except RuntimeError as exc:
-            raise ModelLoadError(f"OpenVINO cannot compile {path}: {exc}") from exc
+        config = settings.config()
+        # external-data weights are not in the key (they may be gigabytes): no cache for them
+        external = model.summary is not None and bool(model.summary.external_data)
+        folder = None if external else settings.cache_dir
+        cache = CompiledCache(folder) if folder is not None else None
+        key = cache_key(model.sha256, self._version, config) if cache is not None else ""
+        self._compiled: Any = self._import(core, cache, key, config)
+        self.cache_state = "off" if cache is None else "verified hit"
+        if self._compiled is None:
+            self._compiled = _compile(core, model, config)
+            if cache is not None:
+                stored = cache.put(key, _exported(self._compiled))
+                self.cache_state = "miss (stored)" if stored else "unwritable (not cached)"
         names = {s.name: s for s in file_specs}
         self.inputs = tuple(_spec(port, names) for port in self._compiled.inputs)
         self.outputs = tuple(_spec(port, names) for port in self._compiled.outputs)
         self._ports = list(self._compiled.outputs)
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        log.debug("compiled %s with OpenVINO %s: %s", path, self._version, settings)
+        log.debug(
+            "opened %s with OpenVINO %s (cache: %s): %s",
+            self.path,
+            self._version,
+            self.cache_state,
+            settings,
+        )
 
     def infer(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         compiled = self._compiled
@@ -158,6 +185,22 @@ class OpenVinoBackend(Backend):
         finally:
             self._requests.put(request)
 
+    def _import(
+        self, core: Any, cache: CompiledCache | None, key: str, config: dict[str, Any]
+    ) -> Any:
+        """The compiled model from a verified cache entry, or None (no cache, no entry, or one
+        that did not verify or import)."""
+        blob = cache.get(key) if cache is not None else None
+        if blob is None:
+            return None
+        try:
+            return core.import_model(blob, "CPU", config)
+        except RuntimeError as exc:
+            log.warning(
+                "OpenVINO cannot import its cached %s (%s); compiling again", self.path, exc
+            )
+            return None
+
     def close(self) -> None:
         self._compiled = None
         while not self._requests.empty():
@@ -171,12 +214,50 @@ class OpenVinoBackend(Backend):
             "hint": self.settings.hint,
             "inference_precision": "f32 (the graph's own; fp16/int8 artifacts carry theirs)",
             "cache_dir": str(self.settings.cache_dir) if self.settings.cache_dir else None,
+            "compiled_cache": self.cache_state,
             "infer_requests": "one per concurrent caller (pooled)",
         }
         if compiled is not None:
             info["threads"] = compiled.get_property("INFERENCE_NUM_THREADS") or "default"
             info["streams"] = compiled.get_property("NUM_STREAMS")
         return info
+
+
+def cache_key(model_sha256: str, version: str, config: Mapping[str, Any]) -> str:
+    """What a compiled model depends on: the model's bytes, OpenVINO, the compile properties and
+    the CPU it was compiled for (a cache folder may be shared between machines)."""
+    from edgeport.runtime.envinfo import cpu_model
+
+    text = json.dumps(
+        [model_sha256, version, {k: str(v) for k, v in config.items()}, cpu_model()],
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _compile(core: Any, model: ModelBytes, config: dict[str, Any]) -> Any:
+    """Compile the model's bytes. OpenVINO reads external-data weights only beside a model file
+    it opens itself (and refuses links to them), so a model that has them is compiled from its
+    path: allowed for a bare file, which nothing verified, refused for an artifact whose bytes
+    were checked against a manifest (ONNX Runtime runs it from those bytes)."""
+    external = model.summary is not None and model.summary.external_data
+    if external and model.known_sha256 is not None:
+        raise BackendUnavailable(
+            f"openvino cannot compile the verified bytes of {model.path}: its weights are in "
+            "external data, which OpenVINO reads only through the model's path; use "
+            "onnxruntime-cpu, which runs the verified bytes"
+        )
+    try:
+        source = core.read_model(str(model.path) if external else model.data)
+        return core.compile_model(source, "CPU", config)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"OpenVINO cannot compile {model.path}: {exc}") from exc
+
+
+def _exported(compiled: Any) -> bytes:
+    """A compiled model's serialized form (``export_model`` gives bytes or a BytesIO)."""
+    blob = compiled.export_model()
+    return blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
 
 
 def _spec(port: Any, file_specs: Mapping[str, TensorSpec]) -> TensorSpec:

@@ -17,7 +17,13 @@ OpenVINO fuses, say) is run only by that family's backends (:data:`TARGET_OF`).
 Precision (``precision=None``) follows :data:`PRECISION_PREFERENCE`, fastest first for each
 backend, and takes the first artifact whose export parity check passed (an fp32 artifact is
 also taken when parity was not checked: it is the reference format). Reduced precision that
-failed or skipped its parity check is only loaded when asked for by name.
+skipped its parity check is only loaded when asked for by name.
+
+One rule decides what may run, whatever a tuning record or the fixed rule prefers
+(:func:`trust_refusal`, and the loader's hash check): an artifact whose export parity check
+failed is never run by ``auto``, and an explicit request for it (``precision=``, or the
+artifact's own path) is refused unless the caller opts in with ``allow_failed=True``; a file
+whose bytes do not match its manifest's sha256 (or that cannot be read as a model) is never run.
 """
 
 from __future__ import annotations
@@ -165,6 +171,18 @@ def candidate_unavailable_reason(
     return backend_unavailable_reason(backend, device_index)
 
 
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked for: ``explicit`` when it named the precision or the artifact
+    (its path) itself; ``allow_failed`` when it opted in to an artifact whose parity failed."""
+
+    explicit: bool = False
+    allow_failed: bool = False
+
+
+AUTO = Request()
+
+
 def steps(
     candidates: list[ModelFile],
     *,
@@ -173,29 +191,45 @@ def steps(
     device_kind: str | None,
     device_index: int = 0,
     prefer: tuple[str, str] | None = None,
+    request: Request = AUTO,
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """Everything ``load`` considers, lazily and in order: a (backend, candidate) pair to try
     opening, or an ``Attempt`` passed over without opening (with the reason). ``prefer``
-    (backend, artifact name), a tuning record's winner, comes first when it can run here."""
+    (backend, artifact name), a tuning record's winner, comes first when it holds here
+    (:func:`record_refusal`)."""
     check_backend_name(backend)
-    first = _preferred(candidates, prefer, device_index) if backend == "auto" else None
+    first = None
+    if (
+        backend == "auto"
+        and prefer is not None
+        and record_refusal(candidates, prefer, device_index) is None
+    ):
+        first = (prefer[0], next(c for c in candidates if c.label == prefer[1]))
     if first is not None:
         yield first
-    for step in _rule_steps(candidates, backend, precision, device_kind, device_index):
+    for step in _rule_steps(candidates, backend, precision, device_kind, device_index, request):
         if first is None or step != first:
             yield step
 
 
-def _preferred(
-    candidates: list[ModelFile], prefer: tuple[str, str] | None, device_index: int
-) -> tuple[str, ModelFile] | None:
-    if prefer is None or prefer[0] not in BACKENDS:
-        return None
+def record_refusal(
+    candidates: list[ModelFile], prefer: tuple[str, str], device_index: int = 0
+) -> str | None:
+    """Why a tuning record's winner (backend, artifact name) is not obeyed here, or None."""
     name, label = prefer
+    if name not in BACKENDS:
+        return (
+            f"it names backend {name!r}, which this edgeport does not have "
+            f"(it has {', '.join(BACKENDS)})"
+        )
     cand = next((c for c in candidates if c.label == label), None)
-    if cand is None or candidate_unavailable_reason(name, cand, device_index) is not None:
-        return None
-    return name, cand
+    if cand is None:
+        have = ", ".join(c.label for c in candidates)
+        return f"it names artifact {label!r}, which this bundle does not have ({have})"
+    why = trust_refusal(cand, AUTO)
+    if why is None:
+        why = candidate_unavailable_reason(name, cand, device_index)
+    return None if why is None else f"{name} [{label}]: {why}"
 
 
 def _rule_steps(
@@ -204,6 +238,7 @@ def _rule_steps(
     precision: str | None,
     device_kind: str | None,
     device_index: int,
+    request: Request,
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """The fixed rule: backends in AUTO_ORDER (or the one asked for), precisions in each
     backend's PRECISION_PREFERENCE, passing over what cannot run or failed parity."""
@@ -224,7 +259,7 @@ def _rule_steps(
             # a CPU-only load imports no GPU library (cold start).
             yield from _no_gpu_attempts(name, mine, device_index)
         else:
-            yield from _backend_steps(name, mine, precision, device_index)
+            yield from _backend_steps(name, mine, device_index, request)
 
 
 def _backend_order(backend: str, device_kind: str | None) -> list[str]:
@@ -256,7 +291,7 @@ def _trt_ep_note(device_index: int) -> Iterator[Attempt]:
 
 
 def _backend_steps(
-    name: str, mine: list[ModelFile], precision: str | None, device_index: int
+    name: str, mine: list[ModelFile], device_index: int, request: Request
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """One backend's candidates in its precision preference, or why it cannot run them."""
     if name != "tensorrt":
@@ -269,9 +304,7 @@ def _backend_steps(
         mine, key=lambda c: preference.index(c.precision) if c.precision in preference else 99
     )
     for cand in mine:
-        why = target_mismatch(name, cand)
-        if why is None and precision is None and cand.bundle_dir is not None:
-            why = parity_refusal(cand)
+        why = target_mismatch(name, cand) or trust_refusal(cand, request)
         if why is None and name == "tensorrt":
             why = candidate_unavailable_reason(name, cand, device_index)
         if why:
@@ -301,6 +334,7 @@ def plan(
     precision: str | None,
     device_kind: str | None,
     device_index: int = 0,
+    request: Request = AUTO,
 ) -> tuple[list[tuple[str, ModelFile]], list[Attempt]]:
     """The (backend, candidate) pairs to open, best first, and the ones passed over, with why."""
     ordered = list(
@@ -310,6 +344,7 @@ def plan(
             precision=precision,
             device_kind=device_kind,
             device_index=device_index,
+            request=request,
         )
     )
     return (
@@ -331,11 +366,27 @@ def parity_failed_text(cand: ModelFile) -> str:
     return f"its export parity check failed ({failures})"
 
 
-def parity_refusal(cand: ModelFile) -> str | None:
+ALLOW_FAILED_HINT = "allow_failed=True (--allow-failed)"
+
+
+def trust_refusal(cand: ModelFile, request: Request = AUTO) -> str | None:
+    """Why ``cand`` may not run for this request, decided from its manifest entry (the hash is
+    checked when it is read): its export parity check failed (auto never runs it; an explicit
+    request needs ``allow_failed``), or it is reduced precision whose parity was not checked
+    and nobody asked for it by name. None for a file no manifest describes."""
+    if cand.bundle_dir is None:
+        return None
     passed = cand.parity_passed
     if passed is False:
-        return f"{parity_failed_text(cand)}; ask for precision={cand.precision!r} to load it anyway"
-    if passed is None and cand.precision != "fp32":
+        if request.explicit:
+            if request.allow_failed:
+                return None
+            return f"{parity_failed_text(cand)}; to run it anyway, ask with {ALLOW_FAILED_HINT}"
+        return (
+            f"{parity_failed_text(cand)}; auto never runs it (to run it anyway, ask for "
+            f"precision={cand.precision!r} with {ALLOW_FAILED_HINT})"
+        )
+    if passed is None and cand.precision != "fp32" and not request.explicit:
         return (
             "its parity was not checked at export, and reduced precision is only picked "
             f"automatically after a passed check; ask for precision={cand.precision!r} to load it"

@@ -307,7 +307,9 @@ class TensorRTBackend(Backend):
         *,
         device_index: int = 0,
         cuda_graph: bool = False,
+        data: bytes | None = None,
     ) -> None:
+        """``data``: the plan's bytes as already read (and verified); else ``path`` is read."""
         self.path = path
         self.device_index = device_index
         self._lock = threading.Lock()
@@ -322,7 +324,8 @@ class TensorRTBackend(Backend):
         self._outputs: list[_Tensor] = []
         self._errors: list[str] = []
 
-        data = read_plan(path)
+        if data is None:
+            data = read_plan(path)
         trt = self._trt = _import_for(info)
         self.flavour, self.version = trt.__name__, trt.__version__
         if info is not None:

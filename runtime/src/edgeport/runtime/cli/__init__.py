@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from importlib.metadata import entry_points
 
 from edgeport.runtime import __version__
 from edgeport.runtime.errors import EdgeportError
+from edgeport.runtime.io import storage_error
 from edgeport.runtime.plugins import COMMAND_GROUP
 
 log = logging.getLogger("edgeport")
@@ -25,7 +27,8 @@ log = logging.getLogger("edgeport")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeport",
-        description="Train, export, check, run and benchmark CNN image classifiers.",
+        description="From PyTorch to a device, for any model: train, export, check, run, tune, "
+        "benchmark and serve it (a bundle, an ONNX file or a TensorRT engine).",
     )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -80,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `edgeport inspect BUNDLE | head`
         sys.stderr.close()
         return 141
+    except OSError as exc:  # a fault of the machine no command turned into a StorageError
+        log.debug("unexpected OSError", exc_info=True)
+        path = os.fsdecode(exc.filename) if exc.filename is not None else "a file"
+        print(f"error: {storage_error(exc, path, 'use')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

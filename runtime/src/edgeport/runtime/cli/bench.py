@@ -10,6 +10,7 @@ from typing import Any
 from edgeport.runtime.bundle import PRECISIONS
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
+from edgeport.runtime.io import check_writable
 from edgeport.runtime.tools.bench import (
     BASELINES,
     SCENARIOS,
@@ -245,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         return run_loadgen_command(args)
     if args.model is None:
         raise ConfigError("give a MODEL to benchmark, or --url of a served model to load-test")
+    check_writable(args.json, args.csv, args.markdown, args.plot)  # before minutes of timing
     result = benchmark(args.model, settings_from_args(args))
     print(bench_markdown(result), end="")
     written = write_bench(

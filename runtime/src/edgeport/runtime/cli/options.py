@@ -13,7 +13,8 @@ from edgeport.runtime.model import Model, load
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--precision``, ``--device`` and ``--threads`` (see :func:`load_model`)."""
+    """``--backend``, ``--precision``, ``--device``, ``--threads`` and ``--allow-failed`` (see
+    :func:`load_model`)."""
     parser.add_argument(
         "--backend", default="auto", choices=("auto", *BACKENDS), help="default: auto"
     )
@@ -22,6 +23,12 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: any)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
+    parser.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="run the artifact asked for (--precision, or its path) even though its export parity "
+        "check failed (auto never runs one)",
+    )
 
 
 def load_model(args: argparse.Namespace, *, check_outputs: bool = True) -> Model:
@@ -33,6 +40,7 @@ def load_model(args: argparse.Namespace, *, check_outputs: bool = True) -> Model
         device=args.device,
         threads=args.threads,
         check_outputs=check_outputs,
+        allow_failed=args.allow_failed,
     )
 
 

@@ -116,6 +116,7 @@ def run_batch(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         device=args.device,
+        allow_failed=args.allow_failed,
         ray_address=args.ray_address,
         max_image_pixels=args.max_image_pixels,
     )

@@ -91,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         precision=args.precision,
         device=args.device,
         threads=args.threads,
+        allow_failed=args.allow_failed,
         gpus=args.gpus_per_replica,
         replicas=args.replicas,
         min_replicas=args.min_replicas,

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgeport.runtime.tools.timing import TimingConfig
 from edgeport.runtime.tools.tune import TuneSettings, summary_lines, tune
-from edgeport.runtime.tuning import save_record
+from edgeport.runtime.tuning import check_record_writable, save_record
 
 
 def register(subparsers: Any) -> None:
@@ -50,6 +50,7 @@ def run_tune(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         backends=tuple(b.strip() for b in (args.backend or "").split(",") if b.strip()),
     )
+    check_record_writable(args.bundle, in_bundle=args.in_bundle)  # before the timing
     record, left_out = tune(args.bundle, settings)
     path = save_record(record, args.bundle, in_bundle=args.in_bundle)
     print("\n".join(summary_lines(record)))

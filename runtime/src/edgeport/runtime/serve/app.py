@@ -40,6 +40,7 @@ class ModelServer:
             precision=settings.precision,
             device=settings.device,
             threads=settings.threads,
+            allow_failed=settings.allow_failed,
         )
         self.metrics = ServeMetrics(settings.name)
         self.limit = min(settings.max_batch, self.model.batch_range.max)

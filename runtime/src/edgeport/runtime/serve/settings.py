@@ -45,6 +45,7 @@ class ModelSettings:
     backend: str = "auto"
     precision: str | None = None
     device: str | None = None  # as load(): None (any), "cpu", "cuda", "cuda:N"
+    allow_failed: bool = False  # as load(): serve an asked-for artifact whose parity failed
     threads: int | None = None  # ONNX Runtime threads per replica (and Ray CPUs reserved)
     gpus: float = 0.0  # GPUs Ray reserves per replica (a fraction shares one)
     replicas: int = 1

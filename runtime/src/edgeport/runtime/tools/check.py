@@ -47,7 +47,7 @@ from edgeport.runtime.backends.registry import (
     candidate_unavailable_reason,
     short_reason,
 )
-from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest, verify_artifact
+from edgeport.runtime.bundle import PRECISIONS, Manifest, verify_artifact
 from edgeport.runtime.compare import Verdict, compare_logits, judge, output_kind
 from edgeport.runtime.errors import (
     BackendUnavailable,
@@ -585,6 +585,7 @@ def _open(source: ModelSource, cand: ModelFile, backend: str, threads: int | Non
         precision=cand.precision,
         threads=threads,
         check_outputs=False,  # judged and reported per output instead
+        allow_failed=True,  # checking a failed artifact again is what check is for
     )
     chosen = model.artifact.name if model.artifact is not None else None
     if chosen != cand.label:
@@ -822,7 +823,7 @@ def _model_record(source: ModelSource) -> dict[str, Any]:
         "architecture": card.architecture if card else None,
     }
     if source.kind == "bundle" and source.manifest is not None:
-        record["manifest_sha256"] = sha256_file(source.path / MANIFEST_NAME)
+        record["manifest_sha256"] = source.manifest_sha256  # of the bytes that were checked
         record["artifacts"] = {a.name: a.sha256 for a in source.manifest.artifacts}
         record["created"] = source.manifest.created
     else:

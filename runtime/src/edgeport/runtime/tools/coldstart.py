@@ -55,7 +55,7 @@ BARE_OPENVINO = "bare-openvino"
 EDGEPORT_SUBJECTS = (AUTO, "onnxruntime-cpu", "openvino")
 SUBJECTS = (*EDGEPORT_SUBJECTS, BARE_ORT, BARE_OPENVINO)
 STATES = ("cold", "warm")
-GOAL_RATIO = 1.3  # auto's whole process against bare ONNX Runtime's (the issue's goal)
+GOAL_RATIO = 1.3  # the goal: auto's whole process against bare ONNX Runtime's
 MARK = "EDGEPORT-COLDSTART "
 PARTS = ("startup_s", "import_s", "load_s", "inputs_s", "first_result_s", "exit_s")
 
@@ -118,6 +118,14 @@ t2 = time.monotonic()
 {rss}out = compiled.create_infer_request().infer(feeds)
 chosen = None
 """
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the current directory when it lies inside it, so a result saved in
+    a project names no folder of the machine it ran on."""
+    here = Path.cwd()
+    resolved = Path(path).absolute()
+    return resolved.relative_to(here).as_posix() if resolved.is_relative_to(here) else path
 
 
 @dataclass(frozen=True)
@@ -208,7 +216,7 @@ class ColdStartResult:
         return next((r for r in self.rows if (r.subject, r.state) == (subject, state)), None)
 
     def goal(self, state: str = "warm") -> float | None:
-        """auto's whole process / bare ONNX Runtime's, in ``state`` (the issue's <= 1.3)."""
+        """auto's whole process / bare ONNX Runtime's, in ``state`` (the goal: <= 1.3)."""
         row = self.find(AUTO, state)
         return row.vs_bare_onnxruntime if row else None
 
@@ -220,7 +228,11 @@ class ColdStartResult:
             "model": self.model,
             "file": self.file,
             "precision": self.precision,
-            "settings": {**asdict(self.settings), "subjects": list(self.settings.subjects)},
+            "settings": {
+                **asdict(self.settings),
+                "subjects": list(self.settings.subjects),
+                "python": _shown_path(self.settings.python),
+            },
             "goal": {
                 "what": "auto's whole process / bare ONNX Runtime's on the same file",
                 "target": GOAL_RATIO,
@@ -256,7 +268,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     from edgeport.runtime.backends.openvino import OpenVinoSettings
     from edgeport.runtime.bundle import artifact_path
     from edgeport.runtime.model import load
-    from edgeport.runtime.tuning import cache_path, find_record
+    from edgeport.runtime.tuning import cache_path, effective_settings, find_record
 
     with load(source, precision=settings.precision, threads=settings.threads) as model:
         file = artifact_path(source, model.artifact) if model.artifact else model.path
@@ -271,7 +283,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     atomic_write_bytes(inputs, npz_bytes(feeds))
     record = None
     if source.is_dir() and settings.precision is None:
-        found, _ = find_record(source, settings.threads)
+        found, _ = find_record(source, effective_settings(settings.threads))
         cached = cache_path(found.manifest_sha256) if found else None
         record = cached if cached is not None and cached.is_file() else None
     config = OpenVinoSettings(threads=settings.threads).config()

@@ -30,9 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.runtime.backends.base import ModelBytes
 from edgeport.runtime.backends.onnxrt import OnnxRuntimeBackend, OrtSettings
+from edgeport.runtime.backends.registry import ModelFile
 from edgeport.runtime.bundle import EngineInfo
 from edgeport.runtime.errors import ConfigError, InputError
+from edgeport.runtime.source import read_model_bytes
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +230,14 @@ class _ProfilingOrt(ModuleType):
 class ProfilingOrtBackend(OnnxRuntimeBackend):
     """An ONNX Runtime backend whose session records a profile until :meth:`end_profiling`."""
 
-    def __init__(self, path: Path, backend: str, settings: OrtSettings, prefix: str) -> None:
+    def __init__(self, model: ModelBytes, backend: str, settings: OrtSettings, prefix: str) -> None:
         self._prefix = prefix
-        super().__init__(path, backend, settings)
+        super().__init__(model, backend, settings)
 
     def _open_session(
-        self, ort: ModuleType, path: Path, backend: str, settings: OrtSettings
+        self, ort: ModuleType, model: ModelBytes, backend: str, settings: OrtSettings
     ) -> Any:
-        return super()._open_session(_ProfilingOrt(ort, self._prefix), path, backend, settings)
+        return super()._open_session(_ProfilingOrt(ort, self._prefix), model, backend, settings)
 
     def end_profiling(self) -> Path:
         """Stop recording; the path of the chrome-trace JSON file ONNX Runtime wrote."""
@@ -250,8 +253,9 @@ def profile_onnxruntime(
 ) -> LayerProfile:
     """Profile ``config.warmup_runs + config.runs`` runs of ``arrays`` (validated inputs in the
     model's input order) in a fresh profiling session; the trace is read and deleted."""
+    model = read_model_bytes(ModelFile("onnx", None, path, path.name), verify=False)
     with tempfile.TemporaryDirectory(prefix="edgeport-profile-") as tmp:
-        session = ProfilingOrtBackend(path, backend, settings, str(Path(tmp) / "ort"))
+        session = ProfilingOrtBackend(model, backend, settings, str(Path(tmp) / "ort"))
         try:
             for _ in range(config.warmup_runs + config.runs):
                 session.infer(arrays)

@@ -24,7 +24,7 @@ from edgeport.runtime.backends.registry import (
     FORMAT_OF,
     ModelFile,
     candidate_unavailable_reason,
-    parity_refusal,
+    trust_refusal,
 )
 from edgeport.runtime.bundle import Artifact, Manifest
 from edgeport.runtime.errors import ConfigError, EdgeportError
@@ -36,9 +36,9 @@ from edgeport.runtime.tuning import (
     BatchWinner,
     Timing,
     TuningRecord,
+    effective_settings,
     engine_versions,
     machine_fingerprint,
-    manifest_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def candidates(
         cand = ModelFile(
             art.format, art.precision, bundle_dir / art.path, art.name, art, art.engine, bundle_dir
         )
-        refusal = parity_refusal(cand)
+        refusal = trust_refusal(cand)
         for backend in (b for b in backends if FORMAT_OF[b] == art.format):
             why = refusal or candidate_unavailable_reason(backend, cand)
             if why:
@@ -146,7 +146,7 @@ def tune(
     settings = settings or TuneSettings()
     say = progress or (lambda message: log.info("%s", message))
     bundle_dir = Path(bundle_dir)
-    manifest = Manifest.load(bundle_dir)
+    manifest, digest = Manifest.read(bundle_dir)
     pairs, left_out = candidates(bundle_dir, manifest, settings)
     reference = load_reference(bundle_dir, manifest)
     data = (
@@ -165,11 +165,11 @@ def tune(
     finally:
         for _, model in models.values():
             model.close()
-    return _record(bundle_dir, settings, measured), left_out
+    return _record(bundle_dir, digest, settings, measured), left_out
 
 
 def _record(
-    bundle_dir: Path, settings: TuneSettings, measured: dict[int, list[Timing]]
+    bundle_dir: Path, digest: str, settings: TuneSettings, measured: dict[int, list[Timing]]
 ) -> TuningRecord:
     entries = tuple(
         BatchWinner(
@@ -182,11 +182,13 @@ def _record(
     )
     if not entries:
         raise ConfigError(f"nothing in {bundle_dir} could be timed on this machine")
+    measured_with = effective_settings(settings.threads)
     return TuningRecord(
-        manifest_sha256=manifest_digest(bundle_dir),
+        manifest_sha256=digest,
         machine=machine_fingerprint(),
         versions=engine_versions(),
-        threads=settings.threads,
+        threads=measured_with["threads"],
+        settings=measured_with,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         batches=entries,
     )
