@@ -24,8 +24,10 @@ CPU = ("onnxruntime-cpu",)
 
 
 def damage_int8_scales(bundle: Path) -> str:
-    """Negate the weight scales of the int8 model's first quantized Conv (in place, in a copy of
-    a bundle) and record the new sha256/size in the manifest. Returns the Conv's output name."""
+    """Negate the weight scales of the int8 model's last quantized Conv (in place, in a copy of
+    a bundle) and record the new sha256/size in the manifest. Returns the Conv's output name.
+    (The last: the ONNX Runtime file folds each Relu into the Q after its convolution, so a
+    negated convolution's output is clamped to zero, and the layer after it adds error too.)"""
     import onnx
     from onnx import numpy_helper
 
@@ -35,7 +37,7 @@ def damage_int8_scales(bundle: Path) -> str:
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
-    for conv in model.graph.node:
+    for conv in reversed(model.graph.node):
         node = producers.get(conv.input[1]) if conv.op_type == "Conv" else None
         if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in inits:
             continue
