@@ -12,6 +12,7 @@ import pytest
 import torch
 from export_helpers import digits_card, edgeport_command, export_classifier
 from export_models import MobileBlockNet, with_outlier_channel
+from thirdparty.models import model_path
 from torch import nn
 
 from edgeport.export import export_module
@@ -19,7 +20,11 @@ from edgeport.export.int8 import INT8_TARGETS, Int8Policy, resolve_targets
 from edgeport.export.int8.fallback import LayerNames, costly_layers, layer_costs
 from edgeport.export.int8.float_convs import float_convs_onnxruntime, float_convs_openvino
 from edgeport.export.int8.prepare import prepare_fp32
-from edgeport.export.int8.recipes import cpu_dot_product
+from edgeport.export.int8.recipes import (
+    cpu_dot_product,
+    has_attention,
+    normalizes_by_arithmetic,
+)
 from edgeport.export.onnx import save_model
 from edgeport.export.quantize import quantize_int8
 from edgeport.export.settings import ExportSettings
@@ -80,6 +85,22 @@ def test_preparation_keeps_hardswish_whole(block_net: tuple[Path, Path]) -> None
     assert all(n.name for n in onnx.load(str(block_net[1])).graph.node)
 
 
+def test_preparation_leaves_nothing_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PP-OCR's detector makes ONNX Runtime's symbolic shape inference give up, which then
+    saves its half-inferred graph where the process runs."""
+    detector = model_path("ppocr_det")
+    if not detector.is_file():
+        pytest.skip(f"{detector} is missing: run `make models`")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    prepared = prepare_fp32(detector, tmp_path / "prepared.onnx")
+    assert onnx.load(str(prepared)).graph.node
+    assert list(work.iterdir()) == [] and Path.cwd() == work
+
+
 def test_onnxruntime_runs_every_convolution_of_its_file_in_int8(
     recipes_made: dict[str, Path],
 ) -> None:
@@ -131,6 +152,34 @@ def test_profiled_kernels_are_attributed_to_the_fp32_layers(
     assert all(c.fp32_us > 0 and c.int8_us > 0 for c in costs if c.layer in convs)
     chosen = costly_layers(costs, exclude=(), limit=2)
     assert 1 <= len(chosen) <= 2 and all(costs[0].extra_us >= c.extra_us for c in costs)
+
+
+def _graph(nodes: list[onnx.NodeProto], weights: tuple[str, ...] = ()) -> onnx.ModelProto:
+    vector = onnx.helper.make_tensor_value_info
+    inputs = [vector("x", onnx.TensorProto.FLOAT, [1, 4, 8])]
+    constants = [onnx.numpy_helper.from_array(np.ones((8, 8), np.float32), w) for w in weights]
+    output = vector(nodes[-1].output[0], onnx.TensorProto.FLOAT, None)
+    graph = onnx.helper.make_graph(nodes, "g", inputs, [output], initializer=constants)
+    return onnx.helper.make_model(graph)
+
+
+def test_graphs_int8_activations_break_are_recognised() -> None:
+    node = onnx.helper.make_node
+    layer_norm = _graph(
+        [
+            node("ReduceMean", ["x"], ["mean"], axes=[-1]),
+            node("Sub", ["x", "mean"], ["centred"]),
+            node("Mul", ["centred", "centred"], ["y"]),
+        ]
+    )
+    attention = _graph([node("MatMul", ["x", "x"], ["y"])])
+    dense = _graph(
+        [node("MatMul", ["x", "w"], ["h"]), node("Softmax", ["h"], ["y"])], weights=("w",)
+    )
+    assert normalizes_by_arithmetic(layer_norm) and not has_attention(layer_norm)
+    assert has_attention(attention) and not normalizes_by_arithmetic(attention)
+    # a classifier's closing Softmax after a weighted MatMul is neither
+    assert not has_attention(dense) and not normalizes_by_arithmetic(dense)
 
 
 def test_cpu_dot_product_decides_the_weight_bits() -> None:

@@ -109,6 +109,12 @@ class LayerNames:
             frontier += [(name, left - 1) for name in source.input]
         return found
 
+    def reading(self, layer: str) -> list[str]:
+        """The nodes that read ``layer``'s outputs (each quantizes what it reads)."""
+        node = self.nodes.get(layer)
+        outputs = [] if node is None else [o for o in node.output if o]
+        return [str(r.name) for o in outputs for r in self.readers.get(o, []) if r.name]
+
     def layer(self, kernel: str) -> str | None:
         """The fp32 node ``kernel`` (a profiled name) belongs to, None when none fits."""
         base = _ENGINE_SUFFIX.sub("", kernel.split("/")[0])
@@ -243,14 +249,16 @@ def disagreeing_layers(
     ranked = [
         (layer, diff.added_error)
         for diff in sorted(report.layers, key=lambda d: -d.added_error)
-        if diff.added_error > 0 and (layer := names.layer(diff.node) if diff.node else None)
+        if diff.added_error > 0
+        and (layer := names.layer(diff.node) if diff.node else None)
+        and layer not in exclude
     ]
     if not ranked:
         return []
     top, worst = ranked[0]
-    # the worst layer, the layers making its input (their Q/DQ pair adds the error), then any
-    # other layer adding at least half as much error
-    wanted = [top, *names.feeding(top)]
+    # the worst layer, the layers making its inputs and those reading its outputs (the Q/DQ
+    # pairs around it carry the error), then any other layer adding at least half as much
+    wanted = [top, *names.feeding(top), *names.reading(top)]
     wanted += [layer for layer, error in ranked[1:] if error >= worst / 2]
     chosen: list[str] = []
     for layer in wanted:

@@ -18,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +88,15 @@ def _infer_shapes(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import quant_pre_process
 
+    src, dst = src.resolve(), dst.resolve()
     chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter):
+    # when its symbolic inference gives up, it saves the half-inferred graph (and its external
+    # data) into the working directory; run it from a scratch one
+    with (
+        tempfile.TemporaryDirectory(prefix="edgeport-shapes-") as scratch,
+        _working_directory(Path(scratch)),
+        contextlib.redirect_stdout(chatter),
+    ):
         try:
             quant_pre_process(str(src), str(dst), skip_optimization=True)
         except Exception as exc:  # noqa: BLE001 - its symbolic inference raises plain Exception
@@ -99,3 +109,14 @@ def _infer_shapes(src: Path, dst: Path) -> None:
                 raise ExportError(f"cannot infer the shapes of {src.name}: {inner}") from inner
     if chatter.getvalue().strip():
         log.debug("quant_pre_process: %s", chatter.getvalue().strip())
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    """``contextlib.chdir`` (Python 3.11) for 3.10."""
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
