@@ -9,8 +9,9 @@ PYTEST_ARGS ?=
 DEMO_DIR ?= demo
 FUZZ_EXAMPLES ?= 10000
 FUZZ_STATS ?= .cache/fuzz-stats.json
+PERF_ANALYZER := .cache/perf_analyzer/perf_analyzer
 
-.PHONY: demo test test-fast lint docs bench fuzz venv models clean
+.PHONY: demo test test-fast lint docs bench bench-serve perf-analyzer fuzz venv models clean
 
 venv: $(STAMP)
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml train/pyproject.toml export/pypr
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet \
-		-e "./runtime[cpu,openvino,serve,batch,loadgen]" -e ./train \
+		-e "./runtime[cpu,openvino,serve,ray,batch,loadgen]" -e ./train \
 		-e "./export[tensorrt-rtx,openvino]" --group dev
 	# bytecode, as a wheel install writes it (editable installs do not)
 	$(BIN)/python -m compileall -q runtime/src train/src export/src
@@ -35,8 +36,16 @@ $(MODELS): tests/thirdparty/models.py | $(STAMP)
 	$(BIN)/python tests/thirdparty/models.py .cache/models
 	touch $(MODELS)
 
-## make test: lint, the docs site, then the whole suite (GPU tests skip themselves without a GPU)
+## make perf-analyzer: Triton's load generator under .cache/ (Linux x86_64; serve tests use it)
+perf-analyzer: $(PERF_ANALYZER)
+
+$(PERF_ANALYZER): benchmarks/get_perf_analyzer.sh | $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/get_perf_analyzer.sh .cache/perf_analyzer
+
+## make test: lint, the docs site, then the whole suite (GPU tests skip themselves without a
+## GPU; the perf_analyzer tests skip where it cannot be set up)
 test: lint docs $(MODELS)
+	-@$(MAKE) --no-print-directory perf-analyzer || echo "perf_analyzer not set up: its tests skip"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make test-fast: everything not marked slow
@@ -65,6 +74,11 @@ bench: $(STAMP) $(MODELS)
 	$(BIN)/python benchmarks/run_matrix.py
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/onnx_in.py
+
+## make bench-serve: the serving matrix (edgeport, Ray Serve, KServe, a minimal server)
+bench-serve: $(STAMP) $(PERF_ANALYZER)
+	$(BIN)/python -m pip install --quiet --group bench-serve
+	$(BIN)/python benchmarks/serve_matrix.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) site .cache .pytest_cache .ruff_cache

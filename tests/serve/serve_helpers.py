@@ -1,14 +1,24 @@
-"""Helpers of the serve tests: plain HTTP requests, JSON errors, polling, free ports."""
+"""Helpers of the serve tests: the one-process server in a thread, plain HTTP requests, JSON
+errors, polling, free ports, process trees."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+from edgeport.runtime.serve.server import Server
+from edgeport.runtime.serve.settings import ServeSettings
 
 T = TypeVar("T")
 
@@ -53,3 +63,80 @@ def wait_for(check: Callable[[], T], timeout_s: float, what: str) -> T:
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class ThreadedServer:
+    """A :class:`Server` running on an event loop in a thread of this process."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = Server(settings)
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=120)
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def model_url(self, name: str) -> str:
+        return self.server.model_url(name)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_tree(pids: set[int]) -> None:
+    """SIGKILL what is left of a test's processes."""
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            total += float(match.group(2))
+    return total

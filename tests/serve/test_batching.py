@@ -3,14 +3,24 @@ model giving each merged request exactly the outputs it gives it alone."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rtmodels as rt
 
 from edgeport.runtime import load
-from edgeport.runtime.serve.batching import can_merge, infer_batches, merge, plan_groups, split
+from edgeport.runtime.serve.batching import (
+    Batcher,
+    Overloaded,
+    can_merge,
+    infer_batches,
+    merge,
+    plan_groups,
+    split,
+)
 from edgeport.runtime.specs import TensorSpec
 
 
@@ -95,3 +105,44 @@ def test_outputs_not_along_axis_0_run_one_by_one() -> None:
     results = infer_batches(infer, items, limit=8)
     assert calls == [2, 1, 1]
     assert [r["total"][0] for r in results] == [i["ids"].sum() for i in items]  # type: ignore[index]
+
+
+def _batcher_run(model_path: Path, **options: Any) -> tuple[list[Any], list[int]]:
+    """Requests of 1 sample sent to a Batcher at once (and one more a little later)."""
+    sizes: list[int] = []
+
+    async def main() -> list[Any]:
+        with load(model_path, threads=1) as model:
+            batcher = Batcher(model.infer, on_call=sizes.append, **options)
+            items = [feeds(1, seed=i) for i in range(6)]
+            tasks = [asyncio.ensure_future(batcher(item)) for item in items]
+            await asyncio.sleep(0.05)
+            tasks.append(asyncio.ensure_future(batcher(feeds(1, seed=9))))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            batcher.close()
+            for item, result in zip([*items, feeds(1, seed=9)], results, strict=True):
+                if isinstance(result, dict):
+                    alone = model.infer(item)
+                    assert all(np.array_equal(alone[k], result[k]) for k in alone)
+            return list(results)
+
+    return asyncio.run(main()), sizes
+
+
+def test_batcher_merges_what_waits_while_a_call_runs(tmp_path: Path) -> None:
+    path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    results, sizes = _batcher_run(path, limit=4)
+    assert all(isinstance(r, dict) for r in results)
+    assert sizes[0] == 1 and sum(sizes) == 7 and max(sizes) == 4  # the first alone, then merged
+    results, sizes = _batcher_run(path, limit=8, wait_s=0.5)
+    assert sizes == [7]  # a lone request waits for company up to wait_s
+    results, sizes = _batcher_run(path, limit=1)
+    assert sizes == [1] * 7
+
+
+def test_batcher_refuses_past_its_queue_bound(tmp_path: Path) -> None:
+    path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    results, sizes = _batcher_run(path, limit=1, max_queued=2)
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    assert len(refused) == 3 and "2 requests already wait" in str(refused[0])
+    assert len(sizes) == 4  # the running one, two waiting and the late one

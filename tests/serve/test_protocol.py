@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -14,16 +16,21 @@ import pytest
 from edgeport.runtime.errors import InputError
 from edgeport.runtime.serve.protocol import (
     DATATYPES,
+    HEADER_ALLOWANCE,
     HEADER_LENGTH,
+    LARGE_JSON,
     InferRequest,
     RequestError,
+    decode_grpc_infer,
     decode_infer_request,
     decode_infer_response,
     decompress,
+    encode_grpc_infer,
     encode_infer_request,
     encode_infer_response,
     model_metadata,
     specs_from_metadata,
+    tensor_body_limit,
 )
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
@@ -215,3 +222,103 @@ def test_compressed_bodies_are_inflated_within_the_limit() -> None:
 def test_error_responses_raise_on_the_client() -> None:
     with pytest.raises(InputError, match="the server refused the request: bad"):
         decode_infer_response(b'{"error": "bad"}', {})
+
+
+def _large(data: str, datatype: str = "FP32", shape: tuple[int, ...] = (2, 20_000)) -> bytes:
+    head = {"name": "x", "datatype": datatype, "shape": list(shape)}
+    text = json.dumps(head)[:-1] + f', "data": {data}}}'
+    return ('{"inputs": [' + text + '], "id": "big"}').encode()
+
+
+def test_large_json_is_read_in_chunks_exactly() -> None:
+    """Above LARGE_JSON, nested or flat, spaced or not: the same arrays as the small path."""
+    values = np.random.default_rng(0).standard_normal((2, 20_000)).astype(np.float32)
+    nested = json.dumps(values.tolist())
+    flat = ",".join(repr(float(v)) for v in values.ravel())
+    for text in (nested, f"[{flat}]"):
+        body = _large(text)
+        assert len(body) > LARGE_JSON
+        request = decode_infer_request(body, None, ())
+        assert request.id == "big" and request.feeds["x"].dtype == np.float32
+        assert np.array_equal(request.feeds["x"], values)
+    ints = np.arange(40_000, dtype=np.int64).reshape(2, 20_000)
+    got = decode_infer_request(_large(json.dumps(ints.tolist()), "INT64"), None, ())
+    assert np.array_equal(got.feeds["x"], ints)
+    flags = (np.arange(40_000) % 3 == 0).reshape(2, 20_000)
+    got = decode_infer_request(_large(json.dumps(flags.tolist()), "BOOL"), None, ())
+    assert np.array_equal(got.feeds["x"], flags)
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "message"),
+    [
+        (json.dumps([0.5] * 40_000), "INT64", "'data' must hold integers"),
+        (json.dumps(["1"] * 40_000), "FP32", "'data' must hold numbers"),
+        (json.dumps([1.0] * 39_999), "FP32", "needs 40000 values, 'data' has 39999"),
+        (json.dumps([300] * 40_000), "INT8", "values must lie in [-128, 127]"),
+    ],
+)
+def test_large_json_refusals_say_what_is_wrong(data: str, datatype: str, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        decode_infer_request(_large(data, datatype), None, ())
+    assert message in str(info.value) and info.value.status == 400
+
+
+def test_body_limit_follows_the_inputs() -> None:
+    image = TensorSpec("x", "float32", ("batch", 3, 4, 4))
+    assert tensor_body_limit([image], 16) == 16 * 48 * 32 + HEADER_ALLOWANCE
+    mask = TensorSpec("m", "bool", ("batch", 8))
+    assert tensor_body_limit([image, mask], 2) == 2 * (48 * 32 + 8 * 8) + HEADER_ALLOWANCE
+    assert tensor_body_limit([TensorSpec("ids", "int64", ("batch", "seq"))], 4) is None
+
+
+def test_grpc_messages_decode_and_encode() -> None:
+    from tritonclient.grpc import service_pb2
+
+    x, ids = sample("float16", (2, 3)), sample("int64", (2, 2))
+    message = service_pb2.ModelInferRequest(model_name="m", id="g1")
+    message.inputs.add(name="x", datatype="FP16", shape=[2, 3])
+    message.inputs.add(name="ids", datatype="INT64", shape=[2, 2])
+    message.raw_input_contents.extend([x.tobytes(), ids.tobytes()])
+    message.outputs.add(name="b")
+    request = decode_grpc_infer(message, ("a", "b"))
+    assert np.array_equal(request.feeds["x"], x) and np.array_equal(request.feeds["ids"], ids)
+    assert request.outputs == ("b",) and request.id == "g1"
+    response = encode_grpc_infer(service_pb2.ModelInferResponse(), "m", request, {"a": x, "b": ids})
+    (output,) = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("b", "INT64", [2, 2])
+    assert np.array_equal(np.frombuffer(response.raw_output_contents[0], np.int64), ids.ravel())
+    typed = service_pb2.ModelInferRequest(model_name="m")
+    tensor = typed.inputs.add(name="ids", datatype="INT32", shape=[3])
+    tensor.contents.int_contents.extend([1, -2, 3])
+    assert decode_grpc_infer(typed, ()).feeds["ids"].tolist() == [1, -2, 3]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.raw_input_contents.append(b"\0" * 8), "raw_input_contents has 2 entries"),
+        (
+            lambda m: (
+                m.inputs.add(name="x", datatype="FP32", shape=[0]),
+                m.raw_input_contents.append(b""),
+            ),
+            "given twice",
+        ),
+        (lambda m: m.outputs.add(name="nope"), "this model's outputs are ['y']"),
+        (lambda m: m.inputs[0].shape.__setitem__(0, 3), "does not match shape [3]"),
+    ],
+)
+def test_grpc_malformed_requests_say_what_is_wrong(edit: Any, message: str) -> None:
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="FP32", shape=[2])
+    request.raw_input_contents.append(np.ones(2, np.float32).tobytes())
+    edit(request)
+    with pytest.raises(RequestError, match=re.escape(message)):
+        decode_grpc_infer(request, ("y",))
+    half = service_pb2.ModelInferRequest(model_name="m")
+    half.inputs.add(name="x", datatype="FP16", shape=[1])
+    with pytest.raises(RequestError, match="FP16 tensors must come in raw_input_contents"):
+        decode_grpc_infer(half, ("y",))

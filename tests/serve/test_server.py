@@ -1,7 +1,7 @@
-"""``edgeport serve`` on a real local Ray cluster, spoken to by Triton's own client
-(tritonclient.http) and by plain HTTP: metadata, infer with JSON and binary tensors, many
-concurrent requests merged and answered exactly, classify, and every bad request refused with
-its message."""
+"""The one-process ``edgeport serve`` over HTTP, spoken to by Triton's own client
+(tritonclient.http) and by plain HTTP: metadata, model configuration, infer with JSON and binary
+tensors, many concurrent requests merged and answered exactly, classify, and every bad request
+refused with its message."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 import rtmodels as rt
-from serve_helpers import error_of, http
+from serve_helpers import ThreadedServer, error_of, http
 
 from edgeport.runtime import load
-from edgeport.runtime.serve.launch import Served
 from edgeport.runtime.serve.protocol import HEADER_LENGTH, encode_infer_request
 
-pytestmark = pytest.mark.usefixtures("served")
+pytestmark = pytest.mark.usefixtures("server")
 
 
 def infer_triton(
@@ -43,6 +42,7 @@ def test_health_and_metadata(client: Any) -> None:
     assert client.is_server_live() and client.is_server_ready()
     meta = client.get_server_metadata()
     assert meta["name"] == "edgeport" and "binary_tensor_data" in meta["extensions"]
+    assert "model_configuration" in meta["extensions"]
     assert set(meta["models"]) >= {"cnn", "gemm", "tokens", "slow"}
     assert client.is_model_ready("tokens")
     tokens = client.get_model_metadata("tokens")
@@ -57,6 +57,24 @@ def test_health_and_metadata(client: Any) -> None:
     ]
     cnn = client.get_model_metadata("cnn")
     assert cnn["inputs"][0]["shape"] == [-1, 3, 32, 32] and cnn["platform"] == "onnxruntime_onnx"
+
+
+def test_model_configuration_is_what_triton_reads(client: Any) -> None:
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = client.get_model_config("gemm")
+    assert config["max_batch_size"] == 16 and config["backend"] == "onnxruntime"
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [1, 2, 2]}]
+    assert config["dynamic_batching"] == {
+        "preferred_batch_size": [8],
+        "max_queue_delay_microseconds": 0,
+    }
+    json_format.ParseDict(config, model_config_pb2.ModelConfig())  # Triton's own schema
+    tokens = client.get_model_config("tokens")
+    assert tokens["output"][0] == {"name": "hidden", "data_type": "TYPE_FP32", "dims": [-1, 4]}
+    slow = client.get_model_config("slow")  # max_batch 1: no dynamic batching
+    assert "dynamic_batching" not in slow and slow["max_batch_size"] > 0
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -95,10 +113,10 @@ async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list[n
         return list(await asyncio.gather(*(one(i, r["input"]) for i, r in enumerate(requests))))
 
 
-def test_200_concurrent_requests_are_all_answered_exactly(served: Served) -> None:
+def test_200_concurrent_requests_are_all_answered_exactly(server: ThreadedServer) -> None:
     rng = np.random.default_rng(7)
     requests = [{"input": rt.integer_batch(int(rng.integers(1, 4)), seed=i)} for i in range(200)]
-    answers = asyncio.run(_concurrent(served.url.removeprefix("http://"), requests))
+    answers = asyncio.run(_concurrent(server.url.removeprefix("http://"), requests))
     assert len(answers) == 200
     for request, answer in zip(requests, answers, strict=True):
         assert np.array_equal(answer, rt.gemm_reference(request["input"]))
@@ -113,10 +131,10 @@ def _png(size: tuple[int, int], seed: int) -> tuple[bytes, np.ndarray]:
     return out.getvalue(), pixels
 
 
-def test_classify_raw_and_multipart(served: Served, model_paths: dict[str, Path]) -> None:
+def test_classify_raw_and_multipart(server: ThreadedServer, model_paths: dict[str, Path]) -> None:
     first, first_pixels = _png((40, 30), 1)
     second, second_pixels = _png((32, 32), 2)
-    url = served.model_url("cnn") + "/classify"
+    url = server.model_url("cnn") + "/classify"
     status, _, body = http(url + "?top_k=3", first, {"content-type": "image/png"})
     assert status == 200, body
     (raw,) = json.loads(body)["predictions"]
@@ -197,6 +215,10 @@ def _bad_requests() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
             "body-too-big", "cnn/infer", *_body(_x((100, 3, 32, 32)), binary=True), 413,
             "above this server's limit of 1,048,576 bytes",
         ),
+        (
+            "json-beyond-the-tensors", "gemm/infer", b" " * 100_000 + b"{}", js, 413,
+            "above the 67,584 bytes that model 'gemm' can need for its inputs at batch 16",
+        ),
         ("unknown-model", "resnet/infer", *_body(gemm_x), 404, "unknown model 'resnet'"),
         ("unknown-version", "gemm/versions/2/infer", *_body(gemm_x), 404, "version 1 only"),
         ("unknown-endpoint", "gemm/explain", b"{}", js, 404, "no endpoint /v2/models/gemm/ex"),
@@ -208,27 +230,32 @@ def _bad_requests() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
     [pytest.param(*case[1:], id=case[0]) for case in _bad_requests()],
 )
 def test_bad_requests_are_refused_with_their_message(
-    served: Served, path: str, body: bytes, headers: dict[str, str], status: int, message: str
+    server: ThreadedServer,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    message: str,
 ) -> None:
-    got, response_headers, content = http(f"{served.url}/v2/models/{path}", body, headers)
+    got, response_headers, content = http(f"{server.url}/v2/models/{path}", body, headers)
     assert got == status, content
     assert message in error_of(content)
     assert response_headers.get("content-type", "").startswith("application/json")
 
 
-def test_wrong_methods_and_paths(served: Served) -> None:
-    status, _, body = http(served.model_url("gemm") + "/infer")
+def test_wrong_methods_and_paths(server: ThreadedServer) -> None:
+    status, _, body = http(server.model_url("gemm") + "/infer")
     assert status == 405 and "infer takes POST, not GET" in error_of(body)
-    status, _, body = http(served.url + "/v3/health")
+    status, _, body = http(server.url + "/v3/health")
     assert status == 404 and "the endpoints are under /v2" in error_of(body)
-    status, _, body = http(served.url + "/v2/models/gemm/versions/1/ready")
+    status, _, body = http(server.url + "/v2/models/gemm/versions/1/ready")
     assert status == 200 and json.loads(body) == {"name": "gemm", "ready": True}
 
 
-def test_binary_request_through_raw_http(served: Served) -> None:
+def test_binary_request_through_raw_http(server: ThreadedServer) -> None:
     batch = rt.integer_batch(2)
     body, headers = encode_infer_request({"input": batch}, binary=True)
-    status, response_headers, content = http(served.model_url("gemm") + "/infer", body, headers)
+    status, response_headers, content = http(server.model_url("gemm") + "/infer", body, headers)
     assert status == 200
     length = int(response_headers[HEADER_LENGTH.lower()])
     header = json.loads(content[:length])

@@ -3,6 +3,7 @@ line maps onto them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,11 @@ def test_bad_server_settings(tmp_path: Path) -> None:
         ({"models": (model, model)}, "model names must differ"),
         ({"models": (model,), "port": 70000}, "port must be a TCP port"),
         ({"models": (model,), "ray_address": "auto", "num_cpus": 2}, "a cluster joined"),
+        ({"models": (model,), "num_cpus": 2}, "configure Ray's cluster (--ray)"),
+        ({"models": (model,), "grpc_port": 8000}, "the HTTP and gRPC ports must differ"),
+        ({"models": (model,), "drain_s": 0}, "drain_s must be a positive number"),
     ):
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             ServeSettings(**kwargs)  # type: ignore[arg-type]
 
 
@@ -70,6 +74,19 @@ def test_serve_flags_map_onto_settings(tmp_path: Path) -> None:
     assert (model.name, model.min_replicas, model.max_replicas, model.threads) == ("m", 1, 3, 2)
     assert model.max_batch == 1 and model.max_queued_requests == -1 and not model.access_log
     assert model.device == "cpu" and settings.port == 9000 and settings.ray_address is None
+    assert not settings.on_ray and settings.grpc_port == 8001
+    assert settings.grpc_address == "127.0.0.1:8001" and model.batch_wait_ms == 0
+
+
+def test_grpc_and_ray_flags(tmp_path: Path) -> None:
+    argv = ["serve", str(tmp_path / "m.onnx"), "--no-grpc", "--ray", "--num-cpus", "2"]
+    settings = settings_from_args(build_parser().parse_args(argv))
+    assert settings.on_ray and settings.grpc_port is None and settings.num_cpus == 2
+    argv = ["serve", str(tmp_path / "m.onnx"), "--grpc-port", "9001", "--instances", "2"]
+    argv += ["--drain-s", "3", "--batch-wait-ms", "1.5"]
+    settings = settings_from_args(build_parser().parse_args(argv))
+    assert settings.grpc_port == 9001 and settings.drain_s == 3.0
+    assert settings.models[0].instances == 2 and settings.models[0].batch_wait_ms == 1.5
 
 
 def test_load_test_settings() -> None:
@@ -79,9 +96,14 @@ def test_load_test_settings() -> None:
     assert settings.url == "http://127.0.0.1:8000/v2/models/m"
     assert settings.targets == [10.0, 20.0, 30.0] and settings.shapes == {"x": (2, 3)}
     assert LoadTestSettings("http://h:1/v2/models/m", latency_bound_ms=5).targets is None
+    grpc = LoadTestSettings("grpc://h:2/v2/models/m", concurrency=(1, 4))
+    assert (grpc.protocol, grpc.address, grpc.model_name) == ("grpc", "h:2", "m")
     for kwargs, message in (
         ({"url": "http://h:1/models/m", "qps": 1}, "url must be http://HOST:PORT/v2/models/NAME"),
-        ({"url": "http://h:1/v2/models/m"}, "give a QPS, a QPS sweep or a latency bound"),
+        ({"url": "http://h:1/v2/models/m"}, "give a concurrency, a QPS, a QPS sweep or a"),
+        ({"url": "http://h:1/v2/models/m", "concurrency": (4,), "qps": 1}, "not both"),
+        ({"url": "http://h:1/v2/models/m", "concurrency": (0,)}, "concurrency must be >= 1"),
+        ({"url": "http://h:1/v2/models/m", "qps": 1, "protocol": "udp"}, "protocol must be"),
         ({"url": "http://h:1/v2/models/m", "qps": 1, "qps_sweep": (1, 2, 1)}, "not both"),
         ({"url": "http://h:1/v2/models/m", "qps_sweep": (5, 2, 1)}, "0 < start <= stop"),
     ):

@@ -46,3 +46,15 @@ def test_fuzz_oip_compressed_bodies(data: st.DataObject) -> None:
     guarded(decompress, "oip body (gzip)")(
         blob, data.draw(st.sampled_from(["gzip", "deflate"])), 1 << 20
     )
+
+
+LARGE = {  # above LARGE_JSON as JSON: read by the chunked path
+    "x": np.linspace(-1, 1, 12_000, dtype=np.float32).reshape(3, 4000),
+    "ids": np.arange(9000, dtype=np.int64).reshape(3, 3000),
+}
+
+
+@given(data=st.data())
+def test_fuzz_oip_large_json_requests(data: st.DataObject) -> None:
+    body, _ = encode_infer_request(LARGE, binary=False)
+    guarded(decode_infer_request, "oip request (large json)")(damage(data, body), None, OUTPUTS)

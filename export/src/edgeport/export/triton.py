@@ -26,26 +26,11 @@ from pathlib import Path
 
 from edgeport.runtime.bundle import Artifact, Manifest, artifact_path, leading_range
 from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.serve.model_config import TRITON_TYPES, to_pbtxt
+from edgeport.runtime.serve.model_config import model_config as triton_config
 
 log = logging.getLogger(__name__)
-
-TRITON_TYPES = {
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "bfloat16": "TYPE_BF16",
-    "float64": "TYPE_FP64",
-    "int8": "TYPE_INT8",
-    "uint8": "TYPE_UINT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "bool": "TYPE_BOOL",
-}
-PLATFORMS = {
-    "onnx": ("onnxruntime_onnx", "model.onnx"),
-    "tensorrt": ("tensorrt_plan", "model.plan"),
-}
+MODEL_FILES = {"onnx": "model.onnx", "tensorrt": "model.plan"}
 
 
 @dataclass(frozen=True)
@@ -65,39 +50,21 @@ class TritonSettings:
             )
 
 
-def _batched(art: Artifact) -> bool:
-    """Whether every input and output starts with one shared dynamic (batch) dimension."""
-    heads = {spec.shape[0] if spec.rank else 0 for spec in (*art.inputs, *art.outputs)}
-    return len(heads) == 1 and isinstance(next(iter(heads)), str)
-
-
-def _tensor(spec: TensorSpec, batched: bool) -> str:
-    dims = [d if isinstance(d, int) else -1 for d in spec.shape[1 if batched else 0 :]]
-    return (
-        f'  {{ name: "{spec.name}" data_type: {TRITON_TYPES[spec.dtype]} '
-        f"dims: [ {', '.join(str(d) for d in dims)} ] }}"
-    )
-
-
 def model_config(name: str, art: Artifact, settings: TritonSettings) -> str:
-    """The ``config.pbtxt`` of one artifact (Triton's ModelConfig in protobuf text format)."""
-    platform, _ = PLATFORMS[art.format]
-    batched = _batched(art)
-    lines = [f'name: "{name}"', f'platform: "{platform}"']
+    """The ``config.pbtxt`` of one artifact (Triton's ModelConfig in protobuf text format): the
+    same configuration ``edgeport serve`` answers at ``/v2/models/NAME/config``."""
     batch = leading_range(art.inputs[0])
-    lines.append(f"max_batch_size: {batch.max if batched else 0}")
-    lines.append("input [\n" + ",\n".join(_tensor(s, batched) for s in art.inputs) + "\n]")
-    lines.append("output [\n" + ",\n".join(_tensor(s, batched) for s in art.outputs) + "\n]")
-    if batched:
-        sizes = sorted({s for s in (batch.opt, batch.max) if s > 1})
-        preferred = f"preferred_batch_size: [ {', '.join(map(str, sizes))} ] " if sizes else ""
-        lines.append(
-            f"dynamic_batching {{ {preferred}max_queue_delay_microseconds: "
-            f"{settings.queue_delay_us} }}"
-        )
-    kind = "KIND_GPU" if art.format == "tensorrt" else "KIND_CPU"
-    lines.append(f"instance_group [ {{ count: {settings.instances} kind: {kind} }} ]")
-    return "\n".join(lines) + "\n"
+    config = triton_config(
+        name,
+        art.format,
+        art.inputs,
+        art.outputs,
+        max_batch=batch.max,
+        preferred_batches=(batch.opt, batch.max),
+        queue_delay_us=settings.queue_delay_us,
+        instances=settings.instances,
+    )
+    return to_pbtxt(config)
 
 
 def write_repository(
@@ -132,7 +99,7 @@ def _write_model(
     staging = repo / f".{name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "1").mkdir(parents=True)
-    shutil.copyfile(artifact_path(bundle_dir, art), staging / "1" / PLATFORMS[art.format][1])
+    shutil.copyfile(artifact_path(bundle_dir, art), staging / "1" / MODEL_FILES[art.format])
     (staging / "config.pbtxt").write_text(model_config(name, art, settings), encoding="utf-8")
     if final.exists():
         old = repo / f".{name}.old-{os.getpid()}"

@@ -92,7 +92,16 @@ def _add_load_test(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--url",
-        help="a model served with the Open Inference Protocol: http://HOST:PORT/v2/models/NAME",
+        help="a model served with the Open Inference Protocol: http://HOST:PORT/v2/models/NAME "
+        "(for gRPC, HOST:PORT is the gRPC port; grpc://... implies --protocol grpc)",
+    )
+    group.add_argument(
+        "--protocol", choices=("http", "grpc"), help="http or grpc (default: the URL's scheme)"
+    )
+    group.add_argument(
+        "--concurrency",
+        metavar="N[,N...]",
+        help="closed loop, as perf_analyzer: N requests always in flight, one point per N",
     )
     group.add_argument("--qps", type=float, help="one point at this QPS (Poisson arrivals)")
     group.add_argument("--qps-sweep", metavar="A:B:STEP", help="points from A to B QPS by STEP")
@@ -284,8 +293,14 @@ def load_test_settings(args: argparse.Namespace) -> LoadTestSettings:
             "a load test sends one kind of request: --inputs FILE.npz or synthetic, and at most "
             "one --shapes"
         )
+    try:
+        concurrency = tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else ()
+    except ValueError:
+        raise ConfigError(f"--concurrency expects N[,N...], got {args.concurrency!r}") from None
     return LoadTestSettings(
         url=args.url,
+        protocol=args.protocol,
+        concurrency=concurrency,
         qps=args.qps,
         qps_sweep=_sweep(args.qps_sweep) if args.qps_sweep else None,
         duration_s=args.duration_s,

@@ -12,72 +12,56 @@ import asyncio
 import logging
 from typing import Any
 
-import numpy as np
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edgeport.runtime.feeds import sample_count
-from edgeport.runtime.model import load
-from edgeport.runtime.serve.batching import Result, can_merge, infer_batches
-from edgeport.runtime.serve.endpoints import ModelEndpoint, RootEndpoint
-from edgeport.runtime.serve.metrics import ServeMetrics
+from edgeport.runtime.serve.endpoints import Reply, RootEndpoint, open_endpoint, read_limited
+from edgeport.runtime.serve.metrics import RayMetrics
 from edgeport.runtime.serve.settings import MODEL_APP_PREFIX, ModelSettings
 
 log = logging.getLogger(__name__)
+GRACEFUL_SHUTDOWN_S = 10.0  # a replica being removed answers what it has for this long
+
+
+def _response(reply: Reply) -> Response:
+    return Response(
+        reply.body,
+        status_code=reply.status,
+        media_type=reply.content_type,
+        headers=dict(reply.headers),
+    )
+
+
+def _reader(request: Request) -> Any:
+    async def read(limit: int) -> bytes:
+        return await read_limited(request.stream(), limit)
+
+    return read
 
 
 @serve.deployment
 class ModelServer:
-    """One replica of one model: loads it, answers its endpoints and merges concurrent infer
-    requests into one ``Model.infer`` call (``@serve.batch``)."""
+    """One replica of one model: loads it and answers its endpoints, the same code as the
+    one-process server's, concurrent infer requests merged by the endpoint's batcher."""
 
     def __init__(self, settings: ModelSettings) -> None:
-        self.model = load(
-            settings.path,
-            backend=settings.backend,
-            precision=settings.precision,
-            device=settings.device,
-            threads=settings.threads,
-            allow_failed=settings.allow_failed,
-        )
-        self.metrics = ServeMetrics(settings.name)
-        self.limit = min(settings.max_batch, self.model.batch_range.max)
-        self.batching = self.limit > 1 and can_merge(self.model.inputs, self.model.outputs)
-        self._merged.set_max_batch_size(self.limit)  # type: ignore[attr-defined]
-        self._merged.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)  # type: ignore[attr-defined]
-        self.endpoint = ModelEndpoint(self.model, settings, self._infer, self.metrics)
-        log.info(
-            "%s: %s on %s, batching %s",
-            settings.name,
-            self.model.path,
-            self.model.backend,
-            f"up to {self.limit} samples" if self.batching else "off",
-        )
+        self.endpoint = open_endpoint(settings, RayMetrics(settings.name))
 
     async def __call__(self, request: Request) -> Response:
-        return await self.endpoint.handle(request)
-
-    async def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = sample_count(feeds)
-        if not self.batching or count >= self.limit:
-            self.metrics.call(count)
-            return await asyncio.to_thread(self.model.infer, feeds)
-        result = await self._merged(feeds)
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)  # settings applied in __init__
-    async def _merged(self, items: list[dict[str, np.ndarray]]) -> list[Result]:
-        return await asyncio.to_thread(
-            infer_batches, self.model.infer, items, self.limit, self.metrics.call
+        reply = await self.endpoint.handle(
+            request.method,
+            request.url.path,
+            request.query_params,
+            request.headers,
+            _reader(request),
         )
+        return _response(reply)
 
     def check_health(self) -> None:
-        if self.model.closed:
-            raise RuntimeError(f"the model {self.model.path} is closed")
+        if not self.endpoint.ready:
+            raise RuntimeError(f"the model {self.endpoint.model.path} is closed")
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
@@ -89,7 +73,7 @@ class RootServer:
         self.endpoint = RootEndpoint(self._models)
 
     async def __call__(self, request: Request) -> Response:
-        return await self.endpoint.handle(request)
+        return _response(await self.endpoint.handle(request.method, request.url.path))
 
     async def _models(self) -> dict[str, bool]:
         status = await asyncio.to_thread(serve.status)
@@ -108,6 +92,8 @@ def model_app(settings: ModelSettings) -> Application:
         "max_queued_requests": settings.max_queued_requests,
         "ray_actor_options": {"num_cpus": settings.cpus, "num_gpus": settings.gpus},
         "health_check_period_s": settings.health_check_period_s,
+        "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_S,
+        "graceful_shutdown_wait_loop_s": 0.5,
         "logging_config": {"enable_access_log": settings.access_log},
     }
     if settings.autoscaling:

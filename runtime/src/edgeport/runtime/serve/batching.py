@@ -1,17 +1,20 @@
 """Dynamic batching: concurrent requests merged along axis 0 into one ``Model.infer`` call.
 
-Serve's ``@serve.batch`` gathers the requests (see :mod:`edgeport.runtime.serve.app`); this
-module decides which of them can share a call and does the merging, with no Ray in it.
-Requests share a call when every input has the same dtype and the same dimensions after axis 0
-(a symbolic sequence length must agree, for instance), up to ``limit`` samples per call; a
-request of ``limit`` samples or more runs alone. Each call's outputs are split back by each
-request's sample count; a model whose outputs do not follow axis 0 runs the requests one by one.
+:class:`Batcher` gathers the requests on the event loop and runs each call in a bounded pool of
+threads, in one process and in each Ray Serve replica alike. Requests share a call when every
+input has the same dtype and the same dimensions after axis 0 (a symbolic sequence length must
+agree, for instance), up to ``limit`` samples per call; a request of ``limit`` samples or more
+runs alone. Each call's outputs are split back by each request's sample count; a model whose
+outputs do not follow axis 0 runs the requests one by one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import numpy as np
@@ -107,3 +110,116 @@ def infer_batches(
         for index, result in zip(group, _run_group(infer, members), strict=True):
             results[index] = result
     return cast(list[Result], results)  # plan_groups covers every index
+
+
+class Overloaded(Exception):
+    """Raised to a request that arrives while ``max_queued`` requests already wait."""
+
+
+class Batcher:
+    """Runs requests' feeds through ``infer`` in up to ``instances`` threads at once, merging
+    those that wait into calls of at most ``limit`` samples (``limit`` 1: one by one).
+
+    A free thread takes what waits at once, so requests merge when they arrive faster than calls
+    finish; ``wait_s`` > 0 also holds a lone request that long for company (as Triton's
+    ``max_queue_delay``). Past ``max_queued`` waiting requests a new one raises
+    :class:`Overloaded` at once. ``on_call(samples)`` is told each call's size.
+    """
+
+    def __init__(
+        self,
+        infer: Infer,
+        *,
+        limit: int,
+        wait_s: float = 0.0,
+        max_queued: int = 64,
+        instances: int = 1,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
+        self.infer, self.limit, self.wait_s = infer, limit, wait_s
+        self.max_queued, self.instances, self.on_call = max_queued, instances, on_call
+        self.pool = ThreadPoolExecutor(instances, thread_name_prefix="edgeport-infer")
+        self.queue: deque[tuple[Feeds, asyncio.Future[Outputs]]] = deque()
+        self.running = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def waiting(self) -> int:
+        """Requests waiting for a call."""
+        return len(self.queue)
+
+    async def __call__(self, feeds: Feeds) -> Outputs:
+        if self.max_queued >= 0 and len(self.queue) >= self.max_queued:
+            raise Overloaded(
+                f"{len(self.queue)} requests already wait for this model (the bound); retry later"
+            )
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self.queue.append((feeds, future))
+        self._dispatch()
+        return await future
+
+    def _take(self) -> list[tuple[Feeds, asyncio.Future[Outputs]]]:
+        """The waiting requests of the next call: the first, then more up to ``limit``."""
+        taken = [self.queue.popleft()]
+        total = sample_count(taken[0][0])
+        while self.queue and total < self.limit:
+            count = sample_count(self.queue[0][0])
+            if total + count > self.limit:
+                break
+            taken.append(self.queue.popleft())
+            total += count
+        return taken
+
+    def _queued_samples(self) -> int:
+        return sum(sample_count(f) for f, _ in self.queue)
+
+    def _dispatch(self, waited: bool = False) -> None:
+        """Start calls while instances are free; with ``wait_s``, a call short of ``limit``
+        samples starts only once its first request has waited that long (``waited``)."""
+        loop = asyncio.get_running_loop()
+        while self.queue and self.running < self.instances:
+            short = self.wait_s > 0 and self.limit > 1 and self._queued_samples() < self.limit
+            if short and not waited:
+                if self._timer is None:
+                    self._timer = loop.call_later(self.wait_s, self._waited)
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._start(loop, self._take())
+
+    def _waited(self) -> None:
+        self._timer = None
+        self._dispatch(waited=True)
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, taken: list[tuple[Feeds, asyncio.Future[Outputs]]]
+    ) -> None:
+        self.running += 1
+        items = [feeds for feeds, _ in taken]
+        call = loop.run_in_executor(
+            self.pool, infer_batches, self.infer, items, self.limit, self.on_call
+        )
+        call.add_done_callback(lambda done: self._finish(done, taken))
+
+    def _finish(
+        self,
+        done: asyncio.Future[list[Result]],
+        taken: list[tuple[Feeds, asyncio.Future[Outputs]]],
+    ) -> None:
+        self.running -= 1
+        error = done.exception()
+        results: list[Result] = [error] * len(taken) if error is not None else done.result()  # type: ignore[list-item]
+        for (_, future), result in zip(taken, results, strict=True):
+            if future.done():  # its request was cancelled (the client went away)
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._dispatch()
+
+    def close(self) -> None:
+        """Stop the threads once the calls under way finish."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.pool.shutdown(wait=True)

@@ -125,16 +125,16 @@ def serve_models(settings: ServeSettings, system_config: dict[str, Any] | None =
 
 
 def stop(served: Served) -> None:
-    """Shut down the local cluster :func:`serve_models` started, or remove its model
-    applications from the cluster it joined."""
+    """Remove the model applications (each replica answers the requests it has, for at most
+    ``GRACEFUL_SHUTDOWN_S``, while Serve's proxy refuses new ones), then shut down the local
+    cluster :func:`serve_models` started; a cluster it joined keeps running."""
     ray = require_ray()
     from ray import serve
 
-    if served.started_cluster:
-        serve.shutdown()
-        ray.shutdown()
-        return
     running = serve.status().applications
     for model in served.settings.models:
         if model.app_name in running:
-            serve.delete(model.app_name)
+            serve.delete(model.app_name)  # blocks until its replicas have drained
+    if served.started_cluster:
+        serve.shutdown()
+        ray.shutdown()

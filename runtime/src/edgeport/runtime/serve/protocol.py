@@ -9,6 +9,14 @@ order of the inputs. Outputs come back as JSON ``data`` or, when asked for (per 
 
 Datatypes use the protocol's names (``FP32``, ``INT64``, ``BOOL``, ``BF16``, ...); shapes in
 model metadata have -1 for every dimension that is not fixed.
+
+The gRPC front end maps the protocol's protobuf messages through the same functions
+(:func:`decode_grpc_infer`, :func:`encode_grpc_infer`): the messages are used by their fields
+only, so this module needs no protobuf.
+
+A large JSON body is decoded without building a Python object per value: the tensors' ``data``
+stays raw JSON while the request is parsed (msgspec), then each is read into numpy in chunks of
+about a megabyte, so a thread decoding it gives the interpreter back between chunks.
 """
 
 from __future__ import annotations
@@ -16,15 +24,17 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from edgeport.runtime.errors import InputError
-from edgeport.runtime.specs import TensorSpec, numpy_dtype
+from edgeport.runtime.specs import UNBOUNDED, TensorSpec, numpy_dtype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
@@ -44,6 +54,13 @@ DATATYPES = {  # spec dtype -> protocol datatype
 }
 SPEC_DTYPES = {v: k for k, v in DATATYPES.items()}
 _JSON_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "V": "iuf"}  # bfloat16's kind is V
+LARGE_JSON = 1 << 16  # JSON above this many bytes: data kept raw, read into numpy in chunks
+_CHUNK = 1 << 20  # bytes of JSON numbers read per numpy call
+_TEXT_DTYPES = {"f": np.float64, "V": np.float64, "i": np.int64, "u": np.uint64}
+JSON_VALUE_BYTES = {"b": 8, "i": 24, "u": 24, "f": 32, "V": 32}  # JSON text budget per value
+HEADER_ALLOWANCE = 1 << 16  # bytes a request may spend beyond its tensors' values
+STATUS_GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
+STATUS_GRPC |= {413: "RESOURCE_EXHAUSTED", 415: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}
 
 
 class RequestError(InputError):
@@ -165,13 +182,73 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
                 f"{HEADER_LENGTH} must be an integer between 0 and the body's length "
                 f"{len(body)}, got {header_length!r}"
             )
-    try:
-        header = json.loads(bytes(body[:size]))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise RequestError(f"malformed JSON in the request: {exc}") from exc
+    header = _parse_header(memoryview(body)[:size])
     if not isinstance(header, dict):
         raise RequestError(f"the request must be a JSON object, got {type(header).__name__}")
     return header, memoryview(body)[size:]
+
+
+class _RawInput(msgspec.Struct):
+    """An input of a large request, its ``data`` left as raw JSON."""
+
+    name: Any = None
+    datatype: Any = None
+    shape: Any = None
+    parameters: Any = None
+    data: msgspec.Raw = msgspec.Raw(b"")
+
+
+class _RawRequest(msgspec.Struct):
+    inputs: list[_RawInput]
+    outputs: Any = None
+    parameters: Any = None
+    id: Any = None
+
+
+_RAW_DECODER = msgspec.json.Decoder(_RawRequest)
+
+
+def _parse_header(text: memoryview) -> Any:
+    """The JSON object of a request; above :data:`LARGE_JSON` bytes each input's ``data`` stays
+    a ``msgspec.Raw`` (a request not of the protocol's shape is parsed whole, to say why)."""
+    if len(text) > LARGE_JSON:
+        try:
+            raw = _RAW_DECODER.decode(text)
+        except msgspec.ValidationError:
+            pass  # not shaped as the protocol says: the generic parse below names the problem
+        except msgspec.DecodeError as exc:
+            raise RequestError(f"malformed JSON in the request: {exc}") from exc
+        else:
+            inputs = [
+                {k: v for k, v in msgspec.structs.asdict(t).items() if k != "data" or len(v)}
+                for t in raw.inputs
+            ]
+            header = {"inputs": inputs, "outputs": raw.outputs, "parameters": raw.parameters}
+            return {**header, "id": raw.id} if raw.id is not None else header
+    try:
+        return json.loads(bytes(text))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RequestError(f"malformed JSON in the request: {exc}") from exc
+
+
+def _numbers_from_text(raw: msgspec.Raw, dtype: np.dtype, what: str) -> np.ndarray:
+    """The numbers of a large JSON ``data`` list (nested or flat), read in chunks of about
+    :data:`_CHUNK` bytes cut at commas; a value that is no number of ``dtype``'s kind fails."""
+    blob, parts, start = bytes(raw), [], 0
+    parse = _TEXT_DTYPES[dtype.kind]
+    while start < len(blob):
+        end = blob.find(b",", min(start + _CHUNK, len(blob)))
+        end = len(blob) if end < 0 else end
+        chunk = blob[start:end].translate(None, b"[] \t\r\n")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                parts.append(np.fromstring(chunk, dtype=parse, sep=","))
+        except (ValueError, DeprecationWarning) as exc:
+            want = "integers" if dtype.kind in "iu" else "numbers"
+            raise RequestError(f"{what}: 'data' must hold {want} ({exc})") from exc
+        start = end + 1
+    return np.concatenate(parts) if parts else np.zeros(0, parse)
 
 
 def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -190,10 +267,24 @@ def _shape(tensor: Mapping[str, Any], what: str) -> tuple[int, ...]:
 
 
 def _from_json(data: Any, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if isinstance(data, msgspec.Raw):
+        if len(data) > LARGE_JSON and dtype.kind != "b":
+            values = _numbers_from_text(data, dtype, what)
+            return _checked_values(values, dtype, shape, what)
+        try:
+            data = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise RequestError(f"{what}: 'data' is not valid JSON: {exc}") from exc
     try:
         values = np.asarray(data)
     except (ValueError, TypeError, RecursionError) as exc:
         raise RequestError(f"{what}: 'data' is not a rectangular list of numbers: {exc}") from exc
+    return _checked_values(values, dtype, shape, what)
+
+
+def _checked_values(
+    values: np.ndarray, dtype: np.dtype, shape: tuple[int, ...], what: str
+) -> np.ndarray:
     if values.size != math.prod(shape):
         raise RequestError(
             f"{what}: shape {list(shape)} needs {math.prod(shape)} values, 'data' has {values.size}"
@@ -301,6 +392,24 @@ def decode_infer_request(
     )
 
 
+def tensor_body_limit(inputs: Sequence[TensorSpec], max_batch: int) -> int | None:
+    """The most bytes an infer request can need to carry inputs of these specs as JSON (the
+    larger encoding), batches up to ``max_batch``, plus :data:`HEADER_ALLOWANCE`; None when a
+    dimension other than the batch axis is unbounded."""
+    total = 0
+    for spec in inputs:
+        values = 1
+        for axis in range(spec.rank):
+            high = spec.dim_range(axis)[2]
+            if axis == 0 and isinstance(spec.shape[0], str):
+                high = min(high, max_batch)
+            if high >= UNBOUNDED:
+                return None
+            values *= high
+        total += values * JSON_VALUE_BYTES[numpy_dtype(spec.dtype).kind]
+    return total + HEADER_ALLOWANCE
+
+
 # -- response bodies ----------------------------------------------------------------------------
 
 
@@ -353,6 +462,77 @@ def encode_infer_response(
     if request.id is not None:
         header["id"] = request.id
     return encode_tensors(header, chosen, binary, "outputs")
+
+
+# -- gRPC messages ------------------------------------------------------------------------------
+
+_CONTENTS = {  # protocol datatype -> the InferTensorContents field of its values
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _grpc_input(tensor: Any, raw: bytes | None) -> np.ndarray:
+    what = f"input {tensor.name!r}"
+    dtype = numpy_of(tensor.datatype, what)
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise RequestError(f"{what}: 'shape' must hold non-negative integers, got {list(shape)}")
+    if raw is not None:
+        return _from_binary(memoryview(raw), dtype, shape, len(raw), what)
+    field_name = _CONTENTS.get(tensor.datatype)
+    if field_name is None:
+        raise RequestError(f"{what}: {tensor.datatype} tensors must come in raw_input_contents")
+    return _checked_values(np.asarray(getattr(tensor.contents, field_name)), dtype, shape, what)
+
+
+def decode_grpc_infer(message: Any, output_names: Sequence[str]) -> InferRequest:
+    """A ``ModelInferRequest`` as an :class:`InferRequest`: inputs from ``raw_input_contents``
+    (one per input, in order) or from their typed ``contents``."""
+    raw = list(message.raw_input_contents)
+    if not message.inputs:
+        raise RequestError("the request has no inputs")
+    if raw and len(raw) != len(message.inputs):
+        raise RequestError(
+            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; send "
+            "one per input, or none and each input's contents"
+        )
+    feeds: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(message.inputs):
+        if tensor.name in feeds:
+            raise RequestError(f"input {tensor.name!r} is given twice")
+        feeds[tensor.name] = _grpc_input(tensor, raw[index] if raw else None)
+    names = tuple(o.name for o in message.outputs) or None
+    if names is not None:
+        _requested_outputs({"outputs": [{"name": n} for n in names]}, output_names)
+    return InferRequest(feeds=feeds, outputs=names, id=message.id or None)
+
+
+def encode_grpc_infer(
+    response: Any, model_name: str, request: InferRequest, outputs: Mapping[str, np.ndarray]
+) -> Any:
+    """Fill a ``ModelInferResponse`` with the outputs ``request`` asked for, as raw contents."""
+    response.model_name = model_name
+    response.model_version = VERSION
+    if request.id is not None:
+        response.id = request.id
+    for name in request.outputs if request.outputs is not None else tuple(outputs):
+        array = outputs[name]
+        tensor = response.outputs.add()
+        tensor.name = name
+        tensor.datatype = datatype(array.dtype.name)
+        tensor.shape.extend(array.shape)
+        response.raw_output_contents.append(_little_endian(np.ascontiguousarray(array)).tobytes())
+    return response
 
 
 # -- the client's side --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What ``edgeport serve`` serves and how: one :class:`ModelSettings` per model, and the
-:class:`ServeSettings` of the server (cluster, HTTP port, metrics port). Plain dataclasses with
-no Ray in them, checked when made, so a bad flag fails before a cluster starts."""
+:class:`ServeSettings` of the server (ports; for Ray Serve, the cluster). Plain dataclasses with
+no Ray in them, checked when made, so a bad flag fails before a server starts."""
 
 from __future__ import annotations
 
@@ -30,14 +30,18 @@ def _positive(value: float | None, what: str, problems: list[str], *, integer: b
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """One served model: where it is, how it is loaded, its replicas and its batching.
+    """One served model: where it is, how it is loaded, its batching and, on Ray Serve, its
+    replicas.
 
-    ``replicas`` is a fixed count; ``min_replicas``/``max_replicas`` turn on Serve's autoscaling
-    instead. ``max_batch`` is the most samples (axis 0) one ``Model.infer`` call gets when
-    concurrent requests are merged (1: no merging); ``batch_wait_ms`` how long the first request
-    waits for others. ``max_ongoing_requests`` bounds the requests one replica works on at once
-    (default: twice ``max_batch``, at least 8), ``max_queued_requests`` those waiting for a
-    replica (-1: no bound); past both, Serve answers 503. ``access_log``: Serve logs each request.
+    ``max_batch`` is the most samples (axis 0) one ``Model.infer`` call gets when concurrent
+    requests are merged (1: no merging); a free instance takes what waits at once, and
+    ``batch_wait_ms`` > 0 also holds a lone request that long for company. ``instances``: calls
+    run at once (threads). ``max_queued_requests``: requests waiting for a call before the next
+    is answered 503 (-1: no bound). On Ray Serve, ``replicas`` is a fixed count and
+    ``min_replicas``/``max_replicas`` turn on Serve's autoscaling instead;
+    ``max_ongoing_requests`` bounds the requests one replica works on at once (default: twice
+    ``max_batch``, at least 8), and past it and ``max_queued_requests`` Serve answers 503.
+    ``access_log``: Serve logs each request.
     """
 
     path: Path
@@ -52,7 +56,8 @@ class ModelSettings:
     min_replicas: int | None = None
     max_replicas: int | None = None
     max_batch: int = 8
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
+    instances: int = 1
     max_ongoing_requests: int | None = None
     max_queued_requests: int = 64
     max_body_mb: float = 64.0
@@ -86,7 +91,14 @@ class ModelSettings:
             problems.append(f"gpus must be >= 0, got {self.gpus!r}")
         if self.precision is not None and self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for what in ("threads", "replicas", "min_replicas", "max_replicas", "max_batch"):
+        for what in (
+            "threads",
+            "replicas",
+            "min_replicas",
+            "max_replicas",
+            "max_batch",
+            "instances",
+        ):
             _positive(getattr(self, what), what, problems, integer=True)
         _positive(self.max_ongoing_requests, "max_ongoing_requests", problems, integer=True)
         _positive(self.max_body_mb, "max_body_mb", problems, integer=False)
@@ -145,12 +157,17 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """The server: its models, where Ray runs (``ray_address`` None: a new local cluster of
-    ``num_cpus`` CPUs, default all), and the HTTP and Prometheus ports on ``host``."""
+    """The server: its models, the HTTP port and the gRPC port (None: no gRPC) on ``host``, and
+    how long a stop waits for requests in flight (``drain_s``). One process unless ``ray`` (or
+    ``ray_address``): then Ray Serve, on the cluster at ``ray_address`` or a new local one of
+    ``num_cpus`` CPUs (default all) with its Prometheus endpoint on ``metrics_port``."""
 
     models: tuple[ModelSettings, ...]
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = 8001
+    drain_s: float = 10.0
+    ray: bool = False
     ray_address: str | None = None
     num_cpus: int | None = None
     metrics_port: int | None = None  # local cluster only; None: Ray picks one
@@ -162,11 +179,19 @@ class ServeSettings:
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             problems.append(f"model names must differ, got {names}")
-        for what in ("port", "metrics_port"):
+        for what in ("port", "grpc_port", "metrics_port"):
             value = getattr(self, what)
             if value is not None and (isinstance(value, bool) or not 0 < value < 65536):
                 problems.append(f"{what} must be a TCP port (1-65535), got {value!r}")
         _positive(self.num_cpus, "num_cpus", problems, integer=True)
+        _positive(self.drain_s, "drain_s", problems, integer=False)
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            problems.append(f"the HTTP and gRPC ports must differ, both are {self.port}")
+        if not self.on_ray and (self.num_cpus or self.metrics_port):
+            problems.append(
+                "num_cpus and metrics_port configure Ray's cluster (--ray); one process serves "
+                "its metrics at /metrics on the HTTP port"
+            )
         if self.ray_address is not None and (self.num_cpus or self.metrics_port):
             problems.append(
                 "num_cpus and metrics_port configure a new local cluster; a cluster joined "
@@ -176,9 +201,20 @@ class ServeSettings:
             raise ConfigError("invalid serve settings: " + "; ".join(problems))
 
     @property
+    def on_ray(self) -> bool:
+        return self.ray or self.ray_address is not None
+
+    @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def grpc_address(self) -> str | None:
+        """HOST:PORT of the gRPC server (None: none)."""
+        if self.grpc_port is None:
+            return None
+        return f"{self.url.removeprefix('http://').rsplit(':', 1)[0]}:{self.grpc_port}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -1,6 +1,10 @@
-"""``edgeport bench --url``: load-test a model served with the Open Inference Protocol.
+"""``edgeport bench --url``: load-test a model served with the Open Inference Protocol, over
+HTTP or gRPC.
 
-MLPerf's Server scenario: requests arrive as a Poisson process at a target QPS and are sent on
+Two ways. With ``concurrency``, a closed loop as Triton's perf_analyzer runs it: that many
+requests always in flight, each sent when the one before it on its connection is answered;
+throughput and latency percentiles per point. Otherwise MLPerf's Server scenario: requests
+arrive as a Poisson process at a target QPS and are sent on
 schedule, open loop (a slow answer never delays the next request), over as many concurrent
 connections as needed. Each request's latency runs from its *scheduled* send time to the end
 of its answer, so a client or server that falls behind shows in the percentiles instead of
@@ -8,8 +12,9 @@ hiding (no coordinated omission). A point passes when no request failed and its 
 ``latency_bound_ms``; the search finds the highest passing QPS: doubling from a start, then
 bisecting between the last pass and the first failure.
 
-The body is encoded once with the one OIP codec (:mod:`edgeport.runtime.serve.protocol`) from
-an ``.npz`` file or synthetic inputs made from the model's metadata.
+The request is encoded once with the one OIP codec (:mod:`edgeport.runtime.serve.protocol`)
+from an ``.npz`` file or synthetic inputs made from the model's metadata: binary tensors over
+HTTP (or JSON), raw contents over gRPC.
 """
 
 from __future__ import annotations
@@ -30,23 +35,15 @@ import numpy as np
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError
 from edgeport.runtime.feeds import load_npz, synthetic_feeds
 from edgeport.runtime.io import write_report
-from edgeport.runtime.serve.protocol import encode_infer_request, specs_from_metadata
+from edgeport.runtime.serve.protocol import datatype, encode_infer_request, specs_from_metadata
+from edgeport.runtime.tools.http_client import HttpError, HttpPool, encode_request
 from edgeport.runtime.tools.timing import LatencyStats
 
 log = logging.getLogger(__name__)
-URL_RE = re.compile(r"^https?://[^/\s]+/v2/models/[^/\s]+$")
+URL_RE = re.compile(r"^(https?|grpc)://([^/\s]+)/v2/models/([^/\s]+)$")
+PROTOCOLS = ("http", "grpc")
 MAX_DOUBLINGS = 16
 PASS_MARK = "yes"
-
-
-def _aiohttp() -> ModuleType:
-    try:
-        import aiohttp
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "edgeport bench --url needs aiohttp: pip install 'edgeport-runtime[serve]'"
-        ) from exc
-    return aiohttp
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,9 @@ class LoadTestSettings:
     neither, ``latency_bound_ms`` searches for the highest passing QPS from ``start_qps``
     (default: what one connection achieves)."""
 
-    url: str  # http://HOST:PORT/v2/models/NAME
+    url: str  # http://HOST:PORT/v2/models/NAME (grpc://... for gRPC)
+    protocol: str | None = None  # http or grpc; None: from the URL's scheme
+    concurrency: tuple[int, ...] = ()  # closed loop at each of these; () = Poisson arrivals
     qps: float | None = None
     qps_sweep: tuple[float, float, float] | None = None
     duration_s: float = 10.0
@@ -66,7 +65,6 @@ class LoadTestSettings:
     seed: int = 0
     binary: bool = True
     timeout_s: float = 30.0
-    max_connections: int = 512
     warmup_requests: int = 10
     search_steps: int = 4
     start_qps: float | None = None
@@ -75,7 +73,17 @@ class LoadTestSettings:
         object.__setattr__(self, "url", self.url.rstrip("/"))
         problems = []
         if not URL_RE.match(self.url):
-            problems.append(f"url must be http://HOST:PORT/v2/models/NAME, got {self.url!r}")
+            problems.append(
+                f"url must be http://HOST:PORT/v2/models/NAME (or grpc://...), got {self.url!r}"
+            )
+        elif self.protocol is None:
+            object.__setattr__(self, "protocol", "grpc" if self.url.startswith("grpc") else "http")
+        if self.protocol not in (None, *PROTOCOLS):
+            problems.append(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if any(c < 1 for c in self.concurrency):
+            problems.append(f"concurrency must be >= 1, got {list(self.concurrency)}")
+        if self.concurrency and (self.qps or self.qps_sweep or self.latency_bound_ms):
+            problems.append("give a concurrency (closed loop) or QPS points (open loop), not both")
         for what in ("qps", "duration_s", "latency_bound_ms", "timeout_s", "start_qps"):
             value = getattr(self, what)
             if value is not None and not value > 0:
@@ -86,10 +94,17 @@ class LoadTestSettings:
                 problems.append(f"qps sweep needs 0 < start <= stop and step > 0: {self.qps_sweep}")
         if self.qps is not None and self.qps_sweep is not None:
             problems.append("give a QPS or a sweep, not both")
-        if self.qps is None and self.qps_sweep is None and self.latency_bound_ms is None:
-            problems.append("give a QPS, a QPS sweep or a latency bound to search under")
-        if self.max_connections < 1 or self.warmup_requests < 1 or self.search_steps < 0:
-            problems.append("max_connections and warmup_requests must be >= 1, search_steps >= 0")
+        if (
+            not self.concurrency
+            and self.qps is None
+            and self.qps_sweep is None
+            and (self.latency_bound_ms is None)
+        ):
+            problems.append(
+                "give a concurrency, a QPS, a QPS sweep or a latency bound to search under"
+            )
+        if self.warmup_requests < 1 or self.search_steps < 0:
+            problems.append("warmup_requests must be >= 1, search_steps >= 0")
         if problems:
             raise ConfigError("invalid load test: " + "; ".join(problems))
 
@@ -103,6 +118,15 @@ class LoadTestSettings:
             return [float(q) for q in np.arange(start, stop + step / 2, step)]
         return None
 
+    @property
+    def address(self) -> str:
+        """HOST:PORT of the URL."""
+        return URL_RE.match(self.url).group(2)  # type: ignore[union-attr]
+
+    @property
+    def model_name(self) -> str:
+        return URL_RE.match(self.url).group(3)  # type: ignore[union-attr]
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["shapes"] = {k: list(v) for k, v in self.shapes.items()}
@@ -111,10 +135,11 @@ class LoadTestSettings:
 
 @dataclass(frozen=True)
 class LoadPoint:
-    """One run at one target QPS. ``offered_qps``: requests sent per second of the schedule;
-    ``achieved_qps``: successful answers per second from the first send to the last answer."""
+    """One run at one target QPS (or, closed loop, one ``concurrency``). ``offered_qps``:
+    requests sent per second of the run; ``achieved_qps``: successful answers per second from
+    the first send to the last answer."""
 
-    target_qps: float
+    target_qps: float | None
     duration_s: float
     sent: int
     ok: int
@@ -123,6 +148,7 @@ class LoadPoint:
     achieved_qps: float
     latency_ms: LatencyStats | None
     passed: bool | None  # None without a latency bound
+    concurrency: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,7 +167,7 @@ class LoadTestResult:
     @property
     def best_qps(self) -> float | None:
         """The highest target QPS that passed (None without a bound or a pass)."""
-        passing = [p.target_qps for p in self.points if p.passed]
+        passing = [p.target_qps for p in self.points if p.passed and p.target_qps is not None]
         return max(passing) if passing else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,25 +186,48 @@ class LoadTestResult:
 # -- one run ------------------------------------------------------------------------------------
 
 
-class _Client:
-    """Sends the one request body to the infer URL and times each answer."""
+class _HttpInfer:
+    """Posts the one request to the infer URL; the answer's status."""
 
-    def __init__(self, session: Any, url: str, body: bytes, headers: dict[str, str]) -> None:
-        self.session, self.url, self.body, self.headers = session, url, body, headers
-        self.aiohttp = _aiohttp()
+    def __init__(self, pool: HttpPool, payload: bytes) -> None:
+        self.pool, self.payload = pool, payload
+
+    async def __call__(self) -> str:
+        try:
+            status, _ = await self.pool.request(self.payload)
+        except asyncio.TimeoutError:
+            return "timeout"
+        except HttpError as exc:
+            return type(exc).__name__
+        return str(status)
+
+
+class _GrpcInfer:
+    """Sends the one ``ModelInferRequest``; "200" for OK, else the gRPC status code's name."""
+
+    def __init__(self, stub: Any, request: Any, timeout_s: float) -> None:
+        import grpc
+
+        self.stub, self.request, self.timeout_s, self.grpc = stub, request, timeout_s, grpc
+
+    async def __call__(self) -> str:
+        try:
+            await self.stub.ModelInfer(self.request, timeout=self.timeout_s)
+        except self.grpc.aio.AioRpcError as exc:
+            return str(exc.code().name)
+        return "200"
+
+
+class _Client:
+    """Sends the one request (``infer()`` gives its status) and times each answer."""
+
+    def __init__(self, infer: Any, where: str) -> None:
+        self.infer, self.where = infer, where
 
     async def send(self, scheduled: float) -> tuple[str, float]:
         """(status, latency in ms from ``scheduled``, a loop time)."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with self.session.post(self.url, data=self.body, headers=self.headers) as resp:
-                await resp.read()
-                status = str(resp.status)
-        except asyncio.TimeoutError:
-            status = "timeout"
-        except self.aiohttp.ClientError as exc:
-            status = type(exc).__name__
-        return status, (loop.time() - scheduled) * 1000.0
+        status = await self.infer()
+        return status, (asyncio.get_running_loop().time() - scheduled) * 1000.0
 
     async def warm_up(self, count: int) -> float:
         """The median latency (ms) of ``count`` requests one after another; all must pass."""
@@ -187,7 +236,7 @@ class _Client:
         for _ in range(count):
             status, ms = await self.send(loop.time())
             if status != "200":
-                raise InputError(f"{self.url} answered {status} during warm-up; is the model up?")
+                raise InputError(f"{self.where} answered {status} during warm-up; is it up?")
             latencies.append(ms)
         return statistics.median(latencies)
 
@@ -212,9 +261,26 @@ class _Client:
         answers = list(await asyncio.gather(*tasks))
         return answers, loop.time() - start
 
+    async def closed_loop(
+        self, concurrency: int, duration_s: float
+    ) -> tuple[list[tuple[str, float]], float]:
+        """``concurrency`` requests in flight for ``duration_s``, each sent as the one before it
+        is answered: each answer's (status, latency) and the seconds the run took."""
+        loop = asyncio.get_running_loop()
+        answers: list[tuple[str, float]] = []
+        start = loop.time()
+        end = start + duration_s
+
+        async def worker() -> None:
+            while loop.time() < end:
+                answers.append(await self.send(loop.time()))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return answers, loop.time() - start
+
 
 def summarize(
-    target: float,
+    target: float | None,
     duration_s: float,
     answers: list[tuple[str, float]],
     span_s: float,
@@ -241,6 +307,21 @@ def summarize(
         latency_ms=stats,
         passed=passed,
     )
+
+
+async def _closed_point(client: _Client, settings: LoadTestSettings, concurrency: int) -> LoadPoint:
+    answers, span_s = await client.closed_loop(concurrency, settings.duration_s)
+    point = summarize(None, settings.duration_s, answers, span_s, None)
+    point = LoadPoint(**{**point.__dict__, "concurrency": concurrency})
+    p99 = point.latency_ms.p99 if point.latency_ms else float("nan")
+    log.info(
+        "concurrency %d: %.1f answers/s, p99 %.2f ms, errors %s",
+        concurrency,
+        point.achieved_qps,
+        p99,
+        point.errors or "none",
+    )
+    return point
 
 
 # -- the test -----------------------------------------------------------------------------------
@@ -291,41 +372,96 @@ async def _search(client: _Client, settings: LoadTestSettings, base_ms: float) -
     return points
 
 
-async def _get_json(session: Any, url: str) -> dict[str, Any]:
-    async with session.get(url) as resp:
-        text = await resp.text()
-        if resp.status != 200:
-            raise InputError(f"GET {url} answered {resp.status}: {text[:300]}")
+async def _get_json(pool: HttpPool, path: str) -> dict[str, Any]:
+    where = f"http://{pool.address}{path}"
+    try:
+        status, body = await pool.request(encode_request("GET", pool.address, path))
+    except (HttpError, asyncio.TimeoutError) as exc:
+        raise InputError(f"cannot reach {where}: {exc!r}") from exc
+    text = body.decode(errors="replace")
+    if status != 200:
+        raise InputError(f"GET {where} answered {status}: {text[:300]}")
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise InputError(f"GET {url} did not answer JSON: {text[:300]}") from exc
+        raise InputError(f"GET {where} did not answer JSON: {text[:300]}") from exc
     return data if isinstance(data, dict) else {}
 
 
-async def _load_test(settings: LoadTestSettings) -> tuple[dict[str, Any], list[LoadPoint]]:
-    aiohttp = _aiohttp()
-    connector = aiohttp.TCPConnector(limit=settings.max_connections)
-    timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        try:
-            metadata = await _get_json(session, settings.url)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise InputError(f"cannot reach {settings.url}: {exc}") from exc
+async def _points(client: _Client, settings: LoadTestSettings) -> list[LoadPoint]:
+    base_ms = await client.warm_up(settings.warmup_requests)
+    if settings.concurrency:
+        return [await _closed_point(client, settings, c) for c in settings.concurrency]
+    targets = settings.targets
+    if targets is None:
+        return await _search(client, settings, base_ms)
+    return [await _point(client, settings, q) for q in targets]
+
+
+async def _load_test_http(settings: LoadTestSettings) -> tuple[dict[str, Any], list[LoadPoint]]:
+    path = f"/v2/models/{settings.model_name}"
+    pool = HttpPool(settings.address, settings.timeout_s)
+    try:
+        metadata = await _get_json(pool, path)
         body, headers = encode_infer_request(_feeds(settings, metadata), binary=settings.binary)
-        client = _Client(session, f"{settings.url}/infer", body, headers)
-        base_ms = await client.warm_up(settings.warmup_requests)
-        targets = settings.targets
-        if targets is None:
-            return metadata, await _search(client, settings, base_ms)
-        return metadata, [await _point(client, settings, q) for q in targets]
+        payload = encode_request("POST", settings.address, f"{path}/infer", body, headers)
+        client = _Client(_HttpInfer(pool, payload), f"http://{settings.address}{path}")
+        return metadata, await _points(client, settings)
+    finally:
+        pool.close()
+
+
+def _grpc_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
+    try:
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"edgeport bench --protocol grpc needs grpcio and tritonclient[grpc] ({exc}): "
+            "pip install 'edgeport-runtime[serve]'"
+        ) from exc
+    return grpc, service_pb2, service_pb2_grpc
+
+
+async def _load_test_grpc(settings: LoadTestSettings) -> tuple[dict[str, Any], list[LoadPoint]]:
+    grpc, service_pb2, service_pb2_grpc = _grpc_modules()
+    name, where = settings.model_name, f"gRPC {settings.address}"
+    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    async with grpc.aio.insecure_channel(settings.address, options=options) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            reply = await stub.ModelMetadata(
+                service_pb2.ModelMetadataRequest(name=name), timeout=settings.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise InputError(f"cannot get model {name!r} from {where}: {exc.details()}") from exc
+        metadata = {
+            "name": reply.name,
+            "platform": reply.platform,
+            **{
+                key: [
+                    {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                    for t in tensors
+                ]
+                for key, tensors in (("inputs", reply.inputs), ("outputs", reply.outputs))
+            },
+        }
+        request = service_pb2.ModelInferRequest(model_name=name)
+        for tensor_name, array in _feeds(settings, metadata).items():
+            request.inputs.add(
+                name=tensor_name, datatype=datatype(array.dtype.name), shape=list(array.shape)
+            )
+            request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+        client = _Client(_GrpcInfer(stub, request, settings.timeout_s), where)
+        return metadata, await _points(client, settings)
 
 
 def load_test(settings: LoadTestSettings) -> LoadTestResult:
     """Run the load test ``settings`` describe against a running server."""
     from edgeport.runtime.envinfo import collect_environment
 
-    metadata, points = asyncio.run(_load_test(settings))
+    run = _load_test_grpc if settings.protocol == "grpc" else _load_test_http
+    metadata, points = asyncio.run(run(settings))
     return LoadTestResult(
         settings=settings,
         model=metadata,
@@ -346,11 +482,14 @@ def loadtest_markdown(result: LoadTestResult) -> str:
     """The points as a table, and the highest passing QPS."""
     s = result.settings
     bound = f"{s.latency_bound_ms:g} ms" if s.latency_bound_ms else "none"
+    tensors = "raw contents" if s.protocol == "grpc" else "binary" if s.binary else "JSON"
+    if s.concurrency:
+        return _closed_loop_markdown(result, tensors)
     lines = [
-        f"## Load test: {s.url}",
+        f"## Load test: {s.url} ({s.protocol})",
         "",
         f"Server scenario (Poisson arrivals, open loop), {s.duration_s:g} s per point, "
-        f"{'binary' if s.binary else 'JSON'} tensors, p99 bound {bound}.",
+        f"{tensors} tensors, p99 bound {bound}.",
         "",
         "| target QPS | sent | achieved QPS | p50 ms | p90 ms | p99 ms | errors | passed |",
         "|---|---|---|---|---|---|---|---|",
@@ -359,7 +498,7 @@ def loadtest_markdown(result: LoadTestResult) -> str:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "-"
         passed = "-" if p.passed is None else PASS_MARK if p.passed else "no"
         lines.append(
-            f"| {p.target_qps:.1f} | {p.sent} | {p.achieved_qps:.1f} | "
+            f"| {p.target_qps or 0:.1f} | {p.sent} | {p.achieved_qps:.1f} | "
             f"{_ms(p.latency_ms, 'p50')} | {_ms(p.latency_ms, 'p90')} | "
             f"{_ms(p.latency_ms, 'p99')} | {errors} | {passed} |"
         )
@@ -369,6 +508,26 @@ def loadtest_markdown(result: LoadTestResult) -> str:
             "",
             f"Highest QPS with p99 <= {bound}: " + ("none" if best is None else f"{best:.1f}"),
         ]
+    return "\n".join(lines) + "\n"
+
+
+def _closed_loop_markdown(result: LoadTestResult, tensors: str) -> str:
+    s = result.settings
+    lines = [
+        f"## Load test: {s.url} ({s.protocol})",
+        "",
+        f"Closed loop (each request sent when the one before it is answered), "
+        f"{s.duration_s:g} s per point, {tensors} tensors.",
+        "",
+        "| concurrency | answers | answers/s | p50 ms | p90 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in result.points:
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "-"
+        lines.append(
+            f"| {p.concurrency} | {p.ok} | {p.achieved_qps:.1f} | {_ms(p.latency_ms, 'p50')} | "
+            f"{_ms(p.latency_ms, 'p90')} | {_ms(p.latency_ms, 'p99')} | {errors} |"
+        )
     return "\n".join(lines) + "\n"
 
 
