@@ -3,8 +3,9 @@
 Every intermediate tensor of both models is exposed as an output and run with ONNX Runtime on
 the CPU, fed every input the models have; tensors are matched by name (a quantized one through
 the DequantizeLinear output of its Q/DQ pair: what the next layer reads) and compared by
-relative L2 error, in graph order. The candidate file is also run at every graph-optimisation level, to tell a mismatch of
-the graph from one of ORT's fused kernels. Needs the ``onnx`` package (the ``onnx`` extra).
+relative L2 error, in graph order. The candidate file is also run at every graph-optimisation
+level, to tell a mismatch of the graph from one of ORT's fused kernels. Needs the ``onnx``
+package (the ``onnx`` extra).
 """
 
 from __future__ import annotations
