@@ -27,6 +27,7 @@ CPU provider, which the results say.
     python benchmarks/quantization.py                       # prepare what is missing, measure
     python benchmarks/quantization.py --prepare-only        # train, export, make the peers
     python benchmarks/quantization.py --models resnet18 --duration-s 1 --out /tmp/q
+    python benchmarks/quantization.py --no-train   # random weights where none are trained yet
 """
 
 from __future__ import annotations
@@ -46,7 +47,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quantization_train import CACHE, CLASSES, RECIPES, digits, load_trained, train
+from quantization_train import (
+    CACHE,
+    CLASSES,
+    RECIPES,
+    digits,
+    load_trained,
+    train,
+    untrained,
+    weights_path,
+)
 
 log = logging.getLogger("edgeport.benchmarks")
 
@@ -69,22 +79,28 @@ def model_dir(cache: Path, name: str) -> Path:
 # Prepare: train, export, peers (cached)
 
 
-def prepare(name: str, cache: Path) -> Path:
-    """The bundle and the peer files of ``name`` (made when missing); returns the folder."""
+def prepare(name: str, cache: Path, *, train_missing: bool = True) -> Path:
+    """The bundle and the peer files of ``name`` (made when missing or older than its weights);
+    returns the folder. Without ``train_missing``, a network with no trained weights cached is
+    measured with random ones (:func:`quantization_train.untrained`): agreement, no accuracy."""
     folder = model_dir(cache, name)
-    record = train(name, cache)
-    if record["test_accuracy"] < 0.9:
+    record = train(name, cache) if train_missing else untrained(name, cache)
+    if not record.get("trained", True):
+        log.warning("%s has no trained weights: measured with random ones", name)
+    elif record["test_accuracy"] < 0.9:
         log.warning(
             "%s reached only %.1f%% on the held-out digits", name, 100 * record["test_accuracy"]
         )
-    if not (folder / "bundle" / "manifest.json").is_file():
+    manifest = folder / "bundle" / "manifest.json"
+    made = manifest.stat().st_mtime if manifest.is_file() else 0.0
+    if made < weights_path(name, cache).stat().st_mtime:
         _export(name, folder)
     calib = {"images": digits("train")[0][:CALIBRATION]}
     fp32 = folder / "bundle" / "model.fp32.onnx"
-    if not (folder / "ort-default.onnx").is_file():
-        _ort_default(fp32, folder / "ort-default.onnx", calib)
-    if not (folder / "nncf.onnx").is_file():
-        _nncf_default(fp32, folder / "nncf.onnx", calib)
+    for peer, make in (("ort-default", _ort_default), ("nncf", _nncf_default)):
+        path = folder / f"{peer}.onnx"
+        if not path.is_file() or path.stat().st_mtime < fp32.stat().st_mtime:
+            make(fp32, path, calib)
     return folder
 
 
@@ -366,6 +382,7 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     kept = {a for a, d in result["decisions"].items() if d["decision"] != "left-out"}
+    trained = result["training"].get("trained", True)
     for label, acc in result["accuracy"].items():
         artifact, engine = label.split(" on ")
         if artifact in kept and OURS.get(engine) == artifact:
@@ -379,11 +396,17 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                     GOALS["agreement"],
                 )
             )
-            out.append(
-                _goal(
-                    name, "-", f"{label}: accuracy drop", acc["accuracy_drop"], "<=", GOALS["drop"]
+            if trained:  # an accuracy from random weights means nothing
+                out.append(
+                    _goal(
+                        name,
+                        "-",
+                        f"{label}: accuracy drop",
+                        acc["accuracy_drop"],
+                        "<=",
+                        GOALS["drop"],
+                    )
                 )
-            )
     return out
 
 
@@ -409,9 +432,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
         f"Machine: {env['cpu']['model']} ({env['cpu'].get('usable')} usable cores), "
         f"{results[0]['threads']} threads; median latency of {results[0]['rounds']} interleaved "
         f"rounds, {results[0]['duration_s']:g} s per file; 224x224 digits, networks trained to "
-        "the accuracy shown. `ort-default`: ONNX Runtime's `quantize_static` with its defaults "
-        "after `quant_pre_process`; `nncf`: `nncf.quantize` with its defaults; both on the same "
-        "fp32 file and 256 calibration images as edgeport.",
+        "the accuracy shown (`untrained`: random weights with BatchNorm statistics from the "
+        "digits, judged by agreement with fp32 only). `ort-default`: ONNX Runtime's "
+        "`quantize_static` with its defaults after `quant_pre_process`; `nncf`: `nncf.quantize` "
+        "with its defaults; both on the same fp32 file and 256 calibration images as edgeport.",
         "",
     ]
     for engine in ENGINES:
@@ -431,8 +455,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 else "-"
                 for f in (ours, *PEERS)
             )
+            trained = r["training"].get("trained", True)
             acc = r["accuracy"].get(f"onnx-fp32 on {engine}", {}).get("accuracy")
             agree = r["accuracy"].get(f"{ours} on {engine}", {})
+            drop = (
+                f" (accuracy drop {100 * agree.get('accuracy_drop', 0):.1f} pt)" if trained else ""
+            )
             for batch in r["latency_ms"]:
                 fp32 = _ms(r, batch, "onnx-fp32", engine)
                 cells = []
@@ -446,10 +474,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
                         else "-"
                     )
                 lines.append(
-                    f"| {r['model']} | {acc:.1%} | {batch} | {fp32:.2f} | "
+                    f"| {r['model']} | {f'{acc:.1%}' if trained else 'untrained'} | {batch} "
+                    f"| {fp32:.2f} | "
                     + " | ".join(cells)
-                    + f" | {floats} | {agree.get('agreement', 0):.1%} (accuracy drop "
-                    f"{100 * agree.get('accuracy_drop', 0):.1f} pt) |"
+                    + f" | {floats} | {agree.get('agreement', 0):.1%}{drop} |"
                 )
         lines.append("")
     lines += [
@@ -525,6 +553,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=REPO / "benchmarks" / "results" / machine_slug() / "quantization",
     )
     parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="measure a network with no trained weights cached with random ones (agreement "
+        "only) instead of training it first",
+    )
     parser.add_argument("--one", metavar="MODEL", help=argparse.SUPPRESS)  # the per-model process
     return parser.parse_args(argv)
 
@@ -547,11 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown models {unknown}; choose from {list(MODELS)}")
         return 2
     for name in names:
-        prepare(name, args.cache)
+        prepare(name, args.cache, train_missing=not args.no_train)
     if args.prepare_only:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
     for name in names:  # one process per model: no engine state carries over
         command = [
             sys.executable,
@@ -570,7 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(args.out),
         ]
         subprocess.run(command, check=True)
-        results.append(json.loads((args.out / f"{name}.json").read_text()))
+    # the tables cover every model measured into --out, by this run or an earlier one
+    results = [
+        json.loads(path.read_text())
+        for name in MODELS
+        if (path := args.out / f"{name}.json").is_file()
+    ]
     (args.out / "README.md").write_text(markdown(results))
     met = [g for r in results for g in r["goals"]]
     print(f"\ngoals met: {sum(g['met'] for g in met)} of {len(met)} ({args.out / 'README.md'})")

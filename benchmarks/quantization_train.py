@@ -146,12 +146,13 @@ def accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
 def train(name: str, cache: Path = CACHE) -> dict[str, Any]:
     """Train ``name`` (or reuse its cached weights); returns its training record."""
     import torch
-    from safetensors.torch import save_file
 
     record_path = cache / name / "training.json"
     if weights_path(name, cache).is_file() and record_path.is_file():
-        log.info("reusing the trained %s in %s", name, record_path.parent)
-        return json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text())
+        if record.get("trained", True):
+            log.info("reusing the trained %s in %s", name, record_path.parent)
+            return record
     recipe = RECIPES[name]
     torch.manual_seed(0)
     model = build(name)
@@ -187,6 +188,7 @@ def train(name: str, cache: Path = CACHE) -> dict[str, Any]:
         extra += 1
     record = {
         "model": name,
+        "trained": True,
         "recipe": recipe.__dict__,
         "history": history,
         "test_accuracy": test_accuracy,
@@ -194,11 +196,42 @@ def train(name: str, cache: Path = CACHE) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
     }
+    _save(model, record, cache)
+    return record
+
+
+def untrained(name: str, cache: Path = CACHE, images: int = 256) -> dict[str, Any]:
+    """``name`` with seeded random weights and BatchNorm statistics measured on ``images``
+    training digits (so that its logits are not near zero), for a network not trained yet:
+    int8 can then be judged by agreement with fp32, not by accuracy. Reuses trained weights."""
+    import torch
+
+    record_path = cache / name / "training.json"
+    if weights_path(name, cache).is_file() and record_path.is_file():
+        return json.loads(record_path.read_text())
+    torch.manual_seed(0)
+    model = build(name)
+    recalibrate_batchnorm(model, digits("train")[0][:images])
+    test = digits("test")
+    record = {
+        "model": name,
+        "trained": False,
+        "batchnorm_images": images,
+        "test_accuracy": accuracy(model, *test),
+        "test_samples": len(test[1]),
+    }
+    _save(model, record, cache)
+    return record
+
+
+def _save(model: Any, record: dict[str, Any], cache: Path) -> None:
+    from safetensors.torch import save_file
+
+    name = record["model"]
     weights_path(name, cache).parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights_path(name, cache)))
-    record_path.write_text(json.dumps(record, indent=1))
-    return record
+    (cache / name / "training.json").write_text(json.dumps(record, indent=1))
 
 
 def main() -> None:
