@@ -477,7 +477,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                     f"| {r['model']} | {f'{acc:.1%}' if trained else 'untrained'} | {batch} "
                     f"| {fp32:.2f} | "
                     + " | ".join(cells)
-                    + f" | {floats} | {agree.get('agreement', 0):.1%}{drop} |"
+                    + f" | {floats} | "
+                    + (f"{agree['agreement']:.1%}{drop} |" if agree else "- |")
                 )
         lines.append("")
     lines += [
@@ -487,7 +488,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        for artifact, d in r["decisions"].items():
+        left_out = {f"int8 for {target}": d for target, d in r["left_out"].items()}
+        for artifact, d in {**r["decisions"], **left_out}.items():
             speed = "-" if d["speedup"] is None else f"{d['speedup']:.2f}x"
             lines.append(
                 f"| {r['model']} | {artifact} | {d['decision']} | {speed} "
