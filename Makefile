@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml runtime/pyproject.toml train/pyproject.toml export/pypr
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet \
-		-e "./runtime[cpu,openvino,serve,ray,batch,loadgen]" -e ./train \
-		-e "./export[tensorrt-rtx,openvino]" --group dev
+		-e "./runtime[cpu,openvino,serve,ray,batch,loadgen,litert,executorch]" -e ./train \
+		-e "./export[tensorrt-rtx,openvino,executorch,litert]" --group dev
 	# bytecode, as a wheel install writes it (editable installs do not)
 	$(BIN)/python -m compileall -q runtime/src train/src export/src
 	touch $(STAMP)

@@ -6,6 +6,8 @@
 - ``two_input_bundle``: ``export_models.TwoInputNet`` (an image and int64 token ids) through
   ``export_module`` to fp32/fp16/int8 calibrated on an .npz, with engines whose profile makes
   the batch and the sequence length dynamic.
+- ``formats_bundle``: ``trained_run`` exported to every format but engines (ONNX, OpenVINO IR,
+  ExecuTorch, LiteRT) at fp32 and int8, each gated on its own runtime.
 - ``ssdlite_weights`` / ``ssdlite_bundle``: a realistic random-weight ssdlite320 saved as
   safetensors, and its fp32 bundle made by ``edgeport export torchvision:... --weights``.
 
@@ -38,6 +40,7 @@ def int8_options(tensorrt: bool) -> dict[str, object]:
     }
 
 
+PHONE_FORMATS = ("onnx", "openvino", "executorch", "litert")
 TWO_INPUT_PROFILE = {"ids": ((1, 1), (4, 16), (8, 64))}  # batch 1..8, seq 1..64
 CALIBRATION_SAMPLES = 64
 SSD = "torchvision:ssdlite320_mobilenet_v3_large"
@@ -70,6 +73,15 @@ def exported_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory)
         tensorrt=tensorrt,
         **int8_options(tensorrt),
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def formats_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeport.export import export
+
+    out = tmp_path_factory.mktemp("formats_bundle") / "bundle"
+    export(trained_run, out, precisions=("fp32", "int8"), formats=PHONE_FORMATS)
     return out
 
 

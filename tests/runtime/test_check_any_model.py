@@ -213,7 +213,7 @@ def test_settings_that_do_not_apply_are_refused(files: dict[str, Path]) -> None:
         check(files["detector"], data="digits")
     with pytest.raises(ConfigError, match="--reference stored: for bundles"):
         check(files["detector"], reference="stored")
-    with pytest.raises(ConfigError, match=r"--reference-model must be an \.onnx file"):
+    with pytest.raises(ConfigError, match=r"--reference-model must be an \.onnx, \.xml, \.pte"):
         check(files["detector"], reference_model=files["detector"].with_suffix(".engine"))
     with pytest.raises(ConfigError, match="--samples must be >= 1"):
         check(files["detector"], samples=0)

@@ -133,6 +133,8 @@ def test_inspect_bundle_json(capsys: pytest.CaptureFixture[str], gemm_bundle_dir
         "onnxruntime-cuda",
         "onnxruntime-cpu",
         "openvino",
+        "litert",
+        "executorch",
     }
     if report["machine"]["backends"]["onnxruntime-cuda"] is not None:
         assert report["auto_choice"] == {

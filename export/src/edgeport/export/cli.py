@@ -55,11 +55,12 @@ def register_export(subparsers: Any) -> None:
         description=(
             "Export to a bundle: ONNX fp32/fp16, int8 per target engine (each kept only when "
             "it is faster than fp32 there and agrees) and, with --tensorrt, one TensorRT "
-            "engine per precision. SOURCE is a run directory (from `edgeport train`), "
-            "torchvision:NAME or an ONNX file; --module PKG.MODULE:FACTORY exports the "
-            "nn.Module a function of yours returns. Every artifact is checked against the "
-            "source (PyTorch, or the ONNX file on ONNX Runtime); one outside its tolerance "
-            "fails the export and leaves BUNDLE as it was."
+            "engine per precision; --format adds OpenVINO IR, ExecuTorch .pte and LiteRT "
+            ".tflite. SOURCE is a run directory (from `edgeport train`), torchvision:NAME or "
+            "an ONNX file; --module PKG.MODULE:FACTORY exports the nn.Module a function of "
+            "yours returns. Every artifact is checked against the source (PyTorch, or the ONNX "
+            "file on ONNX Runtime); one outside its tolerance fails the export and leaves "
+            "BUNDLE as it was."
         ),
     )
     parser.add_argument(
@@ -75,6 +76,13 @@ def register_export(subparsers: Any) -> None:
 def _output_flags(group: Any) -> None:
     group.add_argument(
         "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8"
+    )
+    group.add_argument(
+        "--format",
+        default="onnx",
+        metavar="LIST",
+        help="comma-separated, from onnx,tensorrt,openvino,executorch,litert (default onnx); a "
+        "format whose converter fails is left out (recorded) unless it is the only one",
     )
     group.add_argument(
         "--tensorrt", action="store_true", help="also build a TensorRT engine per precision"
@@ -231,6 +239,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     return ExportSettings(
         precisions=args.precision,
+        formats=args.format,
         batch=args.batch,
         shapes=_shapes(args.shapes),
         opset=args.opset,
@@ -316,12 +325,17 @@ def _print(manifest: Any, out: str) -> None:
         detail = headline(art.parity)
         if art.quantization:
             detail += f"; {int8_line(art.quantization)}"
-        print(f"  {art.name:<20} {art.size_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
+        print(f"  {art.name:<20} {art.total_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
     for target, record in (manifest.export.get("int8_left_out") or {}).items():
         print(f"  int8 for {target} left out: {record.get('reason')}")
     failed = manifest.export.get("failed_parity") or []
     if failed:
         print(f"warning: kept despite failing parity: {', '.join(failed)}")
+    formats = manifest.export.get("formats") or {}
+    for entry in formats.get("failed", []):
+        print(f"warning: {entry['artifact']} left out, its converter failed: {entry['error']}")
+    for entry in formats.get("left_out", []):
+        print(f"note: {entry['artifact']} not exported: {entry['reason']}")
 
 
 def parse_input(text: str) -> Any:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeport.export.samples import Batch, count
+from edgeport.runtime.bundle import Artifact
+from edgeport.runtime.card import ModelCard
 from edgeport.runtime.compare import Verdict, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, ExportError
 from edgeport.runtime.specs import TensorSpec
@@ -156,16 +158,24 @@ def check_artifact(
     backend: str = "onnxruntime-cpu",
     class_names: Sequence[str] = (),
     backend_options: Mapping[str, Any] | None = None,
+    artifact: Artifact | None = None,
+    card: ModelCard | None = None,
 ) -> Verdict:
-    """Run ``path`` through ``edgeport.runtime.load`` (with ``backend_options``) and judge it
-    against ``reference``."""
+    """Run ``path`` through ``edgeport.runtime.load`` (with ``backend_options``; as
+    ``artifact``, its manifest entry to be, describes it, when given) and judge it against
+    ``reference``."""
     from edgeport.runtime import load
+    from edgeport.runtime.model import open_artifact
     from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
 
     start = time.perf_counter()
     log.info("parity: %s on %s (%s)", name, reference.description, backend)
     try:
-        with load(path, backend=backend, verify=False, backend_options=backend_options) as model:
+        if artifact is None:
+            model = load(path, backend=backend, verify=False, backend_options=backend_options)
+        else:
+            model = open_artifact(path, artifact, card, backend)
+        with model:
             candidate = run_batches(model, [reference.inputs], rechunk=True)
     except EdgeportError as exc:
         raise ExportError(f"{name} could not run on {backend}: {exc}") from exc

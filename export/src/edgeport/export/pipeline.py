@@ -3,9 +3,12 @@
 Steps: validate (nothing is written for a bad setting) -> PyTorch reference outputs on the
 parity inputs -> in a staging directory: the stored reference, ONNX fp32 (its inputs and
 outputs become the card's TensorSpecs) gated against PyTorch, fp16 and int8 derived and gated,
-TensorRT engines built with one profile per input (gated where a GPU can run them) -> the
-manifest -> swap the staging directory into place. Any failure before the swap leaves the
-destination as it was.
+TensorRT engines built with one profile per input (gated where a GPU can run them), the other
+formats asked for (:mod:`edgeport.export.formats`: OpenVINO IR, ExecuTorch, LiteRT; each gated
+on its own runtime) -> the manifest -> swap the staging directory into place. Any failure before
+the swap leaves the destination as it was; a converter that fails on the model is recorded per
+artifact in ``manifest.export["formats"]`` and the rest is written, unless that format was the
+only one asked for.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from edgeport.export.dims import (
     input_ranges,
     tracing_example,
 )
+from edgeport.export.formats import export_formats, preflight_formats
 from edgeport.export.onnx import tool_versions
 from edgeport.export.parity import ReferenceSet
 from edgeport.export.samples import Batch, count
@@ -77,8 +81,9 @@ class ExportJob:
 def preflight(
     job: ExportJob, settings: ExportSettings, axes: Axes, ranges: dict[str, DimRange]
 ) -> None:
-    """Refuse what would fail later: int8 without data or its recipe's packages, engines
-    without TensorRT or ranges."""
+    """Refuse what would fail later: int8 without data or its recipe's packages, formats
+    without their converters, engines without TensorRT or ranges."""
+    preflight_formats(settings)
     if "int8" in settings.precisions:
         if not job.calibration:
             raise ConfigError(
@@ -131,9 +136,11 @@ def run_pipeline(job: ExportJob, settings: ExportSettings, out: str | Path) -> M
             ex.export_fp32(trace)
         else:
             ex.import_fp32(job.onnx_model)
-        ex.derive()
+        if set(settings.formats) & {"onnx", "tensorrt", "openvino"}:
+            ex.derive()
         if settings.tensorrt:
             ex.build_engines()
+        export_formats(ex, trace)
         shutil.rmtree(writer.root / WORK_DIR, ignore_errors=True)
         manifest = ex.manifest(started)
         manifest.save(writer.root)
@@ -187,6 +194,9 @@ class _Exporter:
         self.reference_meta: dict[str, Any] = {}
         self.engine_sources: dict[str, str] = {}  # precision -> the ONNX artifact engines use
         self.int8_left_out: dict[str, dict[str, Any]] = {}
+        self.int8_paths: dict[str, Path] = {}  # target -> its chosen int8 file
+        # asked for, and per artifact the converters that failed or a format lacks
+        self.formats: dict[str, Any] = {"asked": list(settings.formats), "failed": []}
 
     def timed(self, key: str, start: float) -> None:
         self.timings[key] = round(time.perf_counter() - start, 3)
@@ -212,7 +222,7 @@ class _Exporter:
         )
         self.card = self._card(graph.model)
         set_metadata(graph.model, self.card, "fp32")
-        ship = "fp32" in self.s.precisions
+        ship = "fp32" in self.s.precisions and "onnx" in self.s.formats
         rel = "model.fp32.onnx" if ship else f"{WORK_DIR}/model.fp32.onnx"
         save_model(graph.model, self.root / rel)
         self.timed("onnx-fp32", start)
@@ -227,7 +237,7 @@ class _Exporter:
         start = time.perf_counter()
         self.card = self._card(model)
         set_metadata(model, self.card, "fp32")
-        ship = "fp32" in self.s.precisions
+        ship = "fp32" in self.s.precisions and "onnx" in self.s.formats
         rel = "model.fp32.onnx" if ship else f"{WORK_DIR}/model.fp32.onnx"
         save_model(model, self.root / rel)
         self.timed("onnx-fp32", start)
@@ -261,6 +271,12 @@ class _Exporter:
         self.kinds = output_kinds(outputs, self.card.task)
         return replace(self.card, inputs=inputs, outputs=outputs)
 
+    def onnx_rel(self, precision: str) -> str:
+        """Where the derived ONNX file of ``precision`` goes: the bundle, or the staging-only
+        directory when ONNX is not a format asked for (engines and IR are built from it)."""
+        name = f"model.{precision}.onnx"
+        return name if "onnx" in self.s.formats else f"{WORK_DIR}/{name}"
+
     def add_onnx(
         self, precision: str, rel: str, tools: dict[str, str], *, ship: bool = True
     ) -> None:
@@ -276,12 +292,25 @@ class _Exporter:
             self.artifact(name, "onnx", precision, rel, tools, verdict, source=source)
 
     def check(
-        self, name: str, precision: str, rel: str, backend: str = "onnxruntime-cpu"
+        self,
+        name: str,
+        precision: str,
+        rel: str,
+        backend: str = "onnxruntime-cpu",
+        artifact: Artifact | None = None,
     ) -> Verdict:
-        """The parity verdict on the file at ``rel`` run by ``backend``."""
-        return self.check_file(name, precision, self.root / rel, backend)
+        """The parity verdict on the file at ``rel`` run by ``backend`` (opened as ``artifact``
+        describes it, when given)."""
+        return self.check_file(name, precision, self.root / rel, backend, artifact)
 
-    def check_file(self, name: str, precision: str, path: Path, backend: str) -> Verdict:
+    def check_file(
+        self,
+        name: str,
+        precision: str,
+        path: Path,
+        backend: str,
+        artifact: Artifact | None = None,
+    ) -> Verdict:
         """The parity verdict on the file at ``path`` run by ``backend`` (OpenVINO's compiled
         model cache is not written: the file may be a discarded int8 attempt)."""
         from edgeport.export.parity import check_artifact
@@ -295,20 +324,24 @@ class _Exporter:
             backend=backend,
             class_names=self.card.class_names,
             backend_options={"cache_dir": ""} if backend == "openvino" else None,
+            artifact=artifact,
+            card=self.card,
         )
 
     def derive(self) -> None:
         """fp16 and the int8 files from the fp32 graph, each gated."""
         from edgeport.export.onnx import convert_fp16
 
+        ship = "onnx" in self.s.formats
         if "fp16" in self.s.precisions:
             start = time.perf_counter()
             samples = {n: a[:FP16_PROBE_SAMPLES] for n, a in self.reference.inputs.items()}
+            rel = self.onnx_rel("fp16")
             tools = convert_fp16(
-                self.onnx_paths["fp32"], self.root / "model.fp16.onnx", self.card, samples=samples
+                self.onnx_paths["fp32"], self.root / rel, self.card, samples=samples
             )
             self.timed("onnx-fp16", start)
-            self.add_onnx("fp16", "model.fp16.onnx", tools)
+            self.add_onnx("fp16", rel, tools, ship=ship)
         if "int8" in self.s.precisions:
             self.derive_int8()
 
@@ -346,7 +379,8 @@ class _Exporter:
             self.add_int8(outcome)
 
     def add_int8(self, outcome: Any) -> None:
-        """List a target's chosen int8 file, or record why it was left out."""
+        """List a target's chosen int8 file (staged only, when ONNX is not a format asked for:
+        engines and IR are built from it), or record why it was left out."""
         from edgeport.export.int8.decide import place
 
         spec, record, chosen = outcome.target, outcome.record(), outcome.chosen
@@ -358,17 +392,23 @@ class _Exporter:
             self.int8_left_out[spec.target] = record
             return
         verdict = chosen.verdict
-        place(chosen, self.root / spec.filename)
+        ship = "onnx" in self.s.formats
+        rel = spec.filename if ship else f"{WORK_DIR}/{spec.filename}"
+        path = self.root / rel
+        place(chosen, path)
         self.gate(verdict)
-        path = self.root / spec.filename
+        self.int8_paths[spec.target] = path
         if spec.target == "tensorrt":
             self.onnx_paths["int8"] = path
-            self.engine_sources["int8"] = spec.artifact
+            if ship:
+                self.engine_sources["int8"] = spec.artifact
+        if not ship:
+            return
         self.artifact(
             spec.artifact,
             "onnx",
             "int8",
-            spec.filename,
+            rel,
             chosen.quantized.tools,
             verdict,
             source="onnx-fp32",
@@ -402,24 +442,42 @@ class _Exporter:
         target: str | None = None,
         quantization: dict[str, Any] | None = None,
     ) -> None:
+        art = self.record(
+            name,
+            fmt,
+            precision,
+            rel,
+            tools,
+            engine=engine,
+            source=source,
+            target=target,
+            quantization=quantization,
+        )
+        self.artifacts.append(replace(art, parity=verdict.to_dict()))
+
+    def record(
+        self,
+        name: str,
+        fmt: str,
+        precision: str,
+        rel: str,
+        tools: dict[str, str],
+        **fields: Any,
+    ) -> Artifact:
+        """The manifest entry of the file at ``rel`` (not yet checked); ``fields`` set the
+        others (inputs and outputs default to the card's)."""
         path = self.root / rel
-        self.artifacts.append(
-            Artifact(
-                name=name,
-                format=fmt,
-                precision=precision,
-                path=rel,
-                sha256=sha256_file(path),
-                size_bytes=path.stat().st_size,
-                inputs=self.card.inputs,
-                outputs=self.card.outputs,
-                tools=tools,
-                parity=verdict.to_dict(),
-                engine=engine,
-                source=source,
-                target=target,
-                quantization=quantization,
-            )
+        values: dict[str, Any] = {"inputs": self.card.inputs, "outputs": self.card.outputs}
+        values.update(fields)
+        return Artifact(
+            name=name,
+            format=fmt,
+            precision=precision,
+            path=rel,
+            sha256=sha256_file(path),
+            size_bytes=path.stat().st_size,
+            tools=tools,
+            **values,
         )
 
     def build_engines(self) -> None:
@@ -514,6 +572,7 @@ class _Exporter:
             "source": job.source,
             "parity": {"count": self.reference.count, "dataset": job.dataset, "split": job.split},
             "failed_parity": self.failed,
+            "formats": self.formats,
             "timings": self.timings,
         }
         if self.int8_left_out:

@@ -17,7 +17,7 @@ from typing import Any
 from edgeport.export.int8 import Int8Policy
 from edgeport.export.onnx import check_opset
 from edgeport.export.quantize import CalibrationConfig
-from edgeport.runtime.bundle import PRECISIONS, TARGETS, BatchRange
+from edgeport.runtime.bundle import FORMATS, PRECISIONS, BatchRange
 from edgeport.runtime.card import INTERPOLATIONS, TASKS, ModelCard
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import parse_profiles
@@ -47,12 +47,21 @@ def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
     return _parse_names(value, PRECISIONS, "precision", "fp32,int8")
 
 
+# the engine families int8 has a recipe for (edgeport.export.int8.INT8_TARGETS), in its order
+INT8_ENGINES = ("onnxruntime", "openvino", "tensorrt")
+
+
 def parse_targets(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     """``"onnxruntime,openvino"`` or an iterable to int8 targets in canonical order; None
     stays None (the default: every target that can be made here)."""
     if value is None:
         return None
-    return _parse_names(value, TARGETS, "int8 target", "onnxruntime,openvino")
+    return _parse_names(value, INT8_ENGINES, "int8 target", "onnxruntime,openvino")
+
+
+def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"onnx,litert"`` or an iterable to a de-duplicated tuple in canonical order."""
+    return _parse_names(value, FORMATS, "format", "onnx,litert")
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,7 @@ class ExportSettings:
     parity (see :mod:`edgeport.export.int8.decide`; ``keep_slow_int8`` keeps a slow one)."""
 
     precisions: tuple[str, ...] = ("fp32",)
+    formats: tuple[str, ...] = ("onnx",)  # FORMATS; "tensorrt" here is tensorrt=True
     input_names: tuple[str, ...] | None = None
     output_names: tuple[str, ...] | None = None
     dynamic_shapes: Mapping[str, Mapping[int, str]] | None = None
@@ -210,6 +220,11 @@ class ExportSettings:
         set_ = object.__setattr__
         set_(self, "precisions", parse_precisions(self.precisions))
         set_(self, "int8_targets", parse_targets(self.int8_targets))
+        formats = parse_formats(self.formats)
+        if self.tensorrt and "tensorrt" not in formats:
+            formats = parse_formats((*formats, "tensorrt"))
+        set_(self, "formats", formats)
+        set_(self, "tensorrt", "tensorrt" in formats)
         for key in ("input_names", "output_names"):
             names = getattr(self, key)
             if names is not None:

@@ -83,6 +83,9 @@ def write_repository(
         if art.parity_passed is False:
             log.info("not in the Triton repository: %s failed its parity check", art.name)
             continue
+        if art.format not in MODEL_FILES:
+            log.info("not in the Triton repository: %s (%s files)", art.name, art.format)
+            continue
         unsupported = [s.dtype for s in (*art.inputs, *art.outputs) if s.dtype not in TRITON_TYPES]
         if unsupported:
             raise ConfigError(f"{art.name}: Triton has no data type for {unsupported}")

@@ -26,12 +26,13 @@ from edgeport.runtime.specs import UNBOUNDED, TensorSpec
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 3
 MAX_MANIFEST_BYTES = 64 << 20
-FORMATS = ("onnx", "tensorrt")
+# onnx, TensorRT engines, OpenVINO IR (.xml + .bin), ExecuTorch .pte, LiteRT .tflite
+FORMATS = ("onnx", "tensorrt", "openvino", "executorch", "litert")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
 # The engine families an artifact can be made for: each fuses a different int8 form, so an
 # int8 file is quantized, timed and judged for one of them and run only by its backends.
-TARGETS = ("onnxruntime", "openvino", "tensorrt")
+TARGETS = ("onnxruntime", "openvino", "tensorrt", "executorch", "litert")
 MAX_BATCH = 65536  # the largest batch an export can be asked for
 MAX_MIN_BATCH = 1024  # inputs are padded up to an artifact's min batch: bounded by this
 _BATCH_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
@@ -91,6 +92,19 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class SideFile:
+    """Another file an artifact needs (an OpenVINO IR's weights ``.bin``), verified like the
+    artifact's own file."""
+
+    sha256: str
+    size_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.size_bytes < 0:
+            raise InputError(f"a side file has a negative size {self.size_bytes}")
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One exported model file inside a bundle, with the exact inputs and outputs it has and the
     range of every dynamic dimension it was built (an engine profile) or checked for."""
@@ -111,6 +125,8 @@ class Artifact:
     # an int8 file: its quantizer and settings, the layers kept in float, its measured
     # speed-up over fp32 on its target engine and the verdict (see edgeport.export.int8)
     quantization: dict[str, Any] | None = None
+    # other files the artifact needs (an OpenVINO IR's weights .bin), by relative path
+    files: dict[str, SideFile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -129,6 +145,10 @@ class Artifact:
         if not self.inputs or not self.outputs:
             raise InputError(f"artifact {self.name!r} lists no inputs or no outputs")
         _check_relative(self.path, f"artifact {self.name!r}")
+        for rel in self.files:
+            _check_relative(rel, f"artifact {self.name!r} file")
+        if self.path in self.files:
+            raise InputError(f"artifact {self.name!r} lists its own file {self.path!r} in files")
         if self.size_bytes < 0:
             raise InputError(f"artifact {self.name!r} has a negative size {self.size_bytes}")
         for spec in self.inputs:  # the batch axis and dynamic ones are padded, fixed ones not
@@ -147,6 +167,11 @@ class Artifact:
         return leading_range(self.inputs[0])
 
     @property
+    def total_bytes(self) -> int:
+        """The size of the artifact's file and of the other files it needs."""
+        return self.size_bytes + sum(f.size_bytes for f in self.files.values())
+
+    @property
     def parity_passed(self) -> bool | None:
         """True/False from the export gate, None when parity was not checked (or not run)."""
         if not self.parity or self.parity.get("passed") is None:
@@ -157,6 +182,8 @@ class Artifact:
         data = asdict(self)
         data["inputs"] = [s.to_dict() for s in self.inputs]
         data["outputs"] = [s.to_dict() for s in self.outputs]
+        if not self.files:
+            del data["files"]  # as schema-3 readers without it expect
         return data
 
     @classmethod
@@ -359,32 +386,54 @@ def resolve_inside(bundle_dir: str | Path, rel: str) -> Path:
 
 
 def artifact_path(bundle_dir: str | Path, artifact: Artifact) -> Path:
-    """The artifact's path inside the bundle, after checking that the file exists (no hashing)."""
-    path = resolve_inside(bundle_dir, artifact.path)
-    if not path.is_file():
-        raise ModelLoadError(f"artifact {artifact.name!r} is missing: {path}")
-    return path
+    """The artifact's path inside the bundle, after checking that it and the other files it
+    needs exist (no hashing)."""
+    return artifact_files(bundle_dir, artifact)[0][0]
+
+
+def artifact_files(bundle_dir: str | Path, artifact: Artifact) -> list[tuple[Path, SideFile]]:
+    """Every file of the artifact inside the bundle, its own first then ``files``, each with
+    what the manifest says of it, after checking that each exists (no hashing)."""
+    own = (artifact.path, SideFile(artifact.sha256, artifact.size_bytes))
+    out = []
+    for rel, entry in (own, *artifact.files.items()):
+        file = resolve_inside(bundle_dir, rel)
+        if not file.is_file():
+            raise ModelLoadError(f"artifact {artifact.name!r} is missing: {file}")
+        out.append((file, entry))
+    return out
 
 
 def verify_artifact(bundle_dir: str | Path, artifact: Artifact) -> Path:
-    """Return the artifact's path after checking that it exists and matches its sha256 (for
-    tools that hand the path on; ``load`` hashes the very bytes it runs instead)."""
-    path = artifact_path(bundle_dir, artifact)
-    size = path.stat().st_size
-    check_integrity(artifact, path, size)  # before hashing a file of the wrong size
-    check_integrity(artifact, path, size, sha256_file(path))
-    return path
+    """Return the artifact's path after checking that it and every other file it needs exist
+    and match their size and sha256 (for tools that hand the path on; ``load`` hashes the very
+    bytes it runs instead)."""
+    files = artifact_files(bundle_dir, artifact)
+    for file, entry in files:
+        size = file.stat().st_size
+        check_integrity(artifact, file, size, entry=entry)  # before hashing a wrong size
+        check_integrity(artifact, file, size, sha256_file(file), entry=entry)
+    return files[0][0]
 
 
-def check_integrity(artifact: Artifact, path: Path, size: int, digest: str | None = None) -> None:
-    """``IntegrityError`` when a file's size (or, given, its sha256) is not the manifest's."""
-    if size != artifact.size_bytes:
+def check_integrity(
+    artifact: Artifact,
+    path: Path,
+    size: int,
+    digest: str | None = None,
+    *,
+    entry: SideFile | None = None,
+) -> None:
+    """``IntegrityError`` when a file's size (or, given, its sha256) is not the manifest's: the
+    artifact's own file, or the one of its ``files`` that ``entry`` describes."""
+    want = entry or SideFile(artifact.sha256, artifact.size_bytes)
+    if size != want.size_bytes:
         raise IntegrityError(
             f"artifact {artifact.name!r} at {path} has {size} bytes, the manifest says "
-            f"{artifact.size_bytes}: the file is truncated or was replaced; re-export the bundle"
+            f"{want.size_bytes}: the file is truncated or was replaced; re-export the bundle"
         )
-    if digest is not None and digest != artifact.sha256:
+    if digest is not None and digest != want.sha256:
         raise IntegrityError(
             f"artifact {artifact.name!r} at {path} has sha256 {digest}, the manifest says "
-            f"{artifact.sha256}: the file was modified or corrupted; re-export the bundle"
+            f"{want.sha256}: the file was modified or corrupted; re-export the bundle"
         )

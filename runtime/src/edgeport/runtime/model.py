@@ -1,9 +1,10 @@
-"""``load`` a bundle, ONNX file or TensorRT engine; ``Model.infer`` any inputs; ``Model.run`` and
-``Model.predict`` for image classifiers.
+"""``load`` a bundle, ONNX file, TensorRT engine, OpenVINO IR, ExecuTorch or LiteRT file;
+``Model.infer`` any inputs; ``Model.run`` and ``Model.predict`` for image classifiers.
 
-``load`` resolves the path (bundle directory, ``.onnx``, ``.engine``/``.plan``), lists what
-could run it, lets :mod:`edgeport.runtime.backends.registry` order the candidates (and refuse
-what may not run), reads the chosen file once, verifies those bytes (sha256 against the
+``load`` resolves the path (bundle directory, ``.onnx``, ``.engine``/``.plan``, ``.xml``,
+``.pte``, ``.tflite``), lists what could run it, lets :mod:`edgeport.runtime.backends.registry`
+order the candidates (and refuse what may not run), reads the chosen file (and the other files
+it needs, such as an IR's weights) once, verifies those bytes (sizes and sha256 against the
 manifest, external data inside the model's directory) and opens the engine on the same bytes
 (:mod:`edgeport.runtime.source`). The file's inputs and outputs are checked against what the
 manifest and the model card declare, and ``Model`` validates every feed before the backend
@@ -21,7 +22,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -75,6 +76,9 @@ from edgeport.runtime.tasks import Detections, detections, label_maps, prepare_i
 log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan")
+# bare files of the formats besides ONNX and engines, by suffix: their ModelSource kind
+FILE_FORMATS = {".xml": "openvino", ".pte": "executorch", ".tflite": "litert"}
+_PRECISION_IN_NAME = re.compile(r"\.(fp32|fp16|int8)\.")
 PRECISION_METADATA_KEY = "edgeport.precision"
 _F32 = np.dtype(np.float32)
 _F16 = np.dtype(np.float16)
@@ -110,7 +114,7 @@ class Prediction:
 class ModelSource:
     """What a path holds: its kind, model card and the files some backend might run."""
 
-    kind: str  # "bundle", "onnx", "engine"
+    kind: str  # "bundle", "onnx", "engine", or a FILE_FORMATS format
     path: Path
     card: ModelCard | None
     candidates: list[ModelFile]
@@ -132,22 +136,27 @@ def load(
     check_outputs: bool = True,
     backend_options: Mapping[str, Any] | None = None,
     expected_batch: int = 1,
+    artifact: str | None = None,
     allow_failed: bool = False,
 ) -> Model:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
-    ``path``: a bundle directory, an ``.onnx`` file or an ``.engine``/``.plan`` file.
-    ``backend``: "auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt" or
-    "onnxruntime-cpu". ``precision``: None (automatic, see ``registry.PRECISION_RULE``) or one of
+    ``path``: a bundle directory, an ``.onnx`` file, an ``.engine``/``.plan`` file, an OpenVINO
+    IR ``.xml`` (its ``.bin`` beside it), an ExecuTorch ``.pte`` or a LiteRT ``.tflite``.
+    ``backend``: "auto" or one of ``registry.BACKENDS`` ("tensorrt", "onnxruntime-cuda",
+    "onnxruntime-tensorrt", "onnxruntime-cpu", "openvino", "litert", "executorch").
+    ``precision``: None (automatic, see ``registry.PRECISION_RULE``) or one of
     fp32/fp16/int8. ``device``: None (any), "cpu", "cuda", "cuda:N" or N. ``threads``: ONNX
     Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
     (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
-    picks for when this machine's tuning record (``edgeport tune``) holds. ``allow_failed``:
-    run an artifact whose export parity check failed when it is asked for by precision or path
-    (``auto`` never runs one, and a file that does not match its sha256 never runs).
+    picks for when this machine's tuning record (``edgeport tune``) holds. ``artifact``: the
+    name of the one bundle artifact to open (e.g. "litert-int8"), as ``edgeport inspect`` lists.
+    ``allow_failed``: run an artifact whose export parity check failed when it is asked for by
+    precision, name or path (``auto`` never runs one, and a file that does not match its sha256
+    never runs).
     """
     options = LoadOptions.checked(
         backend=backend,
@@ -161,15 +170,16 @@ def load(
         expected_batch=expected_batch,
     )
     source = resolve_source(path, read_bytes=True)
+    if artifact is not None:
+        source = _only(source, artifact)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
         raise ConfigError(
             f"{source.path}: no {precision} artifact in this {what} (it has {', '.join(have)})"
         )
-    request = Request(
-        explicit=precision is not None or source.kind != "bundle", allow_failed=allow_failed
-    )
+    explicit = precision is not None or artifact is not None or source.kind != "bundle"
+    request = Request(explicit=explicit, allow_failed=allow_failed)
     _refuse_failed(source, precision, request)
     return _open_first(source, options, request)
 
@@ -187,6 +197,14 @@ def _refuse_failed(source: ModelSource, precision: str | None, request: Request)
             f"artifact whose export parity check failed unless asked to: load(..., "
             "allow_failed=True) or --allow-failed; or re-export it"
         )
+
+
+def _only(source: ModelSource, artifact: str) -> ModelSource:
+    mine = [c for c in source.candidates if c.label == artifact]
+    if not mine:
+        names = [c.label for c in source.candidates]
+        raise ConfigError(f"{source.path}: no artifact named {artifact!r}; it has {names}")
+    return replace(source, candidates=mine)
 
 
 @dataclass(frozen=True)
@@ -244,7 +262,7 @@ def _open_first(source: ModelSource, options: LoadOptions, request: Request) -> 
         if cand.label not in files:
             files[cand.label] = read_model_bytes(cand, verify=options.verify)
         try:
-            opened = _open(name, cand, files[cand.label], options)
+            opened = _open(name, cand, files[cand.label], source.card, options)
         except BackendUnavailable as exc:
             attempts.append(Attempt(name, cand.label, cand.precision, "failed", str(exc)))
             log.debug("%s could not open %s: %s", name, cand.label, exc)
@@ -332,15 +350,17 @@ def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource
             manifest_sha256=digest,
         )
     suffix = path.suffix.lower()
-    if suffix not in (".onnx", *ENGINE_SUFFIXES):
+    if suffix not in (".onnx", *ENGINE_SUFFIXES, *FILE_FORMATS):
         raise ModelLoadError(
             f"{path} is not a model edgeport can load: expected a bundle directory (with "
-            f"{MANIFEST_NAME}), an .onnx file or an .engine/.plan file, got {suffix or 'no suffix'}"
+            f"{MANIFEST_NAME}), an .onnx, .engine/.plan, OpenVINO .xml, ExecuTorch .pte or "
+            f"LiteRT .tflite file, got {suffix or 'no suffix'}"
         )
+    kind = "onnx" if suffix == ".onnx" else FILE_FORMATS.get(suffix, "engine")
     sibling, artifact = _sibling_manifest(path)
     if sibling is not None and artifact is not None:
         return ModelSource(
-            "onnx" if suffix == ".onnx" else "engine",
+            kind,
             path,
             sibling.card,
             [_bundle_candidate(path.parent, artifact)],
@@ -358,10 +378,12 @@ def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource
         precision = summary.metadata.get(PRECISION_METADATA_KEY) or summary.guess_precision()
         cand = ModelFile("onnx", precision, path, path.name)
         return ModelSource("onnx", path, card, [cand], summary=summary, read=read)
-    _check_engine_file(path)
-    match = re.search(r"\.(fp32|fp16|int8)\.", path.name)
-    cand = ModelFile("tensorrt", match.group(1) if match else None, path, path.name)
-    return ModelSource("engine", path, None, [cand])
+    if kind == "engine":
+        _check_engine_file(path)
+    match = _PRECISION_IN_NAME.search(path.name)
+    fmt = "tensorrt" if kind == "engine" else kind
+    cand = ModelFile(fmt, match.group(1) if match else None, path, path.name)
+    return ModelSource(kind, path, None, [cand])
 
 
 def _check_engine_file(path: Path) -> None:
@@ -425,7 +447,9 @@ def _card_from_metadata(path: Path, summary: OnnxSummary) -> ModelCard | None:
 # -- opening -------------------------------------------------------------------------------------
 
 
-def _open(name: str, cand: ModelFile, model: ModelBytes, options: LoadOptions) -> Backend:
+def _open(
+    name: str, cand: ModelFile, model: ModelBytes, card: ModelCard | None, options: LoadOptions
+) -> Backend:
     """Open the bytes that were read (and verified) on backend ``name``."""
     device_index, threads, cuda_graph = options.device_index, options.threads, options.cuda_graph
     if name == "tensorrt":
@@ -438,6 +462,8 @@ def _open(name: str, cand: ModelFile, model: ModelBytes, options: LoadOptions) -
             cuda_graph=cuda_graph,
             data=model.data,
         )
+    if cand.format != "onnx":
+        return _open_native(name, cand, model, card, options)
     summary = model.summary
     assert summary is not None  # read_model_bytes parses every ONNX file
     if name == "openvino":
@@ -467,6 +493,62 @@ def _open(name: str, cand: ModelFile, model: ModelBytes, options: LoadOptions) -
         tensorrt_profile=profile,
     )
     return OnnxRuntimeBackend(model, name, settings)
+
+
+def _open_native(
+    name: str, cand: ModelFile, model: ModelBytes, card: ModelCard | None, options: LoadOptions
+) -> Backend:
+    """An OpenVINO IR, ExecuTorch or LiteRT file's bytes; names from the manifest or card."""
+    declared = cand.artifact or (card if card and card.inputs else None)
+    inputs = [s.name for s in declared.inputs] if declared else []
+    outputs = [s.name for s in declared.outputs] if declared else []
+    if name == "litert":
+        from edgeport.runtime.backends.litert import LiteRtBackend
+
+        return LiteRtBackend(
+            model, threads=options.threads, input_names=inputs, output_names=outputs
+        )
+    if name == "executorch":
+        from edgeport.runtime.backends.executorch import ExecuTorchBackend
+
+        return ExecuTorchBackend(
+            model, threads=options.threads, input_names=inputs, output_names=outputs
+        )
+    from edgeport.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
+
+    settings = OpenVinoSettings.from_options(options.threads, options.backend_options)
+    return OpenVinoBackend(model, settings)
+
+
+def open_artifact(
+    path: Path,
+    artifact: Artifact,
+    card: ModelCard | None,
+    backend: str,
+    *,
+    threads: int | None = None,
+) -> Model:
+    """Open one file as ``artifact`` (a manifest entry not written yet) describes it, on
+    ``backend``: what export's parity gate runs before the manifest exists. ``path`` is where
+    ``artifact.path`` lies; its files are read once and checked against the entry, so the
+    verdict is on the bytes the manifest records."""
+    root = path.parents[len(Path(artifact.path).parts) - 1]
+    if root / artifact.path != path:
+        raise ConfigError(f"{path} is not where artifact {artifact.name!r} lies ({artifact.path})")
+    cand = _bundle_candidate(root, artifact)
+    options = LoadOptions.checked(
+        backend=backend,
+        precision=artifact.precision,
+        device=None,
+        threads=threads,
+        cuda_graph=False,
+        verify=True,
+        check_outputs=False,
+        backend_options={},
+        expected_batch=1,
+    )
+    source = ModelSource(artifact.format, path, card, [cand])
+    return _open_first(source, options, Request(explicit=True))
 
 
 def _make_model(

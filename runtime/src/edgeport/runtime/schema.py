@@ -79,6 +79,13 @@ def _unknown_fields(data: Any, kind: Any, path: str) -> list[str]:
                 value, item or (args[i] if i < len(args) else Any), f"{path}[{i}]"
             )
         ]
+    if origin is dict and isinstance(data, dict):
+        value_kind = typing.get_args(kind)[1] if typing.get_args(kind) else Any
+        return [
+            u
+            for key, value in data.items()
+            for u in _unknown_fields(value, value_kind, f"{path}[{key!r}]")
+        ]
     if dataclasses.is_dataclass(kind) and isinstance(kind, type) and isinstance(data, dict):
         hints = _hints(kind)
         out = [f"{path}.{key}" for key in data if key not in hints]

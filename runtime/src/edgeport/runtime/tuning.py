@@ -38,7 +38,15 @@ from edgeport.runtime.schema import decode, parse_json
 
 TUNING_SCHEMA_VERSION = 2  # 2: the effective settings (schema 1's threads may be null)
 BUNDLE_RECORD = "tuning.json"
-ENGINE_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "tensorrt-rtx-cu13")
+ENGINE_PACKAGES = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "tensorrt",
+    "tensorrt-rtx-cu13",
+    "ai-edge-litert",
+    "executorch",
+)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class Int8Target:
     quantizer: str
 
 
-# one per engine family a bundle knows (``edgeport.runtime.bundle.TARGETS``), in its order
+# one per engine family int8 has a recipe for (``edgeport.export.settings.INT8_ENGINES``)
 INT8_TARGETS: dict[str, Int8Target] = {
     "onnxruntime": Int8Target(
         "onnxruntime",

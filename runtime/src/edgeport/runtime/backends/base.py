@@ -22,6 +22,15 @@ from edgeport.runtime.specs import TensorSpec
 
 
 @dataclass(frozen=True)
+class SideBytes:
+    """Another file a model needs (an OpenVINO IR's weights), read once with it."""
+
+    path: Path
+    data: bytes = field(repr=False)
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModelBytes:
     """A model file as read once (:mod:`edgeport.runtime.source`): backends open these bytes,
     never the path again, so what was verified is what runs. ``path`` names the file in messages
@@ -31,17 +40,27 @@ class ModelBytes:
     data: bytes = field(repr=False)
     summary: OnnxSummary | None = None  # an ONNX file's inputs, outputs and external data
     known_sha256: str | None = None  # set when the bytes were checked against a manifest
+    side_files: tuple[SideBytes, ...] = ()  # read (and verified) with the file
 
     @property
     def sha256(self) -> str:
         """The bytes' sha256 (computed now unless the manifest check already did)."""
         return self.known_sha256 or hashlib.sha256(self.data).hexdigest()
 
+    @property
+    def content_sha256(self) -> str:
+        """What the model is made of: the file's sha256, or with side files, the sha256 of the
+        file's and theirs (file names aside)."""
+        if not self.side_files:
+            return self.sha256
+        text = " ".join((self.sha256, *(s.sha256 for s in self.side_files)))
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 class Backend(ABC):
     """An opened model on one inference engine."""
 
-    name: str  # "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"
+    name: str  # one of registry.BACKENDS
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 

@@ -1,5 +1,5 @@
-"""The OpenVINO backend: a bundle's ONNX artifacts (fp32, fp16, Q/DQ int8) compiled by OpenVINO's
-CPU plugin.
+"""The OpenVINO backend: a bundle's ONNX artifacts (fp32, fp16, Q/DQ int8) and OpenVINO IR
+(``.xml`` + ``.bin`` weights) compiled by OpenVINO's CPU plugin.
 
 OpenVINO reads the same ONNX files as ONNX Runtime; on CPUs its int8 kernels are often the
 fastest (ResNet-18 int8 16.7 ms against ONNX Runtime's 20.5 ms on the 2-core AVX2 machine,
@@ -13,11 +13,12 @@ models are cached there, so a second start skips compilation; default the user's
 ``threads`` comes from ``load``. Infer requests are pooled, one per concurrent caller, so a
 ``Model`` is safe to share between threads.
 
-The model is compiled from the bytes ``load`` read and verified, never from its path. The
-compiled model is cached by edgeport itself (exported, stored with its sha256 and checked before
-it is imported, :mod:`~edgeport.runtime.backends.compiled_cache`), not by OpenVINO's
-``CACHE_DIR``, which would import a damaged blob as it is. An entry is keyed by the model's
-sha256, the OpenVINO version, the compile properties and the CPU.
+The model is compiled from the bytes ``load`` read and verified, never from its path (an IR's
+``.xml`` and its weights both). The compiled model is cached by edgeport itself (exported,
+stored with its sha256 and checked before it is imported,
+:mod:`~edgeport.runtime.backends.compiled_cache`), not by OpenVINO's ``CACHE_DIR``, which would
+import a damaged blob as it is. An entry is keyed by the sha256 of the model's bytes (an IR's
+graph and weights), the OpenVINO version, the compile properties and the CPU.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class OpenVinoBackend(Backend):
         external = model.summary is not None and bool(model.summary.external_data)
         folder = None if external else settings.cache_dir
         cache = CompiledCache(folder) if folder is not None else None
-        key = cache_key(model.sha256, self._version, config) if cache is not None else ""
+        key = cache_key(model.content_sha256, self._version, config) if cache is not None else ""
         self._compiled: Any = self._import(core, cache, key, config)
         self.cache_state = "off" if cache is None else "verified hit"
         if self._compiled is None:
@@ -224,8 +225,9 @@ class OpenVinoBackend(Backend):
 
 
 def cache_key(model_sha256: str, version: str, config: Mapping[str, Any]) -> str:
-    """What a compiled model depends on: the model's bytes, OpenVINO, the compile properties and
-    the CPU it was compiled for (a cache folder may be shared between machines)."""
+    """What a compiled model depends on: the model's bytes (``ModelBytes.content_sha256``: an
+    IR's weights too), OpenVINO, the compile properties and the CPU it was compiled for (a cache
+    folder may be shared between machines)."""
     from edgeport.runtime.envinfo import cpu_model
 
     text = json.dumps(
@@ -248,10 +250,21 @@ def _compile(core: Any, model: ModelBytes, config: dict[str, Any]) -> Any:
             "onnxruntime-cpu, which runs the verified bytes"
         )
     try:
-        source = core.read_model(str(model.path) if external else model.data)
+        if external:
+            source = core.read_model(str(model.path))
+        else:  # ONNX (bytes), or an IR's .xml (bytes) with its weights in memory
+            source = core.read_model(model.data, _weights(model))
         return core.compile_model(source, "CPU", config)
     except RuntimeError as exc:
         raise ModelLoadError(f"OpenVINO cannot compile {model.path}: {exc}") from exc
+
+
+def _weights(model: ModelBytes) -> bytes:
+    """An IR's weights (its one side file) as read with it; empty for ONNX."""
+    if len(model.side_files) > 1:
+        names = [s.path.name for s in model.side_files]
+        raise ModelLoadError(f"{model.path}: an OpenVINO IR has one weights file, got {names}")
+    return model.side_files[0].data if model.side_files else b""
 
 
 def _exported(compiled: Any) -> bytes:

@@ -6,7 +6,8 @@ Backends are imported only when asked about (as tinygrad finds devices): asking 
 Auto-selection (``backend="auto"``) follows this machine's tuning record when one matches
 (:mod:`edgeport.runtime.tuning`, written by ``edgeport tune``); otherwise it tries, fastest first
 by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``,
-``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when).
+``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when), then the
+phone formats' own runtimes, ``litert`` (``.tflite``) and ``executorch`` (``.pte``).
 ``onnxruntime-tensorrt`` is never picked automatically, since it builds a TensorRT engine inside
 the session on every load (minutes); ask for it by name. Every candidate that is passed over is
 recorded as an :class:`Attempt` with the reason, which ``Model.explain()`` prints.
@@ -36,16 +37,29 @@ from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.bundle import Artifact, EngineInfo
 from edgeport.runtime.errors import ConfigError
 
-BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino")
-AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino")
+BACKENDS = (
+    "tensorrt",
+    "onnxruntime-tensorrt",
+    "onnxruntime-cuda",
+    "onnxruntime-cpu",
+    "openvino",
+    "litert",
+    "executorch",
+)
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino", "litert", "executorch")
 GPU_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"})
+PHONE_BACKENDS = frozenset({"litert", "executorch"})  # the runtimes of phones' own formats
 FORMAT_OF = {
     "tensorrt": "tensorrt",
     "onnxruntime-tensorrt": "onnx",
     "onnxruntime-cuda": "onnx",
     "onnxruntime-cpu": "onnx",
     "openvino": "onnx",
+    "litert": "litert",
+    "executorch": "executorch",
 }
+# Formats a backend runs besides its FORMAT_OF: OpenVINO compiles its own IR too.
+EXTRA_FORMATS = {"openvino": ("openvino",)}
 # The engine family whose artifacts each backend runs (``Artifact.target``).
 TARGET_OF = {
     "tensorrt": "tensorrt",
@@ -53,6 +67,8 @@ TARGET_OF = {
     "onnxruntime-cuda": "onnxruntime",
     "onnxruntime-cpu": "onnxruntime",
     "openvino": "openvino",
+    "litert": "litert",
+    "executorch": "executorch",
 }
 ONNX_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "onnx")
 # Fastest first. On GPUs, TensorRT's int8 and fp16 kernels beat fp32. ONNX Runtime's CUDA
@@ -65,6 +81,8 @@ PRECISION_PREFERENCE = {
     "onnxruntime-cuda": ("fp16", "fp32", "int8"),
     "onnxruntime-cpu": ("fp32", "int8", "fp16"),
     "openvino": ("fp32", "int8", "fp16"),
+    "litert": ("fp32", "int8", "fp16"),
+    "executorch": ("fp32", "int8", "fp16"),
 }
 PRECISION_RULE = (
     "precision=None takes, for each backend in order, the first artifact in its preference "
@@ -81,7 +99,7 @@ PRECISION_RULE = (
 class ModelFile:
     """One model file that some backend might run."""
 
-    format: str  # "onnx" or "tensorrt"
+    format: str  # one of bundle.FORMATS
     precision: str | None  # None when a bare file does not tell
     path: Path  # where the file is (not yet verified)
     label: str  # the artifact name, or the file name
@@ -128,6 +146,15 @@ class Attempt:
         return f"{what}: {self.status}" + (f": {why}" if why else "")
 
 
+def runs_format(backend: str, fmt: str) -> bool:
+    """Whether ``backend`` opens files of the artifact format ``fmt``."""
+    return fmt == FORMAT_OF[backend] or fmt in EXTRA_FORMATS.get(backend, ())
+
+
+def formats_text(backend: str) -> str:
+    return " and ".join((FORMAT_OF[backend], *EXTRA_FORMATS.get(backend, ())))
+
+
 def check_backend_name(backend: str) -> str:
     if backend != "auto" and backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
@@ -145,6 +172,14 @@ def backend_unavailable_reason(backend: str, device_index: int = 0) -> str | Non
         from edgeport.runtime.backends import openvino
 
         return openvino.unavailable_reason()
+    if backend == "litert":
+        from edgeport.runtime.backends import litert
+
+        return litert.unavailable_reason()
+    if backend == "executorch":
+        from edgeport.runtime.backends import executorch
+
+        return executorch.unavailable_reason()
     from edgeport.runtime.backends.onnxrt import unavailable_reason
 
     return unavailable_reason(backend, device_index)
@@ -159,8 +194,8 @@ def candidate_unavailable_reason(
     backend: str, candidate: ModelFile, device_index: int = 0
 ) -> str | None:
     """Why ``backend`` cannot run ``candidate`` here, decided without opening it."""
-    if FORMAT_OF[backend] != candidate.format:
-        return f"{backend} runs {FORMAT_OF[backend]} files, this is {candidate.format}"
+    if not runs_format(backend, candidate.format):
+        return f"{backend} runs {formats_text(backend)} files, this is {candidate.format}"
     mismatch = target_mismatch(backend, candidate)
     if mismatch:
         return mismatch
@@ -247,10 +282,12 @@ def _rule_steps(
     if auto and gpu_here and device_kind != "cpu" and any(c.format == "onnx" for c in candidates):
         yield from _trt_ep_note(device_index)
     for name in _backend_order(backend, device_kind):
-        fmt = FORMAT_OF[name]
-        mine = [c for c in candidates if c.format == fmt]
+        fmt = formats_text(name)
+        mine = [c for c in candidates if runs_format(name, c.format)]
         if precision is not None:
             mine = [c for c in mine if c.precision == precision]
+        if not mine and auto and name in PHONE_BACKENDS:
+            continue  # a model without .tflite/.pte files: its explanation stays on the rest
         if not mine:
             what = f"{precision} {fmt}" if precision else fmt
             yield Attempt(name, "", precision, "skipped", f"no {what} artifact")
@@ -300,8 +337,12 @@ def _backend_steps(
             yield Attempt(name, "", None, "skipped", reason)
             return
     preference = PRECISION_PREFERENCE[name]
-    mine = sorted(
-        mine, key=lambda c: preference.index(c.precision) if c.precision in preference else 99
+    mine = sorted(  # by precision; at one precision a backend's own format (OpenVINO IR) first
+        mine,
+        key=lambda c: (
+            preference.index(c.precision) if c.precision in preference else 99,
+            c.format == FORMAT_OF[name] and name in EXTRA_FORMATS,
+        ),
     )
     for cand in mine:
         why = target_mismatch(name, cand) or trust_refusal(cand, request)

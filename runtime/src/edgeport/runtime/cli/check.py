@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeport.runtime.backends.registry import BACKENDS
 from edgeport.runtime.bundle import PRECISIONS
 from edgeport.runtime.cli.options import add_input_options, parsed_inputs
 from edgeport.runtime.errors import EdgeportError
 from edgeport.runtime.tools.check import (
     DEFAULT_SAMPLES,
-    ENGINE_BACKENDS,
-    ONNX_BACKENDS,
     REFERENCES,
     CheckReport,
     CheckSettings,
@@ -34,17 +33,20 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "check",
-        help="check a bundle, ONNX file or engine against its reference, output by output",
+        help="check a bundle or model file against its reference, output by output",
         description=(
-            "Run MODEL (a bundle directory, .onnx or .engine file) on every backend this "
-            "machine has and judge every output against the reference: for a bundle the "
-            "PyTorch model rebuilt from it (when torch is installed) or its stored reference "
-            "outputs; for a bare file ONNX Runtime CPU of --reference-model (default: the file "
-            "itself) on --inputs or synthetic inputs. Exits 1 when any run is outside its "
+            "Run MODEL (a bundle directory, .onnx, .engine, OpenVINO .xml, ExecuTorch .pte or "
+            "LiteRT .tflite file) on every backend this machine has and judge every output "
+            "against the reference: for a bundle the PyTorch model rebuilt from it (when torch "
+            "is installed) or its stored reference outputs; for a bare file --reference-model "
+            "(default: an .onnx itself) run on ONNX Runtime CPU, or on its own runtime for the "
+            "other formats, on --inputs or synthetic inputs. Exits 1 when any run is outside its "
             "precision's tolerance, naming it and the output, or when nothing could run."
         ),
     )
-    parser.add_argument("model", type=Path, metavar="MODEL", help="bundle, .onnx or .engine")
+    parser.add_argument(
+        "model", type=Path, metavar="MODEL", help="bundle, .onnx, .engine, .xml, .pte or .tflite"
+    )
     _reference_flags(parser)
     _run_flags(parser)
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
@@ -65,8 +67,9 @@ def _reference_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference-model",
         type=Path,
-        help="files: the .onnx model whose ONNX Runtime CPU outputs are the reference "
-        "(default: the file itself; required for an engine)",
+        help="files: the model whose outputs are the reference: an .onnx (run on ONNX Runtime "
+        "CPU) or an .xml, .pte or .tflite (its own runtime). Default: the .onnx itself; "
+        "required for an engine, .xml, .pte and .tflite",
     )
     parser.add_argument(
         "--data",
@@ -86,7 +89,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         help="comma-separated backends, from "
-        f"{', '.join((*ONNX_BACKENDS, *ENGINE_BACKENDS))} (default: every one of the model's "
+        f"{', '.join(BACKENDS)} (default: every one of the model's "
         "format; a bundle's ONNX artifacts on onnxruntime-cpu and onnxruntime-cuda)",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")

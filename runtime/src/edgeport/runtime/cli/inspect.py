@@ -16,15 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edgeport.runtime.backends import executorch
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.backends.onnx_proto import OnnxSummary, read_onnx_summary
 from edgeport.runtime.backends.registry import (
     BACKENDS,
-    FORMAT_OF,
     ModelFile,
     candidate_unavailable_reason,
     machine_report,
     plan,
+    runs_format,
 )
 from edgeport.runtime.bundle import artifact_path, verify_artifact
 from edgeport.runtime.card import ModelCard
@@ -80,6 +81,7 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     gpus = probe_gpus()
     report["machine"] = {
         "backends": machine_report(),
+        "needs": {"executorch": executorch.NEEDS},
         "gpus": [
             {"index": d.index, "name": d.name, "compute_capability": d.compute_capability}
             for d in gpus.devices
@@ -156,7 +158,7 @@ def _describe_candidate(
     info["backends"] = {
         name: candidate_unavailable_reason(name, cand)
         for name in BACKENDS
-        if FORMAT_OF[name] == cand.format
+        if runs_format(name, cand.format)
     }
     return info
 
@@ -244,8 +246,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(head)
         for io in ("inputs", "outputs"):
             lines += [f"      {io[:-1]} {spec['text']}" for spec in art.get(io, [])]
-        if "inputs" not in art and art["format"] == "tensorrt":
-            lines.append("      inputs and outputs: read when the engine is opened (edgeport run)")
+        if "inputs" not in art and art["format"] != "onnx":
+            lines.append("      inputs and outputs: read when the file is opened (edgeport run)")
         if "engine" in art:
             e = art["engine"]
             lines.append(
@@ -272,7 +274,9 @@ def format_report(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines.append("backends on this machine:")
     for name, reason in machine["backends"].items():
-        lines.append(f"  {name}: {'available' if reason is None else 'no: ' + reason}")
+        needs = machine.get("needs", {}).get(name)
+        state = "available" + (f" (needs {needs})" if needs else "")
+        lines.append(f"  {name}: {state if reason is None else 'no: ' + reason}")
     if machine["gpus"]:
         for gpu in machine["gpus"]:
             lines.append(

@@ -42,7 +42,13 @@ import numpy as np
 
 from edgeport.runtime.backends.cuda import probe_gpus
 from edgeport.runtime.backends.onnxrt import OrtSettings, tensorrt_profile_options
-from edgeport.runtime.backends.registry import FORMAT_OF, GPU_BACKENDS, ModelFile, short_reason
+from edgeport.runtime.backends.registry import (
+    GPU_BACKENDS,
+    ModelFile,
+    formats_text,
+    runs_format,
+    short_reason,
+)
 from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
@@ -85,6 +91,8 @@ SCENARIOS = ("single-stream", "offline", "both")
 RUNTIME_BACKENDS = (
     "onnxruntime-cpu",
     "openvino",
+    "litert",
+    "executorch",
     "onnxruntime-cuda",
     "onnxruntime-tensorrt",
     "tensorrt",
@@ -405,7 +413,9 @@ def _bundle_dir(model: ModelSource) -> Path:
 
 def _profiler(
     backend: str, cand: ModelFile, threads: int | None
-) -> Callable[[list[np.ndarray], ProfileConfig], LayerProfile]:
+) -> Callable[[list[np.ndarray], ProfileConfig], LayerProfile] | None:
+    if cand.format not in ("onnx", "tensorrt"):
+        return None  # no per-layer profiler for OpenVINO IR, ExecuTorch and LiteRT files
     if backend == "tensorrt":
         return lambda arrays, config: profile_tensorrt(cand.path, cand.engine, arrays, config)
     profile = None
@@ -434,6 +444,7 @@ def _open_runtime(
         threads=threads,
         cuda_graph=graph,
         verify=cand.label not in verified,
+        artifact=cand.label if model.kind == "bundle" else None,
         allow_failed=True,  # timed and reported with its parity, never chosen by auto
     )
     verified.add(cand.label)  # hashed once: later opens of the same file skip the sha256
@@ -455,11 +466,11 @@ def _open_runtime(
 
 
 def _no_file_reason(model: ModelSource, backend: str) -> str:
-    fmt = FORMAT_OF[backend]
+    fmt = formats_text(backend)
     if model.kind == "bundle":
-        hint = " (export with --tensorrt)" if fmt == "tensorrt" else ""
+        hint = " (export with --format including it)" if fmt != "onnx" else ""
         return f"the bundle has no {fmt} artifact{hint}"
-    return f"{model.path.name} is not an {'engine' if fmt == 'tensorrt' else 'ONNX file'}"
+    return f"{model.path.name} is not a file {backend} runs ({fmt})"
 
 
 def _precisions(model: ModelSource, settings: BenchSettings) -> tuple[str | None, ...]:
@@ -479,12 +490,16 @@ def _runtime_plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Pl
     verified: set[str] = set()
     for backend in [b for b in settings.backends or RUNTIME_BACKENDS if b != AUTO]:
         device = _device_of(backend)
-        files = [c for c in model.candidates if c.format == FORMAT_OF[backend]]
+        files = [c for c in model.candidates if runs_format(backend, c.format)]
         if not files and settings.backends:
             skipped.append(Skipped(backend, None, device, _no_file_reason(model, backend)))
         graphs = (False, True) if settings.cuda_graph and device == "cuda" else (False,)
         for precision in _precisions(model, settings):
-            for cand in [c for c in files if c.precision == precision][:1]:
+            first: dict[str, ModelFile] = {}  # one file per format (OpenVINO: ONNX and IR)
+            for c in files:
+                if c.precision == precision:
+                    first.setdefault(c.format, c)
+            for cand in first.values():
                 plans += [
                     Plan(
                         backend,
@@ -502,7 +517,7 @@ def _runtime_plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Pl
 def baseline_unavailable(model: ModelSource) -> str | None:
     """Why no PyTorch baseline can rebuild this model, or None when it may."""
     if model.manifest is None:
-        what = "ONNX file" if model.kind == "onnx" else "TensorRT engine"
+        what = {"onnx": "ONNX file", "engine": "TensorRT engine"}.get(model.kind, model.kind)
         return (
             f"bare {what}: there is no PyTorch model to rebuild (the baselines rebuild "
             "edgeport-trained models from a bundle's reference weights)"
@@ -832,7 +847,9 @@ def _reference_text(
     if not settings.parity:
         return "not checked (parity off)"
     if ref is None:
-        bare = "a bare ONNX file" if model.kind == "onnx" else "a bare TensorRT engine"
+        bare = "a bare " + {"onnx": "ONNX file", "engine": "TensorRT engine"}.get(
+            model.kind, f"{model.kind} file"
+        )
         what = "the bundle" if model.manifest is not None else bare
         return f"no reference: {what} stores no reference outputs"
     where = f", {ref.dataset} {ref.split or ''}".rstrip() if ref.dataset else ""

@@ -15,6 +15,9 @@ MODEL is a bundle directory, an ``.onnx`` file or a TensorRT engine (``.engine``
   ``polygraphy run model.onnx --onnxrt --trt``).
 - **engine**: the same, with ``--reference-model`` required; the candidate is the engine on
   TensorRT.
+- **OpenVINO IR, ExecuTorch .pte, LiteRT .tflite**: the same, with ``--reference-model``
+  required (any file of the same model edgeport loads: an ``.onnx`` runs on ONNX Runtime CPU,
+  another format on its own runtime); the candidate is the file on its runtime.
 
 ``auto`` takes torch for a bundle when it can, else stored; onnxruntime-cpu for a file. Every
 output is judged by :func:`edgeport.runtime.compare.judge` with the tolerance of the candidate's
@@ -45,6 +48,7 @@ from edgeport.runtime.backends.registry import (
     ONNX_BACKENDS,
     ModelFile,
     candidate_unavailable_reason,
+    runs_format,
     short_reason,
 )
 from edgeport.runtime.bundle import PRECISIONS, Manifest, verify_artifact
@@ -59,7 +63,14 @@ from edgeport.runtime.errors import (
 )
 from edgeport.runtime.feeds import load_npz, sample_count, synthetic_feeds
 from edgeport.runtime.io import sha256_file
-from edgeport.runtime.model import Model, ModelSource, load, resolve_source, run_in_chunks
+from edgeport.runtime.model import (
+    FILE_FORMATS,
+    Model,
+    ModelSource,
+    load,
+    resolve_source,
+    run_in_chunks,
+)
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
 from edgeport.runtime.reference import StoredReference, load_reference
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
@@ -139,11 +150,9 @@ class CheckSettings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ConfigError(f"--{name} must be >= 1, got {value}")
-        unknown = [b for b in self.backends if b not in (*ONNX_BACKENDS, *ENGINE_BACKENDS)]
+        unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
-            raise ConfigError(
-                f"unknown backends {unknown}; choose from {[*ONNX_BACKENDS, *ENGINE_BACKENDS]}"
-            )
+            raise ConfigError(f"unknown backends {unknown}; choose from {list(BACKENDS)}")
         if self.tolerance is not None and self.tolerance not in PRECISIONS:
             raise ConfigError(f"--tolerance must be one of {PRECISIONS}, got {self.tolerance!r}")
 
@@ -203,8 +212,16 @@ def _validate_for(source: ModelSource, settings: CheckSettings) -> None:
             f"{source.path} is a TensorRT engine: give --reference-model MODEL.onnx (the ONNX "
             "model it was built from), whose ONNX Runtime CPU outputs it is compared with"
         )
-    if ref is not None and ref.suffix.lower() != ".onnx":
-        raise ConfigError(f"--reference-model must be an .onnx file, got {ref}")
+    if source.kind in FILE_FORMATS.values() and ref is None:
+        raise ConfigError(
+            f"{source.path} runs on one runtime only ({source.kind}): give --reference-model "
+            "with another file of the same model (the .onnx it came from, or a .pte, .tflite or "
+            "OpenVINO .xml), whose outputs it is compared with"
+        )
+    if ref is not None and ref.suffix.lower() not in (".onnx", *FILE_FORMATS):
+        raise ConfigError(
+            f"--reference-model must be an .onnx, .xml, .pte or .tflite file, got {ref}"
+        )
     synthetic = [flag for name, flag in _SYNTHETIC.items() if settings.is_set(name)]
     if settings.inputs is not None and synthetic:
         raise ConfigError(
@@ -402,12 +419,19 @@ def _file_inputs(
     )
 
 
+def reference_backend(path: Path) -> str:
+    """The backend that runs a reference file: ONNX Runtime CPU for an .onnx, else its format's
+    own runtime."""
+    fmt = FILE_FORMATS.get(path.suffix.lower(), "onnx")
+    return REFERENCE_BACKEND if fmt == "onnx" else next(b for b in BACKENDS if FORMAT_OF[b] == fmt)
+
+
 def _file_reference(source: ModelSource, settings: CheckSettings, warnings: list[str]) -> Reference:
-    """ONNX Runtime CPU outputs of the reference model on --inputs or synthetic batches."""
+    """The reference model's outputs (ONNX Runtime CPU for an .onnx, else its own runtime) on
+    --inputs or synthetic batches."""
     path = settings.reference_model or source.path
-    with load(
-        path, backend=REFERENCE_BACKEND, threads=settings.threads, check_outputs=False
-    ) as model:
+    backend = reference_backend(path)
+    with load(path, backend=backend, threads=settings.threads, check_outputs=False) as model:
         batches = _file_inputs(model.inputs, settings)
         outputs = run_batches(model, batches, rechunk=False)
         precision = model.precision
@@ -424,8 +448,8 @@ def _file_reference(source: ModelSource, settings: CheckSettings, warnings: list
         batches=batches,
         outputs=outputs,
         labels=None,
-        kind=REFERENCE_BACKEND,
-        description=f"ONNX Runtime CPU run of {path.name} ({precision}) on {dataset}",
+        kind=backend,
+        description=f"{backend} run of {path.name} ({precision}) on {dataset}",
         rechunk=False,
         dataset=dataset,
         class_names=source.card.class_names if source.card else (),
@@ -518,6 +542,8 @@ def run_batches(
 def _default_backends(source: ModelSource, fmt: str) -> tuple[str, ...]:
     if fmt == "tensorrt":
         return ENGINE_BACKENDS
+    if fmt != "onnx":
+        return tuple(b for b in BACKENDS if runs_format(b, fmt))
     return BUNDLE_ONNX_BACKENDS if source.kind == "bundle" else ONNX_BACKENDS
 
 
@@ -556,7 +582,7 @@ def _plan(source: ModelSource, settings: CheckSettings) -> list[Verdict | tuple[
     for cand in candidates:
         precision = _precision(source, cand, settings)
         wanted = settings.backends or _default_backends(source, cand.format)
-        backends = [b for b in wanted if FORMAT_OF[b] == cand.format]
+        backends = [b for b in wanted if runs_format(b, cand.format)]
         if not backends:
             why = f"no selected backend runs {cand.format} files (selected: {list(wanted)})"
             plan.append(Verdict(cand.label, precision, "-", "skipped", reason=why))
@@ -585,6 +611,7 @@ def _open(source: ModelSource, cand: ModelFile, backend: str, threads: int | Non
         precision=cand.precision,
         threads=threads,
         check_outputs=False,  # judged and reported per output instead
+        artifact=cand.label,
         allow_failed=True,  # checking a failed artifact again is what check is for
     )
     chosen = model.artifact.name if model.artifact is not None else None
@@ -648,10 +675,33 @@ def _run_candidate(
     except EdgeportError as exc:
         raise ModelLoadError(f"cannot load: {exc}") from exc
     with model:
+        by_position = source.kind != "bundle" and _by_position(model, ref)
+        batches = ref.batches
+        if by_position:  # two files of one model, named by different converters
+            batches = tuple(
+                {s.name: array for s, array in zip(model.inputs, feeds.values(), strict=True)}
+                for feeds in ref.batches
+            )
         try:
-            return run_batches(model, ref.batches, rechunk=ref.rechunk), model.outputs
+            outputs = run_batches(model, batches, rechunk=ref.rechunk)
         except EdgeportError as exc:
             raise InputError(f"run failed: {exc}") from exc
+        if not by_position:
+            return outputs, model.outputs
+        names = list(ref.outputs)
+        specs = tuple(
+            dataclasses.replace(s, name=n) for s, n in zip(model.outputs, names, strict=True)
+        )
+        return dict(zip(names, outputs.values(), strict=True)), specs
+
+
+def _by_position(model: Model, ref: Reference) -> bool:
+    """Whether a file's inputs and outputs are named otherwise than the reference's but are as
+    many: then they are matched in order."""
+    ins, outs = list(ref.batches[0]), list(ref.outputs)
+    mine_in, mine_out = [s.name for s in model.inputs], [s.name for s in model.outputs]
+    same_count = len(ins) == len(mine_in) and len(outs) == len(mine_out)
+    return same_count and (ins != mine_in or outs != mine_out)
 
 
 # --------------------------------------------------------------------------------------------

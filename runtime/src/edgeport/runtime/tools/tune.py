@@ -21,9 +21,9 @@ from pathlib import Path
 
 from edgeport.runtime.backends.registry import (
     BACKENDS,
-    FORMAT_OF,
     ModelFile,
     candidate_unavailable_reason,
+    runs_format,
     trust_refusal,
 )
 from edgeport.runtime.bundle import Artifact, Manifest
@@ -75,7 +75,7 @@ def candidates(
             art.format, art.precision, bundle_dir / art.path, art.name, art, art.engine, bundle_dir
         )
         refusal = trust_refusal(cand)
-        for backend in (b for b in backends if FORMAT_OF[b] == art.format):
+        for backend in (b for b in backends if runs_format(b, art.format)):
             why = refusal or candidate_unavailable_reason(backend, cand)
             if why:
                 left_out.append(f"{backend} {art.name}: {why}")
@@ -97,7 +97,11 @@ def _open(
     for backend, art in pairs:
         try:
             model = load(
-                bundle_dir, backend=backend, precision=art.precision, threads=settings.threads
+                bundle_dir,
+                backend=backend,
+                precision=art.precision,
+                threads=settings.threads,
+                artifact=art.name,
             )
         except EdgeportError as exc:
             left_out.append(f"{backend} {art.name}: {exc}")
