@@ -78,6 +78,16 @@ def _openvino(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Convert
     return tools, {"files": files, "source": source}
 
 
+def _module(ex: _Exporter) -> Any:
+    """The PyTorch module ExecuTorch and LiteRT convert; an ONNX source has none."""
+    if ex.job.module is None:
+        raise ExportError(
+            "ExecuTorch and LiteRT files are converted from the PyTorch module, and an ONNX "
+            "source has none: export the module, or ask for onnx, tensorrt or openvino"
+        )
+    return ex.job.module
+
+
 def _executorch(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Converted:
     from edgeport.export.dims import torch_dynamic_shapes
     from edgeport.export.executorch import export_pte
@@ -99,7 +109,7 @@ def _executorch(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Conve
             f"{unbounded} a range (--shapes NAME:MIN:OPT:MAX)"
         )
     tools = export_pte(
-        ex.job.module,
+        _module(ex),
         tensors(trace, names),
         torch_dynamic_shapes(axes, ex.ranges, names),
         dst,
@@ -118,7 +128,7 @@ def _litert(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Converted
     names, outputs = ex.s.input_names or (), ex.s.output_names or ()
     example = fixed_example(ex.job.example, ex.s)
     tools = export_tflite(
-        ex.job.module,
+        _module(ex),
         example,
         dst,
         inputs=names,
@@ -244,5 +254,5 @@ def _fixed_outputs(ex: _Exporter, example: Batch) -> dict[str, Any]:
     """The outputs at the shapes the module gives on ``example``."""
     from edgeport.export.parity import torch_outputs
 
-    outputs = torch_outputs(ex.job.module, example, ex.s.output_names)
+    outputs = torch_outputs(_module(ex), example, ex.s.output_names)
     return {"outputs": fixed_specs(ex.card.outputs, outputs)}
