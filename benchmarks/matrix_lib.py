@@ -167,7 +167,8 @@ def export_bundle(
     tensorrt: bool = False,
 ) -> Path:
     """Export ``run_dir`` to ``bundle`` (engines only with ``tensorrt``); a failing parity
-    gate is kept and marked failed, so the benchmark still runs and the check reports it."""
+    gate is kept and marked failed, and an int8 file slower than fp32 is kept and marked
+    (``keep_slow_int8``), so the benchmark still runs and measures every precision."""
     from edgeport.export import export
     from edgeport.runtime.bundle import Manifest
 
@@ -184,6 +185,7 @@ def export_bundle(
             tensorrt=tensorrt,
             parity_limit=parity_limit,
             allow_parity_failure=True,
+            keep_slow_int8=True,
         )
     return bundle
 
@@ -220,7 +222,11 @@ def bare_ort_plan(bundle: Path, precision: str, threads: int | None) -> Any:
     from edgeport.runtime.tools.bench import Plan, Timed
 
     arts = Manifest.load(bundle).artifacts
-    art = next(a for a in arts if a.format == "onnx" and a.precision == precision)
+    art = next(
+        a
+        for a in arts
+        if a.format == "onnx" and a.precision == precision and a.target in (None, "onnxruntime")
+    )
 
     def open_session() -> Timed:
         import onnxruntime as ort

@@ -121,7 +121,10 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
     cold = json.loads((out / "simple_cnn_bn.coldstart.json").read_text())
     assert {r["subject"] for r in cold["rows"]} >= {"auto", "bare-onnxruntime"}
     check = json.loads((out / "simple_cnn_bn.check.json").read_text())
-    assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-int8", "onnx-bf16"}
+    artifacts = {c["artifact"] for c in check["checks"]}
+    assert artifacts >= {"onnx-fp32", "onnx-int8", "onnx-bf16"}
+    compared = {c["artifact"] for c in check["checks"] if c["status"] in ("passed", "failed")}
+    assert compared >= {"onnx-fp32", "onnx-int8"}  # the OpenVINO int8 file is OpenVINO's only
     readme = (out / "README.md").read_text()
     for heading in ("## Goals", "## edgeport auto against the best peer", "## Cold start"):
         assert heading in readme

@@ -48,6 +48,7 @@ from edgeport.runtime.backends.registry import (
     formats_text,
     runs_format,
     short_reason,
+    target_mismatch,
 )
 from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
@@ -490,7 +491,11 @@ def _runtime_plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Pl
     verified: set[str] = set()
     for backend in [b for b in settings.backends or RUNTIME_BACKENDS if b != AUTO]:
         device = _device_of(backend)
-        files = [c for c in model.candidates if runs_format(backend, c.format)]
+        files = [  # what it opens, made for any engine or for its own (int8 per engine)
+            c
+            for c in model.candidates
+            if runs_format(backend, c.format) and target_mismatch(backend, c) is None
+        ]
         if not files and settings.backends:
             skipped.append(Skipped(backend, None, device, _no_file_reason(model, backend)))
         graphs = (False, True) if settings.cuda_graph and device == "cuda" else (False,)
