@@ -33,13 +33,13 @@ from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.backends.cuda import parse_device
 from edgeport.runtime.backends.onnx_proto import OnnxSummary, read_onnx_summary
 from edgeport.runtime.backends.registry import (
-    PRECISION_RULE,
     Attempt,
     ModelFile,
     Request,
     check_backend_name,
     parity_failed_text,
     record_refusal,
+    rule_text,
     steps,
 )
 from edgeport.runtime.bundle import (
@@ -147,9 +147,11 @@ def load(
     ``backend``: "auto" or one of ``registry.BACKENDS`` ("tensorrt", "onnxruntime-cuda",
     "onnxruntime-tensorrt", "onnxruntime-cpu", "openvino", "litert", "executorch").
     ``precision``: None (automatic, see ``registry.PRECISION_RULE``) or one of
-    fp32/fp16/int8. ``device``: None (any), "cpu", "cuda", "cuda:N" or N. ``threads``: ONNX
-    Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
-    (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
+    fp32/fp16/int8/bf16 (bf16: a bundle's bf16 artifact, or a bare fp32 ONNX file run with bf16
+    arithmetic, on OpenVINO where the CPU has it). ``device``: None (any), "cpu", "cuda",
+    "cuda:N" or N. ``threads``: ONNX Runtime intra-op threads (None: its default).
+    ``cuda_graph``: replay a captured CUDA graph (GPU backends; fixed shapes). ``verify``: check
+    the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
@@ -173,6 +175,8 @@ def load(
     source = resolve_source(path, read_bytes=True)
     if artifact is not None:
         source = _only(source, artifact)
+    if precision == "bf16":
+        source = with_bf16(source)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
@@ -290,14 +294,14 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
     if backend != "auto" or precision is not None:
         return None, f"asked for backend={backend!r}, precision={precision!r}"
     if source.kind != "bundle":
-        return None, f"{PRECISION_RULE} (a bare file has no tuning record)"
+        return None, f"{rule_text()} (a bare file has no tuning record)"
     from edgeport.runtime.tuning_records import effective_settings, find_record
 
     settings = effective_settings(options.threads, options.cuda_graph, options.backend_options)
     record, why = find_record(source.path, settings, source.manifest_sha256)
     entry = record.winner_for(options.expected_batch) if record is not None else None
     if entry is None:
-        return None, f"{why}; {PRECISION_RULE}"
+        return None, f"{why}; {rule_text()}"
     best = entry.winner
     others = ", ".join(
         f"{t.backend} {t.precision} {t.p50_ms:.3g} ms" for t in entry.timings if t != best
@@ -308,7 +312,7 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
     if refusal is not None:  # the record's word only: it may name what does not exist
         return None, (
             f"{why}: at batch {entry.batch} it names {best.backend} [{best.artifact}] "
-            f"{numbers}; not obeyed: {refusal}; {PRECISION_RULE}"
+            f"{numbers}; not obeyed: {refusal}; {rule_text()}"
         )
     return prefer, (
         f"{why}: at batch {entry.batch} the fastest was {best.backend} {best.precision} {numbers}"
@@ -325,7 +329,7 @@ def _basis(
     if prefer is None or chosen == prefer:
         return record_text
     why = next(a.why for a in attempts if (a.backend, a.target) == prefer)  # tried first
-    return f"{record_text}; not obeyed: it did not open ({why}); {PRECISION_RULE}"
+    return f"{record_text}; not obeyed: it did not open ({why}); {rule_text()}"
 
 
 # -- resolving the path -------------------------------------------------------------------------
@@ -358,13 +362,13 @@ def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource
             f"LiteRT .tflite file, got {suffix or 'no suffix'}"
         )
     kind = "onnx" if suffix == ".onnx" else FILE_FORMATS.get(suffix, "engine")
-    sibling, artifact = _sibling_manifest(path)
-    if sibling is not None and artifact is not None:
+    sibling, artifacts = _sibling_manifest(path)
+    if sibling is not None and artifacts:
         return ModelSource(
             kind,
             path,
             sibling.card,
-            [_bundle_candidate(path.parent, artifact)],
+            [_bundle_candidate(path.parent, art) for art in artifacts],
             sibling,
         )
     if suffix == ".onnx":
@@ -385,6 +389,17 @@ def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource
     fmt = "tensorrt" if kind == "engine" else kind
     cand = ModelFile(fmt, match.group(1) if match else None, path, path.name)
     return ModelSource(kind, path, None, [cand])
+
+
+def with_bf16(source: ModelSource) -> ModelSource:
+    """A bare fp32 ONNX file also as a bf16 candidate: the same file, run with bf16 arithmetic
+    by the engines that have it. Only asked for by name (``precision="bf16"``, ``check
+    --tolerance bf16``, ``bench --precision bf16``): a bare file's bf16 run has no parity check
+    behind it. A bundle lists its bf16 artifact itself."""
+    if source.kind != "onnx" or source.manifest is not None:
+        return source
+    extra = [replace(c, precision="bf16") for c in source.candidates if c.precision == "fp32"]
+    return replace(source, candidates=[*source.candidates, *extra])
 
 
 def _check_engine_file(path: Path) -> None:
@@ -415,19 +430,21 @@ def _bundle_candidate(bundle_dir: Path, art: Artifact) -> ModelFile:
     )
 
 
-def _sibling_manifest(path: Path) -> tuple[Manifest | None, Artifact | None]:
-    """The manifest next to a single file, and its entry for that file, when there is one."""
+def _sibling_manifest(path: Path) -> tuple[Manifest | None, list[Artifact]]:
+    """The manifest next to a single file, and its entries for that file (the fp32 file is
+    also the bf16 artifact), when there is one."""
     if not (path.parent / MANIFEST_NAME).is_file():
-        return None, None
+        return None, []
     manifest = Manifest.load(path.parent)
     target = path.resolve()
+    found = []
     for art in manifest.artifacts:
         try:
             if resolve_inside(path.parent, art.path) == target:
-                return manifest, art
+                found.append(art)
         except ModelLoadError:
             continue  # an entry leaving the bundle is not this file; verify refuses it later
-    return manifest, None
+    return manifest, found
 
 
 def _card_from_metadata(path: Path, summary: OnnxSummary) -> ModelCard | None:
@@ -475,7 +492,9 @@ def _open(
             for t in (*summary.inputs, *summary.outputs)
             if t.elem_type in DTYPES
         ]
-        ov_settings = OpenVinoSettings.from_options(threads, options.backend_options)
+        ov_settings = OpenVinoSettings.from_options(
+            threads, options.backend_options, precision=cand.precision or "fp32"
+        )
         return OpenVinoBackend(model, ov_settings, file_specs)
     from edgeport.runtime.backends.onnxrt import (
         OnnxRuntimeBackend,
@@ -875,7 +894,10 @@ class Model:
     # -- description and lifetime ---------------------------------------------------------------
 
     def explain(self) -> str:
-        """Which backend and artifact were chosen, with what settings, and why the others not."""
+        """Which backend and artifact were chosen, with what settings, and why the others not,
+        and the CPU's precision capabilities (its flags and OpenVINO's reading)."""
+        from edgeport.runtime.cpu_features import describe_line
+
         target = self.artifact.name if self.artifact else self.path.name
         lines = [
             f"model: {self.path}",
@@ -886,7 +908,8 @@ class Model:
         lines += [f"output {spec.describe()}" for spec in self.outputs]
         lines.append("candidates, in the order considered:")
         lines += [f"  - {a}" for a in self.attempts]
-        lines.append(f"choice: {self.choice_basis or PRECISION_RULE}")
+        lines.append(f"choice: {self.choice_basis or rule_text()}")
+        lines.append(f"cpu precisions: {describe_line()}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
