@@ -26,7 +26,7 @@ CPU provider, which the results say.
 
     python benchmarks/quantization.py                       # prepare what is missing, measure
     python benchmarks/quantization.py --prepare-only        # train, export, make the peers
-    python benchmarks/quantization.py --models resnet18 --duration-s 1 --out /tmp/q
+    python benchmarks/quantization.py --models resnet18 --duration-s 1 --out runs/quantization-quick
     python benchmarks/quantization.py --no-train   # random weights where none are trained yet
 """
 
