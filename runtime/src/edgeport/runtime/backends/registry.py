@@ -4,13 +4,13 @@ Backends are imported only when asked about (as tinygrad finds devices): asking 
 ``tensorrt`` can run imports ``tensorrt`` and nothing else.
 
 Auto-selection (``backend="auto"``) follows this machine's tuning record when one matches
-(:mod:`edgeport.runtime.tuning`, written by ``edgeport tune``); otherwise it tries, fastest first
+(:mod:`edgeport.runtime.tuning_records`, by ``edgeport tune``); otherwise it tries, fastest first
 by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``,
 ``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when), then the
 phone formats' own runtimes, ``litert`` (``.tflite``) and ``executorch`` (``.pte``).
-``onnxruntime-tensorrt`` is never picked automatically, since it builds a TensorRT engine inside
-the session on every load (minutes); ask for it by name. Every candidate that is passed over is
-recorded as an :class:`Attempt` with the reason, which ``Model.explain()`` prints.
+The backends of :data:`BY_NAME_ONLY` are never picked automatically; ask for them by name.
+Every candidate that is passed over is recorded as an :class:`Attempt` with the reason, which
+``Model.explain()`` prints.
 
 An artifact made for one engine family (``Artifact.target``: an int8 file quantized in the form
 OpenVINO fuses, say) is run only by that family's backends (:data:`TARGET_OF`).
@@ -54,6 +54,11 @@ BACKENDS = (
     "executorch",
 )
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino", "litert", "executorch")
+# Backends that run only when asked for by name: never by auto, tune or check's defaults.
+BY_NAME_ONLY = {
+    "onnxruntime-tensorrt": "it builds a TensorRT engine inside the session on every load "
+    "(minutes)",
+}
 GPU_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"})
 PHONE_BACKENDS = frozenset({"litert", "executorch"})  # the runtimes of phones' own formats
 FORMAT_OF = {
@@ -81,7 +86,7 @@ ONNX_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "onnx")
 # Fastest first. On GPUs, TensorRT's int8 and fp16 kernels beat fp32. ONNX Runtime's CUDA
 # provider runs fp16 on tensor cores but has few int8 (QDQ) kernels, so int8 comes last there.
 # On CPUs int8 is only faster for large models (ResNet-18: 17.5 vs 32 ms; the small CNN: 0.18
-# vs 0.17 ms, NOTES.md) and fp16 is emulated, so fp32 comes first: ask for int8 by name.
+# vs 0.17 ms on a 2-core AMD EPYC) and fp16 is emulated, so fp32 comes first: ask for int8 by name.
 PRECISION_PREFERENCE = {
     "tensorrt": ("int8", "fp16", "fp32"),
     "onnxruntime-tensorrt": ("int8", "fp16", "fp32"),
@@ -101,9 +106,7 @@ PRECISION_RULE = (
     "precision=None takes, for each backend in order, the first artifact in its preference "
     "order whose export parity check passed (fp32 also when unchecked): "
     + "; ".join(
-        f"{b}: {' > '.join(p)}"
-        for b, p in PRECISION_PREFERENCE.items()
-        if b != "onnxruntime-tensorrt"
+        f"{b}: {' > '.join(p)}" for b, p in PRECISION_PREFERENCE.items() if b not in BY_NAME_ONLY
     )
 )
 
@@ -374,8 +377,8 @@ def _trt_ep_note(device_index: int) -> Iterator[Attempt]:
             "",
             None,
             "skipped",
-            "not tried automatically: it builds a TensorRT engine when the session "
-            "opens; ask for backend='onnxruntime-tensorrt'",
+            f"not tried automatically: {BY_NAME_ONLY['onnxruntime-tensorrt']}; ask for "
+            "backend='onnxruntime-tensorrt'",
         )
 
 

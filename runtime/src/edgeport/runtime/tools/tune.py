@@ -1,8 +1,8 @@
 """``edgeport tune``: time every backend x precision of a bundle that may run here and record the
-fastest per batch size (:mod:`edgeport.runtime.tuning`), for ``load(backend="auto")``.
+fastest per batch size (:mod:`edgeport.runtime.tuning_records`), for ``load(backend="auto")``.
 
 Candidates are what ``auto`` itself would consider: every backend that runs the artifact's
-format on this machine (not ``onnxruntime-tensorrt``, which builds engines for minutes), and an
+format on this machine (not those of ``registry.BY_NAME_ONLY``), and an
 artifact only when its export parity check passed (fp32 also when unchecked), so a tuned choice
 is never one the parity gate refused. All are loaded at once and timed on the bundle's stored
 reference inputs (else seeded synthetic ones) in interleaved rounds (each candidate in turn,
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgeport.runtime.backends.registry import (
     BACKENDS,
+    BY_NAME_ONLY,
     ModelFile,
     candidate_unavailable_reason,
     runs_format,
@@ -32,7 +33,7 @@ from edgeport.runtime.feeds import InputData, resolve_shapes
 from edgeport.runtime.model import Model, load
 from edgeport.runtime.reference import load_reference
 from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
-from edgeport.runtime.tuning import (
+from edgeport.runtime.tuning_records import (
     BatchWinner,
     Timing,
     TuningRecord,
@@ -42,8 +43,6 @@ from edgeport.runtime.tuning import (
 )
 
 log = logging.getLogger(__name__)
-
-SKIPPED_BACKENDS = ("onnxruntime-tensorrt",)
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def candidates(
 ) -> tuple[list[tuple[str, Artifact]], list[str]]:
     """(backend, artifact) pairs to time, and why the others are left out."""
     chosen, left_out = [], []
-    backends = settings.backends or tuple(b for b in BACKENDS if b not in SKIPPED_BACKENDS)
+    backends = settings.backends or tuple(b for b in BACKENDS if b not in BY_NAME_ONLY)
     for art in manifest.artifacts:
         cand = ModelFile(
             art.format, art.precision, bundle_dir / art.path, art.name, art, art.engine, bundle_dir
