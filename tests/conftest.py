@@ -28,3 +28,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(
                 pytest.mark.skip(reason="neither tensorrt nor tensorrt_rtx is installed")
             )
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Exit with pytest's status once every report is written, skipping the interpreter's
+    teardown: the native threads some engines leave behind (JAX under litert-torch, Ray, gRPC)
+    can crash it after all tests have passed, turning a green run into a segfault."""
+    if config.stash.get(_EXIT_STATUS, None) is None:
+        return
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_EXIT_STATUS])
