@@ -161,7 +161,7 @@ def check_artifact(
     """Run ``path`` through ``edgeport.runtime.load`` (as ``artifact``, its manifest entry to
     be, describes it, when given) and judge it against ``reference``."""
     from edgeport.runtime import load
-    from edgeport.runtime.model import open_artifact
+    from edgeport.runtime.loader import open_artifact
     from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
 
     start = time.perf_counter()

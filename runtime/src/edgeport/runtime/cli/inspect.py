@@ -30,7 +30,7 @@ from edgeport.runtime.backends.registry import (
 from edgeport.runtime.bundle import artifact_path, verify_artifact
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
-from edgeport.runtime.model import resolve_source
+from edgeport.runtime.source import resolve_source
 from edgeport.runtime.specs import TensorSpec, merge_specs
 
 

@@ -44,9 +44,8 @@ import numpy as np
 
 from edgeport.runtime.backends.registry import (
     BACKENDS,
-    FORMAT_OF,
-    ONNX_BACKENDS,
     ModelFile,
+    backend_specs,
     candidate_unavailable_reason,
     runs_format,
     short_reason,
@@ -63,16 +62,11 @@ from edgeport.runtime.errors import (
 )
 from edgeport.runtime.feeds import load_npz, sample_count, synthetic_feeds
 from edgeport.runtime.io import sha256_file
-from edgeport.runtime.model import (
-    FILE_FORMATS,
-    Model,
-    ModelSource,
-    load,
-    resolve_source,
-    run_in_chunks,
-)
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model, run_in_chunks
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
 from edgeport.runtime.reference import StoredReference, load_reference
+from edgeport.runtime.source import FILE_FORMATS, ModelSource, resolve_source
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -80,9 +74,6 @@ log = logging.getLogger(__name__)
 CHECK_SCHEMA = "edgeport.check"
 CHECK_SCHEMA_VERSION = 2
 REFERENCES = ("auto", "torch", "stored", "onnxruntime-cpu")
-ENGINE_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "tensorrt")
-# the default for bundles: every ONNX backend but the TensorRT EP (it builds engines for minutes)
-BUNDLE_ONNX_BACKENDS = tuple(b for b in ONNX_BACKENDS if b != "onnxruntime-tensorrt")
 REFERENCE_BACKEND = "onnxruntime-cpu"
 RUN_CHUNK = 64
 DEFAULT_SAMPLES = 4
@@ -423,7 +414,9 @@ def reference_backend(path: Path) -> str:
     """The backend that runs a reference file: ONNX Runtime CPU for an .onnx, else its format's
     own runtime."""
     fmt = FILE_FORMATS.get(path.suffix.lower(), "onnx")
-    return REFERENCE_BACKEND if fmt == "onnx" else next(b for b in BACKENDS if FORMAT_OF[b] == fmt)
+    if fmt == "onnx":
+        return REFERENCE_BACKEND
+    return next(s.name for s in backend_specs() if s.runs(fmt))
 
 
 def _file_reference(source: ModelSource, settings: CheckSettings, warnings: list[str]) -> Reference:
@@ -540,11 +533,10 @@ def run_batches(
 
 
 def _default_backends(source: ModelSource, fmt: str) -> tuple[str, ...]:
-    if fmt == "tensorrt":
-        return ENGINE_BACKENDS
-    if fmt != "onnx":
-        return tuple(b for b in BACKENDS if runs_format(b, fmt))
-    return BUNDLE_ONNX_BACKENDS if source.kind == "bundle" else ONNX_BACKENDS
+    """Every backend that runs ``fmt``; for a bundle only those ``auto`` tries (not the
+    TensorRT EP, which builds engines for minutes)."""
+    bundle = source.kind == "bundle"
+    return tuple(s.name for s in backend_specs() if s.runs(fmt) and (s.auto or not bundle))
 
 
 def _is_reference_run(source: ModelSource, settings: CheckSettings, backend: str) -> bool:
@@ -603,22 +595,16 @@ def _plan(source: ModelSource, settings: CheckSettings) -> list[Verdict | tuple[
 
 
 def _open(source: ModelSource, cand: ModelFile, backend: str, threads: int | None) -> Model:
-    if source.kind != "bundle":
-        return load(source.path, backend=backend, threads=threads, check_outputs=False)
-    model = load(
+    """``cand`` on ``backend`` and nothing else (or ``BackendUnavailable`` saying why)."""
+    return load(
         source.path,
         backend=backend,
-        precision=cand.precision,
         threads=threads,
         check_outputs=False,  # judged and reported per output instead
         artifact=cand.label,
-        allow_failed=True,  # checking a failed artifact again is what check is for
+        allow_failed=source.kind
+        == "bundle",  # checking a failed artifact again is what check is for
     )
-    chosen = model.artifact.name if model.artifact is not None else None
-    if chosen != cand.label:
-        model.close()
-        raise BackendUnavailable(f"backend {backend} picked artifact {chosen!r}, not {cand.label}")
-    return model
 
 
 def check_candidate(

@@ -22,6 +22,7 @@ from pathlib import Path
 from edgeport.runtime.backends.registry import (
     BACKENDS,
     ModelFile,
+    backend_specs,
     candidate_unavailable_reason,
     runs_format,
     trust_refusal,
@@ -29,7 +30,8 @@ from edgeport.runtime.backends.registry import (
 from edgeport.runtime.bundle import Artifact, Manifest
 from edgeport.runtime.errors import ConfigError, EdgeportError
 from edgeport.runtime.feeds import InputData, resolve_shapes
-from edgeport.runtime.model import Model, load
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model
 from edgeport.runtime.reference import load_reference
 from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
 from edgeport.runtime.tuning import (
@@ -42,8 +44,6 @@ from edgeport.runtime.tuning import (
 )
 
 log = logging.getLogger(__name__)
-
-SKIPPED_BACKENDS = ("onnxruntime-tensorrt",)
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def candidates(
 ) -> tuple[list[tuple[str, Artifact]], list[str]]:
     """(backend, artifact) pairs to time, and why the others are left out."""
     chosen, left_out = [], []
-    backends = settings.backends or tuple(b for b in BACKENDS if b not in SKIPPED_BACKENDS)
+    backends = settings.backends or tuple(s.name for s in backend_specs() if s.auto)
     for art in manifest.artifacts:
         cand = ModelFile(
             art.format, art.precision, bundle_dir / art.path, art.name, art, art.engine, bundle_dir
@@ -96,19 +96,9 @@ def _open(
     left_out = []
     for backend, art in pairs:
         try:
-            model = load(
-                bundle_dir,
-                backend=backend,
-                precision=art.precision,
-                threads=settings.threads,
-                artifact=art.name,
-            )
+            model = load(bundle_dir, backend=backend, threads=settings.threads, artifact=art.name)
         except EdgeportError as exc:
             left_out.append(f"{backend} {art.name}: {exc}")
-            continue
-        if model.artifact is None or model.artifact.name != art.name:
-            model.close()
-            left_out.append(f"{backend} {art.name}: {backend} opened another artifact")
             continue
         models[(backend, art.name)] = (art, model)
     return models, left_out
