@@ -147,6 +147,7 @@ def served(model_paths: dict[str, Path]) -> Served:
             ray=True,
             num_cpus=8,
             metrics_port=free_port(),
+            request_timeout_s=20.0,
         )
         _RUNNING["ray"] = serve_models(settings, system_config={"metrics_report_interval_ms": 500})
     return _RUNNING["ray"]  # type: ignore[return-value]

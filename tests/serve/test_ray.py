@@ -93,7 +93,8 @@ def test_a_killed_replica_is_replaced_and_every_request_answered(served: Served)
     assert not any(w.is_alive() for w in workers)
     assert len(results) == 4 * 30  # each request got an answer
     statuses = [s for s, _ in results]
-    assert set(statuses) <= {200, 500, 503}, statuses
+    # a request in flight on the victim fails (500) or, when Ray's proxy loses it, times out (408)
+    assert set(statuses) <= {200, 408, 500, 503}, statuses
     assert statuses.count(200) >= 4 * 30 - 8, statuses  # only those in flight on the victim
     wait_for(
         lambda: _running_replicas(app) == 2 and victim not in _replicas(app), 60, "a new replica"

@@ -60,6 +60,10 @@ def test_bad_server_settings(tmp_path: Path) -> None:
         ({"models": (model,), "num_cpus": 2}, "configure Ray's cluster (--ray)"),
         ({"models": (model,), "grpc_port": 8000}, "the HTTP and gRPC ports must differ"),
         ({"models": (model,), "drain_s": 0}, "drain_s must be a positive number"),
+        (
+            {"models": (model,), "request_timeout_s": -1},
+            "request_timeout_s must be a positive number",
+        ),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             ServeSettings(**kwargs)  # type: ignore[arg-type]

@@ -97,6 +97,12 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     ray.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
     ray.add_argument("--metrics-port", type=int, help="Prometheus port of the local cluster")
+    ray.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=60.0,
+        help="answer 408 to a request with no answer after this long (60)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
@@ -131,6 +137,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
         metrics_port=args.metrics_port,
+        request_timeout_s=args.request_timeout_s,
     )
 
 

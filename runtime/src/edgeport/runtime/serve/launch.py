@@ -116,7 +116,13 @@ def serve_models(settings: ServeSettings, system_config: dict[str, Any] | None =
         _check_resources(settings, ray.cluster_resources().get("CPU", 0.0))
         from ray import serve
 
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.start(
+            http_options={
+                "host": settings.host,
+                "port": settings.port,
+                "request_timeout_s": settings.request_timeout_s,
+            }
+        )
         _run_apps(settings)
     except BaseException:  # Ctrl-C or a failure while starting: leave nothing behind
         stop(Served(settings, settings.url, None, started))

@@ -160,7 +160,9 @@ class ServeSettings:
     """The server: its models, the HTTP port and the gRPC port (None: no gRPC) on ``host``, and
     how long a stop waits for requests in flight (``drain_s``). One process unless ``ray`` (or
     ``ray_address``): then Ray Serve, on the cluster at ``ray_address`` or a new local one of
-    ``num_cpus`` CPUs (default all) with its Prometheus endpoint on ``metrics_port``."""
+    ``num_cpus`` CPUs (default all) with its Prometheus endpoint on ``metrics_port``; Ray's proxy
+    answers 408 to a request that has no answer after ``request_timeout_s`` (a replica that died
+    while working on it), so no client waits forever."""
 
     models: tuple[ModelSettings, ...]
     host: str = "127.0.0.1"
@@ -171,6 +173,7 @@ class ServeSettings:
     ray_address: str | None = None
     num_cpus: int | None = None
     metrics_port: int | None = None  # local cluster only; None: Ray picks one
+    request_timeout_s: float = 60.0  # Ray Serve only
 
     def __post_init__(self) -> None:
         problems = []
@@ -185,6 +188,7 @@ class ServeSettings:
                 problems.append(f"{what} must be a TCP port (1-65535), got {value!r}")
         _positive(self.num_cpus, "num_cpus", problems, integer=True)
         _positive(self.drain_s, "drain_s", problems, integer=False)
+        _positive(self.request_timeout_s, "request_timeout_s", problems, integer=False)
         if self.grpc_port is not None and self.grpc_port == self.port:
             problems.append(f"the HTTP and gRPC ports must differ, both are {self.port}")
         if not self.on_ray and (self.num_cpus or self.metrics_port):
