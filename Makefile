@@ -68,9 +68,12 @@ fuzz: $(STAMP) $(MODELS)
 		EDGEPORT_FUZZ_STATS=$(FUZZ_STATS) $(BIN)/python -m pytest tests/runtime/fuzz -q
 	cat $(FUZZ_STATS)
 
-## make bench: the CPU benchmark matrix, written to benchmarks/results/<machine>/
-bench: $(STAMP)
+## make bench: the CPU benchmark matrix, int8 per engine against its peers, and ONNX in, written
+## to benchmarks/results/<machine>/
+bench: $(STAMP) $(MODELS)
 	$(BIN)/python benchmarks/run_matrix.py
+	$(BIN)/python benchmarks/quantization.py
+	$(BIN)/python benchmarks/onnx_in.py
 
 ## make bench-serve: the serving matrix (edgeport, Ray Serve, KServe, a minimal server)
 bench-serve: $(STAMP) $(PERF_ANALYZER)

@@ -167,7 +167,8 @@ def export_bundle(
     tensorrt: bool = False,
 ) -> Path:
     """Export ``run_dir`` to ``bundle`` (engines only with ``tensorrt``); a failing parity
-    gate is kept and marked failed, so the benchmark still runs and the check reports it."""
+    gate is kept and marked failed, and an int8 file slower than fp32 is kept and marked
+    (``keep_slow_int8``), so the benchmark still runs and measures every precision."""
     from edgeport.export import export
     from edgeport.runtime.bundle import Manifest
 
@@ -184,6 +185,7 @@ def export_bundle(
             tensorrt=tensorrt,
             parity_limit=parity_limit,
             allow_parity_failure=True,
+            keep_slow_int8=True,
         )
     return bundle
 
@@ -220,7 +222,11 @@ def bare_ort_plan(bundle: Path, precision: str, threads: int | None) -> Any:
     from edgeport.runtime.tools.bench import Plan, Timed
 
     arts = Manifest.load(bundle).artifacts
-    art = next(a for a in arts if a.format == "onnx" and a.precision == precision)
+    art = next(
+        a
+        for a in arts
+        if a.format == "onnx" and a.precision == precision and a.target in (None, "onnxruntime")
+    )
 
     def open_session() -> Timed:
         import onnxruntime as ort
@@ -245,6 +251,52 @@ def bare_ort_plan(bundle: Path, precision: str, threads: int | None) -> Any:
         )
 
     return Plan(BARE_ORT, precision, "cpu", open_session, art.name)
+
+
+BARE_OPENVINO = "openvino-defaults"
+
+
+def bare_openvino_plan(bundle: Path, threads: int | None) -> Any:
+    """OpenVINO as a user calls it: ``Core().compile_model`` on the bundle's fp32 ONNX file
+    with OpenVINO's own defaults (latency hint; bf16 inference precision where the CPU has
+    it), only the threads set to ``threads``, timed like every other row. Its precision is
+    what OpenVINO chose (``INFERENCE_PRECISION_HINT`` read back: bf16 or fp32)."""
+    from edgeport.runtime.bundle import Manifest
+    from edgeport.runtime.tools.bench import Plan, Timed
+
+    art = next(
+        a
+        for a in Manifest.load(bundle).artifacts
+        if a.format == "onnx" and a.precision == "fp32" and a.target is None
+    )
+
+    def open_model() -> Timed:
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        compiled = ov.Core().compile_model(str(bundle / art.path), "CPU", config)
+        request = compiled.create_infer_request()
+        names = [o.any_name for o in compiled.outputs]
+        chose = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+        def run(feeds: Any) -> dict[str, Any]:
+            result = request.infer(list(feeds.values()))
+            return dict(zip(names, (result[o] for o in compiled.outputs), strict=True))
+
+        return Timed(
+            backend=BARE_OPENVINO,
+            kind="baseline",
+            precision={"bf16": "bf16", "f16": "fp16"}.get(chose, "fp32"),
+            device="cpu",
+            inputs=art.inputs,
+            outputs=art.outputs,
+            run=run,
+            close=lambda: None,
+            artifact=art.name,
+            max_batch=art.batch.max,
+        )
+
+    return Plan(BARE_OPENVINO, "defaults", "cpu", open_model, art.name)
 
 
 def cpu_ghz() -> tuple[float | None, str]:

@@ -1,13 +1,18 @@
 """The standard CPU benchmark matrix (``make bench``), all in one run.
 
 simple_cnn_bn (3x32x32), resnet18 and torchvision's mobilenet_v3_small (3x224x224) are trained on
-the embedded digits (resized, 3 channels), exported to ONNX fp32 and int8, checked against
-PyTorch and tuned (``edgeport tune``), then measured side by side:
+the embedded digits (resized, 3 channels), exported to ONNX fp32, int8 and bf16 (the fp32 file run
+with bf16 arithmetic by OpenVINO, where the CPU has it), checked against PyTorch and tuned
+(``edgeport tune``), then measured side by side:
 
 - latency at batch 1 and 8: PyTorch eager, torch.compile, bare ONNX Runtime (a plain
-  ``InferenceSession`` on the same file, same threads), edgeport's onnxruntime-cpu and openvino
-  backends, and edgeport ``auto`` (after the tune), with auto's p50 over the best peer's per
-  model and batch (goal <= 1.03);
+  ``InferenceSession`` on the same file, same threads), OpenVINO with its own defaults (a plain
+  ``compile_model`` of the fp32 file, same threads: bf16 on CPUs that have it), edgeport's
+  onnxruntime-cpu and openvino backends (fp32, int8, bf16), and edgeport ``auto`` (after the
+  tune), with auto's p50 over the best peer's per model and batch (goal <= 1.03), head to head
+  in interleaved rounds;
+- bf16 parity against PyTorch on the held-out digits, from each bundle's manifest (goal: top-1
+  agreement >= 99%, accuracy drop <= 0.5 point), with the CPU's precision capabilities;
 - ResNet-18 fp32 batch 1 as a share of this CPU's fp32 FMA peak (3.6 GFLOP per image);
 - cold start per backend and auto (whole processes, cold and warm caches, memory) against bare
   ONNX Runtime and bare OpenVINO, with edgeport's bytecode compiled first, as a wheel install
@@ -21,6 +26,8 @@ Writes JSON, CSV, Markdown and a plot to ``benchmarks/results/<machine>/`` and p
     python benchmarks/run_matrix.py                 # the real run (LoadGen quick)
     python benchmarks/run_matrix.py --loadgen full  # with MLPerf's durations (+20 minutes)
     python benchmarks/run_matrix.py --quick         # a short validation run into runs/
+    python benchmarks/run_matrix.py --models resnet18 --keep-others  # one model measured, the
+                                                    # summary over it and the others' results
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +48,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from matrix_lib import (
+    BARE_OPENVINO,
     BARE_ORT,
     REPO,
     STANDARD_MODELS,
+    bare_openvino_plan,
     bare_ort_plan,
     export_bundle,
     fp32_fma_peak,
     int8_accuracy_lost,
+    repo_relative,
     sgemm_gflops,
     test_accuracy,
     timed,
@@ -57,18 +68,22 @@ log = logging.getLogger("edgeport.benchmarks")
 
 BACKEND = "onnxruntime-cpu"
 BACKENDS = ("auto", "onnxruntime-cpu", "openvino")
-PRECISIONS = ("fp32", "int8")
-PEERS = ("torch", "torch-compile", BARE_ORT, "openvino")  # what auto must keep up with
+PRECISIONS = ("fp32", "int8", "bf16")
+BARE_PRECISIONS = ("fp32", "int8")  # bare ONNX Runtime's files (it has no bf16 on this CPU)
+TORCH_ROWS = ("torch", "torch-compile")
+PEERS = ("torch", "torch-compile", BARE_ORT, BARE_OPENVINO, "openvino")  # auto keeps up with these
 AUTO_GOAL = 1.03  # auto's p50 / the best peer's, per model and batch
 H2H_ROUNDS = 7  # interleaved rounds of the auto-vs-engines head-to-head
 RESNET18_GFLOP = 3.6  # per 3x224x224 image (NOTES.md)
-# Must show (issue 5): measured side by side in one run on the 2-core CPU; printed, not asserted.
+# Goals measured side by side in one run on the 2-core CPU; printed, not asserted.
 TARGETS = (
     ("simple_cnn_bn", "fp32", 4.0, "ONNX Runtime fp32 vs PyTorch eager, batch 1"),
     ("resnet18", "fp32", 1.7, "ONNX Runtime fp32 vs PyTorch eager, batch 1"),
     ("resnet18", "int8", 3.0, "ONNX Runtime int8 vs PyTorch eager, batch 1"),
 )
 MAX_INT8_LOSS_POINTS = 1.0
+BF16_MIN_TOP1 = 0.99  # bf16 against PyTorch on the held-out digits (export's parity gate)
+BF16_MAX_LOSS_POINTS = 0.5
 LOADGEN_MODEL = "resnet18"
 LOADGEN_SCENARIOS = ("single-stream", "offline")
 
@@ -106,6 +121,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with --quick runs/bench-quick/<machine>)",
     )
     parser.add_argument("--reuse", action="store_true", help="reuse trained runs and bundles")
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="report the standard models not in --models from the results an earlier run "
+        "wrote to --out (one process per model, the summary over all of them)",
+    )
     args = parser.parse_args(argv)
     args.warmup_s = args.warmup_s if args.warmup_s is not None else (0.2 if args.quick else 1.0)
     args.duration_s = (
@@ -134,7 +155,8 @@ def _tune(bundle: Path, args: argparse.Namespace) -> Any:
     settings = TuneSettings(
         batches=parse_batches(args.batches),
         threads=args.threads,
-        timing=TimingConfig(warmup_s=args.warmup_s / 2, duration_s=args.duration_s / 2),
+        timing=TimingConfig(warmup_s=args.warmup_s, duration_s=args.duration_s),
+        rounds=H2H_ROUNDS,  # as long and as interleaved as the head to head that judges it
     )
     with timed(f"tuning {bundle.parent.name}"):
         record, _ = tune(bundle, settings)
@@ -156,7 +178,8 @@ def _bench(bundle: Path, args: argparse.Namespace) -> Any:
         threads=args.threads,
         baselines=names(args.baselines, ("torch", "torch-compile"), "baselines") or (),
     )
-    bare = [bare_ort_plan(bundle, p, args.threads) for p in PRECISIONS]
+    bare = [bare_ort_plan(bundle, p, args.threads) for p in BARE_PRECISIONS]
+    bare.append(bare_openvino_plan(bundle, args.threads))
     with timed(f"benchmarking {bundle.parent.name}"):
         return benchmark(bundle, settings, extra_plans=bare)
 
@@ -180,7 +203,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         run_dir, args.work / name / "bundle", precisions=PRECISIONS, reuse=args.reuse
     )
     with timed(f"checking {name}"):
-        report = check(bundle, backends=(BACKEND,), threads=args.threads).to_dict()
+        report = check(bundle, backends=(BACKEND, "openvino"), threads=args.threads).to_dict()
     record = _tune(bundle, args)
     result = _bench(bundle, args)
     h2h = head_to_head(name, bundle, result, args)
@@ -190,6 +213,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     write_bench(result, json_path=out / f"{name}.json", csv_path=out / f"{name}.csv")
     write_coldstart(cold, json_path=out / f"{name}.coldstart.json")
     atomic_write_json(out / f"{name}.check.json", report)
+    atomic_write_json(out / f"{name}.tuning.json", record.to_dict())
+    atomic_write_json(out / f"{name}.head_to_head.json", h2h)
     md = bench_markdown(result, title=f"{name} {spec.shape}", level=3)
     md += "\n" + check_markdown(report, level=4)
     atomic_write_text(out / f"{name}.md", md)
@@ -202,6 +227,48 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "tuning": record,
         "cold": cold,
         "head_to_head": h2h,
+    }
+
+
+@dataclass(frozen=True)
+class KeptColdStart:
+    """A cold-start result as an earlier run wrote it (``--keep-others``)."""
+
+    rows: list[Any]
+    goals: dict[str, float | None]
+
+    def goal(self, state: str) -> float | None:
+        return self.goals.get(state)
+
+
+def kept_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One model's results as an earlier run wrote them to ``args.out`` (``--keep-others``),
+    in the form ``run_model`` returns."""
+    from edgeport.runtime.tools.bench_result import BenchResult
+    from edgeport.runtime.tools.coldstart import ColdStartRow
+    from edgeport.runtime.tuning import read_record
+
+    def read(suffix: str) -> Any:
+        path = args.out / f"{name}.{suffix}"
+        if not path.is_file():
+            raise SystemExit(f"--keep-others: {path} is missing; run the matrix for {name}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    cold = read("coldstart.json")
+    rows = [
+        ColdStartRow(**{**r, "chosen": tuple(r["chosen"]) if r["chosen"] else None})
+        for r in cold["rows"]
+    ]
+    read("tuning.json")  # a clear message when it is missing
+    return {
+        "spec": STANDARD_MODELS[name],
+        "run_dir": args.work / name / "run",
+        "bundle": args.work / name / "bundle",
+        "result": BenchResult.from_dict(read("json")),
+        "check": read("check.json"),
+        "tuning": read_record(args.out / f"{name}.tuning.json"),
+        "cold": KeptColdStart(rows, {k: cold["goal"].get(k) for k in ("cold", "warm")}),
+        "head_to_head": read("head_to_head.json"),
     }
 
 
@@ -251,7 +318,7 @@ def kept_loadgen(out: Path) -> list[Any]:
 # What the matrix shows
 
 
-def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def goals(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     lines = []
     for name, precision, target, what in TARGETS:
         entry: dict[str, Any] = {"model": name, "what": what, "target": target}
@@ -277,7 +344,60 @@ def must_show(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "met": lost is not None and lost <= MAX_INT8_LOSS_POINTS,
             }
         )
+    for name, m in models.items():
+        parity = bf16_parity(m["bundle"])
+        top1, lost = parity.get("top1_agreement"), parity.get("accuracy_lost_points")
+        lines += [
+            {
+                "model": name,
+                "what": "bf16 top-1 agreement with PyTorch, held-out digits (%)",
+                "target": 100 * BF16_MIN_TOP1,
+                "ratio": None if top1 is None else 100 * top1,
+                "met": top1 is not None and top1 >= BF16_MIN_TOP1,
+            },
+            {
+                "model": name,
+                "what": "bf16 accuracy lost, held-out digits (points)",
+                "target": BF16_MAX_LOSS_POINTS,
+                "ratio": lost,
+                "met": lost is not None and lost <= BF16_MAX_LOSS_POINTS,
+            },
+        ]
     return lines
+
+
+def bf16_parity(bundle: Path) -> dict[str, Any]:
+    """The bf16 artifact's export parity against PyTorch, from the bundle's manifest: status,
+    engine, samples, top-1 agreement, accuracies and the points lost (or why it did not run)."""
+    from edgeport.runtime.bundle import Manifest
+
+    art = next((a for a in Manifest.load(bundle).artifacts if a.precision == "bf16"), None)
+    if art is None or not art.parity:
+        return {"status": "absent"}
+    found = {k: art.parity.get(k) for k in ("status", "backend", "count", "reason", "reference")}
+    outputs = art.parity.get("outputs") or []
+    if outputs:
+        c = outputs[0]["comparison"]
+        drop = c.get("accuracy_drop")
+        found.update(
+            top1_agreement=c.get("top1_agreement"),
+            cosine_min=c.get("cosine_min"),
+            max_abs=c.get("max_abs"),
+            accuracy_reference=c.get("accuracy_reference"),
+            accuracy_candidate=c.get("accuracy_candidate"),
+            accuracy_lost_points=None if drop is None else 100.0 * drop,
+        )
+    return found
+
+
+def _measured(s: dict[str, Any]) -> tuple[str, str]:
+    """A goal line's measured value and its target, as text."""
+    what, value, target = s["what"], s.get("ratio"), s["target"]
+    if "(points)" in what:
+        return ("-" if value is None else f"{value:.2f} points"), f"<= {target}"
+    if "(%)" in what:
+        return ("-" if value is None else f"{value:.2f}%"), f">= {target:g}%"
+    return ("-" if value is None else f"{value:.2f}x"), f">= {target}x"
 
 
 def auto_vs_peers(name: str, result: Any) -> list[dict[str, Any]]:
@@ -313,9 +433,9 @@ def auto_vs_peers(name: str, result: Any) -> list[dict[str, Any]]:
 def _engine_steps(
     bundle: Path, result: Any, inputs: dict[str, Any], batch: int, threads: int
 ) -> tuple[dict[str, Any], list[Any]]:
-    """auto and every engine peer (bare ONNX Runtime and OpenVINO, fp32 and int8 where its
-    parity passed in the sequential rows) as ready calls on the first ``batch`` of
-    ``inputs``."""
+    """auto and every engine peer as ready calls on the first ``batch`` of ``inputs``: bare ONNX
+    Runtime (fp32, int8), OpenVINO with its own defaults, and edgeport's onnxruntime-cpu and
+    openvino backends at every precision, each where its parity passed in the sequential rows."""
     from functools import partial
 
     from edgeport.runtime import load
@@ -329,14 +449,19 @@ def _engine_steps(
     auto = load(bundle, threads=threads, expected_batch=batch)
     steps: dict[str, Any] = {f"auto ({auto.backend} {auto.precision})": partial(auto.infer, feeds)}
     opened = [auto]
-    for precision in PRECISIONS:
+    for precision in BARE_PRECISIONS:
         if (BARE_ORT, precision) in passed:
             bare = bare_ort_plan(bundle, precision, threads).open()
             steps[f"{BARE_ORT} {precision}"] = partial(bare.run, feeds)
-        if ("openvino", precision) in passed:
-            ov = load(bundle, backend="openvino", precision=precision, threads=threads)
-            opened.append(ov)
-            steps[f"openvino {precision}"] = partial(ov.infer, feeds)
+    defaults = bare_openvino_plan(bundle, threads).open()
+    if (BARE_OPENVINO, defaults.precision) in passed:
+        steps[f"{BARE_OPENVINO} ({defaults.precision})"] = partial(defaults.run, feeds)
+    for backend in BACKENDS[1:]:
+        for precision in PRECISIONS:
+            if (backend, precision) in passed:
+                model = load(bundle, backend=backend, precision=precision, threads=threads)
+                opened.append(model)
+                steps[f"edgeport {backend} {precision}"] = partial(model.infer, feeds)
     return steps, opened
 
 
@@ -375,6 +500,9 @@ def head_to_head(name: str, bundle: Path, result: Any, args: argparse.Namespace)
                 "best_peer_p50_ms": p50[best],
                 "ratio": ratio,
                 "met": ratio <= AUTO_GOAL,
+                # the best peer is auto's own choice, opened a second time: the ratio is the
+                # spread between two instances of one engine and precision
+                "same_as_auto": f"auto ({best.removeprefix('edgeport ')})" == auto,
                 "p50_ms": p50,
                 "rounds": H2H_ROUNDS,
             }
@@ -418,8 +546,10 @@ def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
         ("bare ORT int8", BARE_ORT, "int8"),
         ("edgeport ORT fp32", "onnxruntime-cpu", "fp32"),
         ("edgeport ORT int8", "onnxruntime-cpu", "int8"),
-        ("OpenVINO fp32", "openvino", "fp32"),
-        ("OpenVINO int8", "openvino", "int8"),
+        ("edgeport OV fp32", "openvino", "fp32"),
+        ("edgeport OV int8", "openvino", "int8"),
+        ("edgeport OV bf16", "openvino", "bf16"),
+        ("OpenVINO defaults", BARE_OPENVINO, None),
     ]
     lines = [
         "| model | batch | " + " | ".join(c[0] for c in columns) + " | auto (its choice) |",
@@ -430,8 +560,18 @@ def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
         for batch in sorted({r.batch for r in result.rows}):
             cells = []
             for _, backend, precision in columns:
-                row = result.find(backend, precision, batch)
-                cells.append(fmt_ms(row.latency.p50) if row else "-")
+                row = next(
+                    (
+                        r
+                        for r in result.rows
+                        if r.backend == backend
+                        and r.batch == batch
+                        and precision in (None, r.precision)
+                    ),
+                    None,
+                )
+                text = fmt_ms(row.latency.p50) if row else "-"
+                cells.append(f"{text} ({row.precision})" if row and precision is None else text)
             auto = next((r for r in result.rows if r.backend == "auto" and r.batch == batch), None)
             cells.append(f"{fmt_ms(auto.latency.p50)} ({auto.label})" if auto else "-")
             lines.append(f"| {name} | {batch} | " + " | ".join(cells) + " |")
@@ -458,6 +598,82 @@ def _cold_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def fixed_rule_cells(name: str, bundle: Path, record: Any) -> list[dict[str, Any]]:
+    """Per batch size, from tune's interleaved timings: tune's winner, what the fixed rule
+    opens here without a tuning record (on a CPU with bf16: BF16_CPU_FIRST first) and what
+    ONNX Runtime fp32 first (the rule elsewhere) gives, each p50 over the winner's."""
+    from edgeport.runtime.backends.registry import plan
+    from edgeport.runtime.source import resolve_source
+
+    source = resolve_source(bundle)
+    to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind="cpu")
+    rule = (to_open[0][0], to_open[0][1].label) if to_open else None
+    labels = {c.label: c.precision for c in source.candidates}
+    cells = []
+    for entry in record.batches:
+        p50 = {(t.backend, t.artifact): t.p50_ms for t in entry.timings}
+        best = entry.winner.p50_ms
+        rule_ms, ort_ms = p50.get(rule) if rule else None, p50.get((BACKEND, "onnx-fp32"))
+        cells.append(
+            {
+                "model": name,
+                "batch": entry.batch,
+                "tuned": f"{entry.winner.backend} {entry.winner.precision}",
+                "tuned_p50_ms": best,
+                "rule": f"{rule[0]} {labels[rule[1]]}" if rule else None,
+                "rule_p50_ms": rule_ms,
+                "rule_ratio": None if rule_ms is None else rule_ms / best,
+                "ort_fp32_p50_ms": ort_ms,
+                "ort_fp32_ratio": None if ort_ms is None else ort_ms / best,
+                "p50_ms": {f"{t.backend} {t.precision}": t.p50_ms for t in entry.timings},
+            }
+        )
+    return cells
+
+
+def _rule_table(cells: list[dict[str, Any]]) -> list[str]:
+    from edgeport.runtime.tools.report import fmt_ms
+
+    def pick(ms: float | None, ratio: float | None) -> str:
+        return "-" if ms is None or ratio is None else f"{fmt_ms(ms)} ({ratio:.2f}x)"
+
+    lines = [
+        "| model | batch | tune's winner | fixed rule here | its p50 ms (x winner) | "
+        "ONNX Runtime fp32 first: p50 ms (x winner) | every candidate, p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        every = ", ".join(f"{k} {fmt_ms(v)}" for k, v in sorted(c["p50_ms"].items()))
+        lines.append(
+            f"| {c['model']} | {c['batch']} | {c['tuned']} {fmt_ms(c['tuned_p50_ms'])} | "
+            f"{c['rule']} | {pick(c['rule_p50_ms'], c['rule_ratio'])} | "
+            f"{pick(c['ort_fp32_p50_ms'], c['ort_fp32_ratio'])} | {every} |"
+        )
+    return lines
+
+
+def _torch_sentence(models: dict[str, dict[str, Any]]) -> str:
+    """Whether PyTorch (eager, compiled) is slower than the fastest engine in every cell."""
+    behind = []
+    for name, m in models.items():
+        rows = m["result"].rows
+        for batch in sorted({r.batch for r in rows}):
+            here = [r for r in rows if r.batch == batch and r.backend != "auto"]
+            torch = [r.latency.p50 for r in here if r.backend in TORCH_ROWS]
+            engines = [r.latency.p50 for r in here if r.backend not in TORCH_ROWS]
+            if torch and engines and min(torch) <= min(engines):
+                behind.append(f"{name} batch {batch}")
+    if behind:
+        return f"PyTorch is as fast as the fastest engine in: {', '.join(behind)}."
+    return (
+        "PyTorch eager and torch.compile are slower than the fastest engine in every cell of "
+        "the grid below."
+    )
+
+
+AGAIN = " (auto's own choice, opened again)"
+
+
 def _auto_table(cells: list[dict[str, Any]]) -> list[str]:
     from edgeport.runtime.tools.report import fmt_ms
 
@@ -466,7 +682,8 @@ def _auto_table(cells: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
         *(
             f"| {c['model']} | {c['batch']} | {c['auto']} | {fmt_ms(c['auto_p50_ms'])} | "
-            f"{c['best_peer']} | {fmt_ms(c['best_peer_p50_ms'])} | {c['ratio']:.3f} | "
+            f"{c['best_peer']}{AGAIN if c.get('same_as_auto') else ''} | "
+            f"{fmt_ms(c['best_peer_p50_ms'])} | {c['ratio']:.3f} | "
             f"{'yes' if c['met'] else '**no**'} |"
             for c in cells
         ),
@@ -497,10 +714,13 @@ def summary_markdown(
     peak: dict[str, Any] | None,
     loadgen: Sequence[Any],
     args: argparse.Namespace,
+    rules: list[dict[str, Any]],
 ) -> str:
     from edgeport.runtime.tools.report import fmt_ms, fmt_pct
 
     cells, sequential = auto_cells
+
+    from edgeport.runtime.cpu_features import describe_line
 
     first = next(iter(models.values()))["result"]
     env = first.environment
@@ -508,24 +728,27 @@ def summary_markdown(
     lines = [
         f"# CPU benchmark matrix: {cpu['model']} ({cpu['usable']} CPUs)",
         "",
-        f"Measured {first.created} with `python benchmarks/run_matrix.py` in one run; threads "
-        f"{first.config.get('threads')}, warm-up {first.config['warmup_s']} s, "
-        f"{first.config['duration_s']} s per row; load average before the run "
-        f"{env.get('load_average')}. Speed-up = PyTorch eager fp32 p50 / row p50. auto = "
+        "Measured with `python benchmarks/run_matrix.py`, each model's rows, tuning and head "
+        "to head in one process: "
+        + "; ".join(
+            f"{name} {m['result'].created} (load average before "
+            f"{m['result'].environment.get('load_average')})"
+            for name, m in models.items()
+        )
+        + f". Threads {first.config.get('threads')}, warm-up {first.config['warmup_s']} s, "
+        f"{first.config['duration_s']} s per row. Speed-up = PyTorch eager fp32 p50 / row p50. "
+        "auto = "
         '`load(backend="auto", expected_batch=batch)` after `edgeport tune` on the bundle.',
         "",
-        "## Must show",
+        f"CPU precision capabilities: {describe_line(args.cpu_precisions)}.",
+        "",
+        "## Goals",
         "",
         "| model | measure | measured | target | met |",
         "|---|---|---|---|---|",
     ]
     for s in shown:
-        measured = (
-            "-"
-            if s.get("ratio") is None
-            else (f"{s['ratio']:.2f} points" if "points" in s["what"] else f"{s['ratio']:.2f}x")
-        )
-        target = f"<= {s['target']}" if "points" in s["what"] else f">= {s['target']}x"
+        measured, target = _measured(s)
         lines.append(
             f"| {s['model']} | {s['what']} | {measured} | {target} | "
             f"{'yes' if s['met'] else '**no**'} |"
@@ -534,10 +757,11 @@ def summary_markdown(
         "",
         f"## edgeport auto against the best peer (goal <= {AUTO_GOAL})",
         "",
-        f"Head to head: auto and every engine peer (bare ONNX Runtime, OpenVINO; fp32 and int8 "
-        f"whose parity passed) loaded together and timed in {H2H_ROUNDS} interleaved rounds on "
-        "the same reference inputs (p50 of all rounds' calls). PyTorch eager and torch.compile "
-        "are slower than the engines in every cell of the grid below.",
+        "Head to head: auto and every engine peer (bare ONNX Runtime fp32 and int8, OpenVINO with "
+        "its own defaults, edgeport's onnxruntime-cpu and openvino backends at fp32, int8 and "
+        "bf16; each where its parity passed) loaded together and timed in "
+        f"{H2H_ROUNDS} interleaved rounds on "
+        f"the same reference inputs (p50 of all rounds' calls). {_torch_sentence(models)}",
         "",
         *_auto_table(cells),
         "",
@@ -546,7 +770,20 @@ def summary_markdown(
         "",
         *_auto_table(sequential),
     ]
-    lines += ["", "## Latency p50 (ms)", "", *_latency_grid(models)]
+    lines += [
+        "",
+        "## The fixed rule on this CPU (no tuning record)",
+        "",
+        "What `auto` opens without a tuning record (the fixed rule as it applies to this CPU) "
+        "and what ONNX Runtime fp32 first (the rule on CPUs without bf16) would give, against "
+        "tune's winner, from tune's interleaved timings of every candidate:",
+        "",
+        *_rule_table(rules),
+        "",
+        "## Latency p50 (ms)",
+        "",
+        *_latency_grid(models),
+    ]
     if peak is not None:
         share = fmt_pct(peak["share"], 1) if peak["share"] is not None else "-"
         lines += [
@@ -585,6 +822,21 @@ def summary_markdown(
     return "\n".join(lines)
 
 
+def relativize_results(out: Path) -> None:
+    """Paths of this checkout in the results (the bundles a cold start timed, the tuning
+    records auto followed) made relative to the repository: committed results name no folder
+    of the machine they ran on."""
+    from edgeport.runtime.io import atomic_write_text
+
+    prefix = f"{REPO}/"
+    for path in sorted(out.rglob("*")):
+        if path.suffix not in (".json", ".md", ".csv", ".txt") or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        if prefix in text:
+            atomic_write_text(path, text.replace(prefix, ""))
+
+
 def compile_edgeport() -> None:
     """Write the bytecode of every edgeport package, as installing a wheel does, so that the
     cold-start processes time an install, not the compiler."""
@@ -602,7 +854,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
     # tuning records and compiled models of this run stay in its work folder
-    os.environ["EDGEPORT_CACHE_DIR"] = str(args.work / "cache")
+    os.environ["EDGEPORT_CACHE_DIR"] = str(args.work.resolve() / "cache")
+    # paths inside the repository are used (and so recorded in the results) relative to it
+    args.work, args.out = (Path(repo_relative(p.resolve())) for p in (args.work, args.out))
+    os.chdir(REPO)
+    from edgeport.runtime.cpu_features import describe as describe_cpu
+    from edgeport.runtime.cpu_features import describe_line
     from edgeport.runtime.envinfo import collect_environment
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
     from edgeport.runtime.tools.report import write_plot
@@ -613,27 +870,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown models {unknown}; choose from {list(STANDARD_MODELS)}")
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    args.cpu_precisions = describe_cpu()
     log.info("results go to %s; environment: %s", args.out, collect_environment()["cpu"])
+    log.info("cpu precisions: %s", describe_line(args.cpu_precisions))
     compile_edgeport()
-    models = {name: run_model(name, args) for name in names}
+    models = {
+        name: run_model(name, args) if name in names else kept_model(name, args)
+        for name in STANDARD_MODELS
+        if name in names or args.keep_others
+    }
     loadgen = run_loadgen(models, args)
-    shown = must_show(models)
+    shown = goals(models)
     cells = [c for m in models.values() for c in m["head_to_head"]]
     sequential = [c for name, m in models.items() for c in auto_vs_peers(name, m["result"])]
     peak = fma_share(models, args.threads)
+    rules = [c for n, m in models.items() for c in fixed_rule_cells(n, m["bundle"], m["tuning"])]
     write_plot([m["result"] for m in models.values()], args.out / "latency.png")
     atomic_write_text(
         args.out / "README.md",
-        summary_markdown(models, shown, (cells, sequential), peak, loadgen, args),
+        summary_markdown(models, shown, (cells, sequential), peak, loadgen, args, rules),
     )
     atomic_write_json(
         args.out / "matrix.json",
         {
             "schema": "edgeport.bench-matrix",
-            "schema_version": 2,
-            "must_show": shown,
+            "schema_version": 3,
+            "goals": shown,
             "auto_vs_best_peer": cells,
             "auto_vs_best_peer_sequential": sequential,
+            "fixed_rule": rules,
             "resnet18_fp32_fma_peak": peak,
             "cold_start_goal": {
                 n: {"cold": m["cold"].goal("cold"), "warm": m["cold"].goal("warm")}
@@ -644,10 +909,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "int8_accuracy_lost_points": {
                 n: int8_accuracy_lost(m["check"], BACKEND) for n, m in models.items()
             },
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "bf16_parity": {n: bf16_parity(m["bundle"]) for n, m in models.items()},
+            "cpu_precisions": args.cpu_precisions,
+            "settings": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in vars(args).items()
+                if k != "cpu_precisions"
+            },
             "environment": next(iter(models.values()))["result"].environment,
         },
     )
+    relativize_results(args.out)
     _print_summary(args, shown, cells, peak, models, loadgen)
     return 0
 
@@ -660,12 +932,15 @@ def _print_summary(
     models: dict[str, dict[str, Any]],
     loadgen: Sequence[Any],
 ) -> None:
+    from edgeport.runtime.cpu_features import describe_line
+
     print()
-    print(f"Must show ({args.out}):")
+    print(f"CPU precision capabilities: {describe_line(args.cpu_precisions)}")
+    print(f"Goals ({args.out}):")
     for s in shown:
-        value = "n/a" if s.get("ratio") is None else f"{s['ratio']:.2f}"
+        value, target = _measured(s)
         print(
-            f"  {s['model']:<18} {s['what']:<48} {value:>7}  target {s['target']}  "
+            f"  {s['model']:<18} {s['what']:<56} {value:>12}  target {target}  "
             f"{'MET' if s['met'] else 'NOT MET'}"
         )
     print(f"auto / best engine peer, interleaved rounds (goal <= {AUTO_GOAL}):")

@@ -3,6 +3,8 @@
 - ``exported_bundle``: ``trained_run`` (simple_cnn_bn on digits) exported to ONNX fp32, fp16
   and int8, plus TensorRT engines when tensorrt or tensorrt_rtx is importable (tensorrt_rtx
   builds them on the CPU).
+- ``bf16_bundle``: ``trained_run`` exported to fp32 and bf16 (judged on OpenVINO where the CPU
+  has bf16).
 - ``two_input_bundle``: ``export_models.TwoInputNet`` (an image and int64 token ids) through
   ``export_module`` to fp32/fp16/int8 calibrated on an .npz, with engines whose profile makes
   the batch and the sequence length dynamic.
@@ -26,6 +28,20 @@ import pytest
 from _env import tensorrt_module_name
 
 EXPORTED_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def int8_options(tensorrt: bool) -> dict[str, object]:
+    """The shared bundles keep their int8 files whatever they measure (small models are not
+    faster in int8; the decision itself is tested in test_int8_decide.py), made for ONNX
+    Runtime and, with engines, TensorRT."""
+    return {
+        "int8_targets": ("onnxruntime", "tensorrt") if tensorrt else ("onnxruntime",),
+        "keep_slow_int8": True,
+        "int8_fallback_rounds": 0,
+        "int8_timing_s": 0.2,
+    }
+
+
 PHONE_FORMATS = ("onnx", "openvino", "executorch", "litert")
 TWO_INPUT_PROFILE = {"ids": ((1, 1), (4, 16), (8, 64))}  # batch 1..8, seq 1..64
 CALIBRATION_SAMPLES = 64
@@ -51,12 +67,24 @@ def exported_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory)
     from edgeport.export import export
 
     out = tmp_path_factory.mktemp("exported_bundle") / "bundle"
+    tensorrt = tensorrt_module_name() is not None
     export(
         trained_run,
         out,
         precisions=EXPORTED_PRECISIONS,
-        tensorrt=tensorrt_module_name() is not None,
+        tensorrt=tensorrt,
+        **int8_options(tensorrt),
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def bf16_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``trained_run`` exported to fp32 and bf16 (the fp32 file run in bf16 on OpenVINO)."""
+    from edgeport.export import export
+
+    out = tmp_path_factory.mktemp("bf16_bundle") / "bundle"
+    export(trained_run, out, precisions=("fp32", "bf16"))
     return out
 
 
@@ -65,7 +93,10 @@ def formats_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) 
     from edgeport.export import export
 
     out = tmp_path_factory.mktemp("formats_bundle") / "bundle"
-    export(trained_run, out, precisions=("fp32", "int8"), formats=PHONE_FORMATS)
+    # int8 for ONNX Runtime and for OpenVINO (its IR is converted from that file), kept
+    # whatever they measure
+    options = {**int8_options(False), "int8_targets": ("onnxruntime", "openvino")}
+    export(trained_run, out, precisions=("fp32", "int8"), formats=PHONE_FORMATS, **options)
     return out
 
 
@@ -95,6 +126,7 @@ def two_input_bundle(two_input_calibration: Path, tmp_path_factory: pytest.TempP
         shapes=TWO_INPUT_PROFILE,
         calibration=two_input_calibration,
         tensorrt=tensorrt_module_name() is not None,
+        **int8_options(tensorrt_module_name() is not None),
     )
     return out
 

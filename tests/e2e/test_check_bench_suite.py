@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeport.runtime.backends.openvino import bf16_unavailable_reason, cpu_capabilities
 from edgeport.runtime.tools.report import validate_bench_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,33 +88,45 @@ def test_run_matrix_quick_on_the_small_cnn(tmp_path: Path) -> None:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Must show" in result.stdout
+    assert "Goals" in result.stdout and "CPU precision capabilities" in result.stdout
     for name in ("simple_cnn_bn.json", "simple_cnn_bn.md", "simple_cnn_bn.csv", "latency.png"):
         assert (out / name).is_file(), name
     bench = json.loads((out / "simple_cnn_bn.json").read_text())
     assert validate_bench_dict(bench) == []
     pairs = {(r["backend"], r["precision"]) for r in bench["rows"] if r["backend"] != "auto"}
-    assert pairs == {("torch", "fp32")} | {
+    bf16 = bf16_unavailable_reason(cpu_capabilities()) is None  # read from this CPU
+    assert pairs == {("torch", "fp32"), ("openvino-defaults", "bf16" if bf16 else "fp32")} | {
         (backend, precision)
         for backend in ("bare-onnxruntime", "onnxruntime-cpu", "openvino")
         for precision in ("fp32", "int8")
-    }
+    } | ({("openvino", "bf16")} if bf16 else set())
     assert {r["batch"] for r in bench["rows"] if r["backend"] == "auto"} == {1, 8}
     matrix = json.loads((out / "matrix.json").read_text())
-    (first, *_) = matrix["must_show"]
+    (first, *_) = matrix["goals"]
     assert first["model"] == "simple_cnn_bn" and first["ratio"] > 0
     assert [c["batch"] for c in matrix["auto_vs_best_peer"]] == [1, 8]
     assert all(c["ratio"] > 0 for c in matrix["auto_vs_best_peer"])
     head = matrix["auto_vs_best_peer"][0]  # timed head to head, in interleaved rounds
     assert head["rounds"] == 7 and head["auto"].startswith("auto (")
-    assert {"bare-onnxruntime fp32", "openvino fp32"} <= set(head["p50_ms"])
+    assert {"bare-onnxruntime fp32", "edgeport openvino fp32"} <= set(head["p50_ms"])
+    assert ("edgeport openvino bf16" in head["p50_ms"]) == bf16
+    parity = matrix["bf16_parity"]["simple_cnn_bn"]
+    assert parity["status"] == ("passed" if bf16 else "not_run"), parity
+    assert matrix["cpu_precisions"]["bf16"] == bf16
+    rules = matrix["fixed_rule"]  # the rule without a record, against tune's winner
+    assert [c["batch"] for c in rules] == [1, 8] and all(c["rule_ratio"] >= 1 for c in rules)
+    assert rules[0]["rule"] == ("openvino bf16" if bf16 else "onnxruntime-cpu fp32")
+    assert (out / "simple_cnn_bn.tuning.json").is_file()
     assert [c["batch"] for c in matrix["auto_vs_best_peer_sequential"]] == [1, 8]
     cold = json.loads((out / "simple_cnn_bn.coldstart.json").read_text())
     assert {r["subject"] for r in cold["rows"]} >= {"auto", "bare-onnxruntime"}
     check = json.loads((out / "simple_cnn_bn.check.json").read_text())
-    assert {c["artifact"] for c in check["checks"]} == {"onnx-fp32", "onnx-int8"}
+    artifacts = {c["artifact"] for c in check["checks"]}
+    assert artifacts >= {"onnx-fp32", "onnx-int8", "onnx-bf16"}
+    compared = {c["artifact"] for c in check["checks"] if c["status"] in ("passed", "failed")}
+    assert compared >= {"onnx-fp32", "onnx-int8"}  # the OpenVINO int8 file is OpenVINO's only
     readme = (out / "README.md").read_text()
-    for heading in ("## Must show", "## edgeport auto against the best peer", "## Cold start"):
+    for heading in ("## Goals", "## edgeport auto against the best peer", "## Cold start"):
         assert heading in readme
 
 

@@ -53,14 +53,15 @@ def fp32_onnx(cnn: tuple[nn.Module, ModelCard], tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def onnx_set(fp32_onnx: Path) -> dict[str, Path]:
-    """fp32, fp16 and int8 ONNX files of the small CNN (int8 calibrated on real digits)."""
+    """fp32, fp16 and int8 ONNX files of the small CNN for TensorRT's builder (int8: the
+    tensorrt recipe, calibrated on real digits)."""
     from edgeport.export.onnx import convert_fp16
     from edgeport.export.quantize import quantize_int8
 
     card = digits_card()
     paths = {"fp32": fp32_onnx, "fp16": fp32_onnx.with_name("model.fp16.onnx")}
     convert_fp16(fp32_onnx, paths["fp16"], card)
-    paths["int8"] = fp32_onnx.with_name("model.int8.onnx")
+    paths["int8"] = fp32_onnx.with_name("model.int8.tensorrt.onnx")
     calib = load_eval_arrays("digits", card, split="train", limit=128).images
-    quantize_int8(fp32_onnx, paths["int8"], card, [{"input": calib}])
+    quantize_int8(fp32_onnx, paths["int8"], card, [{"input": calib}], target="tensorrt")
     return paths

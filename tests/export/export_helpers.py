@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeport.export.onnx import ExportedGraph, export_onnx
+from edgeport.export.onnx import ExportedGraph, torch_to_onnx
 from edgeport.runtime.card import ModelCard
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -95,7 +95,7 @@ def leftovers(dest: Path) -> list[str]:
 def export_classifier(model: nn.Module, card: ModelCard, max_batch: int = 32) -> ExportedGraph:
     """``model`` exported with the classifier's names and a dynamic batch axis."""
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    return export_onnx(
+    return torch_to_onnx(
         model,
         (torch.zeros(2, *card.input_shape),),
         input_names=("input",),

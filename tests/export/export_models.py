@@ -5,6 +5,9 @@
 - ``realistic_ssdlite``: torchvision's ssdlite320 with random weights that behave like trained
   ones numerically (see its docstring), so detections mean something without a download.
 - ``photo_crops``: deterministic crops of a real photograph (matplotlib's sample image).
+- ``MobileBlockNet``: a 16x16 digits classifier with the layers int8 recipes must handle
+  (HardSwish, a depthwise convolution, a squeeze-and-excitation gate, a residual add).
+- ``with_outlier_channel``: a trained ``simple_cnn_bn`` made into one that int8 gets wrong.
 """
 
 from __future__ import annotations
@@ -111,3 +114,66 @@ def realistic_ssdlite(seed: int = 0, sharpen: float = 2.0) -> nn.Module:
             block[-1].weight.mul_(sharpen)
             block[-1].bias.mul_(sharpen)
     return model.eval()
+
+
+class MobileBlockNet(nn.Module):
+    """Conv-BN-HardSwish, an inverted residual block (1x1 expand, depthwise 3x3, SE gate, 1x1
+    project, residual add) and a linear head: MobileNetV3's layer kinds, on 1x16x16 images."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Hardswish()
+        )
+        self.expand = nn.Sequential(nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32), nn.Hardswish()
+        )
+        self.squeeze = nn.Sequential(
+            nn.Conv2d(32, 8, 1), nn.ReLU(), nn.Conv2d(8, 32, 1), nn.Sigmoid()
+        )
+        self.project = nn.Sequential(nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.depthwise(self.expand(x))
+        y = y * self.squeeze(y.mean((2, 3), keepdim=True))
+        return self.head((x + self.project(y)).mean((2, 3)))
+
+
+def with_outlier_channel(model: nn.Module, value: float = 5000.0) -> nn.Module:
+    """A copy of a trained ``simple_cnn_bn`` computing exactly the same function, whose first
+    convolution makes one more channel, a constant ``value`` that the second one multiplies by
+    zero: int8's one scale per activation tensor then rounds every real channel of that tensor
+    to a few levels, and the classes come out wrong."""
+    import copy
+    from collections import OrderedDict
+
+    features = model.features
+    conv, norm = features.conv1, features.bn1
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    first = nn.Conv2d(conv.in_channels, conv.out_channels + 1, 3, padding=1)
+    second = nn.Conv2d(conv.out_channels + 1, features.conv2.out_channels, 3, padding=1, bias=False)
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[:-1] = conv.weight * scale[:, None, None, None]
+        first.bias[:-1] = norm.bias - norm.running_mean * scale
+        first.bias[-1] = value
+        second.weight.zero_()
+        second.weight[:, :-1] = features.conv2.weight
+    out = copy.deepcopy(model)
+    out.features = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", first),
+                ("relu1", nn.ReLU()),
+                ("pool1", nn.MaxPool2d(2, 2)),
+                ("conv2", second),
+                ("bn2", copy.deepcopy(features.bn2)),
+                ("relu2", nn.ReLU()),
+                ("pool2", nn.MaxPool2d(2, 2)),
+            ]
+        )
+    )
+    return out.eval()

@@ -33,8 +33,8 @@ def manifest(exported_bundle: Path) -> Manifest:
 
 def test_every_artifact_is_listed_and_verifies(exported_bundle: Path, manifest: Manifest) -> None:
     names = [a.name for a in manifest.artifacts]
-    expected = ONNX_NAMES + (ENGINE_NAMES if tensorrt_module_name() else [])
-    assert names == expected
+    engines = ["onnx-int8-tensorrt", *ENGINE_NAMES] if tensorrt_module_name() else []
+    assert names == ONNX_NAMES + engines
     for art in manifest.artifacts:
         path = verify_artifact(exported_bundle, art)
         assert art.size_bytes == path.stat().st_size > 1000
@@ -44,7 +44,14 @@ def test_every_artifact_is_listed_and_verifies(exported_bundle: Path, manifest: 
         assert art.inputs[0].dim_range(0) == (art.batch.min, art.batch.opt, art.batch.max)
         assert art.batch == BatchRange(1, 8, 32)
     assert manifest.artifact("onnx-fp32").path == "model.fp32.onnx"
-    assert manifest.artifact("onnx-int8").source == "onnx-fp32"
+    int8 = manifest.artifact("onnx-int8")
+    assert int8.source == "onnx-fp32" and int8.target == "onnxruntime"
+    assert int8.quantization is not None and int8.quantization["target"] == "onnxruntime"
+    assert int8.quantization["decision"] in ("kept", "kept-slow")
+    if tensorrt_module_name():
+        assert manifest.artifact("onnx-int8-tensorrt").target == "tensorrt"
+        engine = manifest.artifact("tensorrt-int8")
+        assert engine.source == "onnx-int8-tensorrt" and engine.target == "tensorrt"
     on_disk = {p.name for p in exported_bundle.iterdir()}
     assert on_disk == {"manifest.json", "reference"} | {a.path for a in manifest.artifacts}
 
@@ -83,7 +90,8 @@ def test_engines_are_recorded_with_flavour_version_and_profile(
         assert art.path == f"model.{art.precision}.{flavour}.engine"
         assert art.engine.flavour == flavour and art.engine.version == version
         assert art.engine.workspace_bytes == 1 << 30
-        assert art.source == f"onnx-{art.precision}"
+        made_for = "-tensorrt" if art.precision == "int8" else ""  # its own int8 file
+        assert art.source == f"onnx-{art.precision}{made_for}"
         if flavour == "tensorrt_rtx":
             assert art.engine.compute_capability is None  # AOT: portable across RTX GPUs
             assert art.engine.timing_cache is None

@@ -40,7 +40,10 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["--module", "x:y", "torchvision:resnet18"], "give either SOURCE"),
         ([], "nothing to export"),
         (["torchvision:resnet18", "--input", "x:1x3"], "--input cannot be used when exporting"),
-        (["torchvision:resnet18", "--calib-data", "digits"], "--module and torchvision models"),
+        (
+            ["torchvision:resnet18", "--calib-data", "digits"],
+            "--module, torchvision and ONNX models",
+        ),
         (
             ["torchvision:resnet18", "--weights", "resnet18.pth"],
             "read from .safetensors only (never unpickled)",

@@ -69,8 +69,8 @@ def test_missing_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_unknown_precision_through_the_api(trained_run: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown precision 'bf16'"):
-        export(trained_run, tmp_path / "b", precisions=("fp32", "bf16"))
+    with pytest.raises(ConfigError, match=r"unknown precision 'fp8'"):
+        export(trained_run, tmp_path / "b", precisions=("fp32", "fp8"))
     with pytest.raises(ConfigError, match="parity limit must be a positive number"):
         export(trained_run, tmp_path / "b", parity_limit=0)
     assert not (tmp_path / "b").exists()
@@ -133,19 +133,21 @@ def assert_intact(dest: Path, before: dict[str, str]) -> None:
 
 
 def fp16_hostile_run(trained_run: Path, out: Path) -> Path:
-    """trained_run's network rescaled so hidden activations exceed fp16's range (65504).
+    """trained_run's network rescaled so hidden activations fall below fp16's smallest value.
 
-    bn1 is multiplied by 2**17 and conv2 divided by it: powers of two, so fp32 is unchanged
-    (ReLU and max pooling commute with a positive scale), while fp16 overflows.
+    bn1 is multiplied by 2**-26 and conv2 by 2**26: powers of two, so fp32 is unchanged (ReLU
+    and max pooling commute with a positive scale), while in fp16 the activations round to zero
+    and conv2's weights exceed its range. (Values too large for fp16 the export keeps in
+    float32; values too small it cannot tell from zeros.)
     """
     from edgeport.train.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(trained_run)
     model = checkpoint.model
     with torch.no_grad():
-        model.features.bn1.weight.mul_(2.0**17)
-        model.features.bn1.bias.mul_(2.0**17)
-        model.features.conv2.weight.mul_(2.0**-17)
+        model.features.bn1.weight.mul_(2.0**-26)
+        model.features.bn1.bias.mul_(2.0**-26)
+        model.features.conv2.weight.mul_(2.0**26)
     return save_run(out, model, checkpoint.card)
 
 

@@ -63,7 +63,8 @@ def test_formats_parse_in_canonical_order_and_tensorrt_is_a_format() -> None:
 def test_every_format_and_precision_passes_its_gate(formats_bundle: Path) -> None:
     manifest = Manifest.load(formats_bundle)
     names = {a.name: a for a in manifest.artifacts}
-    assert sorted(names) == sorted(f"{f}-{p}" for f in PHONE_FORMATS for p in PRECISIONS)
+    expected = [f"{f}-{p}" for f in PHONE_FORMATS for p in PRECISIONS] + ["onnx-int8-openvino"]
+    assert sorted(names) == sorted(expected)
     assert manifest.export["formats"] == {"asked": list(PHONE_FORMATS), "failed": []}
     for fmt in NEW_FORMATS:
         for precision in PRECISIONS:
@@ -75,7 +76,7 @@ def test_every_format_and_precision_passes_its_gate(formats_bundle: Path) -> Non
             logits = art.parity["outputs"][0]["comparison"]
             assert logits["top1_agreement"] >= 0.99 and logits["accuracy_drop"] <= 0.01
     assert list(names["openvino-fp32"].files) == ["model.fp32.bin"]
-    assert names["openvino-int8"].source == "onnx-int8"
+    assert names["openvino-int8"].source == "onnx-int8-openvino"  # NNCF's file, as IR
     assert "executorch" in names["executorch-int8"].tools
     assert "litert-torch" in names["litert-int8"].tools
     # the phone formats: ExecuTorch keeps the batch range, LiteRT is fixed at batch 1

@@ -19,12 +19,7 @@ from edgeport.export.onnx import (
     check_opset,
     convert_fp16,
 )
-from edgeport.export.quantize import (
-    EXTRA_OPTIONS,
-    CalibrationConfig,
-    CalibrationReader,
-    quantize_int8,
-)
+from edgeport.export.quantize import CalibrationConfig, CalibrationReader, quantize_int8
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.train.data import load_eval_arrays
@@ -83,43 +78,72 @@ def test_fp16_computes_in_half_with_float_io(
     assert meta["edgeport.precision"] == "fp16" and ONNX_METADATA_KEY in meta
 
 
+def _zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [
+        inits[node.input[2]]
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        and len(node.input) > 2
+        and node.input[2] in inits
+        and node.input[0] not in inits  # activations, not weights
+    ]
+
+
+def _agreement(fp32_onnx: Path, int8: Path, images: np.ndarray) -> float:
+    fp32 = session(fp32_onnx).run(None, {INPUT_NAME: images})[0]
+    out = session(int8).run(None, {INPUT_NAME: images})[0]
+    assert out.shape == fp32.shape and np.isfinite(out).all()
+    return float((out.argmax(1) == fp32.argmax(1)).mean())
+
+
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_int8_is_symmetric_per_channel_qdq_with_float_biases(
+def test_onnxruntime_int8_has_uint8_activations_and_per_channel_int8_weights(
     fp32_onnx: Path, digits: tuple[np.ndarray, np.ndarray], tmp_path: Path, method: str
 ) -> None:
     card = digits_card()
     calib = load_eval_arrays("digits", card, split="train", limit=64).images
     dst = tmp_path / "model.int8.onnx"
-    quantize_int8(fp32_onnx, dst, card, [{INPUT_NAME: calib}], method=method)
+    made = quantize_int8(fp32_onnx, dst, card, [{INPUT_NAME: calib}], method=method)
+    assert made.settings["calibration"] == method and "onnxruntime" in made.tools
     model = onnx.load(str(dst))
+    points = _zero_points(model)
+    assert points and all(p.dtype == np.uint8 for p in points)  # uint8 activations
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 4
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zero_point = inits.get(node.input[2])
-            if zero_point is not None:
-                assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            assert inits[node.input[0]].dtype == np.int8  # no int32 biases: TensorRT rejects them
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
     weight_dq = next(n for n in model.graph.node if n.output[0] == conv.input[1])
+    assert inits[weight_dq.input[0]].dtype == np.int8
     assert inits[weight_dq.input[1]].shape == (32,)  # one scale per output channel
-    assert len(conv.input) == 3 and inits[conv.input[2]].dtype == np.float32  # float bias
-    images, _ = digits
-    fp32 = session(fp32_onnx).run(None, {INPUT_NAME: images})[0]
-    int8 = session(dst).run(None, {INPUT_NAME: images})[0]
-    assert int8.shape == fp32.shape and np.isfinite(int8).all()
-    cosine = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
-    assert cosine.min() > 0.95
+    assert _agreement(fp32_onnx, dst, digits[0]) >= 0.95
 
 
-def test_int8_options_are_the_tensorrt_form() -> None:
-    assert EXTRA_OPTIONS == {
-        "QuantizeBias": False,
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-    }
+def test_tensorrt_int8_is_symmetric_on_weighted_inputs_with_float_biases(
+    fp32_onnx: Path, digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    card = digits_card()
+    calib = load_eval_arrays("digits", card, split="train", limit=64).images
+    dst = tmp_path / "model.int8.tensorrt.onnx"
+    made = quantize_int8(fp32_onnx, dst, card, [{INPUT_NAME: calib}], target="tensorrt")
+    assert made.settings["biases"].startswith("float")
+    model = onnx.load(str(dst))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    points = _zero_points(model)
+    assert points and all(p.dtype == np.int8 and not p.any() for p in points)  # symmetric
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            assert inits[node.input[0]].dtype == np.int8  # no int32 biases: TensorRT rejects them
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        assert producers[conv.input[0]].op_type == "DequantizeLinear"  # quantized input
+        readers = [n for n in model.graph.node if conv.output[0] in n.input]
+        assert all(r.op_type != "QuantizeLinear" for r in readers)  # output not quantized
+        assert len(conv.input) == 3 and inits[conv.input[2]].dtype == np.float32
+    assert _agreement(fp32_onnx, dst, digits[0]) >= 0.95
+
+
+def test_int8_refuses_an_unknown_target(fp32_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="int8 target must be one of"):
+        quantize_int8(fp32_onnx, tmp_path / "x.onnx", digits_card(), [], target="coreml")
 
 
 def test_calibration_reader_rebatches_named_inputs_and_rewinds() -> None:

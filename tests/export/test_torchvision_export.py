@@ -195,3 +195,19 @@ def test_classifier_by_name_predicts_image_files(tmp_path: Path) -> None:
     with load(out) as model:
         (prediction,) = model.predict(path, top_k=3)
     assert len(prediction.labels) == 3 and prediction.top1 in manifest.card.class_names
+
+
+def test_a_network_the_meta_device_cannot_build_exports(tmp_path: Path) -> None:
+    """RegNets compute their widths from tensors, so they cannot be built on the meta device;
+    the input-size probe then runs on fake tensors once the network is built."""
+    out = tmp_path / "bundle"
+    proc = export_cli("torchvision:regnet_y_400mf", "--image-size", "64", "--out", str(out))
+    assert "onnx-fp32" in proc.stdout and "passed" in proc.stdout
+    assert Manifest.load(out).card.input_size == (64, 64)
+
+
+def test_a_size_a_network_cannot_take_names_the_export_flag(tmp_path: Path) -> None:
+    proc = export_command("torchvision:inception_v3", "--image-size", "32", "--out", str(tmp_path))
+    assert proc.returncode == 1
+    assert "torchvision:inception_v3 cannot take a 3x32x32 input" in proc.stderr
+    assert proc.stderr.rstrip().endswith("pass --image-size")

@@ -24,8 +24,10 @@ CPU = ("onnxruntime-cpu",)
 
 
 def damage_int8_scales(bundle: Path) -> str:
-    """Negate the weight scales of the int8 model's first quantized Conv (in place, in a copy of
-    a bundle) and record the new sha256/size in the manifest. Returns the Conv's output name."""
+    """Negate the weight scales of the int8 model's last quantized Conv (in place, in a copy of
+    a bundle) and record the new sha256/size in the manifest. Returns the Conv's output name.
+    (The last: the ONNX Runtime file folds each Relu into the Q after its convolution, so a
+    negated convolution's output is clamped to zero, and the layer after it adds error too.)"""
     import onnx
     from onnx import numpy_helper
 
@@ -34,16 +36,12 @@ def damage_int8_scales(bundle: Path) -> str:
     path = bundle / art.path
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for conv in reversed(model.graph.node):
+        node = producers.get(conv.input[1]) if conv.op_type == "Conv" else None
+        if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in inits:
             continue
-        convs = [c for c in consumers.get(node.output[0], []) if c.op_type == "Conv"]
-        if not convs:
-            continue
+        convs = [conv]
         scale = inits[node.input[1]]
         wrong = -numpy_helper.to_array(scale)
         scale.CopyFrom(numpy_helper.from_array(wrong, scale.name))

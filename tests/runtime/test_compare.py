@@ -10,15 +10,17 @@ import pytest
 
 from edgeport.runtime.compare import (
     TOLERANCES,
+    UNLABELLED,
     Comparison,
     Tolerance,
     compare_logits,
+    judge,
     tolerance_for,
 )
 from edgeport.runtime.errors import ConfigError, InputError
 
 
-def logits(rows: list[list[float]]) -> np.ndarray:
+def logits(rows: list[list[float]] | np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -155,6 +157,30 @@ def test_int8_tolerance_is_accuracy_drop_of_one_point() -> None:
     assert message == "accuracy drop cannot be checked: no labels were given"
 
 
+def test_int8_logits_without_labels_are_judged_by_agreement_and_cosine() -> None:
+    """No labels, no accuracy drop to measure: int8 must agree with fp32 instead (top-1 on 99%
+    of samples, near ties excepted, and every sample's cosine >= 0.98)."""
+    rng = np.random.default_rng(0)
+    ref = logits(rng.normal(0, 3, (200, 10)))
+    cand = ref + logits(rng.normal(0, 0.01, ref.shape))
+    labelled = judge(
+        {"y": ref}, {"y": cand}, precision="int8", kinds={"y": "logits"}, labels=ref.argmax(1)
+    )
+    unlabelled = judge({"y": ref}, {"y": cand}, precision="int8", kinds={"y": "logits"})
+    assert labelled[0].tolerance is TOLERANCES[("int8", "logits")]
+    assert unlabelled[0].tolerance is UNLABELLED["int8"] is tolerance_for("int8", labelled=False)
+    assert labelled[0].failures == () and unlabelled[0].failures == ()
+    flipped = cand.copy()
+    for row in range(3):  # 3 of 200 samples change class by a clear margin: 98.5% agreement
+        top = int(ref[row].argmax())
+        flipped[row, (top + 1) % 10] = ref[row, top] + 5.0
+    (check,) = judge({"y": ref}, {"y": flipped}, precision="int8", kinds={"y": "logits"})
+    assert check.failures[0].startswith("top-1 agreement 98.50% < 99.00% (3 of 200 samples")
+    assert any(f.startswith("min cosine similarity") for f in check.failures)
+    # fp16 was judged by agreement already: the same rule with or without labels
+    assert tolerance_for("fp16", labelled=False) is TOLERANCES[("fp16", "logits")]
+
+
 def test_nonfinite_candidate_fails_every_tolerance_and_serialises() -> None:
     ref = logits([[1.0, 0.0], [0.0, 1.0]])
     cand = logits([[np.nan, 0.0], [0.0, np.inf]])
@@ -198,7 +224,7 @@ def test_to_dict_is_json_and_round_trips_the_fields() -> None:
 
 def test_tolerance_table_holds_the_stated_numbers() -> None:
     assert set(TOLERANCES) == {
-        (p, k) for p in ("fp32", "fp16", "int8") for k in ("logits", "tensor", "exact")
+        (p, k) for p in ("fp32", "fp16", "int8", "bf16") for k in ("logits", "tensor", "exact")
     }
     assert (
         TOLERANCES[("fp32", "logits")].max_abs == 1e-4
@@ -207,7 +233,7 @@ def test_tolerance_table_holds_the_stated_numbers() -> None:
     assert TOLERANCES[("fp16", "logits")].min_top1_agreement == 0.995
     assert TOLERANCES[("int8", "logits")].max_accuracy_drop == 0.01
     assert tolerance_for("fp16") is TOLERANCES[("fp16", "logits")]
-    with pytest.raises(ConfigError, match=r"no tolerance for precision 'bf16' and output kind"):
-        tolerance_for("bf16")
+    with pytest.raises(ConfigError, match=r"no tolerance for precision 'fp8' and output kind"):
+        tolerance_for("fp8")
     as_json = json.loads(json.dumps(TOLERANCES[("int8", "logits")].to_dict()))
     assert as_json["max_accuracy_drop"] == 0.01

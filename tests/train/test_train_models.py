@@ -247,3 +247,24 @@ def test_training_from_local_weights_uses_imagenet_statistics(
     # The backbone was frozen, so it still holds the file's (grey-adapted) weights.
     assert torch.equal(loaded.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
     assert torch.equal(loaded.conv1.weight, reference.conv1.weight)
+
+
+@pytest.mark.slow
+def test_every_torchvision_classifier_has_an_input_size_probe() -> None:
+    """Each classifier `edgeport summary --list` names is probed at its default size: on the
+    meta device, or (RegNets, built from tensor arithmetic) on fake tensors once built."""
+    import torchvision
+
+    from edgeport.train.models import _check_input_size, default_input_size
+
+    deferred = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        size = default_input_size(f"torchvision:{name}")
+        kwargs = {"image_size": size[0]} if name.startswith("vit_") else {}
+        if name in ("inception_v3", "googlenet"):
+            kwargs = {"aux_logits": False, "init_weights": True}
+        if not _check_input_size(name, 3, size, kwargs):
+            deferred.append(name)
+    assert deferred and all(name.startswith("regnet_") for name in deferred)
+    model = build_model("torchvision:regnet_x_400mf", num_classes=3, input_size=(32, 32))
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 3)

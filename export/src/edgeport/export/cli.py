@@ -3,9 +3,10 @@
     edgeport export RUN_DIR --out BUNDLE ...
     edgeport export --module pkg.module:factory --input NAME:SHAPE[:DTYPE] ... --out BUNDLE
     edgeport export torchvision:NAME --out BUNDLE [--weights FILE.safetensors] ...
+    edgeport export model.onnx --out BUNDLE --precision fp16,int8 --calib-data calib.npz ...
 
 The flags map onto ``ExportSettings``; each form then calls its front end (``export``,
-``export_module``). Heavy libraries are imported only when a command runs.
+``export_module``, ``export_onnx``). Heavy libraries are imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ _FORM_FLAGS = {
     "input": ("module",),
     "output_name": ("module",),
     "dynamic": ("module", "torchvision"),
-    "task": ("module",),
-    "class_names": ("module",),
-    "parity_data": ("module", "torchvision"),
+    "task": ("module", "onnx"),
+    "class_names": ("module", "onnx"),
+    "parity_data": ("module", "torchvision", "onnx"),
     "weights": ("torchvision",),
     "num_classes": ("torchvision",),
     "image_size": ("torchvision",),
@@ -52,15 +53,19 @@ def register_export(subparsers: Any) -> None:
         "export",
         help="export a training run, any nn.Module or a torchvision model to a bundle",
         description=(
-            "Export to a bundle: ONNX fp32/fp16/int8 and, with --tensorrt, one TensorRT engine "
-            "per precision; --format adds OpenVINO IR, ExecuTorch .pte and LiteRT .tflite. "
-            "SOURCE is a run directory (from `edgeport train`) or "
-            "torchvision:NAME; --module PKG.MODULE:FACTORY exports the nn.Module a function of "
-            "yours returns. Every artifact is checked against PyTorch; one outside its "
-            "tolerance fails the export and leaves BUNDLE as it was."
+            "Export to a bundle: ONNX fp32/fp16, int8 per target engine (each kept only when "
+            "it is faster than fp32 there and agrees) and, with --tensorrt, one TensorRT "
+            "engine per precision; --format adds OpenVINO IR, ExecuTorch .pte and LiteRT "
+            ".tflite. SOURCE is a run directory (from `edgeport train`), torchvision:NAME or "
+            "an ONNX file; --module PKG.MODULE:FACTORY exports the nn.Module a function of "
+            "yours returns. Every artifact is checked against the source (PyTorch, or the ONNX "
+            "file on ONNX Runtime); one outside its tolerance fails the export and leaves "
+            "BUNDLE as it was."
         ),
     )
-    parser.add_argument("source", nargs="?", metavar="SOURCE", help="RUN_DIR or torchvision:NAME")
+    parser.add_argument(
+        "source", nargs="?", metavar="SOURCE", help="RUN_DIR, torchvision:NAME or MODEL.onnx"
+    )
     parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
     _output_flags(parser.add_argument_group("what to produce"))
     _module_flags(parser.add_argument_group("any nn.Module (--module) and torchvision models"))
@@ -70,7 +75,7 @@ def register_export(subparsers: Any) -> None:
 
 def _output_flags(group: Any) -> None:
     group.add_argument(
-        "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8"
+        "--precision", default="fp32", metavar="LIST", help="comma-separated: fp32,fp16,int8,bf16"
     )
     group.add_argument(
         "--format",
@@ -97,6 +102,24 @@ def _output_flags(group: Any) -> None:
         "dynamic axis other than the batch needs one for engines)",
     )
     group.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    group.add_argument(
+        "--int8-targets",
+        metavar="LIST",
+        help="engines to make an int8 file for: onnxruntime,openvino,tensorrt (default: "
+        "onnxruntime, openvino where NNCF is installed, tensorrt with --tensorrt)",
+    )
+    group.add_argument(
+        "--int8-min-speedup",
+        type=float,
+        default=1.1,
+        metavar="X",
+        help="keep an int8 file only when it is X times faster than fp32 on its engine (1.1)",
+    )
+    group.add_argument(
+        "--keep-slow-int8",
+        action="store_true",
+        help="keep an int8 file that stays slower than that, marked in the manifest",
+    )
     group.add_argument(
         "--allow-parity-failure",
         action="store_true",
@@ -181,14 +204,20 @@ def _data_flags(group: Any) -> None:
 
 
 def _form(args: argparse.Namespace) -> str:
-    """run, module or torchvision; flags of another form are refused."""
+    """run, module, torchvision or onnx; flags of another form are refused."""
     if args.module and args.source:
-        raise ConfigError("give either SOURCE (a run or torchvision:NAME) or --module, not both")
+        raise ConfigError(
+            "give either SOURCE (a run, torchvision:NAME or MODEL.onnx) or --module, not both"
+        )
     if not args.module and not args.source:
-        raise ConfigError("nothing to export: give RUN_DIR, torchvision:NAME or --module")
+        raise ConfigError(
+            "nothing to export: give RUN_DIR, torchvision:NAME, MODEL.onnx or --module"
+        )
     form = "module" if args.module else "run"
     if args.source and args.source.startswith(TORCHVISION):
         form = "torchvision"
+    elif args.source and args.source.lower().endswith(".onnx"):
+        form = "onnx"
     wrong = [
         "--" + dest.replace("_", "-")
         for dest, forms in _FORM_FLAGS.items()
@@ -200,7 +229,7 @@ def _form(args: argparse.Namespace) -> str:
     if args.calib_data and npz != (form != "run"):
         raise ConfigError(
             f"--calib-data {args.calib_data}: a training run calibrates on a dataset NAME; "
-            "--module and torchvision models on an .npz file with one array per input"
+            "--module, torchvision and ONNX models on an .npz file with one array per input"
         )
     return form
 
@@ -223,6 +252,9 @@ def _settings(args: argparse.Namespace) -> Any:
         allow_parity_failure=args.allow_parity_failure,
         tensorrt=args.tensorrt,
         workspace_bytes=args.workspace_mb << 20,
+        int8_targets=args.int8_targets,
+        int8_min_speedup=args.int8_min_speedup,
+        keep_slow_int8=args.keep_slow_int8,
     )
 
 
@@ -245,6 +277,18 @@ def run_export(args: argparse.Namespace) -> int:
         manifest = export(args.source, args.out, settings, data_root=args.data_root)
     elif form == "module":
         manifest = _export_module(args, settings)
+    elif form == "onnx":
+        from edgeport.export.onnx_in import export_onnx
+
+        manifest = export_onnx(
+            args.source,
+            args.out,
+            settings,
+            calibration=args.calib_data,
+            parity_inputs=args.parity_data,
+            task=args.task,
+            class_names=_class_names(args.class_names),
+        )
     else:
         manifest = _export_torchvision(args, settings)
     _print(manifest, args.out)
@@ -258,6 +302,20 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def int8_line(record: dict[str, Any]) -> str:
+    """An int8 record in a few words: speed-up, float convolutions, layers kept in float."""
+    speed = record.get("speedup")
+    parts = [f"{speed:.2f}x fp32" if speed is not None else "speed not measured"]
+    convs = record.get("float_convs")
+    if convs:
+        parts.append(f"{convs['float']}/{convs['total']} convs in float")
+    if record.get("float_layers"):
+        parts.append(f"{len(record['float_layers'])} layers kept in float")
+    if record.get("decision") == "kept-slow":
+        parts.append("kept although slow (--keep-slow-int8)")
+    return ", ".join(parts)
+
+
 def _print(manifest: Any, out: str) -> None:
     from edgeport.export.parity import headline
 
@@ -265,7 +323,11 @@ def _print(manifest: Any, out: str) -> None:
     for art in manifest.artifacts:
         status = (art.parity or {}).get("status", "unchecked")
         detail = headline(art.parity)
-        print(f"  {art.name:<16} {art.total_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
+        if art.quantization:
+            detail += f"; {int8_line(art.quantization)}"
+        print(f"  {art.name:<20} {art.total_bytes / 1e6:8.2f} MB  {status:<8} {detail}")
+    for target, record in (manifest.export.get("int8_left_out") or {}).items():
+        print(f"  int8 for {target} left out: {record.get('reason')}")
     failed = manifest.export.get("failed_parity") or []
     if failed:
         print(f"warning: kept despite failing parity: {', '.join(failed)}")

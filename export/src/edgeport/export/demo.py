@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeport.export.cli import int8_line
 from edgeport.export.parity import headline
 from edgeport.runtime.bundle import Manifest
 from edgeport.runtime.io import atomic_write_text
@@ -114,7 +115,10 @@ def _export(
     start = _step(f"3/6 export {what}")
     manifest = export(run_dir, bundle_dir, precisions=config.precisions, tensorrt=engines)
     for artifact in manifest.artifacts:
-        print(f"   {artifact.name:<16} {artifact.size_bytes / 1e6:6.2f} MB  {artifact.path}")
+        extra = f"  ({int8_line(artifact.quantization)})" if artifact.quantization else ""
+        print(f"   {artifact.name:<20} {artifact.size_bytes / 1e6:6.2f} MB  {artifact.path}{extra}")
+    for target, record in manifest.export.get("int8_left_out", {}).items():
+        print(f"   int8 for {target} left out: {record.get('reason')}")
     timings["export"] = _done(start)
     return manifest
 
@@ -207,9 +211,12 @@ def _report(
     ]
     for art in manifest.artifacts:
         status = {True: "passed", False: "FAILED", None: "not run"}[art.parity_passed]
-        lines.append(
-            f"| {art.name} | {art.size_bytes / 1e6:.2f} MB | {status} | {headline(art.parity)} |"
-        )
+        numbers = headline(art.parity)
+        if art.quantization:
+            numbers += f"; {int8_line(art.quantization)}"
+        lines.append(f"| {art.name} | {art.size_bytes / 1e6:.2f} MB | {status} | {numbers} |")
+    for target, record in manifest.export.get("int8_left_out", {}).items():
+        lines.append(f"| int8 for {target} | - | left out | {record.get('reason')} |")
     lines += ["", "## Check", "", check_text.strip(), "", "## Predictions on raw image files", ""]
     lines += ["| image | true | predicted | confidence | backend |", "|---|---|---|---|---|"]
     lines += [

@@ -5,7 +5,7 @@ gated against PyTorch on its own runtime, exactly as a device loads it:
 format      file                          made from                        precisions  runtime
 =========== ============================= ================================ =========== ==========
 openvino    ``model.P.xml`` + ``.bin``    the ONNX file of that precision  fp32 fp16   openvino
-                                                                           int8
+                                          (int8: OpenVINO's int8 file)     int8
 executorch  ``model.P.pte``               the module: torch.export,        fp32 int8   executorch
                                           XNNPACK delegate
 litert      ``model.P.tflite``            the module: litert-torch         fp32 int8   litert
@@ -61,11 +61,31 @@ class Converter:
 def _openvino(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Converted:
     from edgeport.export.openvino_ir import save_ir
 
-    tools, weights = save_ir(ex.onnx_paths[precision], dst)
+    onnx_name, src = f"onnx-{precision}", ex.onnx_paths.get(precision)
+    if precision == "int8":  # the int8 file made and kept for OpenVINO (NNCF's recipe)
+        from edgeport.export.int8 import INT8_TARGETS
+
+        onnx_name, src = INT8_TARGETS["openvino"].artifact, ex.int8_paths.get("openvino")
+    if src is None:
+        raise ExportError(
+            f"no {precision} ONNX file for OpenVINO to convert (int8: the OpenVINO int8 file was "
+            "not made or was left out; see int8_left_out in the manifest)"
+        )
+    tools, weights = save_ir(src, dst)
     rel = weights.relative_to(ex.root).as_posix()
-    source = f"onnx-{precision}" if "onnx" in ex.s.formats else None
+    source = onnx_name if "onnx" in ex.s.formats else None
     files = {rel: SideFile(sha256_file(weights), weights.stat().st_size)}
     return tools, {"files": files, "source": source}
+
+
+def _module(ex: _Exporter) -> Any:
+    """The PyTorch module ExecuTorch and LiteRT convert; an ONNX source has none."""
+    if ex.job.module is None:
+        raise ExportError(
+            "ExecuTorch and LiteRT files are converted from the PyTorch module, and an ONNX "
+            "source has none: export the module, or ask for onnx, tensorrt or openvino"
+        )
+    return ex.job.module
 
 
 def _executorch(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Converted:
@@ -89,7 +109,7 @@ def _executorch(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Conve
             f"{unbounded} a range (--shapes NAME:MIN:OPT:MAX)"
         )
     tools = export_pte(
-        ex.job.module,
+        _module(ex),
         tensors(trace, names),
         torch_dynamic_shapes(axes, ex.ranges, names),
         dst,
@@ -108,7 +128,7 @@ def _litert(ex: _Exporter, precision: str, dst: Path, trace: Batch) -> Converted
     names, outputs = ex.s.input_names or (), ex.s.output_names or ()
     example = fixed_example(ex.job.example, ex.s)
     tools = export_tflite(
-        ex.job.module,
+        _module(ex),
         example,
         dst,
         inputs=names,
@@ -234,5 +254,5 @@ def _fixed_outputs(ex: _Exporter, example: Batch) -> dict[str, Any]:
     """The outputs at the shapes the module gives on ``example``."""
     from edgeport.export.parity import torch_outputs
 
-    outputs = torch_outputs(ex.job.module, example, ex.s.output_names)
+    outputs = torch_outputs(_module(ex), example, ex.s.output_names)
     return {"outputs": fixed_specs(ex.card.outputs, outputs)}

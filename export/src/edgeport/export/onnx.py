@@ -1,6 +1,6 @@
 """PyTorch to ONNX: the fp32 graph every other artifact starts from, and its fp16 variant.
 
-``export_onnx`` runs ``torch.onnx.export(dynamo=True)`` on any module with named inputs and
+``torch_to_onnx`` runs ``torch.onnx.export(dynamo=True)`` on any module with named inputs and
 outputs and the dynamic dimensions asked for, checks the graph (``onnx.checker`` + strict shape
 inference) and simplifies it with onnxslim. ``graph_specs`` reads its inputs and outputs as
 TensorSpecs; ``embedding_ranges`` finds integer inputs that index an embedding table.
@@ -16,10 +16,12 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgeport.runtime.backends.onnx_proto import ELEM_TYPES
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
@@ -244,7 +246,7 @@ class ExportedGraph:
     info: OnnxInfo
 
 
-def export_onnx(
+def torch_to_onnx(
     model: torch.nn.Module,
     args: tuple[torch.Tensor, ...],
     *,
@@ -313,11 +315,144 @@ def _float_outputs(model: onnx.ModelProto, names: Sequence[str]) -> None:
         tensor.elem_type = TensorProto.FLOAT
 
 
+def _half_casts(model: onnx.ModelProto) -> int:
+    """Make a ``Cast(to=float32)`` whose output the converter typed float16 cast to float16.
+
+    The converter leaves such casts of integer tensors (a TensorFlow export's element count,
+    cast to float and divided by) as they were while recording their output, which fp16 nodes
+    read, as float16; the checker then refuses the graph. Returns how many were fixed."""
+    from onnx import TensorProto
+
+    half = {
+        v.name
+        for v in model.graph.value_info
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT16
+    }
+    fixed = 0
+    for node in model.graph.node:
+        if node.op_type != "Cast" or node.output[0] not in half:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                attribute.i = TensorProto.FLOAT16
+                fixed += 1
+    return fixed
+
+
+FP16_SAFE = 65504.0 / 2  # a tensor above half of fp16's largest value is kept in float32
+
+
+def fp16_overflows(model: onnx.ModelProto, samples: Mapping[str, np.ndarray]) -> list[str]:
+    """The nodes that make or read a tensor whose fp32 values on ``samples`` exceed
+    :data:`FP16_SAFE` (a sum of squares over a long vector, say): in fp16 it would overflow.
+    Every node of ``model`` must be named. Runs ONNX Runtime's CPU provider."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgeport.runtime.backends.onnxrt import ort_errors
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {v.name for v in probe.graph.output}
+    for node in probe.graph.node:
+        for out in node.output:
+            if out and out not in known:
+                probe.graph.output.append(onnx.ValueInfoProto(name=out))
+                known.add(out)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    errors: tuple[type[BaseException], ...] = (*ort_errors(), ValueError)
+    try:
+        session = ort.InferenceSession(
+            probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(names, dict(samples))
+    except errors as exc:
+        log.info("could not look for fp16 overflows (%s); converting every node", exc)
+        return []
+    big = {
+        name
+        for name, value in zip(names, values, strict=True)
+        if np.issubdtype(np.asarray(value).dtype, np.floating)
+        and np.asarray(value).size
+        and float(np.nanmax(np.abs(value))) > FP16_SAFE
+    }
+    return [
+        node.name
+        for node in model.graph.node
+        if any(o in big for o in node.output) or any(i in big for i in node.input)
+    ]
+
+
+def _skip_half_round_trips(model: onnx.ModelProto, blocked: set[str]) -> int:
+    """Feed the readers of ``Cast(to=float32)(Cast(to=float16)(x))`` ``x`` itself, where ``x``
+    is made by a ``blocked`` (float32) node.
+
+    The converter casts a float32 node's output to fp16 and back before the next float32 node,
+    which would overflow exactly where nodes were kept in float32 for their range. The fp16
+    cast stays for any fp16 reader. Returns how many round trips were skipped."""
+    from onnx import TensorProto
+
+    def cast_to(node: Any) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    skipped: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "Cast" or cast_to(node) != TensorProto.FLOAT:
+            continue
+        half = producers.get(node.input[0])
+        if half is not None and half.op_type == "Cast" and cast_to(half) == TensorProto.FLOAT16:
+            source = producers.get(half.input[0])
+            if source is not None and source.name in blocked:
+                skipped[node.output[0]] = half.input[0]
+    outputs = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        node.input[:] = [skipped.get(i, i) if i not in outputs else i for i in node.input]
+    kept = [n for n in model.graph.node if not (n.output and n.output[0] in skipped)]
+    used = {i for n in kept for i in n.input} | outputs
+    kept = [n for n in kept if n.op_type != "Cast" or any(o in used for o in n.output)]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(skipped)
+
+
+def _own_initializers(model: onnx.ModelProto, blocked: set[str]) -> int:
+    """Give the ``blocked`` nodes their own copy of each initializer they share with other
+    nodes: the converter keeps a blocked node's initializers in float32, which a shared one
+    would then be for the fp16 nodes too. Returns how many copies were made."""
+    weights = {t.name: t for t in model.graph.initializer}
+    users: dict[str, set[bool]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in weights:
+                users.setdefault(name, set()).add(node.name in blocked)
+    shared = {name for name, kinds in users.items() if len(kinds) == 2}
+    for name in shared:
+        copy = type(weights[name])()
+        copy.CopyFrom(weights[name])
+        copy.name = f"{name}_float32"
+        model.graph.initializer.append(copy)
+    for node in model.graph.node:
+        if node.name in blocked:
+            node.input[:] = [f"{i}_float32" if i in shared else i for i in node.input]
+    return len(shared)
+
+
 def convert_fp16(
-    src: str | Path, dst: str | Path, card: ModelCard, *, keep_io_types: bool = True
+    src: str | Path,
+    dst: str | Path,
+    card: ModelCard,
+    *,
+    keep_io_types: bool = True,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, str]:
     """fp32 ONNX to fp16 compute; float inputs/outputs stay float32 (``keep_io_types``) and
-    integer tensors are not touched. Returns the tool versions used.
+    integer tensors are not touched. With ``samples`` (inputs by name), the nodes that make or
+    read a tensor too large for fp16 on them stay in float32 (:func:`fp16_overflows`). Returns
+    the tool versions used.
 
     The graph's ``value_info`` is dropped first: the dynamo exporter records a type for every
     intermediate tensor, and for a node the converter keeps in fp32 (Resize, TopK, Range, ...)
@@ -327,18 +462,32 @@ def convert_fp16(
     import onnx
     from onnxconverter_common import float16
 
+    from edgeport.export.int8.prepare import name_nodes
+
     model = onnx.load(str(src))
     io_specs = graph_specs(model)
+    name_nodes(model)
+    blocked = fp16_overflows(model, samples) if samples else []
+    if blocked:
+        log.info("keeping %d nodes in float32: their values exceed fp16's range", len(blocked))
     log.info("converting %s to fp16 (keep_io_types=%s)", Path(src).name, keep_io_types)
     del model.graph.value_info[:]
+    if blocked:  # the converter casts around blocked nodes by the types it is told
+        _own_initializers(model, set(blocked))
+        model = onnx.shape_inference.infer_shapes(model)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            half = float16.convert_float_to_float16(model, keep_io_types=keep_io_types)
+            half = float16.convert_float_to_float16(
+                model, keep_io_types=keep_io_types, node_block_list=blocked or None
+            )
     except Exception as exc:  # the converter raises plain Exceptions for unsupported graphs
         raise ExportError(f"fp16 conversion of {Path(src).name} failed: {exc}") from exc
     if caught:  # one warning per weight clamped to fp16's range: summarise, don't flood
         log.debug("fp16 conversion clamped %d weights to fp16's range", len(caught))
+    _half_casts(half)
+    if blocked:
+        _skip_half_round_trips(half, set(blocked))
     if keep_io_types:
         _float_outputs(half, [s.name for s in io_specs[1] if s.dtype == "float32"])
     half = check_model(half, "the fp16 model")

@@ -36,13 +36,15 @@ TORCH_CHUNK = 32  # samples per PyTorch call while computing the reference
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """Parity inputs by name, the PyTorch fp32 outputs on them, and labels when known."""
+    """Parity inputs by name, the reference outputs on them (PyTorch fp32, or an ONNX-in
+    source file's own), and labels when known."""
 
     inputs: Batch
     outputs: Batch
     labels: np.ndarray | None = None
     dataset: str | None = None
     split: str | None = None
+    producer: str = "PyTorch fp32"  # what made the outputs
 
     @property
     def count(self) -> int:
@@ -59,7 +61,7 @@ class ReferenceSet:
     @property
     def description(self) -> str:
         where = " ".join(p for p in (self.dataset, self.split) if p) or "the parity inputs"
-        return f"PyTorch fp32 on {self.count} samples of {where}"
+        return f"{self.producer} on {self.count} samples of {where}"
 
 
 def flatten_outputs(value: Any, prefix: str = "output") -> list[tuple[str, torch.Tensor]]:
@@ -155,11 +157,13 @@ def check_artifact(
     *,
     backend: str = "onnxruntime-cpu",
     class_names: Sequence[str] = (),
+    backend_options: Mapping[str, Any] | None = None,
     artifact: Artifact | None = None,
     card: ModelCard | None = None,
 ) -> Verdict:
-    """Run ``path`` through ``edgeport.runtime.load`` (as ``artifact``, its manifest entry to
-    be, describes it, when given) and judge it against ``reference``."""
+    """Run ``path`` through ``edgeport.runtime.load`` (with ``backend_options``; as
+    ``artifact``, its manifest entry to be, describes it, when given) and judge it against
+    ``reference``."""
     from edgeport.runtime import load
     from edgeport.runtime.loader import open_artifact
     from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
@@ -168,7 +172,15 @@ def check_artifact(
     log.info("parity: %s on %s (%s)", name, reference.description, backend)
     try:
         if artifact is None:
-            model = load(path, backend=backend, verify=False)
+            # a file carries its precision, except bf16: the fp32 file run with bf16 arithmetic
+            run_as = "bf16" if precision == "bf16" else None
+            model = load(
+                path,
+                backend=backend,
+                precision=run_as,
+                verify=False,
+                backend_options=backend_options,
+            )
         else:
             model = open_artifact(path, artifact, card, backend)
         with model:

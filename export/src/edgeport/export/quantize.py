@@ -1,59 +1,34 @@
-"""fp32 ONNX to int8 Q/DQ ONNX: static post-training quantization calibrated on real data.
+"""fp32 ONNX to int8 Q/DQ ONNX for one target engine, calibrated on real data.
 
-The form is the one both ONNX Runtime (CPU) and TensorRT's ONNX parser accept (NOTES.md):
-``quant_pre_process`` first, then ``quantize_static`` with Q/DQ nodes, symmetric int8
-activations and weights, per-channel weights, and biases left in float (TensorRT rejects the
-int32 biases ORT writes by default).
-
-Weights use 7 of the 8 bits (``reduce_range``). ONNX Runtime's int8 kernels on x86 CPUs without
-VNNI (AVX2 only) multiply with VPMADDUBSW, whose 16-bit sums saturate with full-range weights:
-measured on a digits CNN, full range lost 4.5 accuracy points on such a CPU although the same
-Q/DQ graph evaluated exactly lost 0.3; with 7-bit weights the CPU result equals the exact one.
-TensorRT takes any symmetric scale, so the same file serves both.
-
-Every consumer of a quantized tensor then gets a Q/DQ pair of its own (``unshare_qdq_pairs``).
-ORT's quantizer gives a tensor that feeds two nodes (in ResNets the block input, which feeds a
-convolution and the residual add) one pair; on CPUs without VNNI, ONNX Runtime only runs
-convolutions in int8 after converting their input pair to uint8, which it does only for a pair
-with one consumer. Measured on ResNet-18 (224x224, 2 threads): 9 of 20 convolutions ran in
-int8 and the model took 31-44 ms, slower than fp32 (26 ms); with unshared pairs all 20 run in
-int8 and it takes 18.6-20 ms. TensorRT builds both forms alike.
+``quantize_int8`` runs the target's recipe (:mod:`edgeport.export.int8.recipes`) on the
+prepared fp32 model (:mod:`edgeport.export.int8.prepare`), checks that the graph's inputs and
+outputs are unchanged and that something was quantized, and stores the model card. The
+calibration data is read by :class:`CalibrationReader`, in batches, with a progress bar; int8
+is never calibrated on noise.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeport.export.onnx import (
-    check_model,
-    check_same_io,
-    graph_specs,
-    save_model,
-    set_metadata,
-    tool_versions,
-)
+from edgeport.export.onnx import check_model, check_same_io, graph_specs, save_model, set_metadata
 from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import ConfigError, ExportError
+
+if TYPE_CHECKING:
+    from edgeport.export.int8.recipes import Quantized
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 CALIBRATION_BATCH = 32
-REDUCE_RANGE = True  # 7-bit weights: exact on AVX2-only CPUs too (see the module docstring)
-EXTRA_OPTIONS: dict[str, Any] = {
-    "QuantizeBias": False,  # TensorRT's parser rejects int32 biases
-    "ActivationSymmetric": True,  # TensorRT supports symmetric (zero-point 0) int8 only
-    "WeightSymmetric": True,
-}
 
 
 @dataclass(frozen=True)
@@ -121,9 +96,11 @@ class CalibrationReader:
         self._iter = None
 
 
-def _method(name: str) -> Any:
+def calibration_method(name: str) -> Any:
+    """ONNX Runtime's ``CalibrationMethod`` for one of :data:`CALIBRATION_METHODS`."""
     from onnxruntime.quantization import CalibrationMethod
 
+    CalibrationConfig(method=name)  # validates the name
     return {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -137,70 +114,43 @@ def quantize_int8(
     card: ModelCard,
     calibration: Sequence[Mapping[str, np.ndarray]],
     *,
+    target: str = "onnxruntime",
     method: str = "minmax",
-    reduce_range: bool = REDUCE_RANGE,
-) -> dict[str, str]:
-    """Quantize the fp32 ONNX ``src`` to an int8 Q/DQ ONNX ``dst``, calibrated on the batches
-    of named inputs ``calibration``; returns the tool versions used."""
+    exclude: Sequence[str] = (),
+    prepared: bool = False,
+) -> Quantized:
+    """Quantize the fp32 ONNX ``src`` to an int8 Q/DQ ONNX ``dst`` for the engine family
+    ``target``, calibrated on the batches of named inputs ``calibration``, the nodes named in
+    ``exclude`` kept in float. ``prepared``: ``src`` is already the output of
+    :func:`~edgeport.export.int8.prepare.prepare_fp32` (else it is prepared first)."""
     import onnx
 
-    CalibrationConfig(method=method)  # validates the method name
-    reader = CalibrationReader(calibration)
+    from edgeport.export.int8.prepare import prepare_fp32
+    from edgeport.export.int8.recipes import RECIPES
+
+    if target not in RECIPES:
+        raise ConfigError(f"int8 target must be one of {tuple(RECIPES)}, got {target!r}")
+    CalibrationConfig(method=method)
+    src, dst = Path(src), Path(dst)
     io_specs = graph_specs(onnx.load(str(src), load_external_data=False))
-    log.info("int8 calibration (%s) on %d samples", method, reader.samples)
-    with tempfile.TemporaryDirectory(prefix="edgeport-int8-", dir=Path(dst).parent) as tmp:
-        quantized = Path(tmp) / "quantized.onnx"
-        _quantize_static(Path(src), Path(tmp), quantized, reader, method, reduce_range)
-        model = check_model(onnx.load(str(quantized)), "the int8 model")
+    with tempfile.TemporaryDirectory(prefix="edgeport-int8-", dir=dst.parent) as tmp:
+        model_in = src if prepared else prepare_fp32(src, Path(tmp) / "prepared.onnx")
+        staged = Path(tmp) / "quantized.onnx"
+        samples = CalibrationReader(calibration).samples
+        log.info("int8 for %s: calibrating (%s) on %d samples", target, method, samples)
+        made = RECIPES[target](model_in, staged, calibration, method=method, exclude=exclude)
+        model = check_model(onnx.load(str(staged)), f"the int8 model for {target}")
     check_same_io(io_specs, model, "int8 quantization")
     counts = _qdq_counts(model)
     if counts["QuantizeLinear"] == 0:
         raise ExportError(
-            f"int8 quantization of {Path(src).name} inserted no QuantizeLinear nodes; "
-            "the model has no operator ONNX Runtime can quantize"
+            f"int8 quantization of {src.name} for {target} inserted no QuantizeLinear nodes; "
+            "the model has no operator the quantizer can quantize"
         )
-    unshared = unshare_qdq_pairs(model)
-    log.info(
-        "int8 model: %d Q / %d DQ nodes (%d pairs unshared)",
-        counts["QuantizeLinear"] + unshared,
-        counts["DequantizeLinear"] + unshared,
-        unshared,
-    )
+    log.info("int8 model for %s: %d Q / %d DQ nodes", target, *counts.values())
     set_metadata(model, card, "int8")
-    save_model(model, Path(dst))
-    return tool_versions("onnx", "onnxruntime")
-
-
-def _quantize_static(
-    src: Path, tmp: Path, dst: Path, reader: CalibrationReader, method: str, reduce_range: bool
-) -> None:
-    """ORT's ``quant_pre_process`` then ``quantize_static`` with the settings above."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
-
-    prepared = tmp / "prepared.onnx"
-    chatter = io.StringIO()
-    try:
-        # ORT prints calibration chatter to stdout; keep it for the debug log
-        with contextlib.redirect_stdout(chatter):
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-            quantize_static(
-                str(prepared),
-                str(dst),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                reduce_range=reduce_range,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=_method(method),
-                extra_options=dict(EXTRA_OPTIONS),
-            )
-    except (RuntimeError, ValueError, KeyError, onnx.checker.ValidationError) as exc:
-        raise ExportError(f"int8 quantization of {src.name} failed: {exc}") from exc
-    finally:
-        if chatter.getvalue().strip():
-            log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
+    save_model(model, dst)
+    return made
 
 
 def _qdq_counts(model: Any) -> dict[str, int]:
@@ -209,53 +159,3 @@ def _qdq_counts(model: Any) -> dict[str, int]:
         if node.op_type in counts:
             counts[node.op_type] += 1
     return counts
-
-
-def unshare_qdq_pairs(model: Any) -> int:
-    """Give each consumer of a Q -> DQ activation pair a pair (and parameters) of its own.
-
-    The copies get their own scale and zero-point initializers, so ONNX Runtime's common
-    subexpression elimination does not merge them back. Values are unchanged: each copy
-    quantizes the same tensor with the same parameters. Returns the number of pairs added.
-    """
-    from onnx import TensorProto, helper
-
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    initializers = {init.name: init for init in graph.initializer}
-    graph_outputs = {out.name for out in graph.output}
-    added = 0
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
-        q = producers.get(dq.input[0])
-        users = consumers.get(dq.output[0], [])
-        if q is None or q.op_type != "QuantizeLinear" or dq.output[0] in graph_outputs:
-            continue
-        if any(name not in initializers for name in q.input[1:]):
-            continue
-        for user in users[1:]:
-            added += 1
-            suffix = f"_unshared{added}"
-            params = []
-            for name in q.input[1:]:
-                copy = TensorProto()
-                copy.CopyFrom(initializers[name])
-                copy.name = name + suffix
-                graph.initializer.append(copy)
-                params.append(copy.name)
-            q_out, dq_out = q.output[0] + suffix, dq.output[0] + suffix
-            new_q = helper.make_node("QuantizeLinear", [q.input[0], *params], [q_out])
-            new_dq = helper.make_node("DequantizeLinear", [q_out, *params], [dq_out])
-            new_q.name, new_dq.name = q.name + suffix, dq.name + suffix
-            new_q.attribute.extend(q.attribute)
-            new_dq.attribute.extend(dq.attribute)
-            for index, name in enumerate(user.input):
-                if name == dq.output[0]:
-                    user.input[index] = dq_out
-            position = list(graph.node).index(user)
-            graph.node.insert(position, new_dq)
-            graph.node.insert(position, new_q)
-    return added

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edgeport.export.int8 import Int8Policy
 from edgeport.export.onnx import check_opset
 from edgeport.export.quantize import CalibrationConfig
 from edgeport.runtime.bundle import FORMATS, PRECISIONS, BatchRange
@@ -26,26 +27,41 @@ DEFAULT_BATCH = BatchRange(1, 8, 32)
 MIN_WORKSPACE = 1 << 20
 
 
-def _parse_names(value: str | Iterable[str], known: tuple[str, ...], what: str) -> tuple[str, ...]:
+def _parse_names(
+    value: str | Iterable[str], known: tuple[str, ...], what: str, example: str
+) -> tuple[str, ...]:
+    """``"a,b"`` or an iterable to a de-duplicated tuple of ``known`` names, in its order."""
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(item).strip().lower() for item in items if str(item).strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ConfigError(
             f"unknown {what} {', '.join(map(repr, unknown)) if unknown else '(none given)'}; "
-            f"choose from {', '.join(known)} (comma-separated, e.g. {','.join(known[:2])})"
+            f"choose from {', '.join(known)} (comma-separated, e.g. {example})"
         )
-    return tuple(p for p in known if p in names)
+    return tuple(k for k in known if k in names)
 
 
 def parse_precisions(value: str | Iterable[str]) -> tuple[str, ...]:
     """``"fp32,int8"`` or an iterable to a de-duplicated tuple in canonical order."""
-    return _parse_names(value, PRECISIONS, "precision")
+    return _parse_names(value, PRECISIONS, "precision", "fp32,int8")
+
+
+# the engine families int8 has a recipe for (edgeport.export.int8.INT8_TARGETS), in its order
+INT8_ENGINES = ("onnxruntime", "openvino", "tensorrt")
+
+
+def parse_targets(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """``"onnxruntime,openvino"`` or an iterable to int8 targets in canonical order; None
+    stays None (the default: every target that can be made here)."""
+    if value is None:
+        return None
+    return _parse_names(value, INT8_ENGINES, "int8 target", "onnxruntime,openvino")
 
 
 def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
     """``"onnx,litert"`` or an iterable to a de-duplicated tuple in canonical order."""
-    return _parse_names(value, FORMATS, "format")
+    return _parse_names(value, FORMATS, "format", "onnx,litert")
 
 
 @dataclass(frozen=True)
@@ -169,7 +185,10 @@ class ExportSettings:
     parameters and axis 0 of every input (one shared ``batch`` dimension in ``batch``'s
     range); ``shapes`` gives dynamic dimensions their (min, opt, max), which TensorRT engines
     need (for ``batch`` it overrides ``batch``). ``task``, ``class_names``, ``image`` and
-    ``postprocess`` go into the card."""
+    ``postprocess`` go into the card. int8 is made per engine family in ``int8_targets``
+    (None: ONNX Runtime, OpenVINO where NNCF is installed, TensorRT with ``tensorrt``) and kept
+    for one only when it is ``int8_min_speedup`` times faster than fp32 there and passes
+    parity (see :mod:`edgeport.export.int8.decide`; ``keep_slow_int8`` keeps a slow one)."""
 
     precisions: tuple[str, ...] = ("fp32",)
     formats: tuple[str, ...] = ("onnx",)  # FORMATS; "tensorrt" here is tensorrt=True
@@ -191,10 +210,16 @@ class ExportSettings:
     tensorrt: bool = False
     tensorrt_flavour: str | None = None
     workspace_bytes: int = 1 << 30
+    int8_targets: tuple[str, ...] | None = None
+    int8_min_speedup: float = 1.1
+    keep_slow_int8: bool = False
+    int8_fallback_rounds: int = 3
+    int8_timing_s: float = 2.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "precisions", parse_precisions(self.precisions))
+        set_(self, "int8_targets", parse_targets(self.int8_targets))
         formats = parse_formats(self.formats)
         if self.tensorrt and "tensorrt" not in formats:
             formats = parse_formats((*formats, "tensorrt"))
@@ -235,6 +260,22 @@ class ExportSettings:
             )
         if self.image is not None and not isinstance(self.image, ImagePreprocessing):
             raise ConfigError(f"image must be an ImagePreprocessing, got {self.image!r}")
+        targets = self.int8_targets
+        if self.tensorrt and "int8" in self.precisions and targets and "tensorrt" not in targets:
+            raise ConfigError(
+                "a TensorRT int8 engine is built from the tensorrt int8 file: add tensorrt "
+                f"to --int8-targets (now {','.join(targets)})"
+            )
+        self.int8_policy()  # validates the int8 numbers
+
+    def int8_policy(self) -> Int8Policy:
+        """When an int8 file is kept (:class:`~edgeport.export.int8.Int8Policy`)."""
+        return Int8Policy(
+            min_speedup=self.int8_min_speedup,
+            fallback_rounds=self.int8_fallback_rounds,
+            keep_slow=self.keep_slow_int8,
+            timing_s=self.int8_timing_s,
+        )
 
     def with_options(self, options: Mapping[str, Any]) -> ExportSettings:
         """A copy with ``options`` (field names) replaced; an unknown name raises."""

@@ -162,12 +162,15 @@ def _image(transforms: Any, size: tuple[int, int], **extra: Any) -> ImagePreproc
 
 
 def _classifier(config: TorchvisionModel) -> tuple[nn.Module, dict[str, Any]]:
-    from edgeport.train.models import build_model, default_input_size
+    from edgeport.train.models import InputSizeError, build_model, default_input_size
 
     transforms, categories = _weights_meta(config.name)
     classes = config.num_classes or len(categories)
     size = config.image_size or default_input_size(PREFIX + config.name)
-    model = build_model(PREFIX + config.name, num_classes=classes, input_size=size)
+    try:
+        model = build_model(PREFIX + config.name, num_classes=classes, input_size=size)
+    except InputSizeError as exc:  # say export's own flag
+        raise ConfigError(exc.advice("--image-size")) from exc
     _load(model, config.weights)
     options = {
         "class_names": _class_names(categories, classes),

@@ -2,10 +2,11 @@
 
 The manifest lists every artifact (format, precision, the engine it was made for, relative
 path, sha256, size, inputs and outputs with the range of every dynamic dimension, tool
-versions, parity results and, for an engine, the TensorRT flavour, version and compute
-capability) next to the model card and the export settings. Export writes it; the runtime reads
-and verifies it. Paths are always relative and must stay inside the bundle. Manifests of schema
-1 (one image input, one logits output) and 2 (no artifact targets) still load.
+versions, parity results, for an int8 file how it was quantized and what it gained and, for an
+engine, the TensorRT flavour, version and compute capability) next to the model card and the
+export settings. Export writes it; the runtime reads and verifies it. Paths are always relative
+and must stay inside the bundle. Manifests of schema 1 (one image input, one logits output) and
+2 (no artifact targets) still load.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ MANIFEST_SCHEMA_VERSION = 3
 MAX_MANIFEST_BYTES = 64 << 20
 # onnx, TensorRT engines, OpenVINO IR (.xml + .bin), ExecuTorch .pte, LiteRT .tflite
 FORMATS = ("onnx", "tensorrt", "openvino", "executorch", "litert")
-PRECISIONS = ("fp32", "fp16", "int8")
+# bf16: the fp32 ONNX file run with bf16 arithmetic by an engine that has it (OpenVINO on CPUs
+# with AVX512_BF16 or AMX); its artifact names the fp32 file and the engine family it was judged on
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 ENGINE_FLAVOURS = ("tensorrt", "tensorrt_rtx")
 # The engine families an artifact can be made for: each fuses a different int8 form, so an
 # int8 file is quantized, timed and judged for one of them and run only by its backends.
@@ -121,6 +124,9 @@ class Artifact:
     engine: EngineInfo | None = None
     source: str | None = None  # name of the artifact this one was built from
     target: str | None = None  # the engine family it was made for (TARGETS); None: any
+    # an int8 file: its quantizer and settings, the layers kept in float, its measured
+    # speed-up over fp32 on its target engine and the verdict (see edgeport.export.int8)
+    quantization: dict[str, Any] | None = None
     # other files the artifact needs (an OpenVINO IR's weights .bin), by relative path
     files: dict[str, SideFile] = field(default_factory=dict)
 
@@ -147,8 +153,9 @@ class Artifact:
             raise InputError(f"artifact {self.name!r} lists its own file {self.path!r} in files")
         if self.size_bytes < 0:
             raise InputError(f"artifact {self.name!r} has a negative size {self.size_bytes}")
-        for spec in self.inputs:
-            low = max((r[0] for r in spec.all_ranges), default=1)
+        for spec in self.inputs:  # the batch axis and dynamic ones are padded, fixed ones not
+            padded = [r for axis, r in enumerate(spec.all_ranges) if axis == 0 or r[0] != r[2]]
+            low = max((r[0] for r in padded), default=1)
             if low > MAX_MIN_BATCH:
                 raise InputError(
                     f"artifact {self.name!r} input {spec.name!r} declares a minimum dimension of "

@@ -58,6 +58,11 @@ def _cpuinfo() -> tuple[str, ...]:
     return tuple(cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines())
 
 
+def cpuinfo_lines() -> tuple[str, ...]:
+    """The lines of ``/proc/cpuinfo``, read once per process; empty where there is none."""
+    return _cpuinfo()
+
+
 def cpu_model() -> str:
     """The CPU's marketing name ("AMD EPYC 7B13"), or the best the platform offers."""
     for line in _cpuinfo():

@@ -28,8 +28,8 @@ from edgeport.runtime.backends.registry import (
     backend_specs,
     check_backend_name,
     parity_failed_text,
-    precision_rule,
     record_refusal,
+    rule_text,
     steps,
 )
 from edgeport.runtime.backends.spec import OpenRequest
@@ -43,6 +43,7 @@ from edgeport.runtime.source import (
     bundle_candidate,
     read_model_bytes,
     resolve_source,
+    with_bf16,
 )
 from edgeport.runtime.specs import TensorSpec, merge_specs
 
@@ -71,10 +72,12 @@ def load(
     ``backend``: "auto" or the name of a registered backend (``registry.backend_names()``:
     "tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino",
     "litert", "executorch", and any added with ``registry.register``).
-    ``precision``: None (automatic, see ``registry.precision_rule()``) or one of
-    fp32/fp16/int8. ``device``: None (any), "cpu", "cuda", "cuda:N" or N. ``threads``: ONNX
-    Runtime intra-op threads (None: its default). ``cuda_graph``: replay a captured CUDA graph
-    (GPU backends; fixed shapes). ``verify``: check the artifact's sha256 against the manifest.
+    ``precision``: None (automatic, see ``registry.rule_text()``) or one of
+    fp32/fp16/int8/bf16 (bf16: a bundle's bf16 artifact, or a bare fp32 ONNX file run with bf16
+    arithmetic, on OpenVINO where the CPU has it). ``device``: None (any), "cpu", "cuda",
+    "cuda:N" or N. ``threads``: ONNX Runtime intra-op threads (None: its default).
+    ``cuda_graph``: replay a captured CUDA graph (GPU backends; fixed shapes). ``verify``: check
+    the artifact's sha256 against the manifest.
     ``check_outputs``: warn (:class:`NonFiniteOutputWarning`) when an output holds NaN or Inf.
     ``backend_options``: settings of one backend, e.g. OpenVINO's ``hint``, ``streams``,
     ``cache_dir`` (see each backend's module). ``expected_batch``: the batch size ``auto``
@@ -102,6 +105,8 @@ def load(
     source = resolve_source(path, read_bytes=True)
     if artifact is not None:
         source = _only(source, artifact)
+    if precision == "bf16":
+        source = with_bf16(source)
     if precision is not None and not any(c.precision == precision for c in source.candidates):
         have = sorted({c.precision or "unknown precision" for c in source.candidates})
         what = "bundle" if source.kind == "bundle" else "file"
@@ -220,14 +225,14 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
     if backend != "auto" or precision is not None:
         return None, f"asked for backend={backend!r}, precision={precision!r}"
     if source.kind != "bundle":
-        return None, f"{precision_rule()} (a bare file has no tuning record)"
+        return None, f"{rule_text()} (a bare file has no tuning record)"
     from edgeport.runtime.tuning import effective_settings, find_record
 
     settings = effective_settings(options.threads, options.cuda_graph, options.backend_options)
     record, why = find_record(source.path, settings, source.manifest_sha256)
     entry = record.winner_for(options.expected_batch) if record is not None else None
     if entry is None:
-        return None, f"{why}; {precision_rule()}"
+        return None, f"{why}; {rule_text()}"
     best = entry.winner
     others = ", ".join(
         f"{t.backend} {t.precision} {t.p50_ms:.3g} ms" for t in entry.timings if t != best
@@ -238,7 +243,7 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
     if refusal is not None:  # the record's word only: it may name what does not exist
         return None, (
             f"{why}: at batch {entry.batch} it names {best.backend} [{best.artifact}] "
-            f"{numbers}; not obeyed: {refusal}; {precision_rule()}"
+            f"{numbers}; not obeyed: {refusal}; {rule_text()}"
         )
     return prefer, (
         f"{why}: at batch {entry.batch} the fastest was {best.backend} {best.precision} {numbers}"
@@ -255,7 +260,7 @@ def _basis(
     if prefer is None or chosen == prefer:
         return record_text
     why = next(a.why for a in attempts if (a.backend, a.target) == prefer)  # tried first
-    return f"{record_text}; not obeyed: it did not open ({why}); {precision_rule()}"
+    return f"{record_text}; not obeyed: it did not open ({why}); {rule_text()}"
 
 
 def _open(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import Backend
-from edgeport.runtime.backends.registry import Attempt, precision_rule
+from edgeport.runtime.backends.registry import Attempt, rule_text
 from edgeport.runtime.bundle import Artifact, BatchRange, leading_range
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.errors import (
@@ -325,7 +325,10 @@ class Model:
     # -- description and lifetime ---------------------------------------------------------------
 
     def explain(self) -> str:
-        """Which backend and artifact were chosen, with what settings, and why the others not."""
+        """Which backend and artifact were chosen, with what settings, and why the others not,
+        and the CPU's precision capabilities (its flags and OpenVINO's reading)."""
+        from edgeport.runtime.cpu_features import describe_line
+
         target = self.artifact.name if self.artifact else self.path.name
         lines = [
             f"model: {self.path}",
@@ -336,7 +339,8 @@ class Model:
         lines += [f"output {spec.describe()}" for spec in self.outputs]
         lines.append("candidates, in the order considered:")
         lines += [f"  - {a}" for a in self.attempts]
-        lines.append(f"choice: {self.choice_basis or precision_rule()}")
+        lines.append(f"choice: {self.choice_basis or rule_text()}")
+        lines.append(f"cpu precisions: {describe_line()}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeport.runtime.backends.base import ModelBytes, SideBytes
@@ -172,13 +172,13 @@ def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource
             f"LiteRT .tflite file, got {suffix or 'no suffix'}"
         )
     kind = "onnx" if suffix == ".onnx" else FILE_FORMATS.get(suffix, "engine")
-    sibling, artifact = _sibling_manifest(path)
-    if sibling is not None and artifact is not None:
+    sibling, artifacts = _sibling_manifest(path)
+    if sibling is not None and artifacts:
         return ModelSource(
             kind,
             path,
             sibling.card,
-            [bundle_candidate(path.parent, artifact)],
+            [bundle_candidate(path.parent, art) for art in artifacts],
             sibling,
         )
     if suffix == ".onnx":
@@ -199,6 +199,17 @@ def resolve_source(path: str | Path, *, read_bytes: bool = False) -> ModelSource
     fmt = "tensorrt" if kind == "engine" else kind
     cand = ModelFile(fmt, match.group(1) if match else None, path, path.name)
     return ModelSource(kind, path, None, [cand])
+
+
+def with_bf16(source: ModelSource) -> ModelSource:
+    """A bare fp32 ONNX file also as a bf16 candidate: the same file, run with bf16 arithmetic
+    by the engines that have it. Only asked for by name (``precision="bf16"``, ``check
+    --tolerance bf16``, ``bench --precision bf16``): a bare file's bf16 run has no parity check
+    behind it. A bundle lists its bf16 artifact itself."""
+    if source.kind != "onnx" or source.manifest is not None:
+        return source
+    extra = [replace(c, precision="bf16") for c in source.candidates if c.precision == "fp32"]
+    return replace(source, candidates=[*source.candidates, *extra])
 
 
 def _check_engine_file(path: Path) -> None:
@@ -229,19 +240,21 @@ def bundle_candidate(bundle_dir: Path, art: Artifact) -> ModelFile:
     )
 
 
-def _sibling_manifest(path: Path) -> tuple[Manifest | None, Artifact | None]:
-    """The manifest next to a single file, and its entry for that file, when there is one."""
+def _sibling_manifest(path: Path) -> tuple[Manifest | None, list[Artifact]]:
+    """The manifest next to a single file, and its entries for that file (the fp32 file is
+    also the bf16 artifact), when there is one."""
     if not (path.parent / MANIFEST_NAME).is_file():
-        return None, None
+        return None, []
     manifest = Manifest.load(path.parent)
     target = path.resolve()
+    found = []
     for art in manifest.artifacts:
         try:
             if resolve_inside(path.parent, art.path) == target:
-                return manifest, art
+                found.append(art)
         except ModelLoadError:
             continue  # an entry leaving the bundle is not this file; verify refuses it later
-    return manifest, None
+    return manifest, found
 
 
 def _card_from_metadata(path: Path, summary: OnnxSummary) -> ModelCard | None:

@@ -304,7 +304,7 @@ def _build_torchvision(
         kwargs.setdefault("init_weights", True)
     if tv_name.startswith("vit_") and weights is None and input_size[0] == input_size[1]:
         kwargs.setdefault("image_size", input_size[0])
-    _check_input_size(tv_name, in_channels, input_size, kwargs)
+    probed = _check_input_size(tv_name, in_channels, input_size, kwargs)
     try:
         if weights is None:
             model = torchvision.models.get_model(
@@ -312,40 +312,90 @@ def _build_torchvision(
             )
             if in_channels != 3:
                 _replace_first_conv(model, in_channels, tv_name, from_pretrained=False)
-            return model
-        # ImageNet weights: build the 1000-class network, load, then swap head and first conv.
-        model = torchvision.models.get_model(tv_name, weights=None, **kwargs)
+        else:
+            # ImageNet weights: build the 1000-class network, load, swap head and first conv.
+            model = torchvision.models.get_model(tv_name, weights=None, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad arguments for torchvision model {tv_name!r}: {exc}") from exc
-    state = read_state_dict(weights)
-    _load_pretrained(model, state, Path(weights))
-    _replace_head(model, num_classes, tv_name)
-    if in_channels != 3:
-        _replace_first_conv(model, in_channels, tv_name, from_pretrained=True)
+    if weights is not None:
+        state = read_state_dict(weights)
+        _load_pretrained(model, state, Path(weights))
+        _replace_head(model, num_classes, tv_name)
+        if in_channels != 3:
+            _replace_first_conv(model, in_channels, tv_name, from_pretrained=True)
+    if not probed:
+        _probe_built(model, tv_name, in_channels, input_size)
     return model
+
+
+class InputSizeError(ConfigError):
+    """A torchvision network cannot take the input size asked for. The message names the flag
+    that sets the size (``--input-size`` for train and summary; export says its own)."""
+
+    def __init__(self, tv_name: str, shape: tuple[int, int, int], reason: str) -> None:
+        import torchvision
+
+        weights_enum = torchvision.models.get_model_weights(tv_name).DEFAULT
+        self.tv_name, self.shape, self.reason = tv_name, shape, reason
+        self.crop_size = weights_enum.transforms().crop_size
+        self.min_size = weights_enum.meta.get("min_size")
+        super().__init__(self.advice("--input-size"))
+
+    def advice(self, flag: str) -> str:
+        """The message, asking for ``flag`` to set another size."""
+        channels, height, width = self.shape
+        return (
+            f"torchvision:{self.tv_name} cannot take a {channels}x{height}x{width} input "
+            f"({self.reason}); its published weights use {self.crop_size} (minimum "
+            f"{self.min_size}): pass {flag}"
+        )
+
+
+_SIZE_ERRORS = (RuntimeError, AssertionError, ValueError, IndexError)
 
 
 def _check_input_size(
     tv_name: str, in_channels: int, input_size: tuple[int, int], kwargs: dict[str, Any]
-) -> None:
+) -> bool:
     """Run the network on the meta device (shapes only, no memory, no arithmetic) to reject an
-    input size it cannot take, before any real weights are allocated."""
+    input size it cannot take, before any real weights are allocated. Returns False when the
+    network cannot be built there (RegNets compute their widths from tensors): it is then
+    probed once built (:func:`_probe_built`)."""
     import torchvision
 
     height, width = input_size
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             probe = torchvision.models.get_model(tv_name, weights=None, **kwargs).eval()
+        except NotImplementedError:  # "Cannot copy out of meta tensor": needs real tensors
+            return False
+        try:
             probe(torch.empty(1, 3, height, width))
-    except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
-        weights_enum = torchvision.models.get_model_weights(tv_name).DEFAULT
-        minimum = weights_enum.meta.get("min_size")
-        raise ConfigError(
-            f"torchvision:{tv_name} cannot take a {in_channels}x{height}x{width} input "
-            f"({str(exc).splitlines()[0]}); its published weights use "
-            f"{weights_enum.transforms().crop_size} (minimum {minimum}): pass --input-size"
-        ) from exc
+        except _SIZE_ERRORS as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise InputSizeError(tv_name, (in_channels, height, width), reason) from exc
+    return True
+
+
+def _probe_built(
+    model: nn.Module, tv_name: str, in_channels: int, input_size: tuple[int, int]
+) -> None:
+    """Run the built network on fake tensors (shapes only, no arithmetic) to reject an input
+    size it cannot take."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    height, width = input_size
+    was_training = model.training
+    model.eval()
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad():
+            model(mode.from_tensor(torch.empty(1, in_channels, height, width)))
+    except _SIZE_ERRORS as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputSizeError(tv_name, (in_channels, height, width), reason) from exc
+    finally:
+        model.train(was_training)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

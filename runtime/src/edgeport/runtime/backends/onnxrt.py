@@ -475,6 +475,12 @@ def _profiler(name: str, file: ModelFile, threads: int | None) -> Profile:
     return lambda arrays, config: profile_onnxruntime(file.path, name, arrays, config, settings)
 
 
+def _cpu_bf16_reason(precision: str) -> str | None:
+    from edgeport.runtime.backends.registry import cpu_bf16_reason  # the registry imports this
+
+    return cpu_bf16_reason(precision)
+
+
 def _record(name: str, device: str, precisions: tuple[str, ...], **more: Any) -> BackendSpec:
     return BackendSpec(
         name=name,
@@ -503,5 +509,10 @@ SPECS = (
         "opens; ask for backend='onnxruntime-tensorrt'",
     ),
     _record("onnxruntime-cuda", "cuda", ("fp16", "fp32", "int8")),
-    _record("onnxruntime-cpu", "cpu", ("fp32", "int8", "fp16")),
+    _record(
+        "onnxruntime-cpu",
+        "cpu",
+        ("fp32", "int8", "fp16"),
+        precision_unavailable=_cpu_bf16_reason,
+    ),
 )

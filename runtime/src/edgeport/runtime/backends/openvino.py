@@ -19,10 +19,17 @@ stored with its sha256 and checked before it is imported,
 :mod:`~edgeport.runtime.backends.compiled_cache`), not by OpenVINO's ``CACHE_DIR``, which would
 import a damaged blob as it is. An entry is keyed by the sha256 of the model's bytes (an IR's
 graph and weights), the OpenVINO version, the compile properties and the CPU.
+
+Inference precision: a bf16 artifact (the fp32 ONNX file, made for OpenVINO) compiles with
+``INFERENCE_PRECISION_HINT`` bf16, on CPUs whose ``OPTIMIZATION_CAPABILITIES`` list BF16
+(AVX512_BF16 or AMX); elsewhere it is refused with the reason. Every other artifact compiles
+with f32, the graph's own arithmetic (fp16 and int8 files carry theirs): OpenVINO's own default
+on bf16 CPUs is bf16, which misses fp32's tolerance (a detector's outputs off by 0.06).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -47,6 +54,8 @@ log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'edgeport-runtime[openvino]'"
 HINTS = ("latency", "throughput")
+# INFERENCE_PRECISION_HINT per artifact precision; f32 for all others
+INFERENCE_PRECISION = {"bf16": "bf16"}
 _TYPES = {
     "f32": "float32",
     "f16": "float16",
@@ -70,9 +79,12 @@ class OpenVinoSettings:
     hint: str = "latency"
     streams: int | None = None
     cache_dir: Path | None = None
+    precision: str = "fp32"  # the artifact's: bf16 compiles with bf16 inference precision
 
     @classmethod
-    def from_options(cls, threads: int | None, options: Mapping[str, Any]) -> OpenVinoSettings:
+    def from_options(
+        cls, threads: int | None, options: Mapping[str, Any], precision: str = "fp32"
+    ) -> OpenVinoSettings:
         unknown = sorted(set(options) - {"hint", "streams", "cache_dir"})
         if unknown:
             raise ConfigError(
@@ -96,15 +108,14 @@ class OpenVinoSettings:
             hint=hint,
             streams=None if streams is None else int(streams),
             cache_dir=Path(cache) if cache not in ("", None) else None,
+            precision=precision,
         )
 
     def config(self) -> dict[str, Any]:
         """The properties passed to ``compile_model``."""
-        # f32: the graph's own arithmetic. OpenVINO's default on CPUs with bf16 units runs fp32
-        # graphs in bfloat16 (measured: detector outputs off by 0.06, fp32 parity failed).
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": self.hint.upper(),
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION.get(self.precision, "f32"),
         }
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
@@ -132,6 +143,40 @@ def unavailable_reason() -> str | None:
     return None
 
 
+@functools.cache
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of its CPU device (e.g. BF16, FP32, INT8),
+    read once per process."""
+    ov = import_openvino()
+    try:
+        found = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError as exc:
+        raise BackendUnavailable(f"OpenVINO cannot describe its CPU device: {exc}") from exc
+    return tuple(str(c) for c in found)
+
+
+def bf16_unavailable_reason(capabilities: Sequence[str]) -> str | None:
+    """Why OpenVINO cannot run bf16 on a CPU with these ``OPTIMIZATION_CAPABILITIES``, or None
+    when it lists BF16."""
+    if "BF16" in capabilities:
+        return None
+    return (
+        f"this CPU has no bf16 arithmetic (OpenVINO's CPU capabilities: "
+        f"{', '.join(capabilities) or 'none'}); bf16 runs on CPUs with AVX512_BF16 or AMX (Intel "
+        "Xeon since Cooper Lake, AMD Zen 4 and later): use the fp32 or int8 artifact here"
+    )
+
+
+def precision_unavailable_reason(precision: str | None) -> str | None:
+    """Why OpenVINO cannot run an artifact of ``precision`` on this CPU, or None."""
+    if precision != "bf16":
+        return None
+    try:
+        return unavailable_reason() or bf16_unavailable_reason(cpu_capabilities())
+    except BackendUnavailable as exc:
+        return str(exc)
+
+
 class OpenVinoBackend(Backend):
     """One compiled model on OpenVINO's CPU plugin, with a pool of infer requests."""
 
@@ -157,6 +202,15 @@ class OpenVinoBackend(Backend):
             if cache is not None:
                 stored = cache.put(key, _exported(self._compiled))
                 self.cache_state = "miss (stored)" if stored else "unwritable (not cached)"
+        self.inference_precision = _inference_precision(self._compiled)
+        wanted = INFERENCE_PRECISION.get(settings.precision)
+        if wanted is not None and self.inference_precision != wanted:
+            self._compiled = None
+            raise BackendUnavailable(
+                f"OpenVINO compiled {self.path} with {self.inference_precision} inference "
+                f"precision, not the {wanted} a {settings.precision} artifact needs: "
+                f"{bf16_unavailable_reason(cpu_capabilities()) or 'the CPU plugin declined it'}"
+            )
         names = {s.name: s for s in file_specs}
         self.inputs = tuple(_spec(port, names) for port in self._compiled.inputs)
         self.outputs = tuple(_spec(port, names) for port in self._compiled.outputs)
@@ -214,7 +268,7 @@ class OpenVinoBackend(Backend):
             "library": f"openvino {self._version}",
             "device": "CPU",
             "hint": self.settings.hint,
-            "inference_precision": "f32 (the graph's own; fp16/int8 artifacts carry theirs)",
+            "inference_precision": self.inference_precision,
             "cache_dir": str(self.settings.cache_dir) if self.settings.cache_dir else None,
             "compiled_cache": self.cache_state,
             "infer_requests": "one per concurrent caller (pooled)",
@@ -223,6 +277,12 @@ class OpenVinoBackend(Backend):
             info["threads"] = compiled.get_property("INFERENCE_NUM_THREADS") or "default"
             info["streams"] = compiled.get_property("NUM_STREAMS")
         return info
+
+
+def _inference_precision(compiled: Any) -> str:
+    """The element type a compiled model computes in (``f32``, ``bf16``, ``f16``)."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return str(getattr(hint, "get_type_name", lambda: hint)())
 
 
 def cache_key(model_sha256: str, version: str, config: Mapping[str, Any]) -> str:
@@ -302,7 +362,9 @@ def _spec(port: Any, file_specs: Mapping[str, TensorSpec]) -> TensorSpec:
 
 def _open(request: OpenRequest) -> Backend:
     """An ONNX file (its tensors' types as the file declares them) or an IR."""
-    settings = OpenVinoSettings.from_options(request.threads, request.options)
+    settings = OpenVinoSettings.from_options(
+        request.threads, request.options, precision=request.precision
+    )
     summary = request.model.summary
     if request.file.format != "onnx" or summary is None:
         return OpenVinoBackend(request.model, settings)
@@ -321,9 +383,10 @@ SPECS = (
         formats=("onnx", "openvino"),
         target="openvino",
         device="cpu",
-        precisions=("fp32", "int8", "fp16"),
+        precisions=("fp32", "int8", "fp16", "bf16"),
         unavailable=lambda file, device_index: unavailable_reason(),
         open=_open,
+        precision_unavailable=precision_unavailable_reason,
         packages=("openvino",),
         options=True,
     ),

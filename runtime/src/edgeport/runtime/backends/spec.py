@@ -92,6 +92,8 @@ class BackendSpec:
     TensorRT engine's GPU and version), so it is asked for each one. ``optional_format``: auto
     says nothing of it for a model without files it runs (the phone formats' runtimes).
     ``threads``/``options``: whether it takes ``load``'s ``threads`` and ``backend_options``.
+    ``precision_unavailable(precision)``: why it cannot run artifacts of that precision on this
+    machine (bf16 needs a CPU with bf16 arithmetic), None when it can; None: any it lists.
     """
 
     name: str
@@ -102,6 +104,7 @@ class BackendSpec:
     unavailable: Callable[[ModelFile | None, int], str | None]
     open: Callable[[OpenRequest], Backend]
     profiler: Callable[[str, ModelFile, int | None], Profile] | None = None
+    precision_unavailable: Callable[[str], str | None] | None = None
     packages: tuple[str, ...] = ()
     auto: bool = True
     manual_reason: str = ""

@@ -104,7 +104,8 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "--tolerance",
         choices=PRECISIONS,
         help="files: judge with this precision's tolerances (default: the file's precision "
-        "from its metadata, weights or an engine's name)",
+        "from its metadata, weights or an engine's name); bf16 runs an fp32 file with bf16 "
+        "arithmetic on the engines that have it",
     )
     parser.add_argument(
         "--per-layer",
@@ -155,10 +156,15 @@ def attach_per_layer(report: CheckReport, samples: int) -> None:
         report.per_layer.update({name: {"error": str(exc)} for name, _, _ in targets})
         return
     feeds = report.layer_feeds(samples, PER_LAYER_CHUNK)
+    made_for = {c.label: c.target for c in report.source.candidates}
     for name, precision, path in targets:
         log.info("comparing the layers of %s with %s", name, reference.name)
+        # a file made for another engine need not run on ONNX Runtime's fused kernels
+        levels = made_for.get(name) in (None, "onnxruntime")
         try:
-            layers = compare_layers(reference, path, feeds, precision=precision)
+            layers = compare_layers(
+                reference, path, feeds, precision=precision, optimization_levels=levels
+            )
         except EdgeportError as exc:
             report.per_layer[name] = {"error": str(exc)}
         else:

@@ -29,6 +29,8 @@ from edgeport.runtime.backends.registry import (
 )
 from edgeport.runtime.bundle import artifact_path, verify_artifact
 from edgeport.runtime.card import ModelCard
+from edgeport.runtime.cpu_features import describe as describe_cpu
+from edgeport.runtime.cpu_features import describe_line
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.source import resolve_source
 from edgeport.runtime.specs import TensorSpec, merge_specs
@@ -41,7 +43,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Describe a bundle directory, .onnx file or .engine file without running it: "
             "artifacts (precision, size, batch range, parity, sha256), inputs and outputs, the "
-            "model card, and for each backend whether it can run here and, if not, why."
+            "model card, for each backend whether it can run here and, if not, why, and the "
+            "CPU's precision capabilities (bf16, int8 dot products, AMX, fp16)."
         ),
     )
     parser.add_argument("path", metavar="PATH", help="bundle directory, .onnx or .engine file")
@@ -81,6 +84,7 @@ def inspect_path(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     gpus = probe_gpus()
     report["machine"] = {
         "backends": machine_report(),
+        "cpu": describe_cpu(),
         "needs": {"executorch": executorch.NEEDS},
         "gpus": [
             {"index": d.index, "name": d.name, "compute_capability": d.compute_capability}
@@ -272,6 +276,7 @@ def format_report(report: dict[str, Any]) -> str:
             "bundle, or ask for another precision"
         )
     machine = report["machine"]
+    lines.append(f"cpu precisions: {describe_line(machine['cpu'])}")
     lines.append("backends on this machine:")
     for name, reason in machine["backends"].items():
         needs = machine.get("needs", {}).get(name)

@@ -49,6 +49,7 @@ from edgeport.runtime.backends.registry import (
     formats_text,
     runs_format,
     short_reason,
+    target_mismatch,
 )
 from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
@@ -57,7 +58,7 @@ from edgeport.runtime.feeds import Feeds, InputData, Shapes, conform
 from edgeport.runtime.io import sha256_file
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
 from edgeport.runtime.reference import StoredReference, load_reference
-from edgeport.runtime.source import ModelSource, resolve_source
+from edgeport.runtime.source import ModelSource, resolve_source, with_bf16
 from edgeport.runtime.specs import TensorSpec
 from edgeport.runtime.tools.bench_inputs import INPUT_KINDS, Workload, input_data
 from edgeport.runtime.tools.bench_result import (
@@ -431,6 +432,7 @@ def _open_runtime(
     opened = load(
         model.path,
         backend=backend,
+        precision=cand.precision,  # tells a bare fp32 file from the same file run in bf16
         threads=threads,
         cuda_graph=graph,
         verify=cand.label not in verified,
@@ -480,7 +482,11 @@ def _runtime_plans(model: ModelSource, settings: BenchSettings) -> tuple[list[Pl
     verified: set[str] = set()
     for backend in [b for b in settings.backends or RUNTIME_BACKENDS if b != AUTO]:
         device = _device_of(backend)
-        files = [c for c in model.candidates if runs_format(backend, c.format)]
+        files = [  # what it opens, made for any engine or for its own (int8 per engine)
+            c
+            for c in model.candidates
+            if runs_format(backend, c.format) and target_mismatch(backend, c) is None
+        ]
         if not files and settings.backends:
             skipped.append(Skipped(backend, None, device, _no_file_reason(model, backend)))
         graphs = (False, True) if settings.cuda_graph and device == "cuda" else (False,)
@@ -888,6 +894,8 @@ def benchmark(
 
     settings = settings or BenchSettings()
     model = resolve_source(source)
+    if "bf16" in settings.precisions:
+        model = with_bf16(model)
     reference = _reference(model, settings)
     data = input_data(
         model,

@@ -154,7 +154,7 @@ ROW_FIELDS: tuple[RowField, ...] = (
         "the fixed rule: Model.choice_basis); null for other rows",
     ),
     _plain("kind", ("string",), '"edgeport" (runtime backend) or "baseline" (PyTorch)'),
-    _plain("precision", ("string",), "fp32, fp16 or int8 (unknown for a bare engine)"),
+    _plain("precision", ("string",), "fp32, fp16, int8 or bf16 (unknown for a bare engine)"),
     _plain("device", ("string",), "cpu or cuda"),
     _plain("artifact", ("string", "null"), "bundle artifact or file name (null for baselines)"),
     _plain("cuda_graph", ("boolean",), "whether calls replay a captured CUDA graph"),

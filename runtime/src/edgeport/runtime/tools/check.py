@@ -35,7 +35,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ from edgeport.runtime.loader import load
 from edgeport.runtime.model import Model, run_in_chunks
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
 from edgeport.runtime.reference import StoredReference, load_reference
-from edgeport.runtime.source import FILE_FORMATS, ModelSource, resolve_source
+from edgeport.runtime.source import FILE_FORMATS, ModelSource, resolve_source, with_bf16
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -579,14 +579,12 @@ def _plan(source: ModelSource, settings: CheckSettings) -> list[Verdict | tuple[
             why = f"no selected backend runs {cand.format} files (selected: {list(wanted)})"
             plan.append(Verdict(cand.label, precision, "-", "skipped", reason=why))
         for backend in backends:
-            reason: str | None
-            if _is_reference_run(source, settings, backend):
+            reason = candidate_unavailable_reason(backend, cand)
+            if reason is None and _is_reference_run(source, settings, backend):
                 reason = (
                     "it computes the reference (this file on ONNX Runtime CPU); give "
                     "--reference-model OTHER.onnx to check this file on the CPU too"
                 )
-            else:
-                reason = candidate_unavailable_reason(backend, cand)
             if reason is None:
                 plan.append((cand, backend))
             else:
@@ -595,15 +593,16 @@ def _plan(source: ModelSource, settings: CheckSettings) -> list[Verdict | tuple[
 
 
 def _open(source: ModelSource, cand: ModelFile, backend: str, threads: int | None) -> Model:
-    """``cand`` on ``backend`` and nothing else (or ``BackendUnavailable`` saying why)."""
+    """``cand`` on ``backend`` and nothing else (or ``BackendUnavailable`` saying why); the
+    precision tells a bare fp32 file from the same file run in bf16."""
     return load(
         source.path,
         backend=backend,
+        precision=cand.precision,
         threads=threads,
         check_outputs=False,  # judged and reported per output instead
         artifact=cand.label,
-        allow_failed=source.kind
-        == "bundle",  # checking a failed artifact again is what check is for
+        allow_failed=source.kind == "bundle",  # checking a failed artifact again is check's job
     )
 
 
@@ -722,7 +721,7 @@ CHECK_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 # Each element of ``checks`` (``compare.Verdict.to_dict()``).
 CHECK_VERDICT_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("artifact", ("string",), "the bundle artifact's name, or the file's name"),
-    ("precision", ("string",), "fp32, fp16 or int8: the tolerance row it is judged by"),
+    ("precision", ("string",), "fp32, fp16, int8 or bf16: the tolerance row it is judged by"),
     ("backend", ("string",), 'the backend that ran it ("-" when none was selected)'),
     ("status", ("string",), "passed, failed, error (could not run or compare) or skipped"),
     ("passed", ("boolean", "null"), "null when it was not compared"),
@@ -882,6 +881,9 @@ def check(
     settings = make_settings(settings, overrides)
     say = progress or (lambda msg: log.info("%s", msg))
     source = resolve_source(model)
+    if source.kind == "onnx" and settings.tolerance == "bf16":  # the file run in bf16
+        bf16 = with_bf16(source)
+        source = replace(source, candidates=[c for c in bf16.candidates if c.precision == "bf16"])
     _validate_for(source, settings)
     plan = _plan(source, settings)
     warnings = _precision_warnings(source, settings)

@@ -1,10 +1,11 @@
 """Where does an fp16/int8 ONNX model start to differ from its fp32 source? Layer by layer.
 
 Every intermediate tensor of both models is exposed as an output and run with ONNX Runtime on
-the CPU, fed every input the models have; tensors are matched by name (through the
-DequantizeLinear output of a Q/DQ pair where needed) and compared by relative L2 error, in graph
-order. The candidate file is also run at every graph-optimisation level, to tell a mismatch of
-the graph from one of ORT's fused kernels. Needs the ``onnx`` package (the ``onnx`` extra).
+the CPU, fed every input the models have; tensors are matched by name (a quantized one through
+the DequantizeLinear output of its Q/DQ pair: what the next layer reads) and compared by
+relative L2 error, in graph order. The candidate file is also run at every graph-optimisation
+level, to tell a mismatch of the graph from one of ORT's fused kernels. Needs the ``onnx``
+package (the ``onnx`` extra).
 """
 
 from __future__ import annotations
@@ -311,9 +312,13 @@ def _accumulate(
             r = ref_values.get(name)
             if r is None or not np.issubdtype(r.dtype, np.floating):
                 continue
-            c, how = cand_values.get(name), "name"
-            if c is None and name in dequantized:
+            # a quantized tensor is compared as the next layer reads it: its dequantized value
+            # (ONNX Runtime folds a Relu into the Q after a convolution, so the convolution's
+            # own float output, under the Relu's name, still holds the negatives)
+            if name in dequantized:
                 c, how = cand_values.get(dequantized[name]), "dequantize"
+            else:
+                c, how = cand_values.get(name), "name"
             if c is None or c.shape != r.shape or not np.issubdtype(c.dtype, np.floating):
                 acc.unmatched.add(name)
                 continue
@@ -377,6 +382,7 @@ def compare_layers(
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
     precision: str,
+    optimization_levels: bool = True,
 ) -> PerLayerReport:
     """Compare every intermediate tensor of ``candidate_path`` with ``reference_path`` (fp32).
 
@@ -385,7 +391,8 @@ def compare_layers(
     through the DequantizeLinear output of its QuantizeLinear. Both copies run with ONNX Runtime
     on the CPU with graph optimisations off (exposed tensors cannot be fused away anyway). The
     candidate file itself is also run at every optimisation level, to tell a mismatch of the
-    graph from one of ORT's fused kernels.
+    graph from one of ORT's fused kernels (unless ``optimization_levels`` is False: a file made
+    for another engine need not run with ONNX Runtime's fused kernels).
     """
     if not feeds:
         raise ConfigError("per-layer comparison needs at least one sample")
@@ -402,5 +409,9 @@ def compare_layers(
         threshold=PER_LAYER_REL_L2.get(precision, 1e-2),
         layers=tuple(_layers(order, acc)),
         unmatched=len(acc.unmatched),
-        optimization_levels=_optimization_levels(ort, candidate_path, feeds, acc.outputs),
+        optimization_levels=(
+            _optimization_levels(ort, candidate_path, feeds, acc.outputs)
+            if optimization_levels
+            else {}
+        ),
     )
