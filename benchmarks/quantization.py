@@ -26,7 +26,7 @@ CPU provider, which the results say.
 
     python benchmarks/quantization.py                       # prepare what is missing, measure
     python benchmarks/quantization.py --prepare-only        # train, export, make the peers
-    python benchmarks/quantization.py --models resnet18 --duration-s 1 --out /tmp/q
+    python benchmarks/quantization.py --models resnet18 --duration-s 1 --out runs/quantization-quick
     python benchmarks/quantization.py --no-train   # random weights where none are trained yet
 """
 
@@ -233,7 +233,7 @@ def _accuracy(opened: dict[tuple[str, str], Any]) -> dict[str, Any]:
 def _tune(bundle: Path, batches: Sequence[int], threads: int, duration: float) -> dict[str, Any]:
     from edgeport.runtime.tools.timing import TimingConfig
     from edgeport.runtime.tools.tune import TuneSettings, tune
-    from edgeport.runtime.tuning import save_record
+    from edgeport.runtime.tuning_records import save_record
 
     settings = TuneSettings(
         batches=tuple(batches),

@@ -74,7 +74,7 @@ TORCH_ROWS = ("torch", "torch-compile")
 PEERS = ("torch", "torch-compile", BARE_ORT, BARE_OPENVINO, "openvino")  # auto keeps up with these
 AUTO_GOAL = 1.03  # auto's p50 / the best peer's, per model and batch
 H2H_ROUNDS = 7  # interleaved rounds of the auto-vs-engines head-to-head
-RESNET18_GFLOP = 3.6  # per 3x224x224 image (NOTES.md)
+RESNET18_GFLOP = 3.6  # per 3x224x224 image (1.8 G multiply-adds)
 # Goals measured side by side in one run on the 2-core CPU; printed, not asserted.
 TARGETS = (
     ("simple_cnn_bn", "fp32", 4.0, "ONNX Runtime fp32 vs PyTorch eager, batch 1"),
@@ -150,7 +150,7 @@ def _tune(bundle: Path, args: argparse.Namespace) -> Any:
     from edgeport.runtime.tools.bench import parse_batches
     from edgeport.runtime.tools.timing import TimingConfig
     from edgeport.runtime.tools.tune import TuneSettings, summary_lines, tune
-    from edgeport.runtime.tuning import save_record
+    from edgeport.runtime.tuning_records import save_record
 
     settings = TuneSettings(
         batches=parse_batches(args.batches),
@@ -246,7 +246,7 @@ def kept_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     in the form ``run_model`` returns."""
     from edgeport.runtime.tools.bench_result import BenchResult
     from edgeport.runtime.tools.coldstart import ColdStartRow
-    from edgeport.runtime.tuning import read_record
+    from edgeport.runtime.tuning_records import read_record
 
     def read(suffix: str) -> Any:
         path = args.out / f"{name}.{suffix}"
@@ -275,8 +275,8 @@ def kept_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Any]:
     """LoadGen SingleStream and Offline on resnet18 int8, on the backend the tune found
     fastest for int8 at batch 1."""
-    from edgeport.runtime.tools.loadgen import LoadGenSettings, write_loadgen
-    from edgeport.runtime.tools.loadgen import run_loadgen as loadgen
+    from edgeport.runtime.tools.mlperf_loadgen import LoadGenSettings, write_loadgen
+    from edgeport.runtime.tools.mlperf_loadgen import run_loadgen as loadgen
 
     if args.loadgen == "off" or LOADGEN_MODEL not in models:
         return []
@@ -303,7 +303,7 @@ def run_loadgen(models: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 
 def kept_loadgen(out: Path) -> list[Any]:
     """The LoadGen results an earlier run wrote to ``out`` (``--loadgen keep``)."""
-    from edgeport.runtime.tools.loadgen import LoadGenResult
+    from edgeport.runtime.tools.mlperf_loadgen import LoadGenResult
 
     results = []
     for scenario in LOADGEN_SCENARIOS:
@@ -537,7 +537,7 @@ def fma_share(models: dict[str, dict[str, Any]], threads: int) -> dict[str, Any]
 
 
 def _latency_grid(models: dict[str, dict[str, Any]]) -> list[str]:
-    from edgeport.runtime.tools.report import fmt_ms
+    from edgeport.runtime.tools.formatting import fmt_ms
 
     columns = [
         ("eager fp32", "torch", "fp32"),
@@ -632,7 +632,7 @@ def fixed_rule_cells(name: str, bundle: Path, record: Any) -> list[dict[str, Any
 
 
 def _rule_table(cells: list[dict[str, Any]]) -> list[str]:
-    from edgeport.runtime.tools.report import fmt_ms
+    from edgeport.runtime.tools.formatting import fmt_ms
 
     def pick(ms: float | None, ratio: float | None) -> str:
         return "-" if ms is None or ratio is None else f"{fmt_ms(ms)} ({ratio:.2f}x)"
@@ -675,7 +675,7 @@ AGAIN = " (auto's own choice, opened again)"
 
 
 def _auto_table(cells: list[dict[str, Any]]) -> list[str]:
-    from edgeport.runtime.tools.report import fmt_ms
+    from edgeport.runtime.tools.formatting import fmt_ms
 
     return [
         "| model | batch | auto | auto p50 ms | best peer | peer p50 ms | ratio | met |",
@@ -716,7 +716,7 @@ def summary_markdown(
     args: argparse.Namespace,
     rules: list[dict[str, Any]],
 ) -> str:
-    from edgeport.runtime.tools.report import fmt_ms, fmt_pct
+    from edgeport.runtime.tools.formatting import fmt_ms, fmt_pct
 
     cells, sequential = auto_cells
 

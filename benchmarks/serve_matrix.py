@@ -7,7 +7,7 @@ take turns, in reversed order each round: each is started (the seconds until
 ``/v2/health/ready`` answers 200 are its ready time), left idle two seconds (the RSS and PSS of
 its process tree), measured, and stopped with SIGTERM. Clients: Triton's perf_analyzer (binary
 tensors, ``--input-data zero``, batch 1) at concurrency 1, 4 and 16 on each protocol the server
-speaks, then ``edgeport bench --url`` in its closed loop at concurrency 16, whose throughput is
+speaks, then ``edgeport loadtest`` in its closed loop at concurrency 16, whose throughput is
 held against perf_analyzer's. Every server runs the same fp32 ONNX file with ONNX Runtime and
 ``--threads`` (2) intra-op threads; client and server share the machine's CPUs. For resnet18 the
 bare engine's single-stream limit (1000 / p50 ms of an ``InferenceSession`` at batch 1, timed
@@ -289,10 +289,10 @@ def perf_analyzer(
 
 
 def edgeport_bench(address: str, protocol: str, model: str, args: Any) -> dict[str, Any]:
-    """``edgeport bench --url`` in its closed loop at :data:`BENCH_CONCURRENCY`."""
+    """``edgeport loadtest`` in its closed loop at :data:`BENCH_CONCURRENCY`."""
     with tempfile.NamedTemporaryFile(suffix=".json") as report:
-        argv = [sys.executable, "-m", "edgeport.runtime.cli", "bench"]
-        argv += ["--url", f"http://{address}/v2/models/{model}", "--protocol", protocol]
+        argv = [sys.executable, "-m", "edgeport.runtime.cli", "loadtest"]
+        argv += [f"http://{address}/v2/models/{model}", "--protocol", protocol]
         argv += ["--concurrency", str(BENCH_CONCURRENCY), "--duration-s", str(args.bench_s)]
         done = subprocess.run([*argv, "--json", report.name], capture_output=True, text=True)
         if done.returncode != 0:
@@ -438,7 +438,7 @@ def markdown(summary: dict[str, Any], bare: dict[str, float], args: Any) -> str:
         f"Each server on its own, started as a process, {args.threads} ONNX Runtime threads, fp32,"
         f" batch 1 per request; medians of {args.rounds} round(s), servers alternated. "
         f"perf_analyzer (binary tensors, {args.window_ms} ms windows) at concurrency 1, 4, 16; "
-        f"`edgeport bench --url` closed loop at 16 for {args.bench_s:g} s. Client and server share "
+        f"`edgeport loadtest` closed loop at 16 for {args.bench_s:g} s. Client and server share "
         "the CPUs. Throughput in inferences/s.",
         "",
         "| model | server | protocol | c1 | c4 | c16 | p99 ms at c16 | edgeport bench c16 | "

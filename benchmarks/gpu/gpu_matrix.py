@@ -50,7 +50,7 @@ GOAL_SPEEDUP = 5.0
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeport-gpu-work"))
+    parser.add_argument("--work", type=Path, default=Path("runs/gpu-work"))
     parser.add_argument("--dry-run", action="store_true", help="CPU only, tiny settings")
     parser.add_argument("--models", default="resnet18,simple_cnn_bn")  # headline first
     parser.add_argument("--batches", default="1,8,32")
@@ -165,7 +165,8 @@ def write_outputs(
     out: Path, results: dict[str, Any], info: dict[str, Any], errors: list[str], facts: dict
 ) -> None:
     from edgeport.runtime.io import atomic_write_json, atomic_write_text
-    from edgeport.runtime.tools.report import bench_csv, bench_markdown, fmt_ms, write_plot
+    from edgeport.runtime.tools.formatting import fmt_ms
+    from edgeport.runtime.tools.report import bench_csv, bench_markdown, write_plot
 
     head = headline(results)
     atomic_write_json(

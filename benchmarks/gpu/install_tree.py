@@ -7,7 +7,7 @@ on ``PYTHONPATH``, the ``.dist-info`` metadata ``importlib.metadata`` reads: nam
 the entry points from each ``pyproject.toml`` (subcommands, datasets, baselines), plus an
 ``edgeport`` launcher.
 
-    python3 benchmarks/gpu/install_tree.py /tmp/edgeport-site
+    python3 benchmarks/gpu/install_tree.py runs/gpu-site
 """
 
 from __future__ import annotations

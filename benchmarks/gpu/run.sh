@@ -19,11 +19,11 @@ PY=${PYTHON:-python3}
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=$REPO/.venv/bin/python; fi
 GPU_PACKAGES=${GPU_PACKAGES:-onnxruntime-gpu}  # pip requirements, installed without their deps
 GPU_WHEELS=${GPU_WHEELS:-}  # a folder of wheels (fetch_wheels.sh) for a machine without PyPI
-SITE=${SITE:-${TMPDIR:-/tmp}/edgeport-site}
+SITE=${SITE:-$REPO/runs/gpu-site}  # the GPU packages and edgeport's metadata
 BUDGET_S=${BUDGET_S:-3600}  # the whole script
 MATRIX_S=${MATRIX_S:-2400}  # the matrix's share; pytest gets the rest
 MODELS=${MODELS:-resnet18,simple_cnn_bn}  # resnet18 first: it carries the headline
-WORK=${WORK:-${TMPDIR:-/tmp}/edgeport-gpu-work}  # runs and bundles
+WORK=${WORK:-$REPO/runs/gpu-work}  # runs and bundles
 T0=$(date +%s)
 
 if [ "$DRY" = 1 ]; then

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.export.triton import TritonSettings, write_repository
 from edgeport.runtime.errors import ConfigError
@@ -25,7 +26,7 @@ def parse(path: Path) -> Any:
 
 
 def test_a_classifier_bundle_becomes_one_model_per_artifact(tmp_path: Path) -> None:
-    bundle = rt.gemm_bundle(tmp_path / "digits", ("fp32", "fp16", "int8"))
+    bundle = rt_bundles.gemm_bundle(tmp_path / "digits", ("fp32", "fp16", "int8"))
     written = write_repository(bundle, tmp_path / "repo", TritonSettings(instances=2))
     assert [p.name for p in written] == ["digits-onnx-fp32", "digits-onnx-fp16", "digits-onnx-int8"]
     for model_dir in written:
@@ -51,12 +52,12 @@ def test_int64_and_bool_tensors_on_a_shared_batch_axis(tmp_path: Path) -> None:
     from edgeport.runtime import load
     from edgeport.runtime.card import ModelCard
 
-    model = rt.token_model()
+    model = rt_graphs.token_model()
     feeds = {"ids": np.array([[1, 2, 3], [4, 5, 6]], np.int64), "mask": np.ones((2, 3), bool)}
-    with load(rt.save(model, tmp_path / "t.onnx"), threads=1) as opened:
+    with load(rt_graphs.save(model, tmp_path / "t.onnx"), threads=1) as opened:
         outputs = opened.infer(feeds)
     card = ModelCard(architecture="tokens", task="other")
-    bundle = rt.any_bundle(
+    bundle = rt_bundles.any_bundle(
         tmp_path / "tokens", {"fp32": model}, card, feeds, outputs, batch=(1, 4, 8)
     )
     (model_dir,) = write_repository(bundle, tmp_path / "repo")
@@ -76,7 +77,9 @@ def test_int64_and_bool_tensors_on_a_shared_batch_axis(tmp_path: Path) -> None:
 
 
 def test_failed_artifacts_are_left_out_and_models_replaced_whole(tmp_path: Path) -> None:
-    bundle = rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"), parity={"int8": rt.passed(False)})
+    bundle = rt_bundles.gemm_bundle(
+        tmp_path / "b", ("fp32", "int8"), parity={"int8": rt_bundles.passed(False)}
+    )
     repo = tmp_path / "repo"
     (first,) = write_repository(bundle, repo, TritonSettings(name="gemm"))
     assert first.name == "gemm-onnx-fp32"

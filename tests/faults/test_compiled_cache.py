@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
 from faultlib import run_on_openvino
 
 pytest.importorskip("openvino")
@@ -25,7 +25,7 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, np.
     """A small CNN bundle (its compiled blob is large enough to damage in the middle), an
     input file, a cache holding its compiled model, and the outputs."""
     tmp = tmp_path_factory.mktemp("cnn")
-    root = rt.cnn_bundle(tmp / "bundle")
+    root = rt_bundles.cnn_bundle(tmp / "bundle")
     inputs = tmp / "in.npz"
     np.savez(inputs, input=np.random.default_rng(0).standard_normal(CNN_INPUT, np.float32))
     first, _ = _run(root, inputs, tmp / "cache", tmp / "first.npz")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from faultlib import QUICK, edgeport, fill, run_on_openvino, tmpfs
 
 NO_SPACE = "no space left on the device"
@@ -27,7 +28,7 @@ def full(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
-    return rt.gemm_bundle(tmp_path / "bundle", ("fp32", "int8"))
+    return rt_bundles.gemm_bundle(tmp_path / "bundle", ("fp32", "int8"))
 
 
 def _only_filler(folder: Path) -> None:
@@ -53,7 +54,7 @@ def test_bench_json(bundle: Path, full: Path) -> None:
 
 
 def test_check_markdown(tmp_path: Path, full: Path) -> None:
-    model = rt.save(rt.gemm_model(), tmp_path / "model.onnx")
+    model = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "model.onnx")
     done = edgeport("check", model, "--backend", "onnxruntime-cpu", "--markdown", full / "c.md")
     assert done.returncode == 1 and f"cannot write {full / 'c.md'}: {NO_SPACE}" in done.stderr
     _only_filler(full)
@@ -72,14 +73,16 @@ def test_tune_record(bundle: Path, full: Path) -> None:
 
 def test_openvino_cache_on_a_full_disk_is_no_cache(bundle: Path, full: Path) -> None:
     pytest.importorskip("openvino")
-    batch = rt.integer_batch(2)
+    batch = rt_graphs.integer_batch(2)
     np.savez(full.parent / "in.npz", input=batch)
     for _ in range(2):  # the warning comes again in a new process, never a traceback
         env = {"EDGEPORT_CACHE_DIR": str(full / "cache")}
         done = run_on_openvino(bundle, full.parent / "in.npz", full.parent / "out.npz", env)
         assert done.stderr.count("not caching compiled models") == 1
         assert NO_SPACE in done.stderr
-        assert np.array_equal(np.load(full.parent / "out.npz")["logits"], rt.gemm_reference(batch))
+        assert np.array_equal(
+            np.load(full.parent / "out.npz")["logits"], rt_graphs.gemm_reference(batch)
+        )
     _only_filler(full)
 
 
@@ -88,7 +91,7 @@ def test_export_runs_out_of_space_and_leaves_the_old_bundle(
     trained_run: Path, tmp_path: Path
 ) -> None:
     with tmpfs(tmp_path / "disk", "3m") as disk:
-        old = rt.gemm_bundle(disk / "bundle")
+        old = rt_bundles.gemm_bundle(disk / "bundle")
         manifest = (old / "manifest.json").read_bytes()
         done = edgeport("export", trained_run, "--out", old, "--precision", "fp32,fp16,int8")
         assert done.returncode == 1, done.stderr

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.errors import InputError
@@ -18,13 +19,13 @@ BACKENDS = ["onnxruntime-cpu", "openvino"]
 
 @pytest.fixture(scope="module")
 def gemm_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rt.gemm_bundle(tmp_path_factory.mktemp("gemm") / "bundle")
+    return rt_bundles.gemm_bundle(tmp_path_factory.mktemp("gemm") / "bundle")
 
 
 @pytest.fixture()
 def stored(tmp_path: Path) -> Path:
     path = tmp_path / "batch.npy"
-    np.save(path, rt.integer_batch(4))
+    np.save(path, rt_graphs.integer_batch(4))
     return path
 
 
@@ -34,7 +35,7 @@ def _mapped(stored: Path) -> list[np.ndarray]:
         np.load(stored, mmap_mode="r"),
         np.load(stored, mmap_mode="c"),
         np.memmap(stored, np.float32, "r", offset=offset, shape=(4, 1, 2, 2)),
-        rt.integer_batch(4).view(Tagged),
+        rt_graphs.integer_batch(4).view(Tagged),
     ]
 
 
@@ -48,7 +49,7 @@ def test_run_and_infer_take_mapped_arrays(
 ) -> None:
     if backend == "openvino":
         pytest.importorskip("openvino")
-    want = rt.gemm_reference(rt.integer_batch(4))
+    want = rt_graphs.gemm_reference(rt_graphs.integer_batch(4))
     with load(gemm_bundle_dir, backend=backend, threads=1) as model:
         for array in _mapped(stored):
             assert type(array) is not np.ndarray
@@ -74,4 +75,4 @@ def test_a_wrong_mapped_array_is_named_exactly(gemm_bundle_dir: Path, tmp_path: 
         with pytest.raises(InputError, match=r"expected dtype float32, got int32"):
             model.run(ints)
         with pytest.raises(InputError, match="masked array"):
-            model.run(np.ma.masked_array(rt.integer_batch(2), mask=False))
+            model.run(np.ma.masked_array(rt_graphs.integer_batch(2), mask=False))

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from onnx import numpy_helper
 
 from edgeport.runtime import load
@@ -26,7 +27,7 @@ def impostor(genuine: Path, path: Path) -> bytes:
     for init in model.graph.initializer:
         if init.name == "W":
             init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), "W"))
-    rt.save(model, path)
+    rt_graphs.save(model, path)
     data = path.read_bytes()
     assert len(data) == genuine.stat().st_size and data != genuine.read_bytes()
     return data
@@ -53,12 +54,12 @@ def swapper(path: Path, versions: list[bytes], how: str, stop: threading.Event) 
 def test_no_load_runs_a_swapped_file(tmp_path: Path, backend: str, how: str) -> None:
     if backend == "openvino":
         pytest.importorskip("openvino")
-    bundle = rt.gemm_bundle(tmp_path / "b")
+    bundle = rt_bundles.gemm_bundle(tmp_path / "b")
     path = bundle / "model.fp32.onnx"
     genuine = path.read_bytes()
     versions = [impostor(path, tmp_path / "impostor.onnx"), genuine]
-    batch = rt.integer_batch(2)
-    want = rt.gemm_reference(batch)
+    batch = rt_graphs.integer_batch(2)
+    want = rt_graphs.gemm_reference(batch)
     # no compiled-model cache: every OpenVINO load compiles the bytes it was handed
     options = {"cache_dir": ""} if backend == "openvino" else None
     counts = {"genuine": 0, "refused": 0, "unverified": 0}

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from faultlib import edgeport
 
 from edgeport.runtime import load
 from edgeport.runtime.errors import ParityError
 from edgeport.runtime.tools.timing import TimingConfig
 from edgeport.runtime.tools.tune import TuneSettings, tune
-from edgeport.runtime.tuning import (
+from edgeport.runtime.tuning_records import (
     BatchWinner,
     Timing,
     TuningRecord,
@@ -30,7 +31,7 @@ from edgeport.runtime.tuning import (
 )
 
 BACKENDS = ["onnxruntime-cpu", "openvino"]
-FAILED = {"int8": rt.passed(False)}
+FAILED = {"int8": rt_bundles.passed(False)}
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
     """fp32 and int8 artifacts; the int8 one failed its export parity check."""
-    return rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"), parity=FAILED)
+    return rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "int8"), parity=FAILED)
 
 
 def record_naming(
@@ -72,7 +73,8 @@ def test_a_record_naming_a_failed_artifact_is_not_obeyed(
     with load(bundle, expected_batch=batch) as model:
         assert model.precision == "fp32"
         assert np.array_equal(
-            model.run(rt.integer_batch(batch)), rt.gemm_reference(rt.integer_batch(batch))
+            model.run(rt_graphs.integer_batch(batch)),
+            rt_graphs.gemm_reference(rt_graphs.integer_batch(batch)),
         )
         text = model.explain()
     assert f"it names {backend} [onnx-int8]" in text
@@ -108,7 +110,7 @@ def test_asking_for_the_failed_artifact_needs_allow_failed(bundle: Path, tmp_pat
     with load(bundle, precision="int8", allow_failed=True) as model:
         assert model.precision == "int8"
         assert "its export parity check failed" in model.explain()
-    np.savez(tmp_path / "in.npz", input=rt.integer_batch(2))
+    np.savez(tmp_path / "in.npz", input=rt_graphs.integer_batch(2))
     refused = edgeport("run", bundle, "--precision", "int8", "--inputs", tmp_path / "in.npz")
     assert refused.returncode == 1 and "--allow-failed" in refused.stderr
     allowed = edgeport(
@@ -120,7 +122,7 @@ def test_asking_for_the_failed_artifact_needs_allow_failed(bundle: Path, tmp_pat
 
 def test_a_record_holds_for_the_same_settings_spelled_differently(bundle: Path) -> None:
     pytest.importorskip("openvino")
-    trusted = rt.gemm_bundle(bundle.parent / "ok", ("fp32", "int8"))
+    trusted = rt_bundles.gemm_bundle(bundle.parent / "ok", ("fp32", "int8"))
     save_record(record_naming(trusted, "openvino", "onnx-int8", threads=None), trusted)
     for threads in (None, default_threads()):  # the default, left out or given by number
         with load(trusted, threads=threads, backend_options={"hint": "latency"}) as model:
@@ -134,7 +136,7 @@ def test_a_record_holds_for_the_same_settings_spelled_differently(bundle: Path) 
 
 
 def test_tune_with_default_threads_then_load_with_the_number(bundle: Path) -> None:
-    trusted = rt.gemm_bundle(bundle.parent / "ok", ("fp32", "int8"))
+    trusted = rt_bundles.gemm_bundle(bundle.parent / "ok", ("fp32", "int8"))
     quick = TuneSettings(batches=(1,), timing=TimingConfig(warmup_s=0.0, iterations=3))
     record, _ = tune(trusted, quick)
     assert record.threads == default_threads() and record.settings["threads"] == default_threads()
@@ -146,7 +148,7 @@ def test_tune_with_default_threads_then_load_with_the_number(bundle: Path) -> No
 
 
 def test_a_schema_1_record_still_holds(bundle: Path) -> None:
-    trusted = rt.gemm_bundle(bundle.parent / "ok", ("fp32", "int8"))
+    trusted = rt_bundles.gemm_bundle(bundle.parent / "ok", ("fp32", "int8"))
     old = replace(record_naming(trusted, "onnxruntime-cpu", "onnx-int8"), settings={})
     save_record(replace(old, schema_version=1), trusted)
     with load(trusted) as model:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from faultlib import QUICK, edgeport, run_on_openvino, tmpfs, unprivileged
 
 WARNING = "not caching compiled models"
@@ -17,8 +18,8 @@ WARNING = "not caching compiled models"
 
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
-    path = rt.gemm_bundle(tmp_path / "bundle", ("fp32",))
-    np.savez(tmp_path / "in.npz", input=rt.integer_batch(3))
+    path = rt_bundles.gemm_bundle(tmp_path / "bundle", ("fp32",))
+    np.savez(tmp_path / "in.npz", input=rt_graphs.integer_batch(3))
     return path
 
 
@@ -26,7 +27,9 @@ def _run_openvino(bundle: Path, env: dict[str, str], prefix: list[str] | None = 
     """``edgeport run`` on OpenVINO: the right outputs, exit 0; its stderr."""
     out = bundle.parent / "out.npz"
     done = run_on_openvino(bundle, bundle.parent / "in.npz", out, env, prefix)
-    assert np.array_equal(np.load(out)["logits"], rt.gemm_reference(rt.integer_batch(3)))
+    assert np.array_equal(
+        np.load(out)["logits"], rt_graphs.gemm_reference(rt_graphs.integer_batch(3))
+    )
     return done.stderr
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from faultlib import EDGEPORT, TIMEOUT_S
 
 from edgeport.runtime import load
@@ -23,13 +24,13 @@ from edgeport.runtime.tools.report import check_markdown
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
     """A gemm bundle with stored reference inputs and outputs, so check needs no torch."""
-    root = rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
-    batch = rt.integer_batch(4)
+    root = rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
+    batch = rt_graphs.integer_batch(4)
     (root / "reference").mkdir()
     np.savez(root / "reference" / "inputs.npz", input=batch)
-    np.savez(root / "reference" / "outputs.npz", logits=rt.gemm_reference(batch))
+    np.savez(root / "reference" / "outputs.npz", logits=rt_graphs.gemm_reference(batch))
     stored = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz", "count": 4}
-    rt.rewrite_manifest(root, lambda data: data.update(reference=stored))
+    rt_bundles.rewrite_manifest(root, lambda data: data.update(reference=stored))
     return root
 
 
@@ -63,12 +64,12 @@ def test_an_artifact_removed_while_check_runs(bundle: Path) -> None:
 
 def test_a_bundle_removed_between_loads(bundle: Path) -> None:
     with load(bundle, threads=1) as model:
-        batch = rt.integer_batch(2)
+        batch = rt_graphs.integer_batch(2)
         before = model.run(batch)
     shutil.rmtree(bundle)
     with pytest.raises(ModelLoadError, match="no such file or directory"):
         load(bundle)
-    assert np.array_equal(before, rt.gemm_reference(batch))
+    assert np.array_equal(before, rt_graphs.gemm_reference(batch))
 
 
 def test_the_check_command_while_its_manifest_is_removed(bundle: Path) -> None:

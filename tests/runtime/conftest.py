@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime.card import ModelCard
 
@@ -17,7 +18,9 @@ from edgeport.runtime.card import ModelCard
 @pytest.fixture(scope="session")
 def gemm_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32, fp16 and int8 gemm artifacts (1x2x2 input, 3 classes, batch 1:4:16), parity passed."""
-    return rt.gemm_bundle(tmp_path_factory.mktemp("gemm") / "bundle", ("fp32", "fp16", "int8"))
+    return rt_bundles.gemm_bundle(
+        tmp_path_factory.mktemp("gemm") / "bundle", ("fp32", "fp16", "int8")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +40,12 @@ def cnn_card() -> ModelCard:
 def cnn_onnx(tmp_path_factory: pytest.TempPathFactory, cnn_card: ModelCard) -> Path:
     """A simple_cnn_bn-shaped classifier (3x32x32, 10 classes) with its card in the metadata."""
     path = tmp_path_factory.mktemp("cnn") / "simple_cnn_bn.onnx"
-    return rt.save(rt.small_cnn(card=cnn_card), path)
+    return rt_graphs.save(rt_graphs.small_cnn(card=cnn_card), path)
 
 
 @pytest.fixture(scope="session")
 def cnn_bundle_dir(tmp_path_factory: pytest.TempPathFactory, cnn_card: ModelCard) -> Path:
-    return rt.cnn_bundle(tmp_path_factory.mktemp("cnnb") / "bundle", cnn_card)
+    return rt_bundles.cnn_bundle(tmp_path_factory.mktemp("cnnb") / "bundle", cnn_card)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.backends.cuda import parse_device, probe_gpus
@@ -21,6 +22,7 @@ from edgeport.runtime.backends.registry import (
     plan,
     precision_rule,
 )
+from edgeport.runtime.bundle import Artifact
 from edgeport.runtime.errors import BackendUnavailable, InputError, ParityError
 from edgeport.runtime.specs import TensorSpec
 
@@ -71,7 +73,7 @@ def candidates(
     specs += [("int8", f"onnx-int8-{suffix}", t) for suffix, t in (targets or {}).items()]
     for p, name, target in specs:
         ok = (parity or {}).get(p, True)
-        art = rt.Artifact(
+        art = Artifact(
             name=name,
             format="onnx",
             precision=p,
@@ -80,7 +82,7 @@ def candidates(
             size_bytes=1,
             inputs=(TensorSpec("input", "float32", (1, 1, 2, 2)),),
             outputs=(TensorSpec("logits", "float32", (1, 3)),),
-            parity=None if ok is None else rt.passed(ok),
+            parity=None if ok is None else rt_bundles.passed(ok),
             target=target,
         )
         out.append(ModelFile("onnx", p, Path(art.path), art.name, artifact=art, bundle_dir=Path()))
@@ -165,8 +167,10 @@ def test_auto_on_cpu_only_plans_cpu() -> None:
 
 
 def test_load_records_the_reasons_in_explain(tmp_path: Path) -> None:
-    bundle = rt.gemm_bundle(
-        tmp_path / "b", ("fp32", "fp16", "int8"), parity={"fp32": rt.passed(False), "int8": None}
+    bundle = rt_bundles.gemm_bundle(
+        tmp_path / "b",
+        ("fp32", "fp16", "int8"),
+        parity={"fp32": rt_bundles.passed(False), "int8": None},
     )
     with load(bundle, threads=1) as model:
         assert model.precision == "fp16"  # fp32 failed, int8 unchecked
@@ -186,10 +190,10 @@ def test_load_records_the_reasons_in_explain(tmp_path: Path) -> None:
 
 
 def test_nothing_passed_parity(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    bundle = rt.gemm_bundle(
+    bundle = rt_bundles.gemm_bundle(
         tmp_path / "b",
         ("fp32", "int8"),
-        parity={"fp32": rt.passed(False), "int8": rt.passed(False)},
+        parity={"fp32": rt_bundles.passed(False), "int8": rt_bundles.passed(False)},
     )
     with pytest.raises(BackendUnavailable, match=r"no backend can run .*\n.*parity check failed"):
         load(bundle, device="cpu")
@@ -200,7 +204,7 @@ def test_nothing_passed_parity(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         load(bundle, precision="int8", threads=1, allow_failed=True) as model,
     ):
         batch = np.ones((1, 1, 2, 2), np.float32)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
         assert "chosen: its export parity check failed" in model.explain()
     assert "running onnx-int8 although its export parity check failed" in caplog.text
 

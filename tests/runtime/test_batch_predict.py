@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.card import ModelCard
@@ -101,9 +101,9 @@ def test_tensor_inputs_give_raw_outputs_equal_to_infer(
     ray_cluster: None, tmp_path: Path, suffix: str
 ) -> None:
     """A non-image model (int64 ids + bool mask in; float32, int64 and bool outputs)."""
-    model_path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    model_path = rt_graphs.save(rt_graphs.token_model(), tmp_path / "tokens.onnx")
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, rt.VOCAB, (7, 5)).astype(np.int64)
+    ids = rng.integers(0, rt_graphs.VOCAB, (7, 5)).astype(np.int64)
     mask = rng.integers(0, 2, (7, 5)).astype(bool)
     source = tmp_path / f"inputs{suffix}"
     if suffix == ".npz":
@@ -132,7 +132,7 @@ def test_image_model_without_classes_gives_raw_outputs(
         architecture="detector", task="other", in_channels=3, input_size=(4, 4),
         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
     )  # fmt: skip
-    model_path = rt.save(rt.detector_model(), tmp_path / "det.onnx")
+    model_path = rt_graphs.save(rt_graphs.detector_model(), tmp_path / "det.onnx")
     import onnx
     from onnx import helper
 
@@ -155,7 +155,7 @@ def test_image_model_without_classes_gives_raw_outputs(
 def test_a_missing_input_column_is_a_clear_error_and_writes_nothing(
     ray_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model_path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    model_path = rt_graphs.save(rt_graphs.token_model(), tmp_path / "tokens.onnx")
     source = tmp_path / "wrong.npz"
     np.savez(source, ids=np.zeros((2, 3), np.int64), other=np.zeros((2, 3), bool))
     out = tmp_path / "out.parquet"
@@ -181,7 +181,7 @@ def test_settings_refused_before_any_work(
         BatchConfig(model=cnn_onnx, inputs=(image_tree,), out=out, workers=0)
     with pytest.raises(ConfigError, match=r"2 workers x 2 threads need 4 CPUs; .* has 2"):
         predict_batch(BatchConfig(cnn_onnx, (image_tree,), out, workers=2, threads=2))
-    bare = rt.save(rt.token_model(), tmp_path / "bare.onnx")
+    bare = rt_graphs.save(rt_graphs.token_model(), tmp_path / "bare.onnx")
     with pytest.raises(ConfigError, match="images need a model card"):
         predict_batch(BatchConfig(bare, (image_tree,), out))
     with pytest.raises(ConfigError, match=r"one \.npz/\.parquet file"):

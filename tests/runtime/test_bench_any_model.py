@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import rtmodels as rt
+import rt_engines
+import rt_graphs
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.runtime.bundle import Artifact, Manifest
@@ -33,10 +34,10 @@ TABLE_ROWS = 10
 
 
 def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", rt.OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", rt_graphs.OPSET)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    return rt.save(model, path)
+    return rt_graphs.save(model, path)
 
 
 def two_input_model(path: Path) -> Path:
@@ -284,9 +285,9 @@ def test_paths_that_are_no_model_get_a_clear_error(tmp_path: Path, capsys) -> No
 
 @pytest.mark.tensorrt
 def test_a_bare_engine_is_benchmarked_or_says_why_not(tmp_path: Path) -> None:
-    onnx_path = rt.save(rt.gemm_model(), tmp_path / "gemm.onnx")
+    onnx_path = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "gemm.onnx")
     engine = tmp_path / "gemm.fp32.engine"
-    rt.build_engine(onnx_path, engine)
+    rt_engines.build_engine(onnx_path, engine)
     result = benchmark(engine, BenchSettings(batches=(2,), timing=QUICK))
     reasons = {s.backend: s.reason for s in result.skipped}
     assert reasons["torch"].startswith("bare TensorRT engine")

@@ -8,14 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_bundles
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.tools.bench import BenchSettings, TimingConfig, benchmark
 from edgeport.runtime.tools.bench_result import BenchResult
 from edgeport.runtime.tools.report import bench_markdown, validate_bench_dict
 from edgeport.runtime.tools.tune import TuneSettings, tune
-from edgeport.runtime.tuning import BatchWinner, Timing, save_record
+from edgeport.runtime.tuning_records import BatchWinner, Timing, save_record
 
 QUICK = TimingConfig(warmup_s=0.0, iterations=3)
 
@@ -27,7 +27,7 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
-    return rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
+    return rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
 
 
 def _auto_rows(result: BenchResult) -> dict[int, object]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_engines
+import rt_graphs
 from _env import tensorrt_module_name
 
 from edgeport.runtime.backends.onnxrt import OrtSettings
@@ -96,8 +97,8 @@ def test_aggregate_and_profile_settings() -> None:
 
 
 def test_profile_session_is_opened_like_the_runtime(tmp_path: Path) -> None:
-    path = rt.save(rt.conv_model(), tmp_path / "conv.onnx")
-    batch = rt.integer_batch(3, (1, 3, 3))
+    path = rt_graphs.save(rt_graphs.conv_model(), tmp_path / "conv.onnx")
+    batch = rt_graphs.integer_batch(3, (1, 3, 3))
     prof = profile_onnxruntime(
         path, "onnxruntime-cpu", [batch], ProfileConfig(warmup_runs=1, runs=4), OrtSettings(1)
     )
@@ -119,9 +120,9 @@ def test_layer_recorder_is_a_tensorrt_profiler() -> None:
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_tensorrt_layer_profile(tmp_path: Path) -> None:
-    onnx_path = rt.save(rt.small_cnn(), tmp_path / "cnn.onnx")
+    onnx_path = rt_graphs.save(rt_graphs.small_cnn(), tmp_path / "cnn.onnx")
     engine = tmp_path / "cnn.engine"
-    rt.build_engine(onnx_path, engine)
+    rt_engines.build_engine(onnx_path, engine)
     batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     prof = profile_tensorrt(engine, None, [batch], ProfileConfig(warmup_runs=2, runs=5))
     assert prof.runs == 5 and prof.layers

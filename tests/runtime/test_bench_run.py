@@ -138,3 +138,22 @@ def test_bench_setting_errors(exported_bundle: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown precisions \['fp64'\]"):
         BenchSettings(precisions=("fp64",))
     assert main(["bench", str(exported_bundle), "--batch", "0"]) == 1
+
+
+def test_bench_modes_have_their_own_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "modes (edgeport bench MODE --help):" in text and "  cold-start  " in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "loadgen", "--help"])
+    assert "usage: edgeport bench loadgen" in capsys.readouterr().out
+    for argv in (["bench", "m.onnx", "--cold-start"], ["bench", "cold-start", "m.onnx", "--csv"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "loadgen", "m.onnx"])
+    assert "the following arguments are required: --scenario" in capsys.readouterr().err

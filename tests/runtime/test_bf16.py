@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.backends.registry import BF16_CPU_FIRST, ModelFile, ort_bf16_reason, plan
@@ -39,7 +40,7 @@ def here_reason() -> str | None:
 
 def bf16_gemm_bundle(root: Path) -> Path:
     """The gemm bundle with a bf16 artifact: its fp32 file, made for OpenVINO, parity passed."""
-    rt.gemm_bundle(root, ("fp32",))
+    rt_bundles.gemm_bundle(root, ("fp32",))
     manifest = Manifest.load(root)
     fp32 = manifest.artifact("onnx-fp32")
     bf16 = replace(fp32, name="onnx-bf16", precision="bf16", source=fp32.name, target="openvino")
@@ -154,7 +155,7 @@ def test_without_labels_bf16_is_judged_by_agreement_alone() -> None:
 
 def test_a_bf16_artifact_runs_in_bf16_here_or_says_why_not(bf16_gemm: Path) -> None:
     why = here_reason()
-    batch = rt.integer_batch(6)
+    batch = rt_graphs.integer_batch(6)
     if why is not None:
         with pytest.raises(BackendUnavailable) as info:
             load(bf16_gemm, backend="openvino", precision="bf16")
@@ -164,7 +165,7 @@ def test_a_bf16_artifact_runs_in_bf16_here_or_says_why_not(bf16_gemm: Path) -> N
         assert model.precision == "bf16" and model.artifact is not None
         assert model.artifact.name == "onnx-bf16"
         assert model.describe()["inference_precision"] == "bf16"
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))  # small integers
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))  # small integers
     with load(bf16_gemm, backend="openvino", precision="fp32", threads=1) as model:
         assert model.describe()["inference_precision"] == "f32"  # fp32 stays fp32
 
@@ -186,8 +187,8 @@ def test_a_bare_fp32_file_runs_in_bf16_only_when_asked(bf16_gemm: Path, tmp_path
         return
     with load(bare, precision="bf16", threads=1) as model:
         assert model.backend == "openvino" and model.precision == "bf16"
-        batch = rt.integer_batch(3, seed=4)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        batch = rt_graphs.integer_batch(3, seed=4)
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
     inside = load(bf16_gemm / "model.fp32.onnx", backend="openvino", precision="bf16")
     with inside as model:  # a bundle's file names both of its artifacts
         assert model.artifact is not None and model.artifact.name == "onnx-bf16"
@@ -224,7 +225,7 @@ def test_the_fixed_rule_takes_bf16_first_where_the_cpu_has_it(
     with load(bf16_gemm, backend="openvino", threads=1) as model:  # the rule for one backend
         assert model.precision == ("bf16" if bf16_here else "fp32")
     unjudged = shutil.copytree(bf16_gemm, tmp_path / "unjudged")
-    rt.rewrite_manifest(
+    rt_bundles.rewrite_manifest(
         unjudged,
         lambda m: [a.update(parity=None) for a in m["artifacts"] if a["precision"] == "bf16"],
     )

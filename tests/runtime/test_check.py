@@ -118,7 +118,7 @@ def test_cli_check_exits_0_and_writes_reports(
     assert code == 0
     assert "| onnx-int8 | onnxruntime-cpu | passed | `logits` | logits |" in out
     data = json.loads((tmp_path / "check.json").read_text())
-    assert data["schema"] == "edgeport.check" and data["schema_version"] == 2
+    assert data["schema"] == "edgeport.check" and data["schema_version"] == 3
     assert set(data) == {name for name, _, _ in CHECK_JSON_FIELDS}
     assert data["passed"] is True
     checked = {c["artifact"] for c in data["checks"] if c["status"] != "skipped"}
@@ -126,7 +126,7 @@ def test_cli_check_exits_0_and_writes_reports(
     for c in data["checks"]:
         assert set(c) == {name for name, _, _ in CHECK_VERDICT_FIELDS}
     assert data["model"]["kind"] == "bundle"
-    assert data["model"]["artifacts"]["onnx-int8"] == sha256_file(
+    assert data["model"]["files"]["onnx-int8"] == sha256_file(
         exported_bundle / Manifest.load(exported_bundle).artifact("onnx-int8").path
     )
     assert data["settings"]["backends"] == ["onnxruntime-cpu"]

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_engines
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.card import ModelCard
@@ -36,14 +38,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("any")
     out = {}
     for name, model, weight in (
-        ("detector", rt.detector_model(), "Wb"),
-        ("two_input", rt.two_input_model(), "E"),
-        ("tokens", rt.token_model(), "E"),
+        ("detector", rt_graphs.detector_model(), "Wb"),
+        ("two_input", rt_graphs.two_input_model(), "E"),
+        ("tokens", rt_graphs.token_model(), "E"),
     ):
-        out[name] = rt.save(model, root / f"{name}.onnx")
-        out[f"{name}16"] = rt.save(rt.fp16_copy(model), root / f"{name}.fp16.onnx")
-        out[f"{name}_broken"] = rt.save(rt.broken_copy(model, weight), root / f"{name}.bad.onnx")
-    out["tokens_count"] = rt.save(rt.token_model(count_offset=1), root / "tokens.count.onnx")
+        out[name] = rt_graphs.save(model, root / f"{name}.onnx")
+        out[f"{name}16"] = rt_graphs.save(rt_graphs.fp16_copy(model), root / f"{name}.fp16.onnx")
+        out[f"{name}_broken"] = rt_graphs.save(
+            rt_graphs.broken_copy(model, weight), root / f"{name}.bad.onnx"
+        )
+    out["tokens_count"] = rt_graphs.save(
+        rt_graphs.token_model(count_offset=1), root / "tokens.count.onnx"
+    )
     return out
 
 
@@ -160,7 +166,7 @@ def test_two_input_model_checks_on_inputs_from_an_npz(
     rng = np.random.default_rng(1)
     feeds = {
         "image": rng.standard_normal((5, 3, 4, 4)).astype(np.float32),
-        "ids": rng.integers(0, rt.VOCAB, (5, 7)),
+        "ids": rng.integers(0, rt_graphs.VOCAB, (5, 7)),
     }
     inputs = tmp_path / "in.npz"
     inputs.write_bytes(npz_bytes(feeds))
@@ -237,9 +243,9 @@ def test_what_is_not_a_model_is_a_clear_error(
 def test_an_engine_is_checked_against_its_onnx_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = rt.save(rt.gemm_model(), tmp_path / "gemm.onnx")
+    source = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "gemm.onnx")
     engine = tmp_path / "gemm.engine"
-    rt.build_engine(source, engine)
+    rt_engines.build_engine(source, engine)
     with pytest.raises(ConfigError, match="is a TensorRT engine: give --reference-model"):
         check(engine)
     report = check(engine, reference_model=source)
@@ -258,21 +264,21 @@ def two_input_feeds(count: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
         "image": rng.standard_normal((count, 3, 4, 4)).astype(np.float32),
-        "ids": rng.integers(0, rt.VOCAB, (count, 6)),
+        "ids": rng.integers(0, rt_graphs.VOCAB, (count, 6)),
     }
 
 
 @pytest.fixture(scope="module")
 def two_input_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32 and fp16 artifacts of the two-input model, batch 2..4, with 9 stored samples."""
-    model = rt.two_input_model()
+    model = rt_graphs.two_input_model()
     feeds = two_input_feeds(9)
-    with load(rt.save(model, tmp_path_factory.mktemp("src") / "m.onnx")) as fp32:
+    with load(rt_graphs.save(model, tmp_path_factory.mktemp("src") / "m.onnx")) as fp32:
         outputs = fp32.infer(feeds)
     card = ModelCard(architecture="two_input", task="other")
     root = tmp_path_factory.mktemp("two_input_bundle") / "bundle"
-    models = {"fp32": model, "fp16": rt.fp16_copy(model)}
-    return rt.any_bundle(root, models, card, feeds, outputs, batch=(2, 2, 4))
+    models = {"fp32": model, "fp16": rt_graphs.fp16_copy(model)}
+    return rt_bundles.any_bundle(root, models, card, feeds, outputs, batch=(2, 2, 4))
 
 
 def test_bundle_of_a_two_input_model_checks_against_its_stored_reference(
@@ -313,9 +319,13 @@ def test_per_layer_feeds_every_input_of_a_two_input_bundle(
 def test_schema_1_classifier_bundle_still_checks(tmp_path: Path) -> None:
     """A manifest of schema 1 (input_name, input_shape, batch) with inputs.npy, labels.npy and
     logits.npy as its reference."""
-    bundle = rt.gemm_bundle(tmp_path / "b", ("fp32", "fp16"))
-    images = rt.integer_batch(20)
-    files = {"inputs": images, "labels": np.arange(20) % 3, "logits": rt.gemm_reference(images)}
+    bundle = rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "fp16"))
+    images = rt_graphs.integer_batch(20)
+    files = {
+        "inputs": images,
+        "labels": np.arange(20) % 3,
+        "logits": rt_graphs.gemm_reference(images),
+    }
     rels = {key: f"reference/{key}.npy" for key in files}
     (bundle / "reference").mkdir()
     for key, array in files.items():
@@ -342,7 +352,7 @@ def test_schema_1_classifier_bundle_still_checks(tmp_path: Path) -> None:
             "count": 20,
         }
 
-    rt.rewrite_manifest(bundle, to_schema_1)
+    rt_bundles.rewrite_manifest(bundle, to_schema_1)
     report = check(bundle, backends=[CPU])
     assert report.passed, report.verdict
     assert report.reference is not None and report.reference.kind == "stored"
@@ -419,7 +429,7 @@ def test_run_reports_non_finite_outputs(tmp_path: Path, capsys: pytest.CaptureFi
     graph = onnx.helper.make_graph([onnx.helper.make_node("Log", ["x"], ["y"])], "log", [x], [y])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     model.ir_version = 9
-    path = rt.save(model, tmp_path / "log.onnx")
+    path = rt_graphs.save(model, tmp_path / "log.onnx")
     inputs = tmp_path / "in.npz"
     inputs.write_bytes(npz_bytes({"x": np.array([1.0, np.e, 0.0, -1.0], np.float32)}))
     code, text, err = run_cli(capsys, "run", path, "--inputs", inputs)
@@ -509,7 +519,7 @@ def test_per_layer_finds_where_an_fp16_ocr_detector_breaks(tmp_path: Path) -> No
     from edgeport.runtime.cli.check import attach_per_layer
 
     path = _thirdparty("ppocr_det")
-    fp16 = rt.save(rt.fp16_copy(onnx.load(str(path))), tmp_path / "det.fp16.onnx")
+    fp16 = rt_graphs.save(rt_graphs.fp16_copy(onnx.load(str(path))), tmp_path / "det.fp16.onnx")
     report = check(
         fp16, reference_model=path, backends=[CPU], shapes={"x": (1, 3, 64, 64)}, samples=2
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_engines
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.cli import main
@@ -76,7 +77,7 @@ def test_predict_json(
 def test_predict_errors_exit_1_with_the_message(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, digit_images: list[Path]
 ) -> None:
-    bare = rt.save(rt.gemm_model(), tmp_path / "bare.onnx")
+    bare = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "bare.onnx")
     code, out, err = run_cli(capsys, "predict", bare, digit_images[0])
     assert code == 1 and out == ""
     assert err.startswith("error: ") and "has no model card" in err
@@ -175,7 +176,7 @@ def test_inspect_standalone_onnx(
     (art,) = report["artifacts"]
     assert art["precision"] == "fp32"
     assert art["inputs"][0]["shape"] == ["batch", 3, 32, 32]
-    bare = rt.save(rt.gemm_model(), tmp_path / "bare.onnx")
+    bare = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "bare.onnx")
     code, out, _ = run_cli(capsys, "inspect", bare)
     assert code == 0 and "card: none" in out
 
@@ -197,7 +198,9 @@ def test_inspect_engine_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert name is not None
     trt = importlib.import_module(name)
     info = EngineInfo(flavour=name, version=trt.__version__)
-    root = rt.engine_bundle(tmp_path / "b", rt.gemm_model(), rt.make_card(num_classes=3), info)
+    root = rt_engines.engine_bundle(
+        tmp_path / "b", rt_graphs.gemm_model(), rt_graphs.make_card(num_classes=3), info
+    )
     code, out, _ = run_cli(capsys, "inspect", root, "--json")
     assert code == 0
     engine = {a["name"]: a for a in json.loads(out)["artifacts"]}["tensorrt-fp32"]

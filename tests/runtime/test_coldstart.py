@@ -1,4 +1,4 @@
-"""``edgeport bench --cold-start``: real fresh processes (edgeport and bare ONNX Runtime) on a tiny
+"""``edgeport bench cold-start``: real fresh processes (edgeport and bare ONNX Runtime) on a tiny
 ONNX file; the fields, not the speed, are checked (speed goals are printed by benchmarks)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_graphs
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
@@ -23,7 +23,7 @@ from edgeport.runtime.tools.coldstart import (
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rt.save(rt.gemm_model(), tmp_path_factory.mktemp("cold") / "gemm.onnx")
+    return rt_graphs.save(rt_graphs.gemm_model(), tmp_path_factory.mktemp("cold") / "gemm.onnx")
 
 
 def test_cold_start_times_whole_processes_of_edgeport_and_bare_onnxruntime(
@@ -67,9 +67,9 @@ def test_cold_start_command_writes_json_and_markdown(tiny_onnx: Path, tmp_path: 
     code = main(
         [
             "bench",
+            "cold-start",
             str(tiny_onnx),
-            "--cold-start",
-            "--cold-runs",
+            "--runs",
             "1",
             "--backend",
             "auto,bare-onnxruntime",

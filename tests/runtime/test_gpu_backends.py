@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_engines
+import rt_graphs
 from _env import tensorrt_module_name
 
 from edgeport.runtime import load
@@ -60,16 +62,16 @@ def test_ort_cuda_exact_with_iobinding(gemm_bundle_dir: Path) -> None:
         assert info["io_binding"] is True and info["cudnn_conv_algo_search"] == "HEURISTIC"
         assert info["tf32"] is False  # fp32 artifact
         for n in (1, 5, 16):  # dynamic batch through the bound path
-            batch = rt.integer_batch(n, seed=n)
-            assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+            batch = rt_graphs.integer_batch(n, seed=n)
+            assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_ort_cuda_reduced_precision_artifacts(gemm_bundle_dir: Path, precision: str) -> None:
     need("onnxruntime-cuda")
     with load(gemm_bundle_dir, backend="onnxruntime-cuda", precision=precision) as model:
-        batch = rt.integer_batch(3)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        batch = rt_graphs.integer_batch(3)
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
 
 
 def test_ort_cuda_cnn_matches_cpu(cnn_onnx: Path) -> None:
@@ -109,8 +111,8 @@ def test_auto_prefers_a_gpu_backend(gemm_bundle_dir: Path) -> None:
 
 
 def check_concurrency(model: Any, threads: int = 8, calls: int = 100) -> None:
-    inputs = [rt.integer_batch(1 + i % 4, seed=i) for i in range(threads)]
-    want = [rt.gemm_reference(x) for x in inputs]
+    inputs = [rt_graphs.integer_batch(1 + i % 4, seed=i) for i in range(threads)]
+    want = [rt_graphs.gemm_reference(x) for x in inputs]
     failures: list[str] = []
 
     def work(i: int) -> None:
@@ -119,7 +121,7 @@ def check_concurrency(model: Any, threads: int = 8, calls: int = 100) -> None:
             if not np.array_equal(got, want[i]):
                 failures.append(f"thread {i} call {call}")
 
-    rt.run_concurrently(work, threads)  # an exception in a thread fails the test too
+    threads.run_concurrently(work, threads)  # an exception in a thread fails the test too
     assert failures == []
 
 
@@ -141,12 +143,14 @@ def trt_bundles(tmp_path_factory: pytest.TempPathFactory, cnn_card: Any) -> dict
     )
     out = {}
     for key, model, card in (
-        ("gemm", rt.gemm_model(), rt.make_card(num_classes=3)),
-        ("cnn", rt.small_cnn(), cnn_card),
+        ("gemm", rt_graphs.gemm_model(), rt_graphs.make_card(num_classes=3)),
+        ("cnn", rt_graphs.small_cnn(), cnn_card),
     ):
         root = tmp_path_factory.mktemp(f"trt-{key}") / "bundle"
         try:
-            out[key] = rt.engine_bundle(root, model, card, engine_info, parity=rt.passed())
+            out[key] = rt_engines.engine_bundle(
+                root, model, card, engine_info, parity=rt_bundles.passed()
+            )
         except RuntimeError as exc:
             pytest.skip(f"{name} could not build an engine here: {exc}")
     engine_file = next(out["cnn"].glob("*.engine"))
@@ -163,10 +167,10 @@ def test_tensorrt_exact_and_dynamic_batch(trt_bundles: dict[str, Path]) -> None:
         assert model.backend == "tensorrt"
         assert model.batch_range == BatchRange(1, 4, 16)
         for n in (1, 4, 7, 16, 2):  # up, to the profile's max, and back down
-            batch = rt.integer_batch(n, seed=n)
-            assert np.array_equal(model.run(batch), rt.gemm_reference(batch)), n
+            batch = rt_graphs.integer_batch(n, seed=n)
+            assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch)), n
         with pytest.raises(InputError, match="batch size 17 is outside"):
-            model.run(rt.integer_batch(17))
+            model.run(rt_graphs.integer_batch(17))
 
 
 @pytest.mark.tensorrt
@@ -188,8 +192,11 @@ def test_tensorrt_cuda_graph_per_batch_size(trt_bundles: dict[str, Path]) -> Non
     with load(trt_bundles["gemm"], backend="tensorrt", cuda_graph=True) as model:
         for round_ in range(3):
             for n in (2, 5, 2, 16):
-                batch = rt.integer_batch(n, seed=round_ * 100 + n)  # new data every call
-                assert np.array_equal(model.run(batch), rt.gemm_reference(batch)), (round_, n)
+                batch = rt_graphs.integer_batch(n, seed=round_ * 100 + n)  # new data every call
+                assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch)), (
+                    round_,
+                    n,
+                )
         info = model.describe()
     assert info["cuda_graph"] is True, "graph capture failed and the model fell back (see log)"
     assert info["cuda_graph_batches"] == [2, 5, 16]

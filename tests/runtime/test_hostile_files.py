@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
@@ -51,7 +52,9 @@ def test_deeply_nested_subgraphs_are_refused(tmp_path: Path) -> None:
 
 def test_a_deeply_nested_card_in_onnx_metadata(tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    path = rt.save(rt.gemm_model(metadata={ONNX_METADATA_KEY: deep}), tmp_path / "m.onnx")
+    path = rt_graphs.save(
+        rt_graphs.gemm_model(metadata={ONNX_METADATA_KEY: deep}), tmp_path / "m.onnx"
+    )
     with pytest.raises(ModelLoadError, match=r"nested too deeply"):
         load(path)
 
@@ -59,7 +62,7 @@ def test_a_deeply_nested_card_in_onnx_metadata(tmp_path: Path) -> None:
 def test_an_onnx_attribute_name_that_is_not_utf8(tmp_path: Path) -> None:
     """Found by `make fuzz`: ONNX Runtime quotes the bad bytes in its error and its Python
     binding then raises UnicodeDecodeError instead of its own error."""
-    good = rt.save(rt.gemm_model(), tmp_path / "good.onnx").read_bytes()
+    good = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "good.onnx").read_bytes()
     assert good.count(b"transB") == 1
     path = tmp_path / "bad.onnx"
     path.write_bytes(good.replace(b"transB", b"tr\xe1nsB"))
@@ -161,7 +164,7 @@ def test_manifest_fields_of_the_wrong_type_or_range(
     gemm_bundle_dir: Path, tmp_path: Path, edit: object, pattern: str
 ) -> None:
     bundle = shutil.copytree(gemm_bundle_dir, tmp_path / "b")
-    rt.rewrite_manifest(bundle, edit)
+    rt_bundles.rewrite_manifest(bundle, edit)
     with pytest.raises(ModelLoadError, match=pattern):
         load(bundle)
 
@@ -172,7 +175,7 @@ def test_duplicate_artifact_names(gemm_bundle_dir: Path, tmp_path: Path) -> None
     def duplicate(data: dict[str, list[dict[str, object]]]) -> None:
         data["artifacts"][1]["name"] = data["artifacts"][0]["name"]
 
-    rt.rewrite_manifest(bundle, duplicate)
+    rt_bundles.rewrite_manifest(bundle, duplicate)
     with pytest.raises(ModelLoadError, match=r"lists artifacts \['onnx-fp32'\] more than once"):
         load(bundle)
 
@@ -199,7 +202,7 @@ def test_non_finite_outputs_from_finite_inputs_warn(tmp_path: Path) -> None:
 
     from edgeport.runtime.errors import NonFiniteOutputWarning
 
-    path = rt.save(_scale_model(1e30), tmp_path / "overflow.onnx")  # type: ignore[arg-type]
+    path = rt_graphs.save(_scale_model(1e30), tmp_path / "overflow.onnx")  # type: ignore[arg-type]
     x = np.array([[3e38, 1.0], [1.0, 1.0]], np.float32)  # finite, near float32's max
     with load(path, threads=1) as model:
         with pytest.warns(NonFiniteOutputWarning, match=r"y: 0 NaN, 1 Inf of 4"):

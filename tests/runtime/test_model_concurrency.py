@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rtmodels as rt
+import threads
 
 from edgeport.runtime import load
 
@@ -30,7 +30,7 @@ def test_eight_threads_share_one_model(cnn_onnx: Path) -> None:
                 if not np.array_equal(model.run(x), want):
                     mismatches.append((index, call))
 
-        rt.run_concurrently(work, THREADS)
+        threads.run_concurrently(work, THREADS)
     assert mismatches == []
     assert len({r.shape for r in reference}) == 3
 
@@ -46,6 +46,6 @@ def test_predict_from_many_threads(cnn_onnx: Path) -> None:
             for _ in range(20):
                 results[index].append(model.predict(images[index], top_k=3)[0])
 
-        rt.run_concurrently(work, THREADS)
+        threads.run_concurrently(work, THREADS)
     for index, got in results.items():
         assert got == [reference[index]] * 20

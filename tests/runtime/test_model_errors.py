@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from onnx.external_data_helper import convert_model_to_external_data
 
 from edgeport.runtime import load
@@ -97,7 +98,7 @@ def test_predict_refuses_a_bad_top_k(model: Any) -> None:
 
 
 def test_predict_without_a_card_says_what_to_do(tmp_path: Path) -> None:
-    path = rt.save(rt.gemm_model(), tmp_path / "bare.onnx")
+    path = rt_graphs.save(rt_graphs.gemm_model(), tmp_path / "bare.onnx")
     with (
         load(path, threads=1) as bare,
         pytest.raises(ModelLoadError, match=r"has no model card.*Model\.run"),
@@ -137,7 +138,7 @@ def test_load_refuses_bad_arguments(
 
 
 def test_asking_for_a_missing_precision_lists_what_exists(tmp_path: Path) -> None:
-    bundle = rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
+    bundle = rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
     with pytest.raises(ConfigError, match=r"no fp16 artifact in this bundle \(it has fp32, int8\)"):
         load(bundle, precision="fp16")
 
@@ -170,7 +171,7 @@ def test_corrupt_manifest(gemm_bundle_dir: Path, tmp_path: Path) -> None:
 
 
 def test_truncated_onnx_file(tmp_path: Path) -> None:
-    data = rt.save(rt.small_cnn(), tmp_path / "full.onnx").read_bytes()
+    data = rt_graphs.save(rt_graphs.small_cnn(), tmp_path / "full.onnx").read_bytes()
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match="truncated or corrupt"):
@@ -227,7 +228,7 @@ def test_manifest_that_disagrees_with_the_file(gemm_bundle_dir: Path, tmp_path: 
     def rename_input(data: dict[str, Any]) -> None:
         data["artifacts"][0]["inputs"][0]["name"] = "images"
 
-    rt.rewrite_manifest(bundle, rename_input)
+    rt_bundles.rewrite_manifest(bundle, rename_input)
     with pytest.raises(
         ModelLoadError, match=r"the manifest names inputs \['images'\], the file has \['input'\]"
     ):
@@ -240,7 +241,7 @@ def test_card_that_disagrees_with_the_file(gemm_bundle_dir: Path, tmp_path: Path
     def bigger_input(data: dict[str, Any]) -> None:
         data["card"]["input_size"] = [3, 3]
 
-    rt.rewrite_manifest(bundle, bigger_input)
+    rt_bundles.rewrite_manifest(bundle, bigger_input)
     with pytest.raises(
         ModelLoadError, match=r"the file's input has height 2, the model card says 3"
     ):
@@ -251,18 +252,18 @@ def test_card_that_disagrees_with_the_file(gemm_bundle_dir: Path, tmp_path: Path
         data["card"]["num_classes"] = 4
         data["card"]["class_names"] = ["a", "b", "c", "d"]
 
-    rt.rewrite_manifest(bundle, more_classes)
+    rt_bundles.rewrite_manifest(bundle, more_classes)
     with pytest.raises(ModelLoadError, match=r"the file outputs 3 classes, the model card lists 4"):
         load(bundle)
 
 
 def test_manifest_batch_range_beyond_a_fixed_batch_file(tmp_path: Path) -> None:
     root = tmp_path / "b"
-    rt.save(rt.gemm_model(batch=1), root / "model.fp32.onnx")
-    art = rt.artifact_for(
+    rt_graphs.save(rt_graphs.gemm_model(batch=1), root / "model.fp32.onnx")
+    art = rt_bundles.artifact_for(
         root, "model.fp32.onnx", name="onnx-fp32", precision="fp32", chw=(1, 2, 2)
     )
-    rt.Manifest(card=rt.make_card(num_classes=3), artifacts=(art,)).save(root)
+    Manifest(card=rt_graphs.make_card(num_classes=3), artifacts=(art,)).save(root)
     with pytest.raises(
         ModelLoadError,
         match=r"input 'input' axis 0: the manifest's range 1\.\.16 is not within what the file "
@@ -272,8 +273,9 @@ def test_manifest_batch_range_beyond_a_fixed_batch_file(tmp_path: Path) -> None:
 
 
 def test_invalid_card_in_onnx_metadata(tmp_path: Path) -> None:
-    path = rt.save(
-        rt.gemm_model(metadata={"edgeport.card": '{"architecture": "x"}'}), tmp_path / "m.onnx"
+    path = rt_graphs.save(
+        rt_graphs.gemm_model(metadata={"edgeport.card": '{"architecture": "x"}'}),
+        tmp_path / "m.onnx",
     )
     with pytest.raises(
         ModelLoadError, match=r"the embedded model card is invalid: .*needs its class names"
@@ -284,12 +286,12 @@ def test_invalid_card_in_onnx_metadata(tmp_path: Path) -> None:
 def external_model(tmp_path: Path, location: str) -> Path:
     """A gemm model whose weights live in external data at ``location`` (written relative to the
     model's directory by the onnx package, then the reference rewritten as given)."""
-    model = rt.gemm_model()
+    model = rt_graphs.gemm_model()
     convert_model_to_external_data(
         model, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0
     )
     path = tmp_path / "model" / "m.onnx"
-    rt.save(model, path)
+    rt_graphs.save(model, path)
     for tensor in model.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
@@ -314,7 +316,7 @@ def test_external_data_inside_the_directory_loads(
         (path.parent / "weights.bin").rename(path.parent / location)
     with load(path, backend=backend, threads=1) as model:
         batch = np.ones((1, 1, 2, 2), np.float32)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
         if backend == "openvino":  # its weights are not in a cache key: never cached
             assert model.describe()["compiled_cache"] == "off"
 
@@ -324,8 +326,10 @@ def test_verified_external_data_is_not_compiled_by_openvino_from_its_path(tmp_pa
     bytes verified; auto runs the artifact on ONNX Runtime from the verified bytes instead."""
     pytest.importorskip("openvino")
     path = external_model(tmp_path, "weights.bin")
-    art = rt.artifact_for(path.parent, path.name, name="onnx-fp32", precision="fp32", chw=(1, 2, 2))
-    Manifest(card=rt.make_card(num_classes=3), artifacts=(art,)).save(path.parent)
+    art = rt_bundles.artifact_for(
+        path.parent, path.name, name="onnx-fp32", precision="fp32", chw=(1, 2, 2)
+    )
+    Manifest(card=rt_graphs.make_card(num_classes=3), artifacts=(art,)).save(path.parent)
     with pytest.raises(BackendUnavailable, match="openvino cannot compile the verified bytes"):
         load(path.parent, backend="openvino")
     with load(path.parent, threads=1) as model:
@@ -361,8 +365,8 @@ def test_external_data_leaving_a_bundle_is_refused(tmp_path: Path) -> None:
     src = external_model(tmp_path, "../outside.bin")
     (tmp_path / "outside.bin").write_bytes((src.parent / "weights.bin").read_bytes())
     root = src.parent
-    art = rt.artifact_for(root, "m.onnx", name="onnx-fp32", precision="fp32", chw=(1, 2, 2))
-    rt.Manifest(card=rt.make_card(num_classes=3), artifacts=(art,)).save(root)
+    art = rt_bundles.artifact_for(root, "m.onnx", name="onnx-fp32", precision="fp32", chw=(1, 2, 2))
+    Manifest(card=rt_graphs.make_card(num_classes=3), artifacts=(art,)).save(root)
     with pytest.raises(ModelLoadError, match="points outside"):
         load(root)
 

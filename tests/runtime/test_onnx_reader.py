@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import rtmodels as rt
+import rt_graphs
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import convert_model_to_external_data
 
@@ -17,14 +17,15 @@ from edgeport.runtime.errors import ModelLoadError
 
 
 def test_reader_matches_the_onnx_package(tmp_path: Path) -> None:
-    card = rt.make_card(num_classes=3)
-    path = rt.save(
-        rt.gemm_model(card=card, metadata={"edgeport.precision": "fp32"}), tmp_path / "m.onnx"
+    card = rt_graphs.make_card(num_classes=3)
+    path = rt_graphs.save(
+        rt_graphs.gemm_model(card=card, metadata={"edgeport.precision": "fp32"}),
+        tmp_path / "m.onnx",
     )
     summary = read_onnx_summary(path)
     reference = onnx.load(str(path))
     assert summary.ir_version == reference.ir_version == 9
-    assert summary.opsets == {"ai.onnx": rt.OPSET}
+    assert summary.opsets == {"ai.onnx": rt_graphs.OPSET}
     assert summary.metadata == {p.key: p.value for p in reference.metadata_props}
     assert summary.metadata[ONNX_METADATA_KEY] == card.to_json()
     assert summary.inputs == [TensorInfo("input", "float32", ("batch", 1, 2, 2))]
@@ -37,7 +38,7 @@ def test_reader_matches_the_onnx_package(tmp_path: Path) -> None:
     ("precision", "expected"), [("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8")]
 )
 def test_precision_is_guessed_from_the_graph(tmp_path: Path, precision: str, expected: str) -> None:
-    path = rt.save(rt.gemm_model(precision=precision), tmp_path / "m.onnx")
+    path = rt_graphs.save(rt_graphs.gemm_model(precision=precision), tmp_path / "m.onnx")
     assert read_onnx_summary(path).guess_precision() == expected
 
 
@@ -104,7 +105,7 @@ def test_missing_and_empty_files_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fraction", [0.02, 0.3, 0.5, 0.9, 0.99])
 def test_truncated_files_are_refused(tmp_path: Path, fraction: float) -> None:
-    data = rt.save(rt.small_cnn(seed=1), tmp_path / "full.onnx").read_bytes()
+    data = rt_graphs.save(rt_graphs.small_cnn(seed=1), tmp_path / "full.onnx").read_bytes()
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(data[: int(len(data) * fraction)])
     with pytest.raises(ModelLoadError, match=r"truncated or corrupt|holds no ONNX graph") as info:

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
+import threads
 
 from edgeport.runtime import load
 from edgeport.runtime.errors import ConfigError
@@ -22,8 +23,8 @@ def test_every_precision_is_exact_on_an_integer_model(
     gemm_bundle_dir: Path, precision: str
 ) -> None:
     with load(gemm_bundle_dir, backend="openvino", precision=precision, threads=1) as model:
-        batch = rt.integer_batch(5)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        batch = rt_graphs.integer_batch(5)
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
         assert model.backend == "openvino" and model.precision == precision
         assert model.inputs[0].describe() == "input: float32 [batch, 1, 2, 2] (batch 1..16)"
 
@@ -31,11 +32,11 @@ def test_every_precision_is_exact_on_an_integer_model(
 @pytest.mark.parametrize("name", ["two_input", "tokens", "detector"])
 def test_multi_input_models_agree_with_onnxruntime(tmp_path: Path, name: str) -> None:
     builder = {
-        "two_input": rt.two_input_model,
-        "tokens": rt.token_model,
-        "detector": rt.detector_model,
+        "two_input": rt_graphs.two_input_model,
+        "tokens": rt_graphs.token_model,
+        "detector": rt_graphs.detector_model,
     }
-    path = rt.save(builder[name](), tmp_path / f"{name}.onnx")
+    path = rt_graphs.save(builder[name](), tmp_path / f"{name}.onnx")
     with load(path, backend="onnxruntime-cpu", threads=1) as ort_model:
         from edgeport.runtime.feeds import synthetic_feeds
 
@@ -50,7 +51,7 @@ def test_multi_input_models_agree_with_onnxruntime(tmp_path: Path, name: str) ->
 
 
 def _ids(model: Any) -> dict[str, tuple[float, float]]:
-    return {s.name: (0, rt.VOCAB - 1) for s in model.inputs if s.dtype == "int64"}
+    return {s.name: (0, rt_graphs.VOCAB - 1) for s in model.inputs if s.dtype == "int64"}
 
 
 def test_a_classifier_predicts_as_onnxruntime_does(cnn_bundle_dir: Path) -> None:
@@ -71,10 +72,10 @@ def test_one_model_is_safe_to_share_between_threads(gemm_bundle_dir: Path) -> No
 
         def work(index: int) -> None:
             for step in range(20):
-                batch = rt.integer_batch(1 + (index + step) % 7, seed=index * 100 + step)
-                assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+                batch = rt_graphs.integer_batch(1 + (index + step) % 7, seed=index * 100 + step)
+                assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
 
-        rt.run_concurrently(work, threads=6)
+        threads.run_concurrently(work, threads=6)
 
 
 def test_compiled_models_are_cached_and_settings_described(cnn_onnx: Path, tmp_path: Path) -> None:

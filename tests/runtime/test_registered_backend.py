@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.backends.base import Backend
@@ -74,15 +75,16 @@ def basic() -> Iterator[BackendSpec]:
 @pytest.fixture()
 def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EDGEPORT_CACHE_DIR", str(tmp_path / "cache"))  # no tuning record
-    return rt.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
+    return rt_bundles.gemm_bundle(tmp_path / "b", ("fp32", "int8"))
 
 
 def test_load_and_explain_find_it(basic: BackendSpec, bundle: Path) -> None:
-    batch = rt.integer_batch(4)
+    batch = rt_graphs.integer_batch(4)
     with load(bundle, backend=NAME, threads=1) as model:
         assert model.backend == NAME and model.artifact.name == "onnx-fp32"  # type: ignore[union-attr]
         assert model.describe()["graph_optimization_level"] == "ORT_ENABLE_BASIC"
-        np.testing.assert_allclose(model.run(batch), rt.gemm_reference(batch), rtol=1e-5, atol=1e-5)
+        expected = rt_graphs.gemm_reference(batch)
+        np.testing.assert_allclose(model.run(batch), expected, rtol=1e-5, atol=1e-5)
     with load(bundle, backend=NAME, artifact="onnx-int8") as model:
         assert model.artifact.name == "onnx-int8"  # type: ignore[union-attr]
     with load(bundle, threads=1) as model:  # auto: the first CPU backend in the registry's order

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
 
 from edgeport.runtime import load
 
@@ -70,9 +70,9 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
 
     run_in_venv(python, "-m", "pip", "install", "--quiet", f"{REPO / 'runtime'}[cpu]")
 
-    card = rt.make_card(num_classes=3, in_channels=3, size=(4, 4))
-    model_path = rt.save(
-        rt.gemm_model((3, 4, 4), classes=3, card=card), tmp_path / "classifier.onnx"
+    card = rt_graphs.make_card(num_classes=3, in_channels=3, size=(4, 4))
+    model_path = rt_graphs.save(
+        rt_graphs.gemm_model((3, 4, 4), classes=3, card=card), tmp_path / "classifier.onnx"
     )
     image = tmp_path / "digit.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(
@@ -95,7 +95,9 @@ def test_fresh_venv_with_only_the_runtime_predicts(tmp_path: Path) -> None:
     assert "onnxruntime-cpu: can run here" in run_in_venv(edgeport, "inspect", model_path)
 
     # check and run any model without torch or onnx: an fp16 copy against the fp32 file
-    fp16 = rt.save(rt.gemm_model((3, 4, 4), classes=3, precision="fp16"), tmp_path / "m16.onnx")
+    fp16 = rt_graphs.save(
+        rt_graphs.gemm_model((3, 4, 4), classes=3, precision="fp16"), tmp_path / "m16.onnx"
+    )
     checked = run_in_venv(
         edgeport, "check", fp16, "--reference-model", model_path, "--per-layer", "--json", "c.json"
     )

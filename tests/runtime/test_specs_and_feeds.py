@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import rtmodels as rt
+import rt_graphs
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.runtime import load
@@ -211,7 +211,7 @@ def test_a_card_in_onnx_metadata_declares_value_ranges(tmp_path: Path) -> None:
         inputs=(TensorSpec("ids", "int64", ("batch", "seq"), value_range=(0, 9)),),
         outputs=(TensorSpec("pooled", "float32", ("batch", 2)),),
     )
-    path = rt.save(_token_model(card), tmp_path / "tokens.onnx")
+    path = rt_graphs.save(_token_model(card), tmp_path / "tokens.onnx")
     with load(path, threads=1) as model:
         assert model.card == card and model.inputs[0].value_range == (0, 9)
         ids = np.array([[0, 9, 1]], np.int64)
@@ -281,7 +281,7 @@ def test_a_schema_1_bundle_still_loads_and_runs(tmp_path: Path) -> None:
     from edgeport.runtime.io import sha256_file
 
     root = tmp_path / "old"
-    path = rt.save(rt.gemm_model(), root / "model.fp32.onnx")
+    path = rt_graphs.save(rt_graphs.gemm_model(), root / "model.fp32.onnx")
     data = json.loads(json.dumps(SCHEMA_1_MANIFEST))
     data["artifacts"][0].update(sha256=sha256_file(path), size_bytes=path.stat().st_size)
     (root / "manifest.json").write_text(json.dumps(data))
@@ -289,14 +289,14 @@ def test_a_schema_1_bundle_still_loads_and_runs(tmp_path: Path) -> None:
     (art,) = manifest.artifacts
     assert art.inputs[0].shape == ("batch", 1, 2, 2) and art.batch.max == 16
     with load(root, threads=1) as model:
-        batch = rt.integer_batch(3)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        batch = rt_graphs.integer_batch(3)
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
         assert model.batch_range.max == 16 and model.outputs[0].shape == ("batch", 3)
         assert model.inputs[0].dim_range(0) == (1, 4, 16)
         with pytest.raises(
             InputError, match=r"batch size 17 is outside this model.s range 1\.\.16"
         ):
-            model.run(rt.integer_batch(17))
+            model.run(rt_graphs.integer_batch(17))
     assert Manifest.from_dict(manifest.to_dict()).artifacts == manifest.artifacts
 
 
@@ -330,7 +330,7 @@ def test_every_dtype_goes_through_onnxruntime_unchanged(tmp_path: Path, dtype: s
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    path = rt.save(model, tmp_path / f"{dtype}.onnx")
+    path = rt_graphs.save(model, tmp_path / f"{dtype}.onnx")
     values = np.array([[0, 1, 0], [1, 1, 0]]).astype(np_dtype)
     with load(path, threads=1) as opened:
         assert opened.inputs[0].dtype == dtype and opened.outputs[0].dtype == dtype

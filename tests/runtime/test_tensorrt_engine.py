@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_engines
+import rt_graphs
 from _env import tensorrt_module_name
 
 from edgeport.runtime import load
@@ -152,8 +154,10 @@ def engine_bundle(tmp_path_factory: pytest.TempPathFactory, trt_module: Any) -> 
     cc = None if flavour == "tensorrt_rtx" or gpus.reason else gpus.devices[0].compute_capability
     engine_info = EngineInfo(flavour=flavour, version=trt_module.__version__, compute_capability=cc)
     root = tmp_path_factory.mktemp("engine") / "bundle"
-    card = rt.make_card(num_classes=3)
-    return rt.engine_bundle(root, rt.gemm_model(), card, engine_info, parity=rt.passed())
+    card = rt_graphs.make_card(num_classes=3)
+    return rt_engines.engine_bundle(
+        root, rt_graphs.gemm_model(), card, engine_info, parity=rt_bundles.passed()
+    )
 
 
 def engine_path(bundle: Path) -> Path:
@@ -168,7 +172,7 @@ def with_engine_info(bundle: Path, tmp_path: Path, **changes: str) -> Path:
             if art["engine"]:
                 art["engine"].update(changes)
 
-    rt.rewrite_manifest(copy, edit)
+    rt_bundles.rewrite_manifest(copy, edit)
     return copy
 
 
@@ -235,7 +239,7 @@ def test_auto_falls_back_to_onnx_and_says_why(engine_bundle: Path) -> None:
         assert model.artifact is not None and model.artifact.name == "onnx-fp32"
         skipped = [a for a in model.attempts if a.backend == "tensorrt"]
         batch = np.ones((2, 1, 2, 2), np.float32)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
     assert [a.target for a in skipped] == ["tensorrt-fp32"]
     assert NO_GPU is not None
     assert skipped[0].status == "skipped" and NO_GPU in skipped[0].why

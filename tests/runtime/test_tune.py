@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.cli import main
 from edgeport.runtime.tools.timing import TimingConfig
 from edgeport.runtime.tools.tune import TuneSettings, tune
-from edgeport.runtime.tuning import (
+from edgeport.runtime.tuning_records import (
     BatchWinner,
     Timing,
     TuningRecord,
@@ -36,8 +37,8 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture()
 def bundle(tmp_path: Path) -> Path:
-    return rt.gemm_bundle(
-        tmp_path / "b", ("fp32", "fp16", "int8"), parity={"fp16": rt.passed(False)}
+    return rt_bundles.gemm_bundle(
+        tmp_path / "b", ("fp32", "fp16", "int8"), parity={"fp16": rt_bundles.passed(False)}
     )
 
 
@@ -68,8 +69,8 @@ def test_auto_follows_the_record_even_against_the_rule(bundle: Path) -> None:
     save_record(record, bundle, in_bundle=True)  # shipped with the bundle
     with load(bundle, threads=1) as model:
         assert (model.backend, model.precision) == ("openvino", "int8")
-        batch = rt.integer_batch(3)
-        assert np.array_equal(model.run(batch), rt.gemm_reference(batch))
+        batch = rt_graphs.integer_batch(3)
+        assert np.array_equal(model.run(batch), rt_graphs.gemm_reference(batch))
         assert "tuning.json" in model.explain()
     with load(bundle, threads=1, precision="fp32") as asked:  # asking overrides the record
         assert asked.backend == "onnxruntime-cpu"

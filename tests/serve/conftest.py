@@ -19,15 +19,12 @@ Both serve the same models:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))  # rtmodels
-
-import rtmodels as rt
+import rt_bundles
+import rt_graphs
 from onnx import TensorProto, helper, numpy_helper
 from serve_helpers import ThreadedServer, free_port
 
@@ -49,7 +46,7 @@ def slow_model() -> object:
         prev = f"m{i}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
     f = helper.make_tensor_value_info
-    return rt._graph_model(
+    return rt_graphs._graph_model(
         nodes,
         [f("x", TensorProto.FLOAT, ["batch", SLOW_SIZE, SLOW_SIZE])],
         [f("y", TensorProto.FLOAT, ["batch", SLOW_SIZE, SLOW_SIZE])],
@@ -63,7 +60,7 @@ def wide_model() -> object:
     axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
     node = helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0)
     f = helper.make_tensor_value_info
-    return rt._graph_model(
+    return rt_graphs._graph_model(
         [node],
         [f("x", TensorProto.FLOAT, ["batch", "n"])],
         [f("total", TensorProto.FLOAT, ["batch"])],
@@ -89,11 +86,11 @@ def cnn_card() -> ModelCard:
 def model_paths(tmp_path_factory: pytest.TempPathFactory, cnn_card: ModelCard) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("served")
     return {
-        "cnn": rt.save(rt.small_cnn(card=cnn_card), root / "cnn.onnx"),
-        "gemm": rt.gemm_bundle(root / "gemm", ("fp32",)),
-        "tokens": rt.save(rt.token_model(), root / "tokens.onnx"),
-        "slow": rt.save(slow_model(), root / "slow.onnx"),  # type: ignore[arg-type]
-        "wide": rt.save(wide_model(), root / "wide.onnx"),  # type: ignore[arg-type]
+        "cnn": rt_graphs.save(rt_graphs.small_cnn(card=cnn_card), root / "cnn.onnx"),
+        "gemm": rt_bundles.gemm_bundle(root / "gemm", ("fp32",)),
+        "tokens": rt_graphs.save(rt_graphs.token_model(), root / "tokens.onnx"),
+        "slow": rt_graphs.save(slow_model(), root / "slow.onnx"),  # type: ignore[arg-type]
+        "wide": rt_graphs.save(wide_model(), root / "wide.onnx"),  # type: ignore[arg-type]
     }
 
 

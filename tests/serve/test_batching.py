@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
 
 from edgeport.runtime import load
 from edgeport.runtime.serve.batching import (
@@ -27,7 +27,7 @@ from edgeport.runtime.specs import TensorSpec
 def feeds(batch: int, seq: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        "ids": rng.integers(0, rt.VOCAB, (batch, seq)).astype(np.int64),
+        "ids": rng.integers(0, rt_graphs.VOCAB, (batch, seq)).astype(np.int64),
         "mask": rng.random((batch, seq)) < 0.5,
     }
 
@@ -69,7 +69,7 @@ def test_can_merge(shapes: tuple[tuple[object, ...], ...], expected: bool) -> No
 
 
 def test_merged_calls_give_each_request_its_own_outputs(tmp_path: Path) -> None:
-    path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    path = rt_graphs.save(rt_graphs.token_model(), tmp_path / "tokens.onnx")
     sizes: list[int] = []
     with load(path, threads=1) as model:
         items = [
@@ -130,7 +130,7 @@ def _batcher_run(model_path: Path, **options: Any) -> tuple[list[Any], list[int]
 
 
 def test_batcher_merges_what_waits_while_a_call_runs(tmp_path: Path) -> None:
-    path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    path = rt_graphs.save(rt_graphs.token_model(), tmp_path / "tokens.onnx")
     results, sizes = _batcher_run(path, limit=4)
     assert all(isinstance(r, dict) for r in results)
     assert sizes[0] == 1 and sum(sizes) == 7 and max(sizes) == 4  # the first alone, then merged
@@ -141,7 +141,7 @@ def test_batcher_merges_what_waits_while_a_call_runs(tmp_path: Path) -> None:
 
 
 def test_batcher_refuses_past_its_queue_bound(tmp_path: Path) -> None:
-    path = rt.save(rt.token_model(), tmp_path / "tokens.onnx")
+    path = rt_graphs.save(rt_graphs.token_model(), tmp_path / "tokens.onnx")
     results, sizes = _batcher_run(path, limit=1, max_queued=2)
     refused = [r for r in results if isinstance(r, Overloaded)]
     assert len(refused) == 3 and "2 requests already wait" in str(refused[0])

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
 
 from edgeport.runtime import load
 
@@ -45,7 +45,7 @@ def test_health_metadata_and_config(grpc_client: Any) -> None:
 def test_infer_raw_contents(grpc_client: Any, model_paths: dict[str, Path]) -> None:
     import tritonclient.grpc as grpcclient
 
-    batch = rt.integer_batch(3, (3, 32, 32), seed=4)
+    batch = rt_graphs.integer_batch(3, (3, 32, 32), seed=4)
     result = grpc_client.infer("cnn", [_input("input", batch)], request_id="r7")
     with load(model_paths["cnn"], threads=1) as model:
         expected = model.run(batch)
@@ -63,14 +63,14 @@ def test_infer_typed_contents(grpc_client: Any) -> None:
     """A request whose values come in ``contents`` (as other clients send them)."""
     from tritonclient.grpc import service_pb2
 
-    batch = rt.integer_batch(2)
+    batch = rt_graphs.integer_batch(2)
     request = service_pb2.ModelInferRequest(model_name="gemm")
     tensor = request.inputs.add(name="input", datatype="FP32", shape=list(batch.shape))
     tensor.contents.fp32_contents.extend(batch.ravel().tolist())
     response = grpc_client._client_stub.ModelInfer(request)
     (output,) = response.outputs
     logits = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(output.shape)
-    assert np.array_equal(logits, rt.gemm_reference(batch))
+    assert np.array_equal(logits, rt_graphs.gemm_reference(batch))
 
 
 async def _concurrent(address: str, requests: list[np.ndarray]) -> list[np.ndarray]:
@@ -87,23 +87,23 @@ async def _concurrent(address: str, requests: list[np.ndarray]) -> list[np.ndarr
 
 def test_concurrent_requests_are_answered_exactly(server: Any) -> None:
     rng = np.random.default_rng(3)
-    requests = [rt.integer_batch(int(rng.integers(1, 4)), seed=i) for i in range(100)]
+    requests = [rt_graphs.integer_batch(int(rng.integers(1, 4)), seed=i) for i in range(100)]
     answers = asyncio.run(_concurrent(server.settings.grpc_address, requests))
     for request, answer in zip(requests, answers, strict=True):
-        assert np.array_equal(answer, rt.gemm_reference(request))
+        assert np.array_equal(answer, rt_graphs.gemm_reference(request))
 
 
 @pytest.mark.parametrize(
     ("model", "feeds", "code", "message"),
     [
-        ("resnet", {"input": rt.integer_batch(1)}, "NOT_FOUND", "unknown model 'resnet'"),
+        ("resnet", {"input": rt_graphs.integer_batch(1)}, "NOT_FOUND", "unknown model 'resnet'"),
         (
             "gemm",
             {"input": np.zeros((17, 1, 2, 2), np.float32)},
             "INVALID_ARGUMENT",
             "batch size 17 is outside this model's range 1..16",
         ),
-        ("gemm", {"nope": rt.integer_batch(1)}, "INVALID_ARGUMENT", "unknown ['nope']"),
+        ("gemm", {"nope": rt_graphs.integer_batch(1)}, "INVALID_ARGUMENT", "unknown ['nope']"),
         (
             "cnn",
             {"input": np.full((1, 3, 32, 32), np.nan, np.float32)},

@@ -20,7 +20,7 @@ from serve_helpers import ThreadedServer, free_port, http, metric_value, scrape
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.serve.protocol import encode_infer_request
-from edgeport.runtime.tools.loadtest import LoadTestSettings, load_test, loadtest_markdown
+from edgeport.runtime.tools.server_loadtest import LoadTestSettings, load_test, loadtest_markdown
 
 SLOW_BODY = encode_infer_request({"x": np.ones((1, 512, 512), np.float32)}, binary=True)
 
@@ -73,9 +73,9 @@ def test_load_test_client_measures_the_served_model(server: ThreadedServer) -> N
     assert "| 40.0 |" in loadtest_markdown(result)
 
 
-def test_bench_url_sweeps_and_writes_json(server: ThreadedServer, tmp_path: Path) -> None:
+def test_loadtest_sweeps_and_writes_json(server: ThreadedServer, tmp_path: Path) -> None:
     out, md = tmp_path / "load.json", tmp_path / "load.md"
-    argv = ["bench", "--url", server.model_url("tokens"), "--qps-sweep", "10:30:20"]
+    argv = ["loadtest", server.model_url("tokens"), "--qps-sweep", "10:30:20"]
     argv += ["--duration-s", "1", "--latency-bound-ms", "5000", "--shapes", "ids:2x5,mask:2x5"]
     argv += ["--value-range", "ids:0,9", "--json", str(out), "--markdown", str(md)]
     assert main(argv) == 0
@@ -87,9 +87,9 @@ def test_bench_url_sweeps_and_writes_json(server: ThreadedServer, tmp_path: Path
     assert "Highest QPS with p99 <= 5000 ms: 30.0" in md.read_text()
 
 
-def test_bench_url_refuses_a_model_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", str(tmp_path), "--url", "http://127.0.0.1:1/v2/models/x"]) == 1
-    assert "not both" in capsys.readouterr().err
+def test_loadtest_refuses_a_model_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", str(tmp_path), "--qps", "1"]) == 1
+    assert "url must be http://HOST:PORT/v2/models/NAME" in capsys.readouterr().err
 
 
 def test_serve_without_ray_names_the_extra(tmp_path: Path) -> None:
@@ -147,12 +147,12 @@ def test_a_60_mb_json_body_does_not_stall_other_clients(server: ThreadedServer) 
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_bench_url_closed_loop_over_each_protocol(
+def test_loadtest_closed_loop_over_each_protocol(
     server: ThreadedServer, protocol: str, tmp_path: Path
 ) -> None:
     address = server.settings.grpc_address if protocol == "grpc" else server.url[7:]
     out = tmp_path / "load.json"
-    argv = ["bench", "--url", f"http://{address}/v2/models/cnn", "--protocol", protocol]
+    argv = ["loadtest", f"http://{address}/v2/models/cnn", "--protocol", protocol]
     argv += ["--concurrency", "1,4", "--duration-s", "0.5", "--json", str(out)]
     assert main(argv) == 0
     data = json.loads(out.read_text())

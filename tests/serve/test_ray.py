@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
 from serve_helpers import error_of, http, metric_value, scrape, wait_for
 
 from edgeport.runtime import load
@@ -31,7 +31,7 @@ def test_triton_client_through_ray_serve(served: Served, model_paths: dict[str, 
     client = httpclient.InferenceServerClient(served.url.removeprefix("http://"))
     assert client.is_server_ready() and client.is_model_ready("gemm")
     assert client.get_model_config("gemm")["max_batch_size"] == 16
-    batch = rt.integer_batch(3, (3, 32, 32), seed=4)
+    batch = rt_graphs.integer_batch(3, (3, 32, 32), seed=4)
     tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
     tensor.set_data_from_numpy(batch)
     with load(model_paths["cnn"], threads=1) as model:
@@ -74,12 +74,12 @@ def test_a_killed_replica_is_replaced_and_every_request_answered(served: Served)
 
     def client(index: int) -> None:
         for i in range(30):
-            batch = rt.integer_batch(1, seed=index * 100 + i)
+            batch = rt_graphs.integer_batch(1, seed=index * 100 + i)
             status, _, body = http(url, *encode_infer_request({"input": batch}, binary=False))
             results.append((status, body))
             if status == 200:
                 logits = json.loads(body)["outputs"][0]["data"]
-                assert logits == rt.gemm_reference(batch).ravel().tolist()
+                assert logits == rt_graphs.gemm_reference(batch).ravel().tolist()
             time.sleep(0.02)
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(4)]
@@ -99,7 +99,7 @@ def test_a_killed_replica_is_replaced_and_every_request_answered(served: Served)
     wait_for(
         lambda: _running_replicas(app) == 2 and victim not in _replicas(app), 60, "a new replica"
     )
-    assert http(url, *encode_infer_request({"input": rt.integer_batch(1)}))[0] == 200
+    assert http(url, *encode_infer_request({"input": rt_graphs.integer_batch(1)}))[0] == 200
 
 
 def test_metrics_are_exported_on_rays_metrics_port(served: Served) -> None:

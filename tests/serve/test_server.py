@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_graphs
 from serve_helpers import ThreadedServer, error_of, http
 
 from edgeport.runtime import load
@@ -81,7 +81,7 @@ def test_model_configuration_is_what_triton_reads(client: Any) -> None:
 def test_infer_through_tritonclient(
     client: Any, model_paths: dict[str, Path], binary: bool
 ) -> None:
-    batch = rt.integer_batch(3, (3, 32, 32), seed=4)
+    batch = rt_graphs.integer_batch(3, (3, 32, 32), seed=4)
     result = infer_triton(client, "cnn", {"input": batch}, binary, ["logits"])
     with load(model_paths["cnn"], threads=1) as model:
         expected = model.run(batch)
@@ -115,11 +115,13 @@ async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list[n
 
 def test_200_concurrent_requests_are_all_answered_exactly(server: ThreadedServer) -> None:
     rng = np.random.default_rng(7)
-    requests = [{"input": rt.integer_batch(int(rng.integers(1, 4)), seed=i)} for i in range(200)]
+    requests = [
+        {"input": rt_graphs.integer_batch(int(rng.integers(1, 4)), seed=i)} for i in range(200)
+    ]
     answers = asyncio.run(_concurrent(server.url.removeprefix("http://"), requests))
     assert len(answers) == 200
     for request, answer in zip(requests, answers, strict=True):
-        assert np.array_equal(answer, rt.gemm_reference(request["input"]))
+        assert np.array_equal(answer, rt_graphs.gemm_reference(request["input"]))
 
 
 def _png(size: tuple[int, int], seed: int) -> tuple[bytes, np.ndarray]:
@@ -253,7 +255,7 @@ def test_wrong_methods_and_paths(server: ThreadedServer) -> None:
 
 
 def test_binary_request_through_raw_http(server: ThreadedServer) -> None:
-    batch = rt.integer_batch(2)
+    batch = rt_graphs.integer_batch(2)
     body, headers = encode_infer_request({"input": batch}, binary=True)
     status, response_headers, content = http(server.model_url("gemm") + "/infer", body, headers)
     assert status == 200
@@ -261,4 +263,4 @@ def test_binary_request_through_raw_http(server: ThreadedServer) -> None:
     header = json.loads(content[:length])
     assert header["outputs"][0]["parameters"]["binary_data_size"] == 2 * 3 * 4
     logits = np.frombuffer(content[length:], np.float32).reshape(2, 3)
-    assert np.array_equal(logits, rt.gemm_reference(batch))
+    assert np.array_equal(logits, rt_graphs.gemm_reference(batch))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from edgeport.runtime.cli import build_parser
-from edgeport.runtime.cli.bench import load_test_settings
+from edgeport.runtime.cli.loadtest import load_test_settings
 from edgeport.runtime.cli.serve import settings_from_args
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.serve.settings import ModelSettings, ServeSettings
-from edgeport.runtime.tools.loadtest import LoadTestSettings
+from edgeport.runtime.tools.server_loadtest import LoadTestSettings
 
 
 def test_defaults_and_derived_values(tmp_path: Path) -> None:
@@ -94,8 +94,8 @@ def test_grpc_and_ray_flags(tmp_path: Path) -> None:
 
 
 def test_load_test_settings() -> None:
-    argv = "--url http://127.0.0.1:8000/v2/models/m/ --qps-sweep 10:30:10 --duration-s 2"
-    args = build_parser().parse_args(["bench", *argv.split(), "--shapes", "x:2x3"])
+    argv = "http://127.0.0.1:8000/v2/models/m/ --qps-sweep 10:30:10 --duration-s 2"
+    args = build_parser().parse_args(["loadtest", *argv.split(), "--shapes", "x:2x3"])
     settings = load_test_settings(args)
     assert settings.url == "http://127.0.0.1:8000/v2/models/m"
     assert settings.targets == [10.0, 20.0, 30.0] and settings.shapes == {"x": (2, 3)}
@@ -113,8 +113,6 @@ def test_load_test_settings() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             LoadTestSettings(**kwargs)  # type: ignore[arg-type]
-    bad = build_parser().parse_args(
-        ["bench", "--url", "http://h:1/v2/models/m", "--qps-sweep", "1:2"]
-    )
+    bad = build_parser().parse_args(["loadtest", "http://h:1/v2/models/m", "--qps-sweep", "1:2"])
     with pytest.raises(ConfigError, match="--qps-sweep expects A:B:STEP"):
         load_test_settings(bad)

@@ -99,17 +99,19 @@ def test_missing_cifar_says_where_to_put_it(tmp_path: Path) -> None:
 class _Exploit:
     """Unpickling this would run os.system; the reader must refuse before calling it."""
 
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, ("touch /tmp/edgeport-pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_cifar_reader_refuses_foreign_globals(tmp_path: Path) -> None:
-    marker = Path("/tmp/edgeport-pwned")
-    marker.unlink(missing_ok=True)
+    marker = tmp_path / "pwned"
     root = tmp_path / cifar.BATCH_DIR
     root.mkdir()
     (root / cifar.TEST_BATCH).write_bytes(
-        pickle.dumps({b"data": _Exploit(), b"labels": []}, protocol=2)
+        pickle.dumps({b"data": _Exploit(marker), b"labels": []}, protocol=2)
     )
     with pytest.raises(DatasetError, match=r"refusing to load (posix|os)\.system"):
         load_split("cifar10", "test", data_root=tmp_path)

@@ -1,4 +1,4 @@
-"""The Must-show training runs (slow: each trains for real on the 1797 digits)."""
+"""The headline training runs (slow: each trains for real on the 1797 digits)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rtmodels as rt
+import rt_engines
+import rt_graphs
 from harness import guarded
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,9 +104,9 @@ def manifest_doc(gemm_bundle_dir: Path) -> dict[str, Any]:
 def onnx_blobs(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     root = tmp_path_factory.mktemp("fuzz-onnx")
     return [
-        rt.save(model, root / f"{i}.onnx").read_bytes()
+        rt_graphs.save(model, root / f"{i}.onnx").read_bytes()
         for i, model in enumerate(
-            (rt.gemm_model(), rt.conv_model(), rt.gemm_model(precision="int8"))
+            (rt_graphs.gemm_model(), rt_graphs.conv_model(), rt_graphs.gemm_model(precision="int8"))
         )
     ]
 
@@ -294,6 +295,8 @@ _PLAN: dict[str, bytes] = {}
 def _plan(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     if "plan" not in _PLAN:
         root = tmp_path_factory.mktemp("plan")
-        rt.build_engine(rt.save(rt.gemm_model(), root / "m.onnx"), root / "m.engine")
+        rt_engines.build_engine(
+            rt_graphs.save(rt_graphs.gemm_model(), root / "m.onnx"), root / "m.engine"
+        )
         _PLAN["plan"] = (root / "m.engine").read_bytes()
     return _PLAN["plan"]

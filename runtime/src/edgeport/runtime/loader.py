@@ -226,7 +226,7 @@ def _tuned_choice(source: ModelSource, options: LoadOptions) -> tuple[tuple[str,
         return None, f"asked for backend={backend!r}, precision={precision!r}"
     if source.kind != "bundle":
         return None, f"{rule_text()} (a bare file has no tuning record)"
-    from edgeport.runtime.tuning import effective_settings, find_record
+    from edgeport.runtime.tuning_records import effective_settings, find_record
 
     settings = effective_settings(options.threads, options.cuda_graph, options.backend_options)
     record, why = find_record(source.path, settings, source.manifest_sha256)

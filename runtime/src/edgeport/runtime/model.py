@@ -11,7 +11,7 @@ fp16 model's input is converted from float32, as an image batch always is float3
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,7 @@ from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.backends.registry import Attempt, rule_text
 from edgeport.runtime.bundle import Artifact, BatchRange, leading_range
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
+from edgeport.runtime.chunks import run_in_chunks
 from edgeport.runtime.errors import (
     ConfigError,
     InputError,
@@ -61,21 +62,6 @@ class Prediction:
             "indices": list(self.indices),
             "probabilities": list(self.probabilities),
         }
-
-
-def run_in_chunks(
-    run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, chunk: int, min_batch: int = 1
-) -> np.ndarray:
-    """``run`` over any number of samples, in chunks of at most ``chunk``; a last chunk smaller
-    than ``min_batch`` is padded with copies of its last sample, whose outputs are dropped."""
-    outputs = []
-    for start in range(0, batch.shape[0], chunk):
-        part = batch[start : start + chunk]
-        count = part.shape[0]
-        if count < min_batch:
-            part = np.concatenate([part, np.repeat(part[-1:], min_batch - count, axis=0)])
-        outputs.append(np.asarray(run(part))[:count])
-    return np.concatenate(outputs)
 
 
 class _ImageFeedCheck(FeedCheck):
@@ -311,16 +297,9 @@ class Model:
     def run_images(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output for any number of preprocessed images: split above the batch range's
         max, padded below its min."""
-        low, _, high = self.batch_range.min, 0, self.batch_range.max
-        chunks: list[list[np.ndarray]] = []
-        for start in range(0, batch.shape[0], high):
-            part = batch[start : start + high]
-            count = part.shape[0]
-            if count < low:
-                part = np.concatenate([part, np.repeat(part[-1:], low - count, axis=0)])
-            outs = self.infer(part.astype(self.inputs[0].dtype, copy=False))
-            chunks.append([out[:count] for out in outs.values()])
-        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+        feeds = {self.inputs[0].name: batch.astype(self.inputs[0].dtype, copy=False)}
+        low, high = self.batch_range.min, self.batch_range.max
+        return list(run_in_chunks(self.infer, feeds, high, low).values())
 
     # -- description and lifetime ---------------------------------------------------------------
 

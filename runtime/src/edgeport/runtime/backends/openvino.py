@@ -2,8 +2,8 @@
 (``.xml`` + ``.bin`` weights) compiled by OpenVINO's CPU plugin.
 
 OpenVINO reads the same ONNX files as ONNX Runtime; on CPUs its int8 kernels are often the
-fastest (ResNet-18 int8 16.7 ms against ONNX Runtime's 20.5 ms on the 2-core AVX2 machine,
-NOTES.md), while its per-call overhead makes small models slower. ``edgeport tune`` measures
+fastest (ResNet-18 int8 16.7 ms against ONNX Runtime's 20.5 ms on a 2-core AVX2 AMD EPYC),
+while its per-call overhead makes small models slower. ``edgeport tune`` measures
 which wins on a machine.
 
 Settings (``load(..., backend_options={...})``): ``hint`` ``latency`` (default) or

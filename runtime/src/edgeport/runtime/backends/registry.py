@@ -8,7 +8,7 @@ asked to open a model or say whether they can run (as tinygrad finds devices): a
 ``tensorrt`` can run imports ``tensorrt`` and nothing else.
 
 Auto-selection (``backend="auto"``) follows this machine's tuning record when one matches
-(:mod:`edgeport.runtime.tuning`, written by ``edgeport tune``); otherwise it tries, fastest first
+(:mod:`edgeport.runtime.tuning_records`, by ``edgeport tune``); otherwise it tries, fastest first
 by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``,
 ``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when), then the
 phone formats' own runtimes, ``litert`` (``.tflite``) and ``executorch`` (``.pte``).

@@ -3,7 +3,8 @@
 Each entry point names a ``register(subparsers)`` function that adds one subcommand and sets
 ``handler`` (a function of the parsed arguments returning an exit code) as its default. The
 runtime registers predict, inspect, check and bench; edgeport-train and edgeport-export add
-theirs, so a device with only the runtime shows only what it can run.
+theirs, so a device with only the runtime shows only what it can run. A command may have
+modes (``edgeport bench cold-start MODEL``): :meth:`CommandParser.add_mode`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
 from edgeport.runtime import __version__
 from edgeport.runtime.errors import EdgeportError
@@ -24,8 +26,41 @@ from edgeport.runtime.plugins import COMMAND_GROUP
 log = logging.getLogger("edgeport")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose command may have modes: ``edgeport bench MODEL`` runs the
+    command itself, ``edgeport bench cold-start MODEL`` its ``cold-start`` mode, a parser of its
+    own with its own flags and handler."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._modes: dict[str, tuple[CommandParser, str]] = {}
+
+    def add_mode(self, name: str, *, help: str, **kwargs: Any) -> CommandParser:
+        """A new mode ``name`` (its one-line ``help`` is listed in the command's help)."""
+        mode = CommandParser(prog=f"{self.prog} {name}", **kwargs)
+        self._modes[name] = (mode, help)
+        return mode
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        if words and words[0] in self._modes:
+            return self._modes[words[0]][0].parse_known_args(words[1:], namespace)
+        return super().parse_known_args(words, namespace)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if not self._modes:
+            return text
+        width = max(len(name) for name in self._modes) + 2
+        lines = [f"modes ({self.prog} MODE --help):"]
+        lines += [f"  {name:<{width}}{help}" for name, (_, help) in self._modes.items()]
+        return text + "\n" + "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="edgeport",
         description="From PyTorch to a device, for any model: train, export, check, run, tune, "
         "benchmark and serve it (a bundle, an ONNX file or a TensorRT engine).",

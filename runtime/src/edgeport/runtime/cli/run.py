@@ -27,6 +27,7 @@ from edgeport.runtime.feeds import load_npz, synthetic_feeds
 from edgeport.runtime.io import atomic_write_bytes
 from edgeport.runtime.model import Model
 from edgeport.runtime.reference import npz_bytes
+from edgeport.runtime.tools.formatting import fmt_g, markdown_table
 
 
 def register(subparsers: Any) -> None:
@@ -81,19 +82,13 @@ def tensor_stats(name: str, array: np.ndarray) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
-    def g(value: float | None) -> str:
-        return "-" if value is None else f"{value:.6g}"
-
-    lines = [
-        "| name | dtype | shape | min | max | mean | NaN/Inf |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['name']} | {r['dtype']} | {r['shape']} | {g(r['min'])} | {g(r['max'])} | "
-        f"{g(r['mean'])} | {r['nonfinite'] or '-'} |"
+    cells = [
+        [r["name"], r["dtype"], str(r["shape"])]
+        + [fmt_g(r[key], 6) for key in ("min", "max", "mean")]
+        + [str(r["nonfinite"] or "-")]
         for r in rows
     ]
-    return lines
+    return markdown_table(("name", "dtype", "shape", "min", "max", "mean", "NaN/Inf"), cells)
 
 
 def run_model(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgeport.runtime.tools.timing import TimingConfig
 from edgeport.runtime.tools.tune import TuneSettings, summary_lines, tune
-from edgeport.runtime.tuning import check_record_writable, save_record
+from edgeport.runtime.tuning_records import check_record_writable, save_record
 
 
 def register(subparsers: Any) -> None:

@@ -51,11 +51,11 @@ from edgeport.runtime.backends.registry import (
     short_reason,
     target_mismatch,
 )
-from edgeport.runtime.bundle import MANIFEST_NAME, PRECISIONS, Manifest
+from edgeport.runtime.bundle import PRECISIONS, Manifest
+from edgeport.runtime.chunks import run_in_chunks
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
 from edgeport.runtime.feeds import Feeds, InputData, Shapes, conform
-from edgeport.runtime.io import sha256_file
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
 from edgeport.runtime.reference import StoredReference, load_reference
 from edgeport.runtime.source import ModelSource, resolve_source, with_bf16
@@ -72,6 +72,7 @@ from edgeport.runtime.tools.bench_result import (
     shapes_text,
     speedups,
 )
+from edgeport.runtime.tools.model_record import model_record
 from edgeport.runtime.tools.profile import (
     LayerProfile,
     ProfileConfig,
@@ -311,18 +312,6 @@ def measure(
 # Parity against the stored reference
 
 
-def _run_chunked(
-    run: Callable[[Feeds], Mapping[str, np.ndarray]], feeds: Feeds, chunk: int
-) -> Feeds:
-    count = len(next(iter(feeds.values())))
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, count, chunk):
-        out = run({k: v[start : start + chunk] for k, v in feeds.items()})
-        for name, value in out.items():
-            parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
 def _parity_summary(checks: Sequence[OutputCheck], count: int) -> dict[str, Any]:
     top1 = next(
         (c.comparison.top1_agreement for c in checks if isinstance(c.comparison, Comparison)),
@@ -379,7 +368,7 @@ def quick_parity(
         s.name: conform(reference.inputs[s.name][:count], s, "the reference")
         for s in candidate.inputs
     }
-    got = _run_chunked(candidate.run, feeds, chunk)
+    got = run_in_chunks(candidate.run, feeds, chunk)
     missing = [name for name in got if name not in reference.outputs]
     if missing:
         raise InputError(
@@ -852,30 +841,6 @@ def _reference_text(
     return f"the bundle's stored reference outputs ({ref.count} samples{where}; PyTorch fp32)"
 
 
-def _model_record(
-    model: ModelSource, specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None
-) -> dict[str, Any]:
-    """What was benchmarked: path, kind, name, task, the files' sha256 and the inputs/outputs."""
-    card = model.card
-    record: dict[str, Any] = {
-        "path": str(model.path),
-        "kind": model.kind,
-        "name": card.architecture if card else model.path.name,
-        "task": card.task if card else None,
-        "num_classes": card.num_classes if card and card.num_classes else None,
-        "files": {
-            c.label: c.artifact.sha256 if c.artifact else sha256_file(c.path)
-            for c in model.candidates
-        },
-        "inputs": [s.to_dict() for s in specs[0]] if specs else [],
-        "outputs": [s.to_dict() for s in specs[1]] if specs else [],
-    }
-    if model.manifest is not None:
-        record["manifest_sha256"] = sha256_file(_bundle_dir(model) / MANIFEST_NAME)
-        record["created"] = model.manifest.created
-    return record
-
-
 def benchmark(
     source: str | Path,
     settings: BenchSettings | None = None,
@@ -926,7 +891,7 @@ def benchmark(
         skipped=run.skipped,
         config=config,
         environment=collect_environment(threads=settings.threads),
-        model=_model_record(model, run.specs),
+        model=model_record(model, run.specs),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         warnings=run.warnings,
         parity={"reference": _reference_text(model, settings, reference), "candidates": run.parity},

@@ -51,6 +51,7 @@ from edgeport.runtime.backends.registry import (
     short_reason,
 )
 from edgeport.runtime.bundle import PRECISIONS, Manifest, verify_artifact
+from edgeport.runtime.chunks import join_outputs, run_in_chunks
 from edgeport.runtime.compare import Verdict, compare_logits, judge, output_kind
 from edgeport.runtime.errors import (
     BackendUnavailable,
@@ -61,18 +62,18 @@ from edgeport.runtime.errors import (
     ModelLoadError,
 )
 from edgeport.runtime.feeds import load_npz, sample_count, synthetic_feeds
-from edgeport.runtime.io import sha256_file
 from edgeport.runtime.loader import load
-from edgeport.runtime.model import Model, run_in_chunks
+from edgeport.runtime.model import Model
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
 from edgeport.runtime.reference import StoredReference, load_reference
 from edgeport.runtime.source import FILE_FORMATS, ModelSource, resolve_source, with_bf16
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
+from edgeport.runtime.tools.model_record import MODEL_RECORD_FIELDS, model_record
 
 log = logging.getLogger(__name__)
 
 CHECK_SCHEMA = "edgeport.check"
-CHECK_SCHEMA_VERSION = 2
+CHECK_SCHEMA_VERSION = 3
 REFERENCES = ("auto", "torch", "stored", "onnxruntime-cpu")
 REFERENCE_BACKEND = "onnxruntime-cpu"
 RUN_CHUNK = 64
@@ -373,7 +374,9 @@ def _torch_outputs(
     log.info("computing the PyTorch reference on %d images", len(images))
     baseline = cls(source.path, manifest, device="cpu", precision="fp32")
     try:
-        logits = run_in_chunks(baseline.run, images, RUN_CHUNK).astype(np.float32, copy=False)
+        logits = run_in_chunks(
+            lambda feeds: {"logits": baseline.run(feeds["images"])}, {"images": images}, RUN_CHUNK
+        )["logits"].astype(np.float32, copy=False)
     finally:
         baseline.close()
     consistency = None
@@ -474,49 +477,6 @@ def _batch_bounds(specs: Sequence[TensorSpec]) -> tuple[int, int]:
     return max(low, 1), max(high, 1)
 
 
-def _run_chunked(model: Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Samples along axis 0 in batches the model takes (the last padded up to its minimum)."""
-    count = sample_count(feeds)
-    low, high = _batch_bounds(model.inputs)
-    chunk = min(RUN_CHUNK, high)
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, count, chunk):
-        part = {k: v[start : start + chunk] for k, v in feeds.items()}
-        n = sample_count(part)
-        if n < low:
-            part = {
-                k: np.concatenate([v, np.repeat(v[-1:], low - n, axis=0)]) for k, v in part.items()
-            }
-        result = model.infer(part)
-        if chunk < count or n < low:
-            for name, array in result.items():
-                if array.ndim == 0 or array.shape[0] != max(n, low):
-                    raise InputError(
-                        f"output {name!r} has shape {array.shape} for a batch of {max(n, low)}: "
-                        "its first axis is not the batch, so the reference's samples cannot be "
-                        f"split into the batches this model takes ({low}..{high})"
-                    )
-        parts.append({k: v[:n] for k, v in result.items()})
-    return join_outputs(parts)
-
-
-def join_outputs(per_call: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Every call's outputs as one array per name: concatenated along axis 0 when their other
-    axes agree, else stacked (scalars) or flattened and concatenated."""
-    if len(per_call) == 1:
-        return dict(per_call[0])
-    joined = {}
-    for name in per_call[0]:
-        arrays = [call[name] for call in per_call]
-        if all(a.ndim and a.shape[1:] == arrays[0].shape[1:] for a in arrays):
-            joined[name] = np.concatenate(arrays)
-        elif all(a.shape == arrays[0].shape for a in arrays):
-            joined[name] = np.stack(arrays)
-        else:
-            joined[name] = np.concatenate([a.reshape(-1) for a in arrays])
-    return joined
-
-
 def run_batches(
     model: Model, batches: Sequence[Mapping[str, np.ndarray]], *, rechunk: bool
 ) -> dict[str, np.ndarray]:
@@ -524,7 +484,11 @@ def run_batches(
     outputs = []
     for feeds in batches:
         feeds = _model_floats(feeds, model.inputs)
-        outputs.append(_run_chunked(model, feeds) if rechunk else model.infer(feeds))
+        if rechunk:
+            low, high = _batch_bounds(model.inputs)
+            outputs.append(run_in_chunks(model.infer, feeds, min(RUN_CHUNK, high), low))
+        else:
+            outputs.append(model.infer(feeds))
     return join_outputs(outputs)
 
 
@@ -696,15 +660,18 @@ def _by_position(model: Model, ref: Reference) -> bool:
 # (field, JSON type(s), meaning): the documented schema of ``CheckReport.to_dict()``.
 CHECK_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("schema", ("string",), 'always "edgeport.check"'),
-    ("schema_version", ("integer",), "2; bumped on any incompatible change"),
+    (
+        "schema_version",
+        ("integer",),
+        "3; bumped on any incompatible change (3: the model record bench and tune write too)",
+    ),
     ("created", ("string",), "UTC time the check ended, ISO 8601"),
     ("passed", ("boolean",), "at least one run was compared and every compared run passed"),
     ("verdict", ("string",), "one line: passed, FAILED naming the runs, or nothing checked"),
     (
         "model",
         ("object",),
-        "path, kind (bundle, onnx, engine), task, architecture; a bundle's manifest_sha256, "
-        "artifacts {name: sha256} and created; a file's sha256 and size_bytes",
+        MODEL_RECORD_FIELDS,
     ),
     (
         "reference",
@@ -849,24 +816,6 @@ class CheckReport:
         ]
 
 
-def _model_record(source: ModelSource) -> dict[str, Any]:
-    card = source.card
-    record: dict[str, Any] = {
-        "path": str(source.path),
-        "kind": source.kind,
-        "task": card.task if card else None,
-        "architecture": card.architecture if card else None,
-    }
-    if source.kind == "bundle" and source.manifest is not None:
-        record["manifest_sha256"] = source.manifest_sha256  # of the bytes that were checked
-        record["artifacts"] = {a.name: a.sha256 for a in source.manifest.artifacts}
-        record["created"] = source.manifest.created
-    else:
-        record["sha256"] = sha256_file(source.path)
-        record["size_bytes"] = source.path.stat().st_size
-    return record
-
-
 def check(
     model: str | Path,
     settings: CheckSettings | None = None,
@@ -904,7 +853,7 @@ def check(
         say(f"  {verdict.message()}")
         checks.append(verdict)
     return CheckReport(
-        model=_model_record(source),
+        model=model_record(source),
         reference=ref,
         checks=checks,
         settings=settings,

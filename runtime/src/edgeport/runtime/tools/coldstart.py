@@ -1,5 +1,5 @@
-"""``edgeport bench --cold-start``: the time and memory of a whole fresh process that loads a model
-and returns its first result, per backend, against bare ONNX Runtime and bare OpenVINO.
+"""``edgeport bench cold-start MODEL``: the time and memory of a whole fresh process that loads a
+model and returns its first result, per backend, against bare ONNX Runtime and bare OpenVINO.
 
 Each measurement is a new Python process (``python -c``) that times, inside itself, its import
 (``import edgeport.runtime``, or of the bare library), the load (``load()``, or
@@ -45,6 +45,7 @@ from edgeport.runtime.errors import ConfigError, InputError
 from edgeport.runtime.feeds import resolve_shapes, synthetic_feeds
 from edgeport.runtime.io import atomic_write_bytes, write_report
 from edgeport.runtime.reference import npz_bytes
+from edgeport.runtime.tools.formatting import fmt_fixed, fmt_ratio, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     from edgeport.runtime.backends.openvino import OpenVinoSettings
     from edgeport.runtime.bundle import artifact_path
     from edgeport.runtime.loader import load
-    from edgeport.runtime.tuning import cache_path, effective_settings, find_record
+    from edgeport.runtime.tuning_records import cache_path, effective_settings, find_record
 
     with load(source, precision=settings.precision, threads=settings.threads) as model:
         file = artifact_path(source, model.artifact) if model.artifact else model.path
@@ -542,16 +543,27 @@ def cold_start(
 # Reports
 
 
+COLDSTART_COLUMNS = (
+    "subject",
+    "state",
+    "runs",
+    "total s (min-max)",
+    "CPU s",
+    "start-up",
+    "import",
+    "load",
+    "inputs",
+    "first result",
+    "exit",
+    "RSS after load MiB",
+    "peak RSS MiB",
+    "vs bare ORT",
+    "vs bare engine",
+)
+
+
 def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+    return fmt_fixed(value, 3)
 
 
 def coldstart_markdown(result: ColdStartResult, *, level: int = 2) -> str:
@@ -569,21 +581,28 @@ def coldstart_markdown(result: ColdStartResult, *, level: int = 2) -> str:
         f"({cpu.get('usable', '?')} usable); load average {env.get('load_average')}. "
         f"Created {result.created}.",
         "",
-        "| subject | state | runs | total s (min-max) | CPU s | start-up | import | load | "
-        "inputs | first result | exit | RSS after load MiB | peak RSS MiB | vs bare ORT | "
-        "vs bare engine |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in result.rows:
         name = r.subject
         if r.subject == AUTO and r.chosen:
             name = f"auto ({r.chosen[0]} {r.chosen[1]})"
-        parts = " | ".join(_s(r.parts[k]) for k in PARTS)
-        lines.append(
-            f"| {name} | {r.state} | {r.runs} | {_s(r.total_s)} ({_s(r.total_min_s)}-"
-            f"{_s(r.total_max_s)}) | {_s(r.cpu_s)} | {parts} | {_mib(r.rss_after_load_mib)} | "
-            f"{_mib(r.peak_rss_mib)} | {_x(r.vs_bare_onnxruntime)} | {_x(r.vs_bare_engine)} |"
+        total = f"{_s(r.total_s)} ({_s(r.total_min_s)}-{_s(r.total_max_s)})"
+        rows.append(
+            [
+                name,
+                r.state,
+                str(r.runs),
+                total,
+                _s(r.cpu_s),
+                *(_s(r.parts[k]) for k in PARTS),
+                fmt_fixed(r.rss_after_load_mib, 0),
+                fmt_fixed(r.peak_rss_mib, 0),
+                fmt_ratio(r.vs_bare_onnxruntime),
+                fmt_ratio(r.vs_bare_engine),
+            ]
         )
+    lines += markdown_table(COLDSTART_COLUMNS, rows)
     for state in STATES:
         ratio = result.goal(state)
         if ratio is not None:

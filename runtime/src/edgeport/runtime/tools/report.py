@@ -38,6 +38,15 @@ from edgeport.runtime.tools.bench_result import (
     csv_cells,
     shapes_text,
 )
+from edgeport.runtime.tools.formatting import (
+    fmt_g,
+    fmt_ms,
+    fmt_pct,
+    fmt_rate,
+    fmt_ratio,
+    markdown_table,
+)
+from edgeport.runtime.tools.model_record import MODEL_RECORD_FIELDS
 
 # (field, JSON type(s), meaning): the documented schema of a benchmark result.
 BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -48,13 +57,7 @@ BENCH_JSON_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "3; bumped on any incompatible change (3: the auto row; 2: any model; 1: bundles only)",
     ),
     ("created", ("string",), "UTC time the run ended, ISO 8601"),
-    (
-        "model",
-        ("object",),
-        "path, kind (bundle, onnx, engine), name (architecture or file name), task, "
-        "num_classes, files {name: sha256}, inputs and outputs [{name, dtype, shape, ranges, "
-        "value_range}]; for bundles manifest_sha256 and created",
-    ),
+    ("model", ("object",), MODEL_RECORD_FIELDS),
     (
         "config",
         ("object",),
@@ -201,35 +204,7 @@ def schema_markdown() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Formatting helpers
-
-
-def fmt_ms(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value < 1:
-        return f"{value:.3f}"
-    if value < 100:
-        return f"{value:.2f}"
-    return f"{value:.1f}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def fmt_pct(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def fmt_g(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
+# Cells
 
 
 def _backend_cell(backend: str, cuda_graph: bool) -> str:
@@ -247,11 +222,6 @@ def bench_csv(result: BenchResult) -> str:
     writer.writerow(CSV_COLUMNS)
     writer.writerows(csv_cells(r) for r in result.rows)
     return buffer.getvalue()
-
-
-def fmt_rate(value: float) -> str:
-    """Samples per second: whole numbers from 100 up, three significant digits below."""
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _env_line(env: dict[str, Any]) -> str:
@@ -316,7 +286,7 @@ def _intro(result: BenchResult, title: str | None, level: int) -> list[str]:
     return [f"{'#' * level} {heading}", "", text, ""]
 
 
-def _rows_table(result: BenchResult) -> list[str]:
+def _rowsmarkdown_table(result: BenchResult) -> list[str]:
     shapes = _shows_shapes(result)
     with_stages = any(r.stages for r in result.rows)
     header = ["backend", "precision", "device", *(["shapes"] if shapes else []), "batch"]
@@ -345,7 +315,7 @@ def _rows_table(result: BenchResult) -> list[str]:
         cells += [fmt_ratio(r.speedup_vs_eager)] if speedup else []
         cells += [fmt_pct(r.parity_top1, 1), fmt_g(r.parity_max_abs)]
         rows.append(cells)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _summary_cell(entry: dict[str, Any]) -> str:
@@ -375,7 +345,7 @@ def _scenario_tables(result: BenchResult) -> list[str]:
     if single:
         lines += ["", "Single-stream (batch 1, p90 latency, fastest first):", ""]
         header = ["backend", "precision", "device", *(["shapes"] if shapes else []), "p90 ms"]
-        lines += _table(
+        lines += markdown_table(
             header + (["speed-up vs eager"] if speedup else []),
             [
                 [_summary_cell(d), d["precision"], d["device"]]
@@ -389,7 +359,7 @@ def _scenario_tables(result: BenchResult) -> list[str]:
     if offline:
         lines += ["", "Offline (peak throughput over the batch sizes):", ""]
         header = ["backend", "precision", "device", *(["shapes"] if shapes else [])]
-        lines += _table(
+        lines += markdown_table(
             [*header, "batch", "samples/s"],
             [
                 [_summary_cell(d), d["precision"], d["device"]]
@@ -413,7 +383,7 @@ def _profile_section(p: ProfiledRow, top: int) -> list[str]:
         "",
     ]
     shown = prof.layers[:top]
-    lines += _table(
+    lines += markdown_table(
         ["layer", "op", "mean us", "share"],
         [[f"`{x.name}`", x.op, f"{x.mean_us:,.1f}", fmt_pct(x.share, 1)] for x in shown],
     )
@@ -424,7 +394,7 @@ def _profile_section(p: ProfiledRow, top: int) -> list[str]:
             f"{fmt_pct(sum(x.share for x in rest), 1)} |"
         )
     lines += [""]
-    lines += _table(
+    lines += markdown_table(
         ["op type", "layers", "mean us", "share"],
         [[o.op, str(o.layers), f"{o.mean_us:,.1f}", fmt_pct(o.share, 1)] for o in prof.ops()],
     )
@@ -467,7 +437,7 @@ def _skipped_lines(result: BenchResult) -> list[str]:
 def bench_markdown(result: BenchResult, *, title: str | None = None, level: int = 2) -> str:
     """A readable report: settings, environment, one row per measurement, the two scenarios,
     the per-layer profiles, what was not measured and the warnings."""
-    lines = _intro(result, title, level) + _rows_table(result) + _auto_lines(result)
+    lines = _intro(result, title, level) + _rowsmarkdown_table(result) + _auto_lines(result)
     lines += _scenario_tables(result)
     lines += _profiles(result) + _skipped_lines(result)
     warnings = list(result.warnings) + sorted(
@@ -581,7 +551,7 @@ def check_markdown(report: dict[str, Any], *, level: int = 2) -> str:
     what failed and why, the worst samples of logits, per-layer reports and what was skipped."""
     h = "#" * level
     model = report.get("model", {})
-    name = model.get("architecture") or Path(str(model.get("path", "?"))).name
+    name = model.get("name") or Path(str(model.get("path", "?"))).name
     lines = [f"{h} Check: {name} ({model.get('path', '')})", ""]
     ref = report.get("reference")
     if ref:
@@ -596,7 +566,7 @@ def check_markdown(report: dict[str, Any], *, level: int = 2) -> str:
     compared = [c for c in checks if c.get("outputs")]
     if compared:
         rows = [row for c in compared for row in _output_rows(c)]
-        lines += ["", *_table(_CHECK_COLUMNS, rows)]
+        lines += ["", *markdown_table(_CHECK_COLUMNS, rows)]
     problems = [c for c in checks if c["status"] in ("failed", "error")]
     if problems:
         lines += ["", "Out of tolerance or not runnable:", ""]
@@ -687,7 +657,7 @@ def _worst_lines(checks: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     header = ["artifact", "backend", "output", "sample", "label", "reference", "candidate"]
-    return ["", "Worst disagreeing samples:", "", *_table([*header, "max abs"], rows)]
+    return ["", "Worst disagreeing samples:", "", *markdown_table([*header, "max abs"], rows)]
 
 
 def _per_layer_lines(artifact: str, layer: dict[str, Any]) -> list[str]:
@@ -699,7 +669,7 @@ def _per_layer_lines(artifact: str, layer: dict[str, Any]) -> list[str]:
         f"{layer['summary']}",
         "",
     ]
-    return lines + _table(
+    return lines + markdown_table(
         ["tensor", "op", "rel L2", "added", "max abs", "cosine", "via"],
         [
             [

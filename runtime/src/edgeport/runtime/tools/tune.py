@@ -1,8 +1,8 @@
 """``edgeport tune``: time every backend x precision of a bundle that may run here and record the
-fastest per batch size (:mod:`edgeport.runtime.tuning`), for ``load(backend="auto")``.
+fastest per batch size (:mod:`edgeport.runtime.tuning_records`), for ``load(backend="auto")``.
 
 Candidates are what ``auto`` itself would consider: every backend that runs the artifact's
-format on this machine (not ``onnxruntime-tensorrt``, which builds engines for minutes), and an
+format on this machine (only those ``auto`` tries: ``BackendSpec.auto``), and an
 artifact only when its export parity check passed (fp32 also when unchecked), so a tuned choice
 is never one the parity gate refused. All are loaded at once and timed on the bundle's stored
 reference inputs (else seeded synthetic ones) in interleaved rounds (each candidate in turn,
@@ -34,7 +34,7 @@ from edgeport.runtime.loader import load
 from edgeport.runtime.model import Model
 from edgeport.runtime.reference import load_reference
 from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
-from edgeport.runtime.tuning import (
+from edgeport.runtime.tuning_records import (
     BatchWinner,
     Timing,
     TuningRecord,

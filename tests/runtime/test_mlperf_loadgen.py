@@ -1,4 +1,4 @@
-"""``edgeport bench --loadgen``: MLPerf's own LoadGen (mlcommons-loadgen) drives a real ONNX
+"""``edgeport bench loadgen``: MLPerf's own LoadGen (mlcommons-loadgen) drives a real ONNX
 Runtime model; --quick runs are cut short, so LoadGen itself says INVALID and why."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import rtmodels as rt
+import rt_bundles
 
 from edgeport.runtime.cli import main
 from edgeport.runtime.errors import ConfigError
-from edgeport.runtime.tools.loadgen import (
+from edgeport.runtime.tools.mlperf_loadgen import (
     LoadGenResult,
     LoadGenSettings,
     parse_summary,
@@ -65,7 +65,7 @@ Scheduled samples per second : 92.82
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rt.gemm_bundle(tmp_path_factory.mktemp("lg") / "bundle", ("fp32",))
+    return rt_bundles.gemm_bundle(tmp_path_factory.mktemp("lg") / "bundle", ("fp32",))
 
 
 @pytest.mark.parametrize(
@@ -101,8 +101,9 @@ def test_quick_run_is_judged_invalid_with_loadgens_reasons(
 
 def test_loadgen_command_writes_logs_beside_the_json(bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "lg.json"
-    args = ["bench", str(bundle), "--loadgen", "single-stream", "--quick", "--threads", "1"]
-    assert main([*args, "--backend", "onnxruntime-cpu", "--json", str(out)]) == 0
+    args = ["bench", "loadgen", str(bundle), "--scenario", "single-stream", "--quick"]
+    args += ["--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out)]
+    assert main(args) == 0
     data = json.loads(out.read_text())
     assert data["schema"] == "edgeport.loadgen" and data["scenario"] == "single-stream"
     assert Path(data["logs"]["summary"]) == tmp_path / "out" / "loadgen" / "single-stream" / (

@@ -1,5 +1,5 @@
-"""Tiny ONNX classifiers with known outputs, bundles made from them, and the helpers the runtime
-tests share.
+"""Tiny ONNX graphs with known outputs for the runtime tests: classifiers (identity, gemm, conv,
+a small CNN) and models of any shape (several inputs and outputs, integer and bool tensors).
 
 Weights and inputs are small integers (or halves), so float32 (and float16) arithmetic is exact
 and outputs can be compared with ``==``.
@@ -7,25 +7,16 @@ and outputs can be compared with ``==``.
 
 from __future__ import annotations
 
-import importlib
-import json
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnx
-from _env import tensorrt_module_name
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeport.runtime.bundle import Artifact, BatchRange, EngineInfo, Manifest, classifier_specs
 from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
-from edgeport.runtime.io import sha256_file
 from edgeport.runtime.specs import TensorSpec
 
 OPSET = 17
-DEFAULT_BATCH = BatchRange(1, 4, 16)
 
 
 def make_card(
@@ -136,6 +127,8 @@ def gemm_reference(batch: np.ndarray, classes: int = 3) -> np.ndarray:
 CONV_KERNEL = np.array(
     [[[[1, 0], [0, -1]]], [[[2, 1], [1, 0]]]], dtype=np.float32
 )  # (out=2, in=1, 2, 2)
+
+
 CONV_BIAS = np.array([0.5, -1.0], dtype=np.float32)
 
 
@@ -232,164 +225,6 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
-
-
-def artifact_for(
-    bundle: Path,
-    rel: str,
-    *,
-    name: str,
-    precision: str,
-    chw: Sequence[int],
-    batch: BatchRange = DEFAULT_BATCH,
-    parity: dict[str, object] | None = None,
-    engine: EngineInfo | None = None,
-) -> Artifact:
-    path = bundle / rel
-    inputs, outputs = classifier_specs(tuple(chw), None, batch)
-    return Artifact(
-        name=name,
-        format="tensorrt" if engine else "onnx",
-        precision=precision,
-        path=rel,
-        sha256=sha256_file(path),
-        size_bytes=path.stat().st_size,
-        inputs=inputs,
-        outputs=outputs,
-        parity=parity,
-        engine=engine,
-    )
-
-
-def passed(ok: bool = True) -> dict[str, object]:
-    return {"passed": ok, "failures": [] if ok else ["max_abs 0.5 > 0.0001"]}
-
-
-def gemm_bundle(
-    root: Path,
-    precisions: Sequence[str] = ("fp32",),
-    *,
-    parity: dict[str, dict[str, object] | None] | None = None,
-    batch: BatchRange = DEFAULT_BATCH,
-) -> Path:
-    """A bundle of gemm_model artifacts (1x2x2 input, 3 classes) with a valid manifest."""
-    card = make_card(num_classes=3)
-    root.mkdir(parents=True, exist_ok=True)
-    artifacts = []
-    for precision in precisions:
-        rel = f"model.{precision}.onnx"
-        save(gemm_model(precision=precision), root / rel)
-        par = (parity or {}).get(precision, passed())
-        artifacts.append(
-            artifact_for(
-                root,
-                rel,
-                name=f"onnx-{precision}",
-                precision=precision,
-                chw=(1, 2, 2),
-                parity=par,
-                batch=batch,
-            )
-        )
-    Manifest(card=card, artifacts=tuple(artifacts), created="2026-11-28T00:00:00Z").save(root)
-    return root
-
-
-def cnn_bundle(root: Path, card: ModelCard | None = None) -> Path:
-    """A bundle of ``small_cnn`` (3x32x32, 10 classes) as onnx-fp32, batch 1:8:32, parity
-    passed."""
-    save(small_cnn(), root / "model.fp32.onnx")
-    art = artifact_for(
-        root,
-        "model.fp32.onnx",
-        name="onnx-fp32",
-        precision="fp32",
-        chw=(3, 32, 32),
-        batch=BatchRange(1, 8, 32),
-        parity=passed(),
-    )
-    Manifest(card=card or make_card(10, 3, (32, 32)), artifacts=(art,)).save(root)
-    return root
-
-
-def rewrite_manifest(bundle: Path, edit: object) -> None:
-    """Apply ``edit(dict)`` to manifest.json in place (for tests that damage a bundle)."""
-    path = bundle / "manifest.json"
-    data = json.loads(path.read_text())
-    edit(data)  # type: ignore[operator]
-    path.write_text(json.dumps(data))
-
-
-def build_engine(onnx_path: Path, engine_path: Path, batch: BatchRange = DEFAULT_BATCH) -> str:
-    """Build a TensorRT plan with whichever TensorRT module is installed; returns its name."""
-    name = tensorrt_module_name()
-    if name is None:
-        raise RuntimeError("neither tensorrt nor tensorrt_rtx is installed")
-    trt = importlib.import_module(name)
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        raise RuntimeError([str(parser.get_error(i)) for i in range(parser.num_errors)])
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    shape = tuple(network.get_input(0).shape)[1:]
-    profile.set_shape("input", (batch.min, *shape), (batch.opt, *shape), (batch.max, *shape))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise RuntimeError("engine build failed")
-    engine_path.write_bytes(bytes(plan))
-    return name
-
-
-def engine_bundle(
-    root: Path,
-    model: onnx.ModelProto,
-    card: ModelCard,
-    engine: EngineInfo,
-    parity: dict[str, object] | None = None,
-) -> Path:
-    """A bundle of ``model`` as onnx-fp32 plus a tensorrt-fp32 engine built here from it (batch
-    ``DEFAULT_BATCH``), described by ``engine``. Raises RuntimeError when the build fails."""
-    onnx_rel, engine_rel = "model.fp32.onnx", f"model.fp32.{engine.flavour}.engine"
-    save(model, root / onnx_rel)
-    build_engine(root / onnx_rel, root / engine_rel)
-    arts = tuple(
-        artifact_for(
-            root,
-            rel,
-            name=name,
-            precision="fp32",
-            chw=card.input_shape,
-            parity=parity,
-            engine=info,
-        )
-        for rel, name, info in (
-            (onnx_rel, "onnx-fp32", None),
-            (engine_rel, "tensorrt-fp32", engine),
-        )
-    )
-    Manifest(card=card, artifacts=arts).save(root)
-    return root
-
-
-def run_concurrently(work: Callable[[int], None], threads: int) -> None:
-    """Start ``work(0..threads-1)`` together; an exception in any thread fails the test."""
-    start = threading.Barrier(threads)
-
-    def target(index: int) -> None:
-        start.wait(timeout=60)
-        work(index)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(target, i) for i in range(threads)]
-        for future in futures:
-            future.result(timeout=300)
-
-
-# -- models of any shape: several inputs and outputs, integer and bool tensors -----------------
 
 
 def _graph_model(
@@ -545,58 +380,3 @@ def specs_of(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[Tens
         return TensorSpec(vi.name, str(dtype), dims)
 
     return tuple(spec(v) for v in model.graph.input), tuple(spec(v) for v in model.graph.output)
-
-
-def any_bundle(
-    root: Path,
-    models: dict[str, onnx.ModelProto],
-    card: ModelCard,
-    inputs: dict[str, np.ndarray],
-    outputs: dict[str, np.ndarray],
-    *,
-    batch: tuple[int, int, int] | None = None,
-) -> Path:
-    """A bundle of ``models`` by precision, with specs from the graphs (the ``batch`` range on
-    every leading "batch" axis) and a stored reference (``reference/inputs.npz``,
-    ``reference/outputs.npz``, sha256 in the manifest)."""
-    from edgeport.runtime.reference import npz_bytes
-
-    def ranged(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
-        if batch is None:
-            return specs
-        return tuple(
-            s.with_ranges((batch, *s.all_ranges[1:])) if s.shape[:1] == ("batch",) else s
-            for s in specs
-        )
-
-    root.mkdir(parents=True, exist_ok=True)
-    artifacts = []
-    for precision, model in models.items():
-        rel = f"model.{precision}.onnx"
-        save(model, root / rel)
-        ins, outs = (ranged(specs) for specs in specs_of(model))
-        artifacts.append(
-            Artifact(
-                name=f"onnx-{precision}",
-                format="onnx",
-                precision=precision,
-                path=rel,
-                sha256=sha256_file(root / rel),
-                size_bytes=(root / rel).stat().st_size,
-                inputs=ins,
-                outputs=outs,
-                parity=passed(),
-            )
-        )
-    files = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz"}
-    (root / "reference").mkdir(exist_ok=True)
-    (root / files["inputs"]).write_bytes(npz_bytes(inputs))
-    (root / files["outputs"]).write_bytes(npz_bytes(outputs))
-    reference = {
-        **files,
-        "sha256": {rel: sha256_file(root / rel) for rel in files.values()},
-        "dataset": "synthetic",
-        "count": len(next(iter(inputs.values()))),
-    }
-    Manifest(card=card, artifacts=tuple(artifacts), reference=reference).save(root)
-    return root

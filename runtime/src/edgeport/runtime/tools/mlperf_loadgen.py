@@ -1,4 +1,4 @@
-"""``edgeport bench MODEL --loadgen SCENARIO``: MLPerf Inference's own LoadGen drives edgeport.
+"""``edgeport bench loadgen MODEL --scenario SCENARIO``: MLPerf Inference's LoadGen drives edgeport.
 
 The official ``mlcommons-loadgen`` package (module ``mlperf_loadgen``) issues the queries and
 judges the run; edgeport only answers them:
@@ -67,7 +67,7 @@ def import_loadgen() -> ModuleType:
         import mlperf_loadgen
     except ImportError as exc:
         raise BackendUnavailable(
-            f"edgeport bench --loadgen needs MLPerf LoadGen (mlcommons-loadgen): {INSTALL}"
+            f"edgeport bench loadgen needs MLPerf LoadGen (mlcommons-loadgen): {INSTALL}"
         ) from exc
     return mlperf_loadgen
 

@@ -1,4 +1,4 @@
-"""``edgeport bench --url``: load-test a model served with the Open Inference Protocol, over
+"""``edgeport loadtest URL``: load-test a model served with the Open Inference Protocol, over
 HTTP or gRPC.
 
 Two ways. With ``concurrency``, a closed loop as Triton's perf_analyzer runs it: that many
@@ -36,6 +36,7 @@ from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError
 from edgeport.runtime.feeds import load_npz, synthetic_feeds
 from edgeport.runtime.io import write_report
 from edgeport.runtime.serve.protocol import datatype, encode_infer_request, specs_from_metadata
+from edgeport.runtime.tools.formatting import fmt_fixed, markdown_table
 from edgeport.runtime.tools.http_client import HttpError, HttpPool, encode_request
 from edgeport.runtime.tools.timing import LatencyStats
 
@@ -473,9 +474,15 @@ def load_test(settings: LoadTestSettings) -> LoadTestResult:
 
 # -- reports ------------------------------------------------------------------------------------
 
+PERCENTILES = ("p50", "p90", "p99")
 
-def _ms(stats: LatencyStats | None, key: str) -> str:
-    return "-" if stats is None else f"{getattr(stats, key):.2f}"
+
+def _percentiles(stats: LatencyStats | None) -> list[str]:
+    return [fmt_fixed(None if stats is None else getattr(stats, q), 2) for q in PERCENTILES]
+
+
+def _errors(point: LoadPoint) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(point.errors.items())) or "-"
 
 
 def loadtest_markdown(result: LoadTestResult) -> str:
@@ -491,22 +498,27 @@ def loadtest_markdown(result: LoadTestResult) -> str:
         f"Server scenario (Poisson arrivals, open loop), {s.duration_s:g} s per point, "
         f"{tensors} tensors, p99 bound {bound}.",
         "",
-        "| target QPS | sent | achieved QPS | p50 ms | p90 ms | p99 ms | errors | passed |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for p in result.points:
-        errors = ", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "-"
         passed = "-" if p.passed is None else PASS_MARK if p.passed else "no"
-        lines.append(
-            f"| {p.target_qps or 0:.1f} | {p.sent} | {p.achieved_qps:.1f} | "
-            f"{_ms(p.latency_ms, 'p50')} | {_ms(p.latency_ms, 'p90')} | "
-            f"{_ms(p.latency_ms, 'p99')} | {errors} | {passed} |"
+        rows.append(
+            [
+                fmt_fixed(p.target_qps or 0, 1),
+                str(p.sent),
+                fmt_fixed(p.achieved_qps, 1),
+                *_percentiles(p.latency_ms),
+                _errors(p),
+                passed,
+            ]
         )
+    header = ("target QPS", "sent", "achieved QPS", "p50 ms", "p90 ms", "p99 ms", "errors")
+    lines += markdown_table((*header, "passed"), rows)
     if s.latency_bound_ms:
         best = result.best_qps
         lines += [
             "",
-            f"Highest QPS with p99 <= {bound}: " + ("none" if best is None else f"{best:.1f}"),
+            f"Highest QPS with p99 <= {bound}: " + ("none" if best is None else fmt_fixed(best, 1)),
         ]
     return "\n".join(lines) + "\n"
 
@@ -519,15 +531,19 @@ def _closed_loop_markdown(result: LoadTestResult, tensors: str) -> str:
         f"Closed loop (each request sent when the one before it is answered), "
         f"{s.duration_s:g} s per point, {tensors} tensors.",
         "",
-        "| concurrency | answers | answers/s | p50 ms | p90 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for p in result.points:
-        errors = ", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "-"
-        lines.append(
-            f"| {p.concurrency} | {p.ok} | {p.achieved_qps:.1f} | {_ms(p.latency_ms, 'p50')} | "
-            f"{_ms(p.latency_ms, 'p90')} | {_ms(p.latency_ms, 'p99')} | {errors} |"
-        )
+    rows = [
+        [
+            str(p.concurrency),
+            str(p.ok),
+            fmt_fixed(p.achieved_qps, 1),
+            *_percentiles(p.latency_ms),
+            _errors(p),
+        ]
+        for p in result.points
+    ]
+    header = ("concurrency", "answers", "answers/s", "p50 ms", "p90 ms", "p99 ms", "errors")
+    lines += markdown_table(header, rows)
     return "\n".join(lines) + "\n"
 
 
