@@ -603,7 +603,7 @@ def fixed_rule_cells(name: str, bundle: Path, record: Any) -> list[dict[str, Any
     opens here without a tuning record (on a CPU with bf16: BF16_CPU_FIRST first) and what
     ONNX Runtime fp32 first (the rule elsewhere) gives, each p50 over the winner's."""
     from edgeport.runtime.backends.registry import plan
-    from edgeport.runtime.model import resolve_source
+    from edgeport.runtime.source import resolve_source
 
     source = resolve_source(bundle)
     to_open, _ = plan(source.candidates, backend="auto", precision=None, device_kind="cpu")

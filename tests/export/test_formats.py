@@ -30,9 +30,8 @@ from edgeport.runtime.errors import (
     IntegrityError,
     ParityError,
 )
-from edgeport.runtime.model import resolve_source
 from edgeport.runtime.reference import load_reference
-from edgeport.runtime.source import read_model_bytes
+from edgeport.runtime.source import read_model_bytes, resolve_source
 
 PRECISIONS = ("fp32", "int8")
 NEW_FORMATS = ("openvino", "executorch", "litert")

@@ -14,13 +14,13 @@ from edgeport.runtime import load
 from edgeport.runtime.backends.cuda import parse_device, probe_gpus
 from edgeport.runtime.backends.registry import (
     BACKENDS,
-    PRECISION_PREFERENCE,
-    PRECISION_RULE,
     Attempt,
     ModelFile,
     Request,
+    backend_spec,
     machine_report,
     plan,
+    precision_rule,
 )
 from edgeport.runtime.bundle import Artifact
 from edgeport.runtime.errors import BackendUnavailable, InputError, ParityError
@@ -116,8 +116,8 @@ def test_cpu_prefers_fp32_then_int8_then_fp16() -> None:
         device_kind=None,
     )
     assert [c.precision for _, c in to_open] == ["fp32", "int8", "fp16"]
-    assert PRECISION_PREFERENCE["tensorrt"] == ("int8", "fp16", "fp32")
-    assert "onnxruntime-cpu: fp32 > int8 > fp16" in PRECISION_RULE
+    assert backend_spec("tensorrt").precisions == ("int8", "fp16", "fp32")
+    assert "onnxruntime-cpu: fp32 > int8 > fp16" in precision_rule()
 
 
 def test_failed_and_unchecked_parity_are_passed_over_with_reasons() -> None:
@@ -182,7 +182,7 @@ def test_load_records_the_reasons_in_explain(tmp_path: Path) -> None:
     assert "onnxruntime-cpu [onnx-fp32, fp32]: skipped: its export parity check failed" in text
     assert "onnxruntime-cpu [onnx-fp16, fp16]: chosen" in text
     assert "tensorrt: skipped: no tensorrt artifact" in text
-    assert "choice: no tuning record (run `edgeport tune`" in text and PRECISION_RULE in text
+    assert "choice: no tuning record (run `edgeport tune`" in text and precision_rule() in text
     assert "graph_optimization_level: ORT_ENABLE_ALL" in text
     assert "intra_op_threads: 1" in text
     if CPU_ONLY:
@@ -200,7 +200,7 @@ def test_nothing_passed_parity(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     with pytest.raises(ParityError, match=r"onnx-int8: its export parity check failed.*allow_fail"):
         load(bundle, precision="int8")
     with (
-        caplog.at_level(logging.WARNING, logger="edgeport.runtime.model"),
+        caplog.at_level(logging.WARNING, logger="edgeport.runtime.loader"),
         load(bundle, precision="int8", threads=1, allow_failed=True) as model,
     ):
         batch = np.ones((1, 1, 2, 2), np.float32)

@@ -28,7 +28,7 @@ from edgeport.runtime.card import ONNX_METADATA_KEY, ModelCard
 from edgeport.runtime.envinfo import package_versions
 from edgeport.runtime.errors import ConfigError, ExportError
 from edgeport.runtime.io import atomic_write_bytes
-from edgeport.runtime.model import PRECISION_METADATA_KEY
+from edgeport.runtime.source import PRECISION_METADATA_KEY
 from edgeport.runtime.specs import TensorSpec, shape_text
 
 if TYPE_CHECKING:

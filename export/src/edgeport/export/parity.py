@@ -165,7 +165,7 @@ def check_artifact(
     ``artifact``, its manifest entry to be, describes it, when given) and judge it against
     ``reference``."""
     from edgeport.runtime import load
-    from edgeport.runtime.model import open_artifact
+    from edgeport.runtime.loader import open_artifact
     from edgeport.runtime.tools.check import run_batches  # check runs candidates the same way
 
     start = time.perf_counter()

@@ -14,7 +14,8 @@ from edgeport.runtime.errors import (
     ModelLoadError,
     ParityError,
 )
-from edgeport.runtime.model import Model, Prediction, load
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model, Prediction
 
 __all__ = [
     "BackendUnavailable",

@@ -38,13 +38,15 @@ from edgeport.runtime.card import ModelCard
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, EdgeportError, InputError
 from edgeport.runtime.feeds import load_npz
 from edgeport.runtime.io import atomic_open
-from edgeport.runtime.model import Model, ModelSource, load, resolve_source
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model
 from edgeport.runtime.preprocess import (
     image_files,
     normalize,
     prepare_image,
     set_max_image_pixels,
 )
+from edgeport.runtime.source import ModelSource, resolve_source
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 
 log = logging.getLogger(__name__)

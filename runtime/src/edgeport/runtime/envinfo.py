@@ -199,7 +199,7 @@ def package_version(name: str) -> str | None:
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """{name: version} of the distributions in ``names`` that are installed."""
-    return {name: v for name in names if (v := package_version(name)) is not None}
+    return {name: v for name in dict.fromkeys(names) if (v := package_version(name)) is not None}
 
 
 def load_average() -> list[float] | None:
@@ -225,5 +225,12 @@ def collect_environment(*, threads: int | None = None) -> dict[str, Any]:
         "cuda_driver": cuda_driver_version() if gpu_list else None,
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions((*PACKAGES, *engine_packages())),
     }
+
+
+def engine_packages() -> tuple[str, ...]:
+    """The distributions the registered backends run on (``BackendSpec.packages``)."""
+    from edgeport.runtime.backends.registry import backend_specs  # the backends import this
+
+    return tuple(dict.fromkeys(p for s in backend_specs() for p in s.packages))

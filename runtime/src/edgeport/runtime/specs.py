@@ -260,6 +260,11 @@ class FeedCheck:
         self._names = frozenset(s.name for s in self.specs)
         self._shared = any(c.symbols for c in self._checks) and len(self._checks) > 1
 
+    @property
+    def checks(self) -> tuple[_InputCheck, ...]:
+        """One check per input, in input order, for :meth:`one`."""
+        return self._checks
+
     def __call__(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         if type(feeds) is not dict and not isinstance(feeds, Mapping):
             raise InputError(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.envinfo import cpu_counts, cpu_model, package_versions
+from edgeport.runtime.envinfo import cpu_counts, cpu_model, engine_packages, package_versions
 from edgeport.runtime.errors import EdgeportError, InputError, StorageError
 from edgeport.runtime.io import (
     atomic_write_json,
@@ -38,15 +38,6 @@ from edgeport.runtime.schema import decode, parse_json
 
 TUNING_SCHEMA_VERSION = 2  # 2: the effective settings (schema 1's threads may be null)
 BUNDLE_RECORD = "tuning.json"
-ENGINE_PACKAGES = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "openvino",
-    "tensorrt",
-    "tensorrt-rtx-cu13",
-    "ai-edge-litert",
-    "executorch",
-)
 
 
 @dataclass(frozen=True)
@@ -112,7 +103,8 @@ def machine_fingerprint() -> dict[str, Any]:
 
 
 def engine_versions() -> dict[str, str]:
-    return package_versions(ENGINE_PACKAGES)
+    """The versions of the packages the backends run on: a record made with others is stale."""
+    return package_versions(engine_packages())
 
 
 def default_threads() -> int:

@@ -60,7 +60,7 @@ class ModelBytes:
 class Backend(ABC):
     """An opened model on one inference engine."""
 
-    name: str  # one of registry.BACKENDS
+    name: str  # its record's name (registry.backend_names())
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import Backend, ModelBytes
+from edgeport.runtime.backends.spec import BackendSpec, OpenRequest
 from edgeport.runtime.envinfo import package_version
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.specs import TensorSpec
@@ -174,3 +175,27 @@ def _specs(path: Path, meta: Any, kind: str, names: Sequence[str]) -> tuple[Tens
         ranges = ((1, 1, sizes[0]), *((d, d, d) for d in sizes[1:]))
         specs.append(TensorSpec(name, dtype, ("batch", *sizes[1:]), ranges))
     return tuple(specs)
+
+
+def _open(request: OpenRequest) -> Backend:
+    return ExecuTorchBackend(
+        request.model,
+        threads=request.threads,
+        input_names=request.input_names,
+        output_names=request.output_names,
+    )
+
+
+SPECS = (
+    BackendSpec(
+        name="executorch",
+        formats=("executorch",),
+        target="executorch",
+        device="cpu",
+        precisions=("fp32", "int8", "fp16"),
+        unavailable=lambda file, device_index: unavailable_reason(),
+        open=_open,
+        packages=("executorch",),
+        optional_format=True,
+    ),
+)

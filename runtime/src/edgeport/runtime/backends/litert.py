@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import Backend, ModelBytes
+from edgeport.runtime.backends.spec import BackendSpec, OpenRequest
 from edgeport.runtime.envinfo import cpu_counts, package_version
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
 from edgeport.runtime.specs import UNBOUNDED, TensorSpec
@@ -208,3 +209,27 @@ def _dequantize(array: np.ndarray, tensor: _Tensor) -> np.ndarray:
         return array
     scale, zero = tensor.quantization
     return ((array.astype(np.float32) - zero) * np.float32(scale)).astype(np.float32)
+
+
+def _open(request: OpenRequest) -> Backend:
+    return LiteRtBackend(
+        request.model,
+        threads=request.threads,
+        input_names=request.input_names,
+        output_names=request.output_names,
+    )
+
+
+SPECS = (
+    BackendSpec(
+        name="litert",
+        formats=("litert",),
+        target="litert",
+        device="cpu",
+        precisions=("fp32", "int8", "fp16"),
+        unavailable=lambda file, device_index: unavailable_reason(),
+        open=_open,
+        packages=("ai-edge-litert",),
+        optional_format=True,
+    ),
+)

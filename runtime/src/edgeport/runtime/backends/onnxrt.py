@@ -23,6 +23,7 @@ CUDA graph path shares device buffers between calls and therefore takes a lock.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import math
 import threading
@@ -36,6 +37,7 @@ import numpy as np
 
 from edgeport.runtime.backends.base import Backend, ModelBytes, concrete_shape, symbol_sizes
 from edgeport.runtime.backends.cuda import probe_gpus
+from edgeport.runtime.backends.spec import BackendSpec, ModelFile, OpenRequest, Profile
 from edgeport.runtime.errors import (
     BackendUnavailable,
     ConfigError,
@@ -52,11 +54,19 @@ PROVIDERS = {
     "onnxruntime-cuda": "CUDAExecutionProvider",
     "onnxruntime-tensorrt": "TensorrtExecutionProvider",
 }
-_EXTRA = {
-    "onnxruntime-cpu": "pip install 'edgeport-runtime[cpu]'",
-    "onnxruntime-cuda": "pip install 'edgeport-runtime[gpu]' (and not onnxruntime beside it)",
-    "onnxruntime-tensorrt": "pip install 'edgeport-runtime[gpu]' with TensorRT libraries",
+CPU = "CPUExecutionProvider"
+_EXTRA = {  # by provider
+    CPU: "pip install 'edgeport-runtime[cpu]'",
+    "CUDAExecutionProvider": "pip install 'edgeport-runtime[gpu]' (and not onnxruntime beside it)",
+    "TensorrtExecutionProvider": "pip install 'edgeport-runtime[gpu]' with TensorRT libraries",
 }
+_LEVELS = {  # OrtSettings.optimization -> GraphOptimizationLevel
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+OPTIMIZATION_LEVELS = tuple(_LEVELS)
 _ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -74,12 +84,12 @@ _BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
 _MODEL_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "NotImplemented")
 
 
-def import_onnxruntime(backend: str = "onnxruntime-cpu") -> ModuleType:
+def import_onnxruntime(backend: str = "onnxruntime-cpu", provider: str | None = None) -> ModuleType:
     try:
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailable(
-            f"{backend} needs onnxruntime, which is not installed: {_EXTRA[backend]}"
+            f"{backend} needs onnxruntime, which is not installed: {_install(backend, provider)}"
         ) from exc
     return onnxruntime
 
@@ -94,20 +104,27 @@ def ort_errors() -> tuple[type[BaseException], ...]:
     return (*found, RuntimeError)
 
 
-def unavailable_reason(backend: str, device_index: int = 0) -> str | None:
-    """Why ``backend`` cannot run on this machine, or None when it can (no model is opened)."""
+def _install(backend: str, provider: str | None) -> str:
+    return _EXTRA.get(provider or PROVIDERS.get(backend, CPU), _EXTRA[CPU])
+
+
+def unavailable_reason(
+    backend: str, device_index: int = 0, provider: str | None = None
+) -> str | None:
+    """Why ``backend`` (on ``provider``, by default its own) cannot run on this machine, or None
+    when it can (no model is opened)."""
     try:
-        ort = import_onnxruntime(backend)
+        ort = import_onnxruntime(backend, provider)
     except BackendUnavailable as exc:
         return str(exc)
-    provider = PROVIDERS[backend]
+    provider = provider or PROVIDERS[backend]
     available = ort.get_available_providers()
     if provider not in available:
         return (
             f"this onnxruntime {ort.__version__} has no {provider} "
-            f"(it has {', '.join(available)}): {_EXTRA[backend]}"
+            f"(it has {', '.join(available)}): {_install(backend, provider)}"
         )
-    if backend != "onnxruntime-cpu":
+    if provider != CPU:
         try:
             probe_gpus().device(device_index)
         except BackendUnavailable as exc:
@@ -117,31 +134,44 @@ def unavailable_reason(backend: str, device_index: int = 0) -> str | None:
 
 @dataclass(frozen=True)
 class OrtSettings:
-    """How to open a session (``precision`` and the profile matter only for the TensorRT EP)."""
+    """How to open a session (``precision`` and the profile matter only for the TensorRT EP).
+    ``provider``: the execution provider, None for the backend's own (:data:`PROVIDERS`);
+    ``optimization``: the graph optimization level, one of :data:`OPTIMIZATION_LEVELS`."""
 
     threads: int | None = None
     device_index: int = 0
     cuda_graph: bool = False
     precision: str = "fp32"
     tensorrt_profile: dict[str, str] | None = None  # see tensorrt_profile_options
+    provider: str | None = None
+    optimization: str = "all"
 
 
 class OnnxRuntimeBackend(Backend):
     """One ``InferenceSession`` on the CPU, CUDA or TensorRT execution provider."""
 
     def __init__(self, model: ModelBytes, backend: str, settings: OrtSettings) -> None:
-        if backend not in PROVIDERS:
-            raise ConfigError(f"not an onnxruntime backend: {backend!r}; one of {list(PROVIDERS)}")
+        provider = settings.provider or PROVIDERS.get(backend)
+        if provider is None:
+            raise ConfigError(
+                f"not an onnxruntime backend: {backend!r}; one of {list(PROVIDERS)}, or give "
+                "OrtSettings.provider"
+            )
         if settings.threads is not None and settings.threads < 1:
             raise ConfigError(f"threads must be >= 1 or None, got {settings.threads}")
-        reason = unavailable_reason(backend, settings.device_index)
+        if settings.optimization not in OPTIMIZATION_LEVELS:
+            raise ConfigError(
+                f"optimization must be one of {OPTIMIZATION_LEVELS}, got {settings.optimization!r}"
+            )
+        reason = unavailable_reason(backend, settings.device_index, provider)
         if reason is not None:
             raise BackendUnavailable(f"{backend}: {reason}")
         self.name = backend
+        self.provider = provider
         self.path = path = model.path
         self.settings = settings
-        self._ort = ort = import_onnxruntime(backend)
-        self._on_gpu = backend != "onnxruntime-cpu"
+        self._ort = ort = import_onnxruntime(backend, provider)
+        self._on_gpu = provider != CPU
         self._device_type = "cuda"  # where IOBinding puts inputs and outputs on the GPU paths
         self._lock = threading.Lock()
         self._graph_state: tuple[Any, ...] | None = None  # (shapes, binding, inputs, outputs)
@@ -170,7 +200,8 @@ class OnnxRuntimeBackend(Backend):
         external-data weights are looked up in the model's directory."""
         path = model.path
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        level = _LEVELS[settings.optimization]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = settings.threads or 0
         options.inter_op_num_threads = 1
@@ -189,14 +220,14 @@ class OnnxRuntimeBackend(Backend):
             ) from exc
         except ort_errors() as exc:
             kind = type(exc).__name__
-            if kind in _MODEL_ERRORS or backend == "onnxruntime-cpu":
+            if kind in _MODEL_ERRORS or not self._on_gpu:
                 raise ModelLoadError(f"onnxruntime cannot load {path}: {kind}: {exc}") from exc
             raise BackendUnavailable(
                 f"{backend} cannot open {path}: {kind}: {exc}; check the CUDA, cuDNN (and "
                 "TensorRT) libraries that onnxruntime-gpu needs"
             ) from exc
         active = session.get_providers()
-        wanted = PROVIDERS[backend]
+        wanted = self.provider
         if not active or active[0] != wanted:
             raise BackendUnavailable(
                 f"{backend}: onnxruntime fell back to {active} instead of {wanted} (the provider "
@@ -205,8 +236,8 @@ class OnnxRuntimeBackend(Backend):
         return session
 
     def _providers(self, backend: str, settings: OrtSettings) -> list[Any]:
-        if backend == "onnxruntime-cpu":
-            return ["CPUExecutionProvider"]
+        if not self._on_gpu:
+            return [self.provider]
         cuda_options = {
             "device_id": str(settings.device_index),
             "cudnn_conv_algo_search": "HEURISTIC",
@@ -217,7 +248,7 @@ class OnnxRuntimeBackend(Backend):
             "use_tf32": "0" if settings.precision == "fp32" else "1",
         }
         providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
-        if backend == "onnxruntime-tensorrt":
+        if self.provider == "TensorrtExecutionProvider":
             trt_options = {
                 "device_id": str(settings.device_index),
                 "trt_fp16_enable": "1" if settings.precision in ("fp16", "int8") else "0",
@@ -346,7 +377,7 @@ class OnnxRuntimeBackend(Backend):
         info: dict[str, Any] = {
             "library": f"onnxruntime {self._ort.__version__}",
             "providers": self._session.get_providers() if self._session else [],
-            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "graph_optimization_level": _LEVELS[self.settings.optimization],
             "intra_op_threads": self.settings.threads or "onnxruntime default",
         }
         if self._on_gpu:
@@ -415,3 +446,73 @@ def _bfloat16_array(value: Any) -> np.ndarray:
     buffer = (ctypes.c_uint16 * count).from_address(value.data_ptr())
     bits = np.frombuffer(buffer, np.uint16).copy()
     return bits.view(numpy_dtype("bfloat16")).reshape(shape)
+
+
+def open_request(request: OpenRequest, name: str) -> Backend:
+    """A session for ``request`` on ONNX Runtime backend ``name`` with edgeport's settings."""
+    profile = None
+    if name == "onnxruntime-tensorrt" and request.file.artifact is not None:
+        profile = tensorrt_profile_options(request.file.artifact.inputs)
+    settings = OrtSettings(
+        threads=request.threads,
+        device_index=request.device_index,
+        cuda_graph=request.cuda_graph and name != "onnxruntime-cpu",
+        precision=request.precision,
+        tensorrt_profile=profile,
+    )
+    return OnnxRuntimeBackend(request.model, name, settings)
+
+
+def _profiler(name: str, file: ModelFile, threads: int | None) -> Profile:
+    from edgeport.runtime.tools.profile import profile_onnxruntime  # the tools' profiling code
+
+    profile = None
+    if name == "onnxruntime-tensorrt" and file.artifact is not None:
+        profile = tensorrt_profile_options(file.artifact.inputs)
+    settings = OrtSettings(
+        threads=threads, precision=file.precision or "fp32", tensorrt_profile=profile
+    )
+    return lambda arrays, config: profile_onnxruntime(file.path, name, arrays, config, settings)
+
+
+def _cpu_bf16_reason(precision: str) -> str | None:
+    from edgeport.runtime.backends.registry import cpu_bf16_reason  # the registry imports this
+
+    return cpu_bf16_reason(precision)
+
+
+def _record(name: str, device: str, precisions: tuple[str, ...], **more: Any) -> BackendSpec:
+    return BackendSpec(
+        name=name,
+        formats=("onnx",),
+        target="tensorrt" if name == "onnxruntime-tensorrt" else "onnxruntime",
+        device=device,
+        precisions=precisions,
+        unavailable=lambda file, device_index: unavailable_reason(name, device_index),
+        open=functools.partial(open_request, name=name),
+        profiler=_profiler,
+        packages=("onnxruntime", "onnxruntime-gpu"),
+        **more,
+    )
+
+
+# Fastest first. ONNX Runtime's CUDA provider runs fp16 on tensor cores but has few int8 (QDQ)
+# kernels, so int8 comes last there. On CPUs int8 is only faster for large models (ResNet-18:
+# 17.5 vs 32 ms; the small CNN: 0.18 vs 0.17 ms) and fp16 is emulated, so fp32 comes first.
+SPECS = (
+    _record(
+        "onnxruntime-tensorrt",
+        "cuda",
+        ("int8", "fp16", "fp32"),
+        auto=False,
+        manual_reason="not tried automatically: it builds a TensorRT engine when the session "
+        "opens; ask for backend='onnxruntime-tensorrt'",
+    ),
+    _record("onnxruntime-cuda", "cuda", ("fp16", "fp32", "int8")),
+    _record(
+        "onnxruntime-cpu",
+        "cpu",
+        ("fp32", "int8", "fp16"),
+        precision_unavailable=_cpu_bf16_reason,
+    ),
+)

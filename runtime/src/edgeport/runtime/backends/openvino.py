@@ -45,9 +45,10 @@ import numpy as np
 
 from edgeport.runtime.backends.base import Backend, ModelBytes
 from edgeport.runtime.backends.compiled_cache import CompiledCache, warn_once
+from edgeport.runtime.backends.spec import BackendSpec, OpenRequest
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, InputError, ModelLoadError
 from edgeport.runtime.io import cache_dir
-from edgeport.runtime.specs import TensorSpec
+from edgeport.runtime.specs import DTYPES, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -357,3 +358,36 @@ def _spec(port: Any, file_specs: Mapping[str, TensorSpec]) -> TensorSpec:
         else:
             dims.append(None)
     return TensorSpec(name, dtype, tuple(dims))
+
+
+def _open(request: OpenRequest) -> Backend:
+    """An ONNX file (its tensors' types as the file declares them) or an IR."""
+    settings = OpenVinoSettings.from_options(
+        request.threads, request.options, precision=request.precision
+    )
+    summary = request.model.summary
+    if request.file.format != "onnx" or summary is None:
+        return OpenVinoBackend(request.model, settings)
+    file_specs = [
+        TensorSpec(t.name, t.elem_type, t.shape)
+        for t in (*summary.inputs, *summary.outputs)
+        if t.elem_type in DTYPES
+    ]
+    return OpenVinoBackend(request.model, settings, file_specs)
+
+
+# On CPUs fp32 comes first: int8 is faster only for larger models (``edgeport tune`` finds when).
+SPECS = (
+    BackendSpec(
+        name="openvino",
+        formats=("onnx", "openvino"),
+        target="openvino",
+        device="cpu",
+        precisions=("fp32", "int8", "fp16", "bf16"),
+        unavailable=lambda file, device_index: unavailable_reason(),
+        open=_open,
+        precision_unavailable=precision_unavailable_reason,
+        packages=("openvino",),
+        options=True,
+    ),
+)

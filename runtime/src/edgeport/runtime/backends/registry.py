@@ -1,6 +1,10 @@
 """Which backends exist, which can run here, and in what order ``load`` tries them.
 
-Backends are imported only when asked about (as tinygrad finds devices): asking whether
+Each backend module exports its records (:class:`~edgeport.runtime.backends.spec.BackendSpec`,
+in ``SPECS``); this registry holds them, in the order ``auto`` tries them, and everything else
+(``load``, ``explain``, ``inspect``, the tools, the CLI's ``--backend`` choices) asks it.
+:func:`register` adds one from outside edgeport. Backend modules import their engines only when
+asked to open a model or say whether they can run (as tinygrad finds devices): asking whether
 ``tensorrt`` can run imports ``tensorrt`` and nothing else.
 
 Auto-selection (``backend="auto"``) follows this machine's tuning record when one matches
@@ -8,17 +12,17 @@ Auto-selection (``backend="auto"``) follows this machine's tuning record when on
 by rule: ``tensorrt`` (an engine built for this GPU), ``onnxruntime-cuda``, ``onnxruntime-cpu``,
 ``openvino`` (the CPU engine that wins on larger int8 models; ``tune`` finds when), then the
 phone formats' own runtimes, ``litert`` (``.tflite``) and ``executorch`` (``.pte``).
-The backends of :data:`BY_NAME_ONLY` are never picked automatically; ask for them by name.
-Every candidate that is passed over is recorded as an :class:`Attempt` with the reason, which
-``Model.explain()`` prints.
+``onnxruntime-tensorrt`` is never picked automatically, since it builds a TensorRT engine inside
+the session on every load (minutes); ask for it by name. Every candidate that is passed over is
+recorded as an :class:`Attempt` with the reason, which ``Model.explain()`` prints.
 
 An artifact made for one engine family (``Artifact.target``: an int8 file quantized in the form
-OpenVINO fuses, say) is run only by that family's backends (:data:`TARGET_OF`).
+OpenVINO fuses, say) is run only by that family's backends (``BackendSpec.target``).
 
-Precision (``precision=None``) follows :data:`PRECISION_PREFERENCE`, fastest first for each
-backend, and takes the first artifact whose export parity check passed (an fp32 artifact is
-also taken when parity was not checked: it is the reference format). Reduced precision that
-skipped its parity check is only loaded when asked for by name.
+Precision (``precision=None``) follows each backend's ``BackendSpec.precisions``, fastest first
+(:func:`precision_rule`), and takes the first artifact whose export parity check passed (an fp32
+artifact is also taken when parity was not checked: it is the reference format). Reduced
+precision that skipped its parity check is only loaded when asked for by name.
 
 One rule decides what may run, whatever a tuning record or the fixed rule prefers
 (:func:`trust_refusal`, and the loader's hash check): an artifact whose export parity check
@@ -34,109 +38,122 @@ the order above.
 
 from __future__ import annotations
 
+import importlib
 import platform
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import overload
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.bundle import Artifact, EngineInfo
+from edgeport.runtime.backends.spec import BackendSpec, ModelFile
 from edgeport.runtime.cpu_features import cpu_features
 from edgeport.runtime.errors import ConfigError
 
-BACKENDS = (
-    "tensorrt",
-    "onnxruntime-tensorrt",
-    "onnxruntime-cuda",
-    "onnxruntime-cpu",
-    "openvino",
-    "litert",
-    "executorch",
-)
-AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "openvino", "litert", "executorch")
-# Backends that run only when asked for by name: never by auto, tune or check's defaults.
-BY_NAME_ONLY = {
-    "onnxruntime-tensorrt": "it builds a TensorRT engine inside the session on every load "
-    "(minutes)",
-}
-GPU_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"})
-PHONE_BACKENDS = frozenset({"litert", "executorch"})  # the runtimes of phones' own formats
-FORMAT_OF = {
-    "tensorrt": "tensorrt",
-    "onnxruntime-tensorrt": "onnx",
-    "onnxruntime-cuda": "onnx",
-    "onnxruntime-cpu": "onnx",
-    "openvino": "onnx",
-    "litert": "litert",
-    "executorch": "executorch",
-}
-# Formats a backend runs besides its FORMAT_OF: OpenVINO compiles its own IR too.
-EXTRA_FORMATS = {"openvino": ("openvino",)}
-# The engine family whose artifacts each backend runs (``Artifact.target``).
-TARGET_OF = {
-    "tensorrt": "tensorrt",
-    "onnxruntime-tensorrt": "tensorrt",
-    "onnxruntime-cuda": "onnxruntime",
-    "onnxruntime-cpu": "onnxruntime",
-    "openvino": "openvino",
-    "litert": "litert",
-    "executorch": "executorch",
-}
-ONNX_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "onnx")
-# Fastest first. On GPUs, TensorRT's int8 and fp16 kernels beat fp32. ONNX Runtime's CUDA
-# provider runs fp16 on tensor cores but has few int8 (QDQ) kernels, so int8 comes last there.
-# On CPUs int8 is only faster for large models (ResNet-18: 17.5 vs 32 ms; the small CNN: 0.18
-# vs 0.17 ms on a 2-core AMD EPYC) and fp16 is emulated, so fp32 comes first: ask for int8 by name.
-PRECISION_PREFERENCE = {
-    "tensorrt": ("int8", "fp16", "fp32"),
-    "onnxruntime-tensorrt": ("int8", "fp16", "fp32"),
-    "onnxruntime-cuda": ("fp16", "fp32", "int8"),
-    "onnxruntime-cpu": ("fp32", "int8", "fp16"),
-    "openvino": ("fp32", "int8", "fp16", "bf16"),
-    "litert": ("fp32", "int8", "fp16"),
-    "executorch": ("fp32", "int8", "fp16"),
-}
+__all__ = ["BackendSpec", "ModelFile", "backend_spec", "backend_specs", "register", "unregister"]
+
+# The modules of edgeport's own backends, each exporting SPECS; their order is the auto order.
+BUILTIN_MODULES = ("tensorrt", "onnxrt", "openvino", "litert", "executorch")
+_specs: dict[str, BackendSpec] = {}
+_lock = threading.Lock()
 # On CPUs with bf16 arithmetic, what is fastest there, tried before the order above. Measured
 # in interleaved rounds (2 threads, AMD EPYC Zen 4 with AVX512_BF16, no AMX; simple_cnn_bn 32x32,
 # resnet18 and mobilenet_v3_small 224x224 trained on digits, batch 1 and 8; the fixed-rule table
 # of benchmarks/results/amd-epyc-2c/README.md): against ONNX Runtime fp32 first it gains 1.04x to
 # 2.0x on the 224x224 models and loses 2.5x on the small CNN at batch 1, where tune picks ORT.
 BF16_CPU_FIRST: tuple[tuple[str, str], ...] = (("openvino", "bf16"),)
-PRECISION_RULE = (
-    "precision=None takes, for each backend in order, the first artifact in its preference "
-    "order whose export parity check passed (fp32 also when unchecked): "
-    + "; ".join(
-        f"{b}: {' > '.join(p)}" for b, p in PRECISION_PREFERENCE.items() if b not in BY_NAME_ONLY
+
+
+def backend_specs() -> tuple[BackendSpec, ...]:
+    """Every registered backend, in the order ``auto`` tries them."""
+    with _lock:
+        if not _specs:
+            for module in BUILTIN_MODULES:
+                found = importlib.import_module(f"edgeport.runtime.backends.{module}").SPECS
+                _specs.update((s.name, s) for s in found)
+        return tuple(_specs.values())
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(s.name for s in backend_specs())
+
+
+class BackendNames(Sequence[str]):
+    """The registered backends' names, read from the registry at each use (so a choice list
+    made before a :func:`register` sees the new backend): ``"auto"`` first when ``with_auto``,
+    ``extra`` names last; ``order`` rearranges (and may filter) the records, registry order by
+    default."""
+
+    def __init__(
+        self,
+        *,
+        with_auto: bool = False,
+        order: Callable[[tuple[BackendSpec, ...]], Iterable[BackendSpec]] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self._with_auto = with_auto
+        self._order = order
+        self._extra = extra
+
+    def _names(self) -> tuple[str, ...]:
+        specs = backend_specs()
+        names = tuple(s.name for s in (self._order(specs) if self._order else specs))
+        return (*(("auto",) if self._with_auto else ()), *names, *self._extra)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+BACKENDS = BackendNames()  # every registered backend, in auto's order
+
+
+def backend_spec(name: str) -> BackendSpec:
+    """The record of backend ``name``; ``ConfigError`` naming the others when there is none."""
+    for found in backend_specs():
+        if found.name == name:
+            return found
+    raise ConfigError(f"unknown backend {name!r}; expected 'auto' or one of {backend_names()}")
+
+
+def register(spec: BackendSpec, *, before: str | None = None) -> None:
+    """Add a backend: ``load``, ``explain``, ``inspect``, the tools and the CLI's ``--backend``
+    choices find it from now on. It goes last in the auto order, or just before ``before``."""
+    current = backend_specs()
+    if spec.name in (s.name for s in current):
+        raise ConfigError(f"a backend named {spec.name!r} is registered already")
+    names = [s.name for s in current]
+    if before is not None and before not in names:
+        raise ConfigError(f"cannot register {spec.name!r} before unknown backend {before!r}")
+    at = names.index(before) if before is not None else len(current)
+    with _lock:
+        _specs.clear()
+        _specs.update((s.name, s) for s in (*current[:at], spec, *current[at:]))
+
+
+def unregister(name: str) -> None:
+    """Remove a backend added with :func:`register`."""
+    backend_spec(name)
+    with _lock:
+        del _specs[name]
+
+
+def precision_rule() -> str:
+    """``precision=None``'s rule in words, from the records of the backends auto tries."""
+    return (
+        "precision=None takes, for each backend in order, the first artifact in its preference "
+        "order whose export parity check passed (fp32 also when unchecked): "
+        + "; ".join(f"{s.name}: {' > '.join(s.precisions)}" for s in backend_specs() if s.auto)
     )
-)
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One model file that some backend might run."""
-
-    format: str  # one of bundle.FORMATS
-    precision: str | None  # None when a bare file does not tell
-    path: Path  # where the file is (not yet verified)
-    label: str  # the artifact name, or the file name
-    artifact: Artifact | None = None
-    engine: EngineInfo | None = None
-    bundle_dir: Path | None = None  # set when the file is described by a bundle manifest
-
-    @property
-    def parity_passed(self) -> bool | None:
-        return self.artifact.parity_passed if self.artifact else None
-
-    @property
-    def target(self) -> str | None:
-        """The engine family the file was made for; None: any that runs its format."""
-        return self.artifact.target if self.artifact else None
-
-    @property
-    def parity_failures(self) -> list[str]:
-        if self.artifact is None or not self.artifact.parity:
-            return []
-        return [str(f) for f in self.artifact.parity.get("failures", [])]
 
 
 @dataclass(frozen=True)
@@ -164,64 +181,42 @@ class Attempt:
 
 def runs_format(backend: str, fmt: str) -> bool:
     """Whether ``backend`` opens files of the artifact format ``fmt``."""
-    return fmt == FORMAT_OF[backend] or fmt in EXTRA_FORMATS.get(backend, ())
+    return backend_spec(backend).runs(fmt)
 
 
 def formats_text(backend: str) -> str:
-    return " and ".join((FORMAT_OF[backend], *EXTRA_FORMATS.get(backend, ())))
+    return backend_spec(backend).formats_text
 
 
 def check_backend_name(backend: str) -> str:
-    if backend != "auto" and backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
+    if backend != "auto":
+        backend_spec(backend)
     return backend
 
 
 def backend_unavailable_reason(backend: str, device_index: int = 0) -> str | None:
     """Why ``backend`` cannot run on this machine at all, or None (no model is opened)."""
-    check_backend_name(backend)
-    if backend == "tensorrt":
-        from edgeport.runtime.backends.tensorrt import static_unavailable_reason
-
-        return static_unavailable_reason(None, device_index)
-    if backend == "openvino":
-        from edgeport.runtime.backends import openvino
-
-        return openvino.unavailable_reason()
-    if backend == "litert":
-        from edgeport.runtime.backends import litert
-
-        return litert.unavailable_reason()
-    if backend == "executorch":
-        from edgeport.runtime.backends import executorch
-
-        return executorch.unavailable_reason()
-    from edgeport.runtime.backends.onnxrt import unavailable_reason
-
-    return unavailable_reason(backend, device_index)
+    return backend_spec(backend).unavailable(None, device_index)
 
 
 def machine_report(device_index: int = 0) -> dict[str, str | None]:
     """For every backend, None when it can run here, else why not."""
-    return {name: backend_unavailable_reason(name, device_index) for name in BACKENDS}
+    return {s.name: s.unavailable(None, device_index) for s in backend_specs()}
 
 
 def candidate_unavailable_reason(
     backend: str, candidate: ModelFile, device_index: int = 0
 ) -> str | None:
     """Why ``backend`` cannot run ``candidate`` here, decided without opening it."""
-    if not runs_format(backend, candidate.format):
-        return f"{backend} runs {formats_text(backend)} files, this is {candidate.format}"
+    spec = backend_spec(backend)
+    if not spec.runs(candidate.format):
+        return f"{backend} runs {spec.formats_text} files, this is {candidate.format}"
     mismatch = precision_unavailable_reason(backend, candidate) or target_mismatch(
         backend, candidate
     )
     if mismatch:
         return mismatch
-    if backend == "tensorrt":
-        from edgeport.runtime.backends.tensorrt import static_unavailable_reason
-
-        return static_unavailable_reason(candidate.engine, device_index)
-    return backend_unavailable_reason(backend, device_index)
+    return spec.unavailable(candidate, device_index)
 
 
 @dataclass(frozen=True)
@@ -272,10 +267,10 @@ def record_refusal(
 ) -> str | None:
     """Why a tuning record's winner (backend, artifact name) is not obeyed here, or None."""
     name, label = prefer
-    if name not in BACKENDS:
+    if name not in backend_names():
         return (
             f"it names backend {name!r}, which this edgeport does not have "
-            f"(it has {', '.join(BACKENDS)})"
+            f"(it has {', '.join(backend_names())})"
         )
     cand = next((c for c in candidates if c.label == label), None)
     if cand is None:
@@ -305,7 +300,7 @@ def bf16_cpu_first(
         for cand in candidates:
             if (
                 cand.precision == precision
-                and cand.format == FORMAT_OF[name]
+                and cand.format == backend_spec(name).format
                 and cand.bundle_dir is not None
                 and cand.parity_passed is True
                 and candidate_unavailable_reason(name, cand, device_index) is None
@@ -317,9 +312,9 @@ def bf16_cpu_first(
 def rule_text() -> str:
     """The fixed rule as it applies on this machine, for ``Model.explain()``."""
     if not cpu_features().bf16:
-        return PRECISION_RULE
+        return precision_rule()
     first = ", then ".join(f"{b} {p}" for b, p in BF16_CPU_FIRST)
-    return f"this CPU has bf16 arithmetic: first {first} (parity passed), then {PRECISION_RULE}"
+    return f"this CPU has bf16 arithmetic: first {first} (parity passed), then {precision_rule()}"
 
 
 def _rule_steps(
@@ -330,73 +325,75 @@ def _rule_steps(
     device_index: int,
     request: Request,
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
-    """The fixed rule: backends in AUTO_ORDER (or the one asked for), precisions in each
-    backend's PRECISION_PREFERENCE, passing over what cannot run or failed parity."""
+    """The fixed rule: backends in the registry's order (or the one asked for), precisions in
+    each backend's preference, passing over what cannot run or failed parity."""
     gpu_here = probe_gpus().reason is None
     auto = backend == "auto"
-    if auto and gpu_here and device_kind != "cpu" and any(c.format == "onnx" for c in candidates):
-        yield from _trt_ep_note(device_index)
-    for name in _backend_order(backend, device_kind):
-        fmt = formats_text(name)
-        mine = [c for c in candidates if runs_format(name, c.format)]
+    if auto:
+        yield from _manual_notes(candidates, device_kind, gpu_here, device_index)
+    for spec in _backend_order(backend, device_kind):
+        mine = [c for c in candidates if spec.runs(c.format)]
         if precision is not None:
             mine = [c for c in mine if c.precision == precision]
-        if not mine and auto and name in PHONE_BACKENDS:
+        if not mine and auto and spec.optional_format:
             continue  # a model without .tflite/.pte files: its explanation stays on the rest
         if not mine:
-            what = f"{precision} {fmt}" if precision else fmt
-            yield Attempt(name, "", precision, "skipped", f"no {what} artifact")
-        elif auto and name in GPU_BACKENDS and not gpu_here:
+            what = f"{precision} {spec.formats_text}" if precision else spec.formats_text
+            yield Attempt(spec.name, "", precision, "skipped", f"no {what} artifact")
+        elif auto and spec.device == "cuda" and not gpu_here:
             # Decided from the driver alone; what else is missing is asked only if shown, so
             # a CPU-only load imports no GPU library (cold start).
-            yield from _no_gpu_attempts(name, mine, device_index)
+            yield from _no_gpu_attempts(spec, mine, device_index)
         else:
-            yield from _backend_steps(name, mine, device_index, request)
+            yield from _backend_steps(spec, mine, device_index, request)
 
 
-def _backend_order(backend: str, device_kind: str | None) -> list[str]:
+def _backend_order(backend: str, device_kind: str | None) -> list[BackendSpec]:
     if backend == "auto":
         return [
-            b
-            for b in AUTO_ORDER
-            if device_kind is None or (device_kind == "cpu") == (b not in GPU_BACKENDS)
+            s
+            for s in backend_specs()
+            if s.auto and (device_kind is None or device_kind == s.device)
         ]
-    if device_kind == "cpu" and backend in GPU_BACKENDS:
+    spec = backend_spec(backend)
+    if device_kind == "cpu" and spec.device == "cuda":
         raise ConfigError(f"backend {backend!r} runs on a GPU, but device='cpu' was asked for")
-    if device_kind == "cuda" and backend not in GPU_BACKENDS:
+    if device_kind == "cuda" and spec.device == "cpu":
         raise ConfigError(f"backend {backend!r} runs on the CPU, but a CUDA device was asked for")
-    return [backend]
+    return [spec]
 
 
-def _trt_ep_note(device_index: int) -> Iterator[Attempt]:
-    from edgeport.runtime.backends.onnxrt import unavailable_reason
-
-    if unavailable_reason("onnxruntime-tensorrt", device_index) is None:
-        yield Attempt(
-            "onnxruntime-tensorrt",
-            "",
-            None,
-            "skipped",
-            f"not tried automatically: {BY_NAME_ONLY['onnxruntime-tensorrt']}; ask for "
-            "backend='onnxruntime-tensorrt'",
-        )
+def _manual_notes(
+    candidates: list[ModelFile], device_kind: str | None, gpu_here: bool, device_index: int
+) -> Iterator[Attempt]:
+    """The backends auto never tries that could run this model here, with why (ONNX Runtime's
+    TensorRT provider builds an engine whenever a session opens)."""
+    for spec in backend_specs():
+        if spec.auto or not spec.manual_reason or (spec.device == "cuda" and not gpu_here):
+            continue
+        if device_kind not in (None, spec.device):
+            continue
+        runs_one = any(spec.runs(c.format) for c in candidates)
+        if runs_one and spec.unavailable(None, device_index) is None:
+            yield Attempt(spec.name, "", None, "skipped", spec.manual_reason)
 
 
 def _backend_steps(
-    name: str, mine: list[ModelFile], device_index: int, request: Request
+    spec: BackendSpec, mine: list[ModelFile], device_index: int, request: Request
 ) -> Iterator[Attempt | tuple[str, ModelFile]]:
     """One backend's candidates in its precision preference, or why it cannot run them."""
-    if name != "tensorrt":
-        reason = backend_unavailable_reason(name, device_index)
+    name = spec.name
+    if not spec.per_file:
+        reason = spec.unavailable(None, device_index)
         if reason is not None:
             yield Attempt(name, "", None, "skipped", reason)
             return
-    preference = PRECISION_PREFERENCE[name]
-    mine = sorted(  # by precision; at one precision a backend's own format (OpenVINO IR) first
+    preference = spec.precisions
+    mine = sorted(  # by precision; at one precision a backend's other formats (OpenVINO IR) first
         mine,
         key=lambda c: (
             preference.index(c.precision) if c.precision in preference else 99,
-            c.format == FORMAT_OF[name] and name in EXTRA_FORMATS,
+            c.format == spec.format and len(spec.formats) > 1,
         ),
     )
     for cand in mine:
@@ -405,17 +402,20 @@ def _backend_steps(
             or target_mismatch(name, cand)
             or trust_refusal(cand, request)
         )
-        if why is None and name == "tensorrt":
-            why = candidate_unavailable_reason(name, cand, device_index)
+        if why is None and spec.per_file:
+            why = spec.unavailable(cand, device_index)
         if why:
             yield Attempt(name, cand.label, cand.precision, "skipped", why)
         else:
             yield name, cand
 
 
-def _no_gpu_attempts(name: str, mine: list[ModelFile], device_index: int) -> Iterator[Attempt]:
-    if name != "tensorrt":
-        yield Attempt(name, "", None, "skipped", lambda: backend_unavailable_reason(name))
+def _no_gpu_attempts(
+    spec: BackendSpec, mine: list[ModelFile], device_index: int
+) -> Iterator[Attempt]:
+    name = spec.name
+    if not spec.per_file:
+        yield Attempt(name, "", None, "skipped", lambda: spec.unavailable(None, 0))
         return
     for cand in mine:
         yield Attempt(
@@ -455,9 +455,10 @@ def plan(
 
 def target_mismatch(backend: str, cand: ModelFile) -> str | None:
     """Why ``backend`` does not run ``cand``: it was made for another engine family."""
-    if cand.target is None or cand.target == TARGET_OF[backend]:
+    target = backend_spec(backend).target
+    if cand.target is None or cand.target == target:
         return None
-    return f"made for {cand.target}, not for {TARGET_OF[backend]} ({backend} runs those)"
+    return f"made for {cand.target}, not for {target} ({backend} runs those)"
 
 
 def ort_bf16_reason(machine: str) -> str:
@@ -475,17 +476,17 @@ def ort_bf16_reason(machine: str) -> str:
 
 
 def precision_unavailable_reason(backend: str, cand: ModelFile) -> str | None:
-    """Why ``backend`` cannot run ``cand``'s precision on this machine, or None. A bf16
-    artifact (the fp32 file run with bf16 arithmetic) needs an engine that computes in bf16 and
-    a CPU that has it; no other precision depends on the machine (GPU backends are told apart
-    by the artifact's target)."""
-    if cand.precision != "bf16":
-        return None
-    if backend == "openvino":
-        from edgeport.runtime.backends import openvino
+    """Why ``backend`` cannot run ``cand``'s precision on this machine, or None (its record's
+    ``precision_unavailable``). A bf16 artifact (the fp32 file run with bf16 arithmetic) needs
+    an engine that computes in bf16 and a CPU that has it; no other precision depends on the
+    machine (GPU backends are told apart by the artifact's target)."""
+    check = backend_spec(backend).precision_unavailable
+    return None if check is None or cand.precision is None else check(cand.precision)
 
-        return openvino.precision_unavailable_reason("bf16")
-    return ort_bf16_reason(platform.machine()) if backend == "onnxruntime-cpu" else None
+
+def cpu_bf16_reason(precision: str) -> str | None:
+    """ONNX Runtime CPU's ``precision_unavailable``: it never runs bf16 artifacts."""
+    return ort_bf16_reason(platform.machine()) if precision == "bf16" else None
 
 
 def parity_failed_text(cand: ModelFile) -> str:

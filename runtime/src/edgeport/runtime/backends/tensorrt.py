@@ -45,6 +45,7 @@ import numpy as np
 
 from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.backends.cuda import GpuDevice, cuda_call, cudart, probe_gpus
+from edgeport.runtime.backends.spec import BackendSpec, ModelFile, OpenRequest, Profile
 from edgeport.runtime.bundle import ENGINE_FLAVOURS, EngineInfo
 from edgeport.runtime.errors import (
     BackendUnavailable,
@@ -620,3 +621,39 @@ class TensorRTBackend(Backend):
             "buffers": "device + pinned host per tensor, sized for the profile's largest shapes",
             "thread_safety": "one lock per model",
         }
+
+
+def _open(request: OpenRequest) -> Backend:
+    return TensorRTBackend(
+        request.model.path,
+        request.file.engine,
+        device_index=request.device_index,
+        cuda_graph=request.cuda_graph,
+        data=request.model.data,
+    )
+
+
+def _profiler(name: str, file: ModelFile, threads: int | None) -> Profile:
+    from edgeport.runtime.tools.profile import profile_tensorrt  # the tools' profiling code
+
+    return lambda arrays, config: profile_tensorrt(file.path, file.engine, arrays, config)
+
+
+# On GPUs, TensorRT's int8 and fp16 kernels beat fp32: fastest first.
+SPECS = (
+    BackendSpec(
+        name="tensorrt",
+        formats=("tensorrt",),
+        target="tensorrt",
+        device="cuda",
+        precisions=("int8", "fp16", "fp32"),
+        unavailable=lambda file, device: static_unavailable_reason(
+            file.engine if file else None, device
+        ),
+        open=_open,
+        profiler=_profiler,
+        packages=("tensorrt", "tensorrt-rtx-cu13"),
+        per_file=True,
+        threads=False,
+    ),
+)

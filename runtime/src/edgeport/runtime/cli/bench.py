@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one(text: str | None, choices: tuple[str, ...], what: str) -> str | None:
+def _one(text: str | None, choices: Sequence[str], what: str) -> str | None:
     names = parse_list(text, choices, what) or (None,)
     if len(names) > 1:
         raise ConfigError(f"give one --{what} here, got {', '.join(map(str, names))}")

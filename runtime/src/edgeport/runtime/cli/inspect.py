@@ -32,7 +32,7 @@ from edgeport.runtime.card import ModelCard
 from edgeport.runtime.cpu_features import describe as describe_cpu
 from edgeport.runtime.cpu_features import describe_line
 from edgeport.runtime.errors import BackendUnavailable, InputError, ModelLoadError
-from edgeport.runtime.model import resolve_source
+from edgeport.runtime.source import resolve_source
 from edgeport.runtime.specs import TensorSpec, merge_specs
 
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeport.runtime.backends.registry import BACKENDS
+from edgeport.runtime.backends.registry import BackendNames
 from edgeport.runtime.bundle import PRECISIONS
 from edgeport.runtime.feeds import parse_shapes, parse_value_ranges
-from edgeport.runtime.model import Model, load
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """``--backend``, ``--precision``, ``--device``, ``--threads`` and ``--allow-failed`` (see
     :func:`load_model`)."""
     parser.add_argument(
-        "--backend", default="auto", choices=("auto", *BACKENDS), help="default: auto"
+        "--backend",
+        default="auto",
+        choices=BackendNames(with_auto=True),  # read when parsing: registered backends too
+        help="default: auto",
     )
     parser.add_argument(
         "--precision", default=None, choices=PRECISIONS, help="default: the fastest that passed"

@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime import __version__
+from edgeport.runtime.backends.registry import backend_spec
 from edgeport.runtime.errors import EdgeportError, InputError
-from edgeport.runtime.model import Model, load
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model
 from edgeport.runtime.preprocess import decode_image
 from edgeport.runtime.serve.batching import Batcher, Overloaded, can_merge
 from edgeport.runtime.serve.metrics import ServeMetrics
-from edgeport.runtime.serve.model_config import model_config
+from edgeport.runtime.serve.model_config import PLATFORMS, model_config
 from edgeport.runtime.serve.protocol import (
     HEADER_LENGTH,
     JSON_TYPE,
@@ -154,7 +156,10 @@ def _top_k(query: Mapping[str, str]) -> int:
 
 
 def _model_format(model: Model) -> str:
-    return "tensorrt" if model.backend == "tensorrt" else "onnx"
+    """The format Triton's configuration names: the backend's main one (ONNX for the formats
+    Triton has no platform for)."""
+    fmt = backend_spec(model.backend).format
+    return fmt if fmt in PLATFORMS else "onnx"
 
 
 class ModelEndpoint:
@@ -184,11 +189,12 @@ class ModelEndpoint:
         self.tensor_limit = tensor_body_limit(model.inputs, model.batch_range.max)
         self.max_body = settings.max_body_bytes
         self.body_limit = min(self.max_body, self.tensor_limit or self.max_body)
-        self.platform = "tensorrt_plan" if model.backend == "tensorrt" else "onnxruntime_onnx"
+        model_format = _model_format(model)
+        self.platform = PLATFORMS[model_format][0]
         self.metadata = model_metadata(self.name, self.platform, model.inputs, model.outputs)
         self.config = model_config(
             self.name,
-            _model_format(model),
+            model_format,
             model.inputs,
             model.outputs,
             max_batch=model.batch_range.max,

@@ -13,8 +13,8 @@ from types import ModuleType
 from typing import Any
 
 from edgeport.runtime.errors import BackendUnavailable, ConfigError, ModelLoadError
-from edgeport.runtime.model import resolve_source
 from edgeport.runtime.serve.settings import ROOT_APP, ServeSettings
+from edgeport.runtime.source import resolve_source
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'edgeport-runtime[serve]'"

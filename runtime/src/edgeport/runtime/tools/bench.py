@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.cuda import probe_gpus
-from edgeport.runtime.backends.onnxrt import OrtSettings, tensorrt_profile_options
 from edgeport.runtime.backends.registry import (
-    GPU_BACKENDS,
+    BackendNames,
+    BackendSpec,
     ModelFile,
+    backend_spec,
     formats_text,
     runs_format,
     short_reason,
@@ -55,9 +56,9 @@ from edgeport.runtime.chunks import run_in_chunks
 from edgeport.runtime.compare import Comparison, OutputCheck, judge, output_kind
 from edgeport.runtime.errors import ConfigError, EdgeportError, InputError
 from edgeport.runtime.feeds import Feeds, InputData, Shapes, conform
-from edgeport.runtime.model import ModelSource, resolve_source, with_bf16
 from edgeport.runtime.plugins import COMPILE, EAGER, available_baselines
 from edgeport.runtime.reference import StoredReference, load_reference
+from edgeport.runtime.source import ModelSource, resolve_source, with_bf16
 from edgeport.runtime.specs import TensorSpec
 from edgeport.runtime.tools.bench_inputs import INPUT_KINDS, Workload, input_data
 from edgeport.runtime.tools.bench_result import (
@@ -75,8 +76,6 @@ from edgeport.runtime.tools.model_record import model_record
 from edgeport.runtime.tools.profile import (
     LayerProfile,
     ProfileConfig,
-    profile_onnxruntime,
-    profile_tensorrt,
 )
 from edgeport.runtime.tools.timing import (
     DeviceStages,
@@ -90,17 +89,17 @@ from edgeport.runtime.tools.timing import (
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("single-stream", "offline", "both")
-RUNTIME_BACKENDS = (
-    "onnxruntime-cpu",
-    "openvino",
-    "litert",
-    "executorch",
-    "onnxruntime-cuda",
-    "onnxruntime-tensorrt",
-    "tensorrt",
-)
+
+
+def _bench_order(specs: tuple[BackendSpec, ...]) -> list[BackendSpec]:
+    """The CPU backends in auto's order, then the GPU ones, the engine builders last."""
+    cpu = [s for s in specs if s.device == "cpu"]
+    return cpu + [s for s in reversed(specs) if s.device != "cpu"]
+
+
+RUNTIME_BACKENDS = BackendNames(order=_bench_order)  # every registered backend
 AUTO = "auto"  # the model as load(backend="auto", expected_batch=batch) opens it
-SELECTABLE_BACKENDS = (AUTO, *RUNTIME_BACKENDS)
+SELECTABLE_BACKENDS = BackendNames(with_auto=True, order=_bench_order)
 BASELINES = (EAGER, COMPILE, CUDA_GRAPH)
 DEFAULT_IMAGE_BATCHES = (1, 8, 32)
 SPEEDUP_TEXT = "PyTorch eager fp32 p50 / row p50, same device and input shapes"
@@ -394,7 +393,7 @@ def quick_parity(
 
 
 def _device_of(backend: str) -> str:
-    return "cuda" if backend in GPU_BACKENDS else "cpu"
+    return backend_spec(backend).device
 
 
 def _bundle_dir(model: ModelSource) -> Path:
@@ -404,17 +403,9 @@ def _bundle_dir(model: ModelSource) -> Path:
 def _profiler(
     backend: str, cand: ModelFile, threads: int | None
 ) -> Callable[[list[np.ndarray], ProfileConfig], LayerProfile] | None:
-    if cand.format not in ("onnx", "tensorrt"):
-        return None  # no per-layer profiler for OpenVINO IR, ExecuTorch and LiteRT files
-    if backend == "tensorrt":
-        return lambda arrays, config: profile_tensorrt(cand.path, cand.engine, arrays, config)
-    profile = None
-    if backend == "onnxruntime-tensorrt" and cand.artifact is not None:
-        profile = tensorrt_profile_options(cand.artifact.inputs)
-    settings = OrtSettings(
-        threads=threads, precision=cand.precision or "fp32", tensorrt_profile=profile
-    )
-    return lambda arrays, config: profile_onnxruntime(cand.path, backend, arrays, config, settings)
+    """The backend's per-layer profiler (``BackendSpec.profiler``); None when it has none."""
+    factory = backend_spec(backend).profiler
+    return None if factory is None else factory(backend, cand, threads)
 
 
 def _open_runtime(
@@ -425,16 +416,16 @@ def _open_runtime(
     threads: int | None,
     verified: set[str],
 ) -> Timed:
-    from edgeport.runtime.model import load  # opens backends: imported when a plan opens
+    from edgeport.runtime.loader import load  # opens backends: imported when a plan opens
 
     opened = load(
         model.path,
         backend=backend,
-        precision=cand.precision,
+        precision=cand.precision,  # tells a bare fp32 file from the same file run in bf16
         threads=threads,
         cuda_graph=graph,
         verify=cand.label not in verified,
-        artifact=cand.label if model.kind == "bundle" else None,
+        artifact=cand.label,
         allow_failed=True,  # timed and reported with its parity, never chosen by auto
     )
     verified.add(cand.label)  # hashed once: later opens of the same file skip the sha256
@@ -611,7 +602,7 @@ def _baseline_plans(
 def _open_auto(model: ModelSource, batch: int, threads: int | None) -> Timed:
     """The model as ``load(backend="auto", expected_batch=batch)`` opens it: a tuning record's
     winner when one holds here, else the fixed rule; labelled with what it chose."""
-    from edgeport.runtime.model import load
+    from edgeport.runtime.loader import load
 
     opened = load(model.path, threads=threads, expected_batch=batch)
     return Timed(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from edgeport.runtime.errors import ConfigError
 from edgeport.runtime.feeds import InputData, Shapes, load_npz, resolve_shapes
-from edgeport.runtime.model import ModelSource
 from edgeport.runtime.reference import StoredReference
+from edgeport.runtime.source import ModelSource
 from edgeport.runtime.specs import TensorSpec
 
 INPUT_KINDS = ("auto", "synthetic", "reference")  # or the path of an .npz file

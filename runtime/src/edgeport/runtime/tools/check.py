@@ -44,10 +44,8 @@ import numpy as np
 
 from edgeport.runtime.backends.registry import (
     BACKENDS,
-    BY_NAME_ONLY,
-    FORMAT_OF,
-    ONNX_BACKENDS,
     ModelFile,
+    backend_specs,
     candidate_unavailable_reason,
     runs_format,
     short_reason,
@@ -64,16 +62,11 @@ from edgeport.runtime.errors import (
     ModelLoadError,
 )
 from edgeport.runtime.feeds import load_npz, sample_count, synthetic_feeds
-from edgeport.runtime.model import (
-    FILE_FORMATS,
-    Model,
-    ModelSource,
-    load,
-    resolve_source,
-    with_bf16,
-)
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model
 from edgeport.runtime.plugins import DATASET_GROUP, dataset_loader, torch_reference_class
 from edgeport.runtime.reference import StoredReference, load_reference
+from edgeport.runtime.source import FILE_FORMATS, ModelSource, resolve_source, with_bf16
 from edgeport.runtime.specs import TensorSpec, numpy_dtype
 from edgeport.runtime.tools.model_record import MODEL_RECORD_FIELDS, model_record
 
@@ -82,9 +75,6 @@ log = logging.getLogger(__name__)
 CHECK_SCHEMA = "edgeport.check"
 CHECK_SCHEMA_VERSION = 3
 REFERENCES = ("auto", "torch", "stored", "onnxruntime-cpu")
-ENGINE_BACKENDS = tuple(b for b in BACKENDS if FORMAT_OF[b] == "tensorrt")
-# the default for bundles: every ONNX backend that may run without being asked for by name
-BUNDLE_ONNX_BACKENDS = tuple(b for b in ONNX_BACKENDS if b not in BY_NAME_ONLY)
 REFERENCE_BACKEND = "onnxruntime-cpu"
 RUN_CHUNK = 64
 DEFAULT_SAMPLES = 4
@@ -427,7 +417,9 @@ def reference_backend(path: Path) -> str:
     """The backend that runs a reference file: ONNX Runtime CPU for an .onnx, else its format's
     own runtime."""
     fmt = FILE_FORMATS.get(path.suffix.lower(), "onnx")
-    return REFERENCE_BACKEND if fmt == "onnx" else next(b for b in BACKENDS if FORMAT_OF[b] == fmt)
+    if fmt == "onnx":
+        return REFERENCE_BACKEND
+    return next(s.name for s in backend_specs() if s.runs(fmt))
 
 
 def _file_reference(source: ModelSource, settings: CheckSettings, warnings: list[str]) -> Reference:
@@ -505,11 +497,10 @@ def run_batches(
 
 
 def _default_backends(source: ModelSource, fmt: str) -> tuple[str, ...]:
-    if fmt == "tensorrt":
-        return ENGINE_BACKENDS
-    if fmt != "onnx":
-        return tuple(b for b in BACKENDS if runs_format(b, fmt))
-    return BUNDLE_ONNX_BACKENDS if source.kind == "bundle" else ONNX_BACKENDS
+    """Every backend that runs ``fmt``; for a bundle only those ``auto`` tries (not the
+    TensorRT EP, which builds engines for minutes)."""
+    bundle = source.kind == "bundle"
+    return tuple(s.name for s in backend_specs() if s.runs(fmt) and (s.auto or not bundle))
 
 
 def _is_reference_run(source: ModelSource, settings: CheckSettings, backend: str) -> bool:
@@ -566,25 +557,17 @@ def _plan(source: ModelSource, settings: CheckSettings) -> list[Verdict | tuple[
 
 
 def _open(source: ModelSource, cand: ModelFile, backend: str, threads: int | None) -> Model:
-    if source.kind != "bundle":
-        run_as = "bf16" if cand.precision == "bf16" else None  # the fp32 file in bf16
-        return load(
-            source.path, backend=backend, precision=run_as, threads=threads, check_outputs=False
-        )
-    model = load(
+    """``cand`` on ``backend`` and nothing else (or ``BackendUnavailable`` saying why); the
+    precision tells a bare fp32 file from the same file run in bf16."""
+    return load(
         source.path,
         backend=backend,
         precision=cand.precision,
         threads=threads,
         check_outputs=False,  # judged and reported per output instead
         artifact=cand.label,
-        allow_failed=True,  # checking a failed artifact again is what check is for
+        allow_failed=source.kind == "bundle",  # checking a failed artifact again is check's job
     )
-    chosen = model.artifact.name if model.artifact is not None else None
-    if chosen != cand.label:
-        model.close()
-        raise BackendUnavailable(f"backend {backend} picked artifact {chosen!r}, not {cand.label}")
-    return model
 
 
 def check_candidate(

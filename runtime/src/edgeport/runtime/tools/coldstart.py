@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.runtime.backends.registry import BackendNames, BackendSpec
 from edgeport.runtime.errors import ConfigError, InputError
 from edgeport.runtime.feeds import resolve_shapes, synthetic_feeds
 from edgeport.runtime.io import atomic_write_bytes, write_report
@@ -53,8 +54,14 @@ SCHEMA_VERSION = 1
 AUTO = "auto"
 BARE_ORT = "bare-onnxruntime"
 BARE_OPENVINO = "bare-openvino"
-EDGEPORT_SUBJECTS = (AUTO, "onnxruntime-cpu", "openvino")
-SUBJECTS = (*EDGEPORT_SUBJECTS, BARE_ORT, BARE_OPENVINO)
+
+
+def _onnx_on_cpu(specs: tuple[BackendSpec, ...]) -> list[BackendSpec]:
+    return [s for s in specs if s.device == "cpu" and s.runs("onnx")]
+
+
+# auto and every CPU backend of ONNX files, then the bare engines they are measured against
+SUBJECTS = BackendNames(with_auto=True, order=_onnx_on_cpu, extra=(BARE_ORT, BARE_OPENVINO))
 STATES = ("cold", "warm")
 GOAL_RATIO = 1.3  # the goal: auto's whole process against bare ONNX Runtime's
 MARK = "EDGEPORT-COLDSTART "
@@ -268,7 +275,7 @@ def _resolve(source: Path, settings: ColdStartSettings, inputs: Path) -> _Target
     subject runs, and write one synthetic sample of its inputs."""
     from edgeport.runtime.backends.openvino import OpenVinoSettings
     from edgeport.runtime.bundle import artifact_path
-    from edgeport.runtime.model import load
+    from edgeport.runtime.loader import load
     from edgeport.runtime.tuning_records import cache_path, effective_settings, find_record
 
     with load(source, precision=settings.precision, threads=settings.threads) as model:

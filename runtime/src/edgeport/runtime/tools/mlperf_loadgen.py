@@ -323,8 +323,8 @@ class LoadGenResult:
 def _samples(model: Any, source: Path, settings: LoadGenSettings) -> tuple[Feeds, str]:
     """The query sample library: every stored sample (or SYNTHETIC_SAMPLES synthetic ones), one
     per index of axis 0, with the model's dtypes."""
-    from edgeport.runtime.model import resolve_source
     from edgeport.runtime.reference import load_reference
+    from edgeport.runtime.source import resolve_source
     from edgeport.runtime.tools.bench_inputs import input_data
 
     resolved = resolve_source(source)
@@ -409,7 +409,7 @@ def run_loadgen(
 ) -> LoadGenResult:
     """Run LoadGen's ``settings.scenario`` against the model; its logs go to ``log_dir``."""
     from edgeport.runtime.envinfo import collect_environment
-    from edgeport.runtime.model import load
+    from edgeport.runtime.loader import load
 
     lg = import_loadgen()
     say = progress or (lambda message: log.info("%s", message))

@@ -9,7 +9,7 @@ from edgeport.runtime.bundle import MANIFEST_NAME
 from edgeport.runtime.io import sha256_file
 
 if TYPE_CHECKING:
-    from edgeport.runtime.model import ModelSource
+    from edgeport.runtime.source import ModelSource
     from edgeport.runtime.specs import TensorSpec
 
 # What :func:`model_record` holds, for the documented JSON schemas.

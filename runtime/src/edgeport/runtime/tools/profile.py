@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.runtime.backends.base import ModelBytes
-from edgeport.runtime.backends.onnxrt import OnnxRuntimeBackend, OrtSettings
+from edgeport.runtime.backends.onnxrt import CPU, PROVIDERS, OnnxRuntimeBackend, OrtSettings
 from edgeport.runtime.backends.registry import ModelFile
 from edgeport.runtime.bundle import EngineInfo
 from edgeport.runtime.errors import ConfigError, InputError
@@ -269,7 +269,7 @@ def profile_onnxruntime(
     if isinstance(events, dict):  # the trace format also allows {"traceEvents": [...]}
         events = events.get("traceEvents", [])
     profile = parse_ort_trace(events, config.warmup_runs)
-    if backend == "onnxruntime-cpu":
+    if (settings.provider or PROVIDERS.get(backend)) == CPU:
         return profile
     return replace(profile, notes=(*profile.notes, ORT_GPU_NOTE))
 

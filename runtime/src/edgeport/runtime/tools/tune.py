@@ -2,7 +2,7 @@
 fastest per batch size (:mod:`edgeport.runtime.tuning_records`), for ``load(backend="auto")``.
 
 Candidates are what ``auto`` itself would consider: every backend that runs the artifact's
-format on this machine (not those of ``registry.BY_NAME_ONLY``), and an
+format on this machine (only those ``auto`` tries: ``BackendSpec.auto``), and an
 artifact only when its export parity check passed (fp32 also when unchecked), so a tuned choice
 is never one the parity gate refused. All are loaded at once and timed on the bundle's stored
 reference inputs (else seeded synthetic ones) in interleaved rounds (each candidate in turn,
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from edgeport.runtime.backends.registry import (
     BACKENDS,
-    BY_NAME_ONLY,
     ModelFile,
+    backend_specs,
     candidate_unavailable_reason,
     runs_format,
     trust_refusal,
@@ -30,7 +30,8 @@ from edgeport.runtime.backends.registry import (
 from edgeport.runtime.bundle import Artifact, Manifest
 from edgeport.runtime.errors import ConfigError, EdgeportError
 from edgeport.runtime.feeds import InputData, resolve_shapes
-from edgeport.runtime.model import Model, load
+from edgeport.runtime.loader import load
+from edgeport.runtime.model import Model
 from edgeport.runtime.reference import load_reference
 from edgeport.runtime.tools.timing import LatencyStats, TimingConfig, time_interleaved
 from edgeport.runtime.tuning_records import (
@@ -68,7 +69,7 @@ def candidates(
 ) -> tuple[list[tuple[str, Artifact]], list[str]]:
     """(backend, artifact) pairs to time, and why the others are left out."""
     chosen, left_out = [], []
-    backends = settings.backends or tuple(b for b in BACKENDS if b not in BY_NAME_ONLY)
+    backends = settings.backends or tuple(s.name for s in backend_specs() if s.auto)
     for art in manifest.artifacts:
         cand = ModelFile(
             art.format, art.precision, bundle_dir / art.path, art.name, art, art.engine, bundle_dir
@@ -95,19 +96,9 @@ def _open(
     left_out = []
     for backend, art in pairs:
         try:
-            model = load(
-                bundle_dir,
-                backend=backend,
-                precision=art.precision,
-                threads=settings.threads,
-                artifact=art.name,
-            )
+            model = load(bundle_dir, backend=backend, threads=settings.threads, artifact=art.name)
         except EdgeportError as exc:
             left_out.append(f"{backend} {art.name}: {exc}")
-            continue
-        if model.artifact is None or model.artifact.name != art.name:
-            model.close()
-            left_out.append(f"{backend} {art.name}: {backend} opened another artifact")
             continue
         models[(backend, art.name)] = (art, model)
     return models, left_out
