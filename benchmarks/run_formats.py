@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix_lib import REPO, MatrixModel, timed, train_model
+from matrix_lib import REPO, STANDARD_MODELS, MatrixModel, timed, train_model
 
 log = logging.getLogger("edgeport.benchmarks")
 
@@ -46,7 +46,7 @@ log = logging.getLogger("edgeport.benchmarks")
 PRECISE_BN = ("mobilenet_v3_small",)
 PRECISE_BN_FILE = "precise_batchnorm.json"
 MODELS: dict[str, MatrixModel] = {
-    "simple_cnn_bn": MatrixModel("simple_cnn_bn", (32, 32), epochs=8, quick_epochs=2),
+    "simple_cnn_bn": STANDARD_MODELS["simple_cnn_bn"],
     "resnet18": MatrixModel(
         "resnet18", (224, 224), epochs=3, quick_epochs=1, batch_size=32, lr=2e-3, quick_limit=320
     ),
