@@ -110,9 +110,19 @@ def test_fp32_tolerance_failure_messages_carry_the_numbers() -> None:
     c = TOLERANCES[("fp32", "logits")].compare(ref, cand)
     failures = TOLERANCES[("fp32", "logits")].failures(c)
     assert failures == [
-        "max abs error 2 > 0.0001",
+        "max abs error 2 > 0.0002",  # 1e-4 x the largest logit, 2
         "top-1 agreement 75.00% < 100.00% (1 of 4 samples changed class)",
     ]
+
+
+def test_fp32_max_abs_error_scales_with_the_largest_logit() -> None:
+    fp32 = TOLERANCES[("fp32", "logits")]
+    small = logits([[0.5, 0.1, 0.0]] * 4)
+    large = small * 40.0  # logits up to 20: bound 2e-3
+    for ref, error, passes in ((small, 5e-4, False), (large, 5e-4, True), (large, 3e-3, False)):
+        cand = ref.copy()
+        cand[0, 1] += error
+        assert (fp32.failures(fp32.compare(ref, cand)) == []) is passes, (ref.max(), error)
 
 
 def test_fp16_tolerance_is_top1_agreement_at_99_5_percent() -> None:

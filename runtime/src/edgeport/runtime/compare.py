@@ -67,6 +67,7 @@ class Comparison:
     rtol: float
     nonfinite: int
     worst_indices: tuple[int, ...]
+    reference_max_abs: float  # the largest |logit| of the reference: the scale fp32 error has
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -224,6 +225,7 @@ def compare_logits(
         rtol=float(rtol),
         nonfinite=nonfinite,
         worst_indices=worst,
+        reference_max_abs=float(np.abs(ref).max()) if ref.size else 0.0,
     )
 
 
@@ -242,6 +244,7 @@ class Tolerance:
     rtol: float
     kind: str = "logits"
     max_abs: float | None = None
+    max_abs_scales: bool = False  # logits: max_abs times the largest |reference logit| (>= 1)
     max_mismatch_fraction: float | None = None
     min_top1_agreement: float | None = None
     ties_agree: bool = False
@@ -264,8 +267,12 @@ class Tolerance:
         what = "logits" if isinstance(c, Comparison) else "elements"
         if c.nonfinite:
             out.append(f"{c.nonfinite} of {c.total_elements} {what} are NaN or Inf")
-        if self.max_abs is not None and not c.max_abs <= self.max_abs:
-            out.append(f"max abs error {c.max_abs:.3g} > {self.max_abs:.3g}")
+        if self.max_abs is not None:
+            bound = self.max_abs
+            if self.max_abs_scales and isinstance(c, Comparison):
+                bound *= max(1.0, c.reference_max_abs)
+            if not c.max_abs <= bound:
+                out.append(f"max abs error {c.max_abs:.3g} > {bound:.3g}")
         if self.max_mismatch_fraction is not None and c.total_elements:
             fraction = c.mismatched_elements / c.total_elements
             if fraction > self.max_mismatch_fraction:
@@ -321,10 +328,15 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
             precision="fp32",
             atol=1e-4,
             rtol=1e-4,
+            # fp32 kernels that sum in another order differ by a share of the logits' scale:
+            # a trained EfficientNet-B0 (logits up to 18) differed from PyTorch on ONNX Runtime
+            # by 7.5e-4 (4e-5 of its largest logit), a digits CNN (logits near 1) by 6e-6
             max_abs=1e-4,
+            max_abs_scales=True,
             min_top1_agreement=1.0,
             ties_agree=True,
-            description="max abs logit error <= 1e-4 and 100% top-1 agreement (near ties excepted)",
+            description="max abs logit error <= 1e-4 x the largest |logit| (at least 1e-4) and "
+            "100% top-1 agreement (near ties excepted)",
         ),
         Tolerance(
             precision="fp16",
