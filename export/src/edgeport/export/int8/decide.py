@@ -51,12 +51,11 @@ DECISIONS = ("kept", "kept-slow", "kept-untimed", "left-out")  # Outcome.decisio
 @dataclass(frozen=True)
 class Timing:
     """fp32 against int8 on one backend in interleaved rounds: each one's latency, the median
-    of its fastest round, and the speed-up, their ratio. The fastest rounds, because on a
-    shared or virtual machine a core can run at a fraction of its speed for seconds, invisibly
-    to the guest (no steal time): an fp32 kernel spread over two threads then slows far more
-    than an int8 one, so a slow moment does not land on both sides alike; it only ever adds
-    time, and the fastest rounds are the ones it spared (measured: ONNX Runtime's fp32 PP-OCR
-    classifier at 0.87 ms quiet, 2.47 ms in such a moment, int8 1.03 and 1.67 ms)."""
+    of its fastest round, and the speed-up, their ratio. The fastest rounds, because a busy
+    moment only adds time and does not add it to both sides alike: where a virtual machine's
+    two cores share one host core for a while, ONNX Runtime's spinning worker threads slow a
+    kernel spread over two threads far more than an int8 one (measured: Magika fp32 2.82 ms,
+    4.6 ms in such a stretch)."""
 
     backend: str
     batch: int
