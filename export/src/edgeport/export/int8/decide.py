@@ -53,9 +53,9 @@ class Timing:
     """fp32 against int8 on one backend in interleaved rounds: each one's latency, the median
     of its fastest round, and the speed-up, their ratio. The fastest rounds, because a busy
     moment only adds time and does not add it to both sides alike: where a virtual machine's
-    two cores share one host core for a while, ONNX Runtime's spinning worker threads slow a
-    kernel spread over two threads far more than an int8 one (measured: Magika fp32 2.82 ms,
-    4.6 ms in such a stretch)."""
+    two cores share one host core for a while, ONNX Runtime's two-thread sessions slow down by
+    different amounts for fp32 and int8 (``benchmarks/ort_spinning.py``: Magika's fp32 file
+    2.8 ms, 4.7 ms in such a stretch, its int8 file going from 1.2-1.3x faster to 1.05x slower)."""
 
     backend: str
     batch: int
